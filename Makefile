@@ -1,0 +1,54 @@
+# Fotostudio Appliance: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help up test test-fast test-e2e lint format typecheck tools tools-browser bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+tools: ## Install restic 0.18 into .tools/bin
+	bash scripts/install-tools.sh
+
+tools-browser: ## Install restic and Chromium (for the browser tests)
+	bash scripts/install-tools.sh --browser
+
+up: $(STAMP) tools ## Run the whole appliance here (embedded PostgreSQL; Ctrl-C stops it)
+	$(BIN)/appliance up
+
+lint: $(STAMP) ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check appliance tests
+	$(BIN)/ruff format --check appliance tests
+	$(BIN)/mypy
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff format appliance tests
+	$(BIN)/ruff check --fix appliance tests
+
+test-fast: $(STAMP) ## Unit and integration tests only
+	$(BIN)/pytest tests/unit tests/integration tests/faults
+
+test-e2e: $(STAMP) tools-browser ## Browser tests in their own pytest process
+	$(BIN)/pytest tests/e2e
+
+test: $(STAMP) tools-browser lint ## Everything CI runs: lint, unit, integration, faults, browser
+	$(BIN)/pytest tests/unit tests/integration tests/faults
+	$(BIN)/pytest tests/e2e
+
+bench: $(STAMP) ## Benchmarks (print ratios against an in-process baseline)
+	$(BIN)/pytest tests/benchmarks -s
+
+clean: ## Remove the virtual environment, tools and caches (never the data folder)
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

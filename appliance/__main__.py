@@ -1,0 +1,5 @@
+"""``python -m appliance`` runs the command line."""
+
+from appliance.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Staff accounts: users, roles, passwords, TOTP, recovery codes, sessions, invitations."""

@@ -1,0 +1,51 @@
+"""Password hashing (argon2id through libpass) and the strength rule for new passwords."""
+
+from __future__ import annotations
+
+import functools
+
+import zxcvbn
+from passlib.hash import argon2
+
+from appliance.errors import InvalidInput
+
+__all__ = ["MAX_PASSWORD_LENGTH", "check_strength", "hash_password", "verify_password"]
+
+# Long enough for any pass phrase, short enough that hashing it cannot be used to burn CPU.
+MAX_PASSWORD_LENGTH = 256
+_hasher = argon2.using(type="ID")
+
+
+def hash_password(password: str) -> str:
+    """A salted argon2id hash in PHC string form."""
+    return str(_hasher.hash(password))
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Check ``password``; with no hash (unknown user) spend the same time and answer False."""
+    if password_hash is None:
+        _hasher.verify(password[:MAX_PASSWORD_LENGTH], _dummy_hash())
+        return False
+    try:
+        return bool(_hasher.verify(password[:MAX_PASSWORD_LENGTH], password_hash))
+    except ValueError:
+        return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password("not a password of anyone: keeps unknown names as slow as wrong passwords")
+
+
+def check_strength(password: str, *, min_length: int, user_inputs: list[str]) -> None:
+    """Refuse a new password that is short, over-long or guessable (zxcvbn score below 3)."""
+    if len(password) < min_length:
+        raise InvalidInput(f"Use at least {min_length} characters.", field="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"Use at most {MAX_PASSWORD_LENGTH} characters.", field="password")
+    result = zxcvbn.zxcvbn(password, user_inputs=[value for value in user_inputs if value])
+    if result["score"] < 3:
+        feedback = result["feedback"]
+        hint = feedback.get("warning") or " ".join(feedback.get("suggestions", []))
+        message = "This password is too easy to guess."
+        raise InvalidInput(f"{message} {hint}".strip(), field="password")

@@ -1,0 +1,422 @@
+"""Sign-in pages (password, second factor, forced enrolment), sign-out, and the own-account page."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath
+
+from appliance.accounts import invitations, service, sessions
+from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, TooManyAttempts
+from appliance.setup import service as setup
+from appliance.web.auth import SESSION_COOKIE, current_staff, require_staff
+from appliance.web.cookies import make_cookie
+from appliance.web.pages import client_address, redirect, render
+from appliance.web.requests import AnyRequest
+
+__all__ = ["AccountController", "LinkController", "SignInController"]
+
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+
+
+class SignInForm(msgspec.Struct):
+    username: str = ""
+    password: str = ""
+
+
+class CodeForm(msgspec.Struct):
+    code: str = ""
+
+
+class PasswordForm(msgspec.Struct):
+    current_password: str = ""
+    password: str = ""
+    confirm: str = ""
+
+
+class ConfirmPasswordForm(msgspec.Struct):
+    password: str = ""
+
+
+class JoinForm(msgspec.Struct):
+    username: str = ""
+    display_name: str = ""
+    password: str = ""
+    confirm: str = ""
+
+
+class ResetForm(msgspec.Struct):
+    password: str = ""
+    confirm: str = ""
+
+
+def _error_context(exc: ApplianceError) -> dict[str, Any]:
+    return {"error": exc.message, "error_field": exc.field}
+
+
+def _session_cookie(request: AnyRequest, token: str) -> Any:
+    settings = request.app.state.settings.security
+    return make_cookie(
+        request, SESSION_COOKIE, token, max_age=settings.session_absolute_hours * 3600
+    )
+
+
+async def _new_stage(request: AnyRequest, stage: str, *, user_id: int | None = None) -> Any:
+    """A new session id for ``stage``: rotated from the current one, or fresh for ``user_id``."""
+    app_state = request.app.state
+    kwargs = {
+        "now": app_state.clock(),
+        "settings": app_state.settings.security,
+        "address": client_address(request),
+        "user_agent": request.headers.get("user-agent", ""),
+    }
+    signed = await current_staff(request)
+    if signed is not None and user_id in (None, signed.member.id):
+        token = await sessions.rotate_session(signed.token, stage, **kwargs)
+    else:
+        if signed is not None:
+            await sessions.end_session(signed.token)
+        assert user_id is not None
+        token = await sessions.create_session(user_id, stage, **kwargs)
+    return _session_cookie(request, token)
+
+
+class SignInController(Controller):
+    path = "/"
+
+    @get("/", name="home")
+    async def home(self, request: AnyRequest) -> Response[Any]:
+        if not await setup.is_setup_complete():
+            return redirect("/setup")
+        signed = await current_staff(request)
+        if signed is None or signed.session.stage != "full":
+            return redirect("/login")
+        return render(request, "accounts/home.html", {"studio": await setup.get_studio()})
+
+    @get("/login", name="login")
+    async def login_page(self, request: AnyRequest) -> Response[Any]:
+        if not await setup.is_setup_complete():
+            return redirect("/setup")
+        signed = await current_staff(request)
+        if signed is not None and signed.session.stage == "full":
+            return redirect("/")
+        return render(request, "accounts/login.html", {"form": SignInForm()})
+
+    @post("/login", name="login_submit")
+    async def login(
+        self,
+        request: AnyRequest,
+        data: Annotated[SignInForm, Form],
+    ) -> Response[Any]:
+        studio = await setup.get_studio()
+        if studio is None or not studio.setup_complete:
+            return redirect("/setup")
+        try:
+            result = await service.sign_in(
+                data.username[:200],
+                data.password,
+                address=client_address(request),
+                settings=request.app.state.settings,
+                now=request.app.state.clock(),
+                require_2fa_for_all=studio.require_2fa_for_all,
+            )
+        except ApplianceError as exc:
+            status = 429 if isinstance(exc, TooManyAttempts) else 401
+            headers = (
+                {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
+            )
+            form = SignInForm(username=data.username[:64])
+            return render(
+                request,
+                "accounts/login.html",
+                {"form": form, **_error_context(exc)},
+                status_code=status,
+                headers=headers,
+            )
+        cookie = await _new_stage(request, result.stage, user_id=result.user_id)
+        target = {"second_factor": "/login/two-factor", "enrol": "/login/enrol"}.get(
+            result.stage, "/"
+        )
+        return redirect(target, cookies=[cookie])
+
+    @get("/login/two-factor", name="login_two_factor")
+    async def second_factor_page(self, request: AnyRequest) -> Response[Any]:
+        signed = await current_staff(request)
+        if signed is None or signed.session.stage != "second_factor":
+            return redirect("/login")
+        return render(request, "accounts/two_factor.html")
+
+    @post("/login/two-factor", name="login_two_factor_submit")
+    async def second_factor(
+        self,
+        request: AnyRequest,
+        data: Annotated[CodeForm, Form],
+    ) -> Response[Any]:
+        signed = await current_staff(request)
+        if signed is None or signed.session.stage != "second_factor":
+            return redirect("/login")
+        try:
+            await service.verify_second_factor(
+                signed.member.id,
+                data.code[:64],
+                address=client_address(request),
+                settings=request.app.state.settings,
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            status = 429 if isinstance(exc, TooManyAttempts) else 401
+            return render(
+                request, "accounts/two_factor.html", _error_context(exc), status_code=status
+            )
+        return redirect("/", cookies=[await _new_stage(request, "full")])
+
+    @get("/login/enrol", name="login_enrol")
+    async def enrol_page(self, request: AnyRequest) -> Response[Any]:
+        signed = await current_staff(request)
+        if signed is None or signed.session.stage != "enrol":
+            return redirect("/login")
+        return render(request, "accounts/enrol.html", await _enrol_context(signed.member.id))
+
+    @post("/login/enrol", name="login_enrol_submit")
+    async def enrol(
+        self,
+        request: AnyRequest,
+        data: Annotated[CodeForm, Form],
+    ) -> Response[Any]:
+        signed = await current_staff(request)
+        if signed is None or signed.session.stage != "enrol":
+            return redirect("/login")
+        try:
+            codes = await service.confirm_totp_enrolment(
+                signed.member.id,
+                data.code[:64],
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            context = {**await _enrol_context(signed.member.id), **_error_context(exc)}
+            return render(request, "accounts/enrol.html", context, status_code=400)
+        cookie = await _new_stage(request, "full")
+        return render(request, "accounts/recovery_codes.html", {"codes": codes}, cookies=[cookie])
+
+    @post("/logout", name="logout")
+    async def logout(self, request: AnyRequest) -> Response[Any]:
+        signed = await current_staff(request)
+        if signed is not None:
+            await sessions.end_session(signed.token)
+        return redirect("/login", cookies=[make_cookie(request, SESSION_COOKIE, "", max_age=0)])
+
+
+async def _enrol_context(user_id: int) -> dict[str, Any]:
+    studio = await setup.get_studio()
+    enrolment = await service.begin_totp_enrolment(
+        user_id, issuer=studio.name if studio else "Fotostudio"
+    )
+    return {"enrolment": enrolment, "member": await service.get_member(user_id)}
+
+
+class AccountController(Controller):
+    path = "/account"
+    guards = [require_staff]
+
+    @get("/", name="account")
+    async def page(self, request: AnyRequest) -> Response[Any]:
+        return render(request, "accounts/account.html", {"form": PasswordForm()})
+
+    @post("/password", name="account_password")
+    async def change_password(
+        self,
+        request: AnyRequest,
+        data: Annotated[PasswordForm, Form],
+    ) -> Response[Any]:
+        signed = await current_staff(request)
+        assert signed is not None
+        try:
+            if data.password != data.confirm:
+                raise InvalidInput("The two new passwords differ.", field="confirm")
+            await service.change_password(
+                signed.member.id,
+                data.current_password,
+                data.password,
+                address=client_address(request),
+                settings=request.app.state.settings,
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "accounts/account.html",
+                {"form": PasswordForm(), **_error_context(exc)},
+                status_code=400,
+            )
+        # Every session ended with the change; this browser gets a fresh one.
+        cookie = await _new_stage(request, "full", user_id=signed.member.id)
+        return render(
+            request,
+            "accounts/account.html",
+            {
+                "form": PasswordForm(),
+                "notice": "Your password was changed. Every other session has been signed out.",
+            },
+            cookies=[cookie],
+        )
+
+    @post("/recovery-codes", name="account_recovery_codes")
+    async def new_recovery_codes(
+        self,
+        request: AnyRequest,
+        data: Annotated[ConfirmPasswordForm, Form],
+    ) -> Response[Any]:
+        signed = await current_staff(request)
+        assert signed is not None
+        try:
+            codes = await service.regenerate_recovery_codes(
+                signed.member.id,
+                data.password,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "accounts/account.html",
+                {"form": PasswordForm(), **_error_context(exc)},
+                status_code=400,
+            )
+        return render(request, "accounts/recovery_codes.html", {"codes": codes})
+
+    @get("/two-factor", name="account_two_factor")
+    async def two_factor_page(self, request: AnyRequest) -> Response[Any]:
+        signed = await current_staff(request)
+        assert signed is not None
+        if signed.member.totp_enabled:
+            return redirect("/account")
+        return render(request, "accounts/enrol.html", await _enrol_context(signed.member.id))
+
+    @post("/two-factor", name="account_two_factor_confirm")
+    async def two_factor_confirm(
+        self,
+        request: AnyRequest,
+        data: Annotated[CodeForm, Form],
+    ) -> Response[Any]:
+        signed = await current_staff(request)
+        assert signed is not None
+        try:
+            codes = await service.confirm_totp_enrolment(
+                signed.member.id,
+                data.code[:64],
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except Conflict:
+            return redirect("/account")
+        except ApplianceError as exc:
+            context = {**await _enrol_context(signed.member.id), **_error_context(exc)}
+            return render(request, "accounts/enrol.html", context, status_code=400)
+        return render(request, "accounts/recovery_codes.html", {"codes": codes})
+
+
+class LinkController(Controller):
+    """Pages behind single-use links: accepting an invitation, completing a reset."""
+
+    path = "/"
+
+    async def _link_error(self, request: AnyRequest, exc: ApplianceError) -> Response[Any]:
+        status = 404 if isinstance(exc, NotFound) else 410
+        return render(
+            request,
+            "errors/error.html",
+            {"status_code": status, "message": exc.message},
+            status_code=status,
+        )
+
+    @get("/invite/{token:str}", name="invite")
+    async def invite_page(self, request: AnyRequest, token: FromPath[str]) -> Response[Any]:
+        try:
+            link = await invitations.inspect_link(
+                token, kind="invite", now=request.app.state.clock()
+            )
+        except ApplianceError as exc:
+            return await self._link_error(request, exc)
+        return render(request, "accounts/join.html", {"link": link, "form": JoinForm()})
+
+    @post("/invite/{token:str}", name="invite_accept")
+    async def accept(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        data: Annotated[JoinForm, Form],
+    ) -> Response[Any]:
+        now = request.app.state.clock()
+        try:
+            link = await invitations.inspect_link(token, kind="invite", now=now)
+        except ApplianceError as exc:
+            return await self._link_error(request, exc)
+        try:
+            if data.password != data.confirm:
+                raise InvalidInput("The two passwords differ.", field="confirm")
+            await invitations.accept_invitation(
+                token,
+                username=data.username,
+                display_name=data.display_name,
+                password=data.password,
+                address=client_address(request),
+                settings=request.app.state.settings,
+                now=now,
+            )
+        except Conflict as exc:
+            return await self._link_error(request, exc)
+        except ApplianceError as exc:
+            kept = msgspec.structs.replace(data, password="", confirm="")
+            return render(
+                request,
+                "accounts/join.html",
+                {"link": link, "form": kept, **_error_context(exc)},
+                status_code=400,
+            )
+        return render(request, "accounts/joined.html")
+
+    @get("/reset/{token:str}", name="reset")
+    async def reset_page(self, request: AnyRequest, token: FromPath[str]) -> Response[Any]:
+        try:
+            link = await invitations.inspect_link(
+                token, kind="reset", now=request.app.state.clock()
+            )
+        except ApplianceError as exc:
+            return await self._link_error(request, exc)
+        return render(request, "accounts/reset.html", {"link": link})
+
+    @post("/reset/{token:str}", name="reset_complete")
+    async def reset(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        data: Annotated[ResetForm, Form],
+    ) -> Response[Any]:
+        now = request.app.state.clock()
+        try:
+            link = await invitations.inspect_link(token, kind="reset", now=now)
+        except ApplianceError as exc:
+            return await self._link_error(request, exc)
+        try:
+            await invitations.complete_reset(
+                token,
+                password=data.password,
+                confirm=data.confirm,
+                address=client_address(request),
+                settings=request.app.state.settings,
+                now=now,
+            )
+        except Conflict as exc:
+            return await self._link_error(request, exc)
+        except ApplianceError as exc:
+            return render(
+                request,
+                "accounts/reset.html",
+                {"link": link, **_error_context(exc)},
+                status_code=400,
+            )
+        return render(request, "accounts/joined.html", {"reset": True})

@@ -1,0 +1,91 @@
+"""The Litestar application factory: every domain's routes behind the edge security layers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.config.allowed_hosts import AllowedHostsConfig
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from appliance import __version__
+from appliance.accounts.admin_web import StaffAdminController
+from appliance.accounts.web import AccountController, LinkController, SignInController
+from appliance.audit.web import AuditController
+from appliance.clock import Clock, utcnow
+from appliance.config import Settings, ensure_secret_key
+from appliance.db.engine import configure, connection_pool
+from appliance.monitoring.web import HealthController
+from appliance.setup.web import SetupController, StudioSettingsController
+from appliance.web.csrf import csrf_guard
+from appliance.web.pages import EXCEPTION_HANDLERS
+from appliance.web.security import TrustedProxies, forwarded_for, security_headers
+
+__all__ = ["create_app"]
+
+WEB_DIR = Path(__file__).parent / "web"
+# Forms only for now; uploads go straight to the object store, never through this limit.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
+    """Build the app for ``settings``; ``settings.database.url`` must already be resolved."""
+    if not settings.database.url:
+        raise ValueError("create_app needs settings.database.url (the CLI resolves it)")
+    configure(settings.database.url, pool_max_size=settings.database.pool_max_size)
+
+    @contextlib.asynccontextmanager
+    async def database(_: Litestar) -> AsyncIterator[None]:
+        async with connection_pool():
+            yield
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            SetupController,
+            SignInController,
+            AccountController,
+            LinkController,
+            StaffAdminController,
+            StudioSettingsController,
+            AuditController,
+            create_static_files_router(
+                path="/static",
+                directories=[WEB_DIR / "static"],
+                name="static",
+                send_as_attachment=False,
+            ),
+        ],
+        lifespan=[database],
+        state=State(
+            {"settings": settings, "clock": clock, "secret_key": ensure_secret_key(settings)}
+        ),
+        guards=[csrf_guard],
+        middleware=[
+            forwarded_for(TrustedProxies(settings.server.trusted_proxies)),
+            security_headers,
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine),
+        allowed_hosts=AllowedHostsConfig(
+            allowed_hosts=list(settings.server.allowed_hosts), www_redirect=False
+        ),
+        openapi_config=OpenAPIConfig(
+            title="Fotostudio Appliance",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        # Insecure or leaky framework defaults, each set explicitly (and asserted in tests).
+        debug=False,
+        cors_config=None,
+        csrf_config=None,  # replaced by csrf_guard, which also covers the sign-in forms
+        request_max_body_size=MAX_BODY_BYTES,
+    )

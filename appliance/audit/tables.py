@@ -1,0 +1,30 @@
+"""Piccolo tables of the audit domain."""
+
+from __future__ import annotations
+
+from piccolo.columns import BigInt, Integer, Serial, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+__all__ = ["AuditEntry"]
+
+
+class AuditEntry(Table, tablename="audit_entry"):
+    """One recorded action. ``entry_hash`` covers every other field and ``prev_hash``.
+
+    ``seq`` has no gaps (assigned under a lock), so a removed entry shows as a hole as well as a
+    broken link. A database trigger refuses UPDATE, DELETE and TRUNCATE.
+    """
+
+    id: Serial  # added by Piccolo; declared for the type checker
+
+    seq = BigInt(unique=True)
+    at = Timestamptz()
+    actor_id = Integer(null=True, default=None)  # no foreign key: entries outlive accounts
+    actor = Varchar(length=100)
+    action = Varchar(length=64)
+    outcome = Varchar(length=16)
+    target = Varchar(length=200)
+    address = Varchar(length=64)
+    details = Text()
+    prev_hash = Varchar(length=64)
+    entry_hash = Varchar(length=64)

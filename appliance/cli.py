@@ -1,0 +1,243 @@
+"""The ``appliance`` command: run the whole appliance or one part, and admin tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import msgspec
+
+from appliance.config import ConfigError, Settings, ensure_secret_key, load_settings
+from appliance.db.embedded import EmbeddedPostgres, start_embedded
+from appliance.logs import configure_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("appliance")
+EMBEDDED_DATABASE = "appliance"
+
+
+class Context(msgspec.Struct):
+    config_path: str | None
+    settings: Settings
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML settings file (default: $APPLIANCE_CONFIG, then ./config.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Fotostudio Appliance."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+    ctx.obj = Context(config_path=config_path, settings=settings)
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[tuple[Settings, EmbeddedPostgres | None]]:
+    """Settings with a database URL: the configured server, or the embedded one started here."""
+    if settings.database.url:
+        yield settings, None
+        return
+    embedded = start_embedded(settings.data_dir)
+    try:
+        dsn = asyncio.run(_ensure_database(embedded.dsn))
+        db = msgspec.structs.replace(settings.database, url=dsn)
+        yield msgspec.structs.replace(settings, database=db), embedded
+    finally:
+        embedded.stop()
+
+
+async def _ensure_database(dsn: str) -> str:
+    from appliance.db.engine import ensure_database
+
+    return await ensure_database(dsn, EMBEDDED_DATABASE)
+
+
+async def _migrate(settings: Settings, *, quiet: bool) -> list[str]:
+    from appliance.db.engine import configure, run_migrations
+
+    configure(settings.database.url)
+    return await run_migrations(settings.database.url, quiet=quiet)
+
+
+async def _setup_link(settings: Settings) -> str | None:
+    from appliance.clock import utcnow
+    from appliance.setup import service as setup
+
+    token = await setup.issue_setup_token(settings, utcnow())
+    if token is None:
+        return None
+    return f"{_base_url(settings)}/setup?token={token}"
+
+
+def _base_url(settings: Settings) -> str:
+    if settings.server.public_url:
+        return settings.server.public_url.rstrip("/")
+    host = settings.server.host
+    if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - only to print a reachable link
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.server.port}"
+
+
+def _announce_setup(link: str | None) -> None:
+    if link is None:
+        return
+    click.echo(
+        "\n  Set-up is not finished. Open this link in a browser to start the wizard\n"
+        f"  (the token in it works once):\n\n    {link}\n",
+        err=True,
+    )
+
+
+@cli.command()
+@click.pass_obj
+def up(obj: Context) -> None:
+    """Run the whole appliance on this machine (embedded database unless configured)."""
+    from appliance.supervisor import Child, Supervisor, child_argv, child_env
+
+    settings = obj.settings
+    configure_logging(settings.logging.level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_secret_key(settings)  # made once here, before two children race to make it
+    with database(settings) as (resolved, _):
+
+        async def prepare() -> str | None:
+            await _migrate(resolved, quiet=True)
+            return await _setup_link(resolved)
+
+        link = asyncio.run(prepare())
+        click.echo(f"Fotostudio Appliance on {_base_url(resolved)}", err=True)
+        _announce_setup(link)
+        children = [
+            Child("web", child_argv("web", "--no-migrate", "--no-setup-token")),
+            Child("worker", child_argv("worker")),
+        ]
+        Supervisor(children, child_env(resolved.database.url)).run()
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port (default: server.port).")
+@click.option("--migrate/--no-migrate", default=True, help="Run pending migrations first.")
+@click.option(
+    "--setup-token/--no-setup-token",
+    default=True,
+    help="Print a setup link while set-up is unfinished.",
+)
+@click.pass_obj
+def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_token: bool) -> None:
+    """Run the web server alone (as the web container does)."""
+    import uvicorn
+
+    from appliance.app import create_app
+
+    log_config = configure_logging(obj.settings.logging.level)
+    with database(obj.settings) as (settings, _):
+        if migrate or setup_token:
+
+            async def prepare() -> str | None:
+                if migrate:
+                    await _migrate(settings, quiet=True)
+                return await _setup_link(settings) if setup_token else None
+
+            _announce_setup(asyncio.run(prepare()))
+        app = create_app(settings)
+        uvicorn.run(
+            app,
+            host=host or settings.server.host,
+            port=port or settings.server.port,
+            log_config=log_config,
+            # Forwarding headers are handled by our own middleware, only for trusted proxies.
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+
+
+@cli.command()
+@click.pass_obj
+def worker(obj: Context) -> None:
+    """Run the background worker alone (as the worker container does)."""
+    from appliance.db.engine import configure
+    from appliance.worker import make_huey
+
+    configure_logging(obj.settings.logging.level)
+    with database(obj.settings) as (settings, _):
+        configure(settings.database.url)
+        huey = make_huey(settings)
+        consumer = huey.create_consumer(workers=settings.queue.workers, periodic=True)
+        consumer.run()
+
+
+@cli.command()
+@click.pass_obj
+def migrate(obj: Context) -> None:
+    """Apply pending database migrations (under a lock, safe to run twice)."""
+    configure_logging(obj.settings.logging.level)
+    with database(obj.settings) as (settings, _):
+        ran = asyncio.run(_migrate(settings, quiet=True))
+    click.echo(f"applied {len(ran)} migration(s)" if ran else "database is up to date")
+
+
+@cli.command("setup-token")
+@click.pass_obj
+def setup_token(obj: Context) -> None:
+    """Print a fresh one-time setup link (older ones stop working)."""
+    from appliance.db.engine import configure
+
+    with database(obj.settings) as (settings, _):
+        configure(settings.database.url)
+        link = asyncio.run(_setup_link(settings))
+    if link is None:
+        raise click.ClickException("set-up is already complete")
+    click.echo(link)
+
+
+@cli.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(obj: Context) -> None:
+    """Check the hash chain; exit 1 and name the first altered or removed entry if broken."""
+    from appliance.audit.service import verify_chain
+    from appliance.db.engine import configure
+
+    with database(obj.settings) as (settings, _):
+        configure(settings.database.url)
+        report = asyncio.run(verify_chain())
+    if report.intact:
+        click.echo(f"audit log intact: {report.checked} entries verified")
+        return
+    click.echo(
+        f"audit log BROKEN at entry {report.first_bad_seq}: {report.problem} "
+        f"({report.checked} entries before it verified)",
+        err=True,
+    )
+    sys.exit(1)
+
+
+@cli.command("check-config")
+@click.pass_obj
+def check_config(obj: Context) -> None:
+    """Load and validate the settings, then say where data lives."""
+    click.echo(f"configuration OK; data folder: {Path(obj.settings.data_dir)}")
+
+
+def main() -> None:
+    cli(prog_name="appliance")

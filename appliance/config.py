@@ -1,0 +1,250 @@
+"""Typed settings: a TOML file, ``APPLIANCE_<SECTION>__<KEY>`` overrides, ``*_file`` secrets.
+
+Deploy-time values live here; values the studio edits (studio name, the 2FA policy) live in the
+database and are changed through the admin pages. Nothing reads settings at import time: entry
+points call :func:`load_settings` and hand the result down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = [
+    "ConfigError",
+    "DatabaseSettings",
+    "LoggingSettings",
+    "PathSettings",
+    "QueueSettings",
+    "SecuritySettings",
+    "ServerSettings",
+    "Settings",
+    "ThrottleSettings",
+    "ensure_secret_key",
+    "load_settings",
+]
+
+ENV_PREFIX = "APPLIANCE_"
+CONFIG_ENV = "APPLIANCE_CONFIG"
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line naming the key."""
+
+
+class ServerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    public_url: str = ""
+    allowed_hosts: list[str] = msgspec.field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+
+
+class DatabaseSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    url: str = ""
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
+
+class PathSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    data_dir: str = "data"
+
+
+class SecuritySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    secret_key: str = ""
+    session_idle_minutes: Positive = 30
+    session_absolute_hours: Positive = 12
+    invitation_hours: Positive = 72
+    setup_token_hours: Positive = 24
+    password_min_length: Annotated[int, msgspec.Meta(ge=12, le=128)] = 12
+
+
+class ThrottleSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    free_failures: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    max_delay_seconds: Positive = 900
+    account_limit: Positive = 20
+    address_limit: Positive = 100
+    window_minutes: Positive = 60
+
+
+class QueueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    url: str = ""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
+
+
+class LoggingSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    paths: PathSettings = msgspec.field(default_factory=PathSettings)
+    security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
+    throttle: ThrottleSettings = msgspec.field(default_factory=ThrottleSettings)
+    queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.paths.data_dir).resolve()
+
+
+# Keys whose value may instead be read from a file named by `<key>_file` (Docker secrets).
+SECRET_KEYS = {("database", "url"), ("security", "secret_key"), ("queue", "url")}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any), apply environment overrides and secret files, validate.
+
+    ``path`` defaults to ``$APPLIANCE_CONFIG``, then ``./config.toml`` when it exists.
+    """
+    environ = os.environ if environ is None else environ
+    raw = _read_toml(_config_path(path, environ))
+    _apply_env(raw, environ)
+    _resolve_secret_files(raw)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    _check(settings)
+    return settings
+
+
+def _config_path(path: Path | str | None, environ: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    default = Path("config.toml")
+    return default if default.exists() else None
+
+
+def _read_toml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    sections = {field.name for field in msgspec.structs.fields(Settings)}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in sections:
+            raise ConfigError(f"{name}: no settings section named {section!r}")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: must be a table")
+        target[key] = _env_value(value)
+
+
+def _env_value(value: str) -> Any:
+    """Environment values are strings; lists may be given as JSON or comma-separated."""
+    stripped = value.strip()
+    if stripped.startswith("["):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def _resolve_secret_files(raw: dict[str, Any]) -> None:
+    for section, key in SECRET_KEYS:
+        table = raw.get(section)
+        if not isinstance(table, dict) or f"{key}_file" not in table:
+            continue
+        file_name = str(table.pop(f"{key}_file"))
+        if not file_name:
+            continue
+        try:
+            table[key] = Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{section}.{key}_file: cannot read {file_name} ({exc.strerror})"
+            ) from None
+
+
+def _describe(exc: msgspec.ValidationError) -> str:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.server.port`" into "server.port: ..."."""
+    message = str(exc)
+    problem, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return message
+    key = where.rstrip("`").removeprefix("$").lstrip(".")
+    if problem.startswith("Object contains unknown field"):
+        field = problem.split("`")[1]
+        return f"{key + '.' if key else ''}{field}: unknown setting"
+    return f"{key}: {problem}"
+
+
+def _check(settings: Settings) -> None:
+    """Rules a type alone cannot state."""
+    if settings.logging.level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"logging.level: must be one of {', '.join(sorted(_LOG_LEVELS))}")
+    for entry in settings.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"server.trusted_proxies: {entry!r} is not an IP address or network"
+            ) from None
+    if not settings.server.allowed_hosts:
+        raise ConfigError("server.allowed_hosts: must name at least one host")
+    url = settings.server.public_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError("server.public_url: must start with http:// or https://")
+    db_url = settings.database.url
+    if db_url and not db_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url: must be a postgresql:// URL")
+    if settings.security.secret_key and len(settings.security.secret_key) < 32:
+        raise ConfigError("security.secret_key: must be at least 32 characters")
+    if settings.security.session_idle_minutes > settings.security.session_absolute_hours * 60:
+        raise ConfigError("security.session_idle_minutes: must not exceed session_absolute_hours")
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """The configured secret key, else the one kept in the data folder (made on first use).
+
+    It signs CSRF tokens; keeping it in the data folder means a restart does not invalidate the
+    forms people have open.
+    """
+    if settings.security.secret_key:
+        return settings.security.secret_key
+    path = settings.data_dir / "secret_key"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: when two processes start together, exactly one writes and both read its key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key

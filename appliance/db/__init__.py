@@ -1,0 +1,1 @@
+"""Database engine set-up, migrations and the embedded PostgreSQL server."""

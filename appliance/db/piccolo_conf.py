@@ -1,0 +1,18 @@
+"""Piccolo's configuration module: the engine (configured at start-up) and every app.
+
+The engine carries no connection settings at import time; :func:`appliance.db.engine.configure`
+fills them in from the loaded settings before the first query.
+"""
+
+from piccolo.conf.apps import AppRegistry
+from piccolo.engine.postgres import PostgresEngine
+
+DB = PostgresEngine(config={})
+
+APP_REGISTRY = AppRegistry(
+    apps=[
+        "appliance.audit.piccolo_app",
+        "appliance.accounts.piccolo_app",
+        "appliance.setup.piccolo_app",
+    ]
+)

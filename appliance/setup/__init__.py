@@ -1,0 +1,1 @@
+"""The first-run setup wizard and the studio's own settings."""

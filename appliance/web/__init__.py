@@ -1,0 +1,1 @@
+"""Web plumbing shared by every domain: security middleware, CSRF, guards, page rendering."""

@@ -1,0 +1,159 @@
+"""Render pages, and the one table that maps errors to HTTP answers a person can act on."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from litestar import MediaType, Response
+from litestar.datastructures import Cookie
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.response import Redirect, Template
+
+from appliance.errors import (
+    ApplianceError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyAttempts,
+    Unauthenticated,
+)
+from appliance.web.auth import AdminRequired, LoginRequired
+from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
+from appliance.web.requests import AnyRequest
+
+__all__ = ["EXCEPTION_HANDLERS", "client_address", "redirect", "render"]
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[ApplianceError], int] = {
+    InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooManyAttempts: 429,
+}
+
+
+def client_address(request: AnyRequest) -> str:
+    """The client's address (already resolved through trusted proxies by the middleware)."""
+    return request.client.host if request.client else "unknown"
+
+
+def render(
+    request: AnyRequest,
+    template: str,
+    context: Mapping[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    cookies: Iterable[Cookie] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Template:
+    """A page with the CSRF token, the signed-in member and any cookies queued for it."""
+    full = {
+        "csrf_value": csrf_token(request),
+        "csrf_field": CSRF_FIELD,
+        "signed": request.state.get("signed"),
+        **(context or {}),
+    }
+    return Template(
+        template_name=template,
+        context=full,
+        status_code=status_code,
+        cookies=[*request.state.get("set_cookies", []), *cookies],
+        headers=dict(headers or {}),
+    )
+
+
+def redirect(path: str, *, cookies: Iterable[Cookie] = ()) -> Redirect:
+    """303 See Other: after a form POST the browser follows with a GET."""
+    return Redirect(path=path, status_code=303, cookies=list(cookies))
+
+
+def _wants_json(request: AnyRequest) -> bool:
+    accept = request.headers.get("accept", "")
+    return request.url.path.startswith("/api/") or (
+        "application/json" in accept and "text/html" not in accept
+    )
+
+
+def _error(
+    request: AnyRequest,
+    status_code: int,
+    message: str,
+    *,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[Any]:
+    if _wants_json(request):
+        return Response(
+            content={"error": message, "field": field, "status": status_code},
+            status_code=status_code,
+            media_type=MediaType.JSON,
+            headers=dict(headers or {}),
+        )
+    return render(
+        request,
+        "errors/error.html",
+        {"status_code": status_code, "message": message},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+def _on_appliance_error(request: AnyRequest, exc: ApplianceError) -> Response[Any]:
+    status_code = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
+    return _error(request, status_code, exc.message, field=exc.field, headers=headers)
+
+
+def _on_login_required(request: AnyRequest, _: LoginRequired) -> Response[Any]:
+    if _wants_json(request):
+        return _error(request, 401, "Sign in first.")
+    return redirect("/login")
+
+
+def _on_admin_required(request: AnyRequest, _: AdminRequired) -> Response[Any]:
+    return _error(request, 403, "Only an admin can open this page.")
+
+
+def _on_csrf(request: AnyRequest, exc: CsrfRefused) -> Response[Any]:
+    log.warning("CSRF refusal on %s %s: %s", request.method, request.url.path, exc)
+    return _error(
+        request,
+        403,
+        "This form has expired or was sent from another site. Reload the page and try again.",
+    )
+
+
+def _on_validation(request: AnyRequest, exc: ValidationException) -> Response[Any]:
+    return _error(
+        request, 400, "The request was incomplete or malformed. Reload the page and try again."
+    )
+
+
+def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, NotFoundException):
+        return _error(request, 404, "There is no page here.")
+    message = exc.detail if exc.status_code < 500 else "Something went wrong on the server."
+    return _error(request, exc.status_code, message, headers=exc.headers)
+
+
+def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    # The trace goes to the log for the studio's IT; the person sees no internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error(request, 500, "Something went wrong on the server. The error was logged.")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    ApplianceError: _on_appliance_error,
+    LoginRequired: _on_login_required,
+    AdminRequired: _on_admin_required,
+    CsrfRefused: _on_csrf,
+    ValidationException: _on_validation,
+    HTTPException: _on_http,
+    Exception: _on_unexpected,
+}

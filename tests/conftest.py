@@ -1,0 +1,147 @@
+"""Shared fixtures: a throwaway PostgreSQL database built by the migrations, settings, a clock."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+
+from appliance.config import Settings, load_settings
+
+SERVER_DSN_ENV = "APPLIANCE_TEST_POSTGRES"
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class FakeClock:
+    """A clock the tests move by hand; starts at the real time so TOTP codes stay meaningful."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+    def reset(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+
+def _server_reachable(dsn: str) -> bool:
+    if SERVER_DSN_ENV in os.environ:
+        return True
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's PostgreSQL when one answers, else the embedded one started for this run."""
+    dsn = os.environ.get(SERVER_DSN_ENV, DEFAULT_SERVER)
+    if _server_reachable(dsn):
+        yield dsn
+        return
+    from appliance.db.embedded import start_embedded
+
+    embedded = start_embedded(tmp_path_factory.mktemp("embedded-pg"))
+    try:
+        yield embedded.dsn
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database named ``*_test``, migrated; dropped at the end of the run."""
+    from appliance.db.engine import _with_database, configure, run_migrations
+
+    name = f"appliance_{secrets.token_hex(4)}_test"
+    assert name.endswith("_test"), "the suite only ever touches databases named *_test"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(postgres_server)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = _with_database(postgres_server, name)
+    configure(url)
+    asyncio.run(run_migrations(url))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, data_dir: Path) -> Settings:
+    base = load_settings(environ={})
+    return msgspec.structs.replace(
+        base,
+        database=msgspec.structs.replace(base.database, url=database_url),
+        paths=msgspec.structs.replace(base.paths, data_dir=str(data_dir)),
+        security=msgspec.structs.replace(base.security, secret_key="k" * 48),
+        server=msgspec.structs.replace(
+            base.server,
+            allowed_hosts=["localhost", "127.0.0.1", "appliance.test"],
+            trusted_proxies=["10.9.9.9/32"],
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+TABLES = [
+    "audit_entry",
+    "staff_recovery_code",
+    "staff_session",
+    "staff_invitation",
+    "login_throttle",
+    "staff_user",
+    "studio",
+    "setup_token",
+]
+
+
+@pytest.fixture
+async def clean_db(database_url: str, clock: FakeClock) -> AsyncIterator[None]:
+    """Empty every table (the audit log too, bypassing its append-only trigger) before a test."""
+    clock.reset()
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Superuser-only switch that disables triggers for this connection: the tests may wipe
+        # the audit log between tests, the application never can.
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    yield
