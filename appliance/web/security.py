@@ -9,12 +9,19 @@ response, including errors and static files.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from litestar.types import ASGIApp, Receive, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "TrustedProxies", "forwarded_for", "security_headers"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "TrustedProxies",
+    "allowed_hosts",
+    "forwarded_for",
+    "host_of",
+    "security_headers",
+]
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; "
@@ -120,3 +127,54 @@ def security_headers(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_with_headers)
 
     return middleware
+
+
+def host_of(header: str) -> str:
+    """The host name of a Host header, without the port; IPv6 literals keep no brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, _, port = header.rpartition(":")
+    return name if name and port.isdigit() else header
+
+
+def allowed_hosts(hosts: Iterable[str]) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware factory: answer 400 to a Host header that is not ours (any port is fine).
+
+    ``*.example.com`` allows every sub-domain of example.com. This stops host-header tricks,
+    such as links in pages built from a forged Host, and DNS rebinding against a LAN install.
+    """
+    exact = {host.lower() for host in hosts if not host.startswith("*.")}
+    suffixes = tuple(host[1:].lower() for host in hosts if host.startswith("*."))
+    allow_all = "*" in exact
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Any, receive: Receive, send: Send) -> None:
+            if scope["type"] in {"http", "websocket"} and not allow_all:
+                header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+                host = host_of(header)
+                if not (host in exact or (suffixes and host.endswith(suffixes))):
+                    if scope["type"] == "http":
+                        await _plain_response(
+                            send, 400, "Unknown host name. Add it to server.allowed_hosts."
+                        )
+                    return
+            await app(scope, receive, send)
+
+        return middleware
+
+    return factory
+
+
+async def _plain_response(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    start: Any = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
