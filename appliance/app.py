@@ -50,7 +50,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         async with connection_pool():
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             SetupController,
@@ -72,11 +72,6 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             {"settings": settings, "clock": clock, "secret_key": ensure_secret_key(settings)}
         ),
         guards=[csrf_guard],
-        middleware=[
-            forwarded_for(TrustedProxies(settings.server.trusted_proxies)),
-            security_headers,
-            allowed_hosts(settings.server.allowed_hosts),
-        ],
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(
@@ -91,3 +86,10 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         csrf_config=None,  # replaced by csrf_guard, which also covers the sign-in forms
         request_max_body_size=MAX_BODY_BYTES,
     )
+    # The edge layers wrap the app's whole ASGI handler, not its routes: Litestar's middleware
+    # list only runs for matched routes, so a 404 or 405 would go out without the security
+    # headers, and an unknown Host would be answered instead of refused.
+    edge = allowed_hosts(settings.server.allowed_hosts)(app.asgi_handler)
+    edge = security_headers(edge)
+    app.asgi_handler = forwarded_for(TrustedProxies(settings.server.trusted_proxies))(edge)
+    return app

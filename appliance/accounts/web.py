@@ -65,22 +65,33 @@ def _session_cookie(request: AnyRequest, token: str) -> Any:
 
 
 async def _new_stage(request: AnyRequest, stage: str, *, user_id: int | None = None) -> Any:
-    """A new session id for ``stage``: rotated from the current one, or fresh for ``user_id``."""
+    """A new session id for ``stage``.
+
+    With ``user_id`` a fresh session starts (any current one ends): the password step, or after
+    a password change ended them all. Without, the current session is rotated to ``stage``.
+    """
     app_state = request.app.state
-    kwargs = {
-        "now": app_state.clock(),
-        "settings": app_state.settings.security,
-        "address": client_address(request),
-        "user_agent": request.headers.get("user-agent", ""),
-    }
+    now = app_state.clock()
+    settings = app_state.settings.security
+    address = client_address(request)
+    user_agent = request.headers.get("user-agent", "")
     signed = await current_staff(request)
-    if signed is not None and user_id in (None, signed.member.id):
-        token = await sessions.rotate_session(signed.token, stage, **kwargs)
+    if user_id is None:
+        assert signed is not None
+        token = await sessions.rotate_session(
+            signed.token,
+            stage,
+            now=now,
+            settings=settings,
+            address=address,
+            user_agent=user_agent,
+        )
     else:
         if signed is not None:
             await sessions.end_session(signed.token)
-        assert user_id is not None
-        token = await sessions.create_session(user_id, stage, **kwargs)
+        token = await sessions.create_session(
+            user_id, stage, now=now, settings=settings, address=address, user_agent=user_agent
+        )
     return _session_cookie(request, token)
 
 

@@ -1,0 +1,246 @@
+"""Failed sign-ins are throttled per account and per address, in PostgreSQL, for every process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from appliance.accounts import throttle
+from appliance.audit.service import list_entries
+from appliance.config import Settings, ThrottleSettings
+from appliance.errors import TooManyAttempts
+from tests.conftest import FakeClock
+from tests.integration.conftest import make_client
+from tests.integration.flows import Admin, csrf_of, sign_in
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_account_is_blocked_after_free_failures_with_growing_delays(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, settings: Settings
+) -> None:
+    """After the free failures each one blocks longer (1 s, 2 s, 4 s); while blocked even the
+    right password gets 429 with Retry-After."""
+    free = settings.throttle.free_failures
+    for _ in range(free + 1):
+        assert (await sign_in(client, admin.username, "wrong password!!")).status_code == 401
+    blocked = await sign_in(client, admin.username, admin.password)
+    assert blocked.status_code == 429
+    assert blocked.headers["retry-after"] == "1"
+    assert "Too many failed sign-in attempts" in blocked.text
+    clock.advance(seconds=1)
+    assert (await sign_in(client, admin.username, "wrong password!!")).status_code == 401
+    second = await sign_in(client, admin.username, admin.password)
+    assert second.status_code == 429 and second.headers["retry-after"] == "2"
+    clock.advance(seconds=2)
+    assert (await sign_in(client, admin.username, "wrong password!!")).status_code == 401
+    third = await sign_in(client, admin.username, admin.password)
+    assert third.headers["retry-after"] == "4"
+    clock.advance(seconds=4)
+    ok = await sign_in(client, admin.username, admin.password)
+    assert ok.headers["location"] == "/login/two-factor"
+    refused = [e for e in await list_entries() if e.outcome == "refused"]
+    assert refused and refused[0].details == {"reason": "throttled"}
+
+
+async def test_account_limit_blocks_until_the_window_ends(clean_db: None, clock: FakeClock) -> None:
+    """At account_limit failures within the window the key stays blocked until the window ends."""
+    rules = ThrottleSettings(free_failures=1, account_limit=4, window_minutes=60)
+    key = throttle.account_key("owner")
+    started = clock()
+    for failure in range(1, 4):
+        await throttle.check([key], clock())
+        await throttle.record_failure(key, clock(), rules)
+        clock.advance(seconds=2 ** max(0, failure - 2))  # wait out each delay
+    await throttle.check([key], clock())
+    await throttle.record_failure(key, clock(), rules)  # the fourth: the limit
+    with pytest.raises(TooManyAttempts) as blocked:
+        await throttle.check([key], clock())
+    window_end = started + dt.timedelta(minutes=60)
+    assert blocked.value.retry_after == pytest.approx((window_end - clock()).total_seconds(), abs=1)
+    clock.now = window_end + dt.timedelta(seconds=1)
+    await throttle.check([key], clock())  # a new window: allowed again
+
+
+async def test_one_address_trying_many_names_is_blocked(
+    client: httpx.AsyncClient, admin: Admin, settings: Settings
+) -> None:
+    """Spraying passwords over many user names from one address hits the address throttle."""
+    for number in range(settings.throttle.free_failures + 1):
+        response = await sign_in(client, f"guess{number}", "wrong password!!")
+        assert response.status_code == 401
+    response = await sign_in(client, "yet-another-name", "wrong password!!")
+    assert response.status_code == 429
+
+
+async def test_forged_forwarded_for_does_not_reset_the_throttle(
+    app: Litestar, admin: Admin, settings: Settings
+) -> None:
+    """A client that is not a trusted proxy cannot pick its address with X-Forwarded-For."""
+    async with make_client(app, "198.51.100.7") as attacker:
+        for number in range(settings.throttle.free_failures + 2):
+            page = await attacker.get("/login")
+            response = await attacker.post(
+                "/login",
+                data={
+                    "username": f"name{number}",
+                    "password": "x" * 12,
+                    "_csrf": csrf_of(page.text),
+                },
+                headers={"X-Forwarded-For": f"203.0.113.{number}"},
+            )
+        assert response.status_code == 429
+    entries = await list_entries()
+    assert {e.address for e in entries if e.action == "login"} == {"198.51.100.7"}
+
+
+async def test_trusted_proxy_passes_the_real_client_address(
+    app: Litestar, admin: Admin, settings: Settings
+) -> None:
+    """Behind the configured proxy, each client is throttled and audited by its own address."""
+    async with make_client(app, "10.9.9.9") as proxy:
+        for number in range(settings.throttle.free_failures + 2):
+            page = await proxy.get("/login", headers={"X-Forwarded-For": f"203.0.113.{number}"})
+            response = await proxy.post(
+                "/login",
+                data={
+                    "username": f"name{number}",
+                    "password": "x" * 12,
+                    "_csrf": csrf_of(page.text),
+                },
+                headers={"X-Forwarded-For": f"6.6.6.6, 203.0.113.{number}"},
+            )
+            assert response.status_code == 401, number
+    addresses = {e.address for e in await list_entries() if e.action == "login"}
+    assert addresses == {f"203.0.113.{n}" for n in range(settings.throttle.free_failures + 2)}
+
+
+async def test_unknown_name_costs_about_as_much_time_as_a_wrong_password(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """An unknown user name still runs an argon2 verification, so timing reveals no names."""
+
+    async def timed(username: str) -> float:
+        clock.advance(hours=2)  # keep the throttle out of the measurement
+        page = await client.get("/login")
+        started = time.perf_counter()
+        await client.post(
+            "/login",
+            data={
+                "username": username,
+                "password": "wrong password!!",
+                "_csrf": csrf_of(page.text),
+            },
+        )
+        return time.perf_counter() - started
+
+    known = [await timed(admin.username) for _ in range(5)]
+    unknown = [await timed("no-such-user") for _ in range(5)]
+    ratio = statistics.median(unknown) / statistics.median(known)
+    # Skipping argon2 would make unknown names ~20x faster; noise stays far inside these bounds.
+    assert 0.5 < ratio < 2.0, (known, unknown)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"web exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"web never became ready:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def two_instances(settings: Settings, tmp_path: Path) -> Iterator[list[str]]:
+    """Two `appliance web` processes on their own ports, sharing the test database."""
+    env = {
+        **os.environ,
+        "APPLIANCE_DATABASE__URL": settings.database.url,
+        "APPLIANCE_SECURITY__SECRET_KEY": settings.security.secret_key,
+        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "APPLIANCE_LOGGING__LEVEL": "WARNING",
+    }
+    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+    urls = []
+    try:
+        for index in range(2):
+            port = _free_port()
+            log = tmp_path / f"web{index}.log"
+            with log.open("wb") as sink:
+                process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "appliance",
+                        "web",
+                        "--port",
+                        str(port),
+                        "--no-migrate",
+                        "--no-setup-token",
+                    ],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            processes.append((process, log))
+            urls.append(f"http://127.0.0.1:{port}")
+        for (process, log), url in zip(processes, urls, strict=True):
+            _wait_ready(url, process, log)
+        yield urls
+    finally:
+        for process, _ in processes:
+            process.terminate()
+        for process, _ in processes:
+            process.wait(timeout=10)
+
+
+async def _post_login(http: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    """Sign-in form over plain HTTP to 127.0.0.1.
+
+    The cookie is Secure there (browsers treat loopback as a secure context), which httpx's jar
+    will not send over http://, so the CSRF cookie is passed on by hand as a browser would.
+    """
+    page = await http.get("/login")
+    cookie = page.headers["set-cookie"].split(";")[0]
+    return await http.post(
+        "/login",
+        data={"username": username, "password": password, "_csrf": csrf_of(page.text)},
+        headers={"Cookie": cookie},
+    )
+
+
+async def test_throttle_is_shared_by_two_app_instances(
+    admin: Admin, settings: Settings, two_instances: list[str]
+) -> None:
+    """Failures counted by one process block the account on another process too."""
+    first, second = two_instances
+    async with httpx.AsyncClient(base_url=first) as one, httpx.AsyncClient(base_url=second) as two:
+        for _ in range(settings.throttle.free_failures + 1):
+            response = await _post_login(one, admin.username, "wrong password!!")
+            assert response.status_code == 401
+        blocked = await _post_login(two, admin.username, admin.password)
+        assert blocked.status_code == 429
+        assert "Too many failed sign-in attempts" in blocked.text
