@@ -7,9 +7,11 @@ points call :func:`load_settings` and hand the result down.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
+import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,8 +115,15 @@ def load_settings(
     """
     environ = os.environ if environ is None else environ
     raw = _read_toml(_config_path(path, environ))
-    _apply_env(raw, environ)
     _resolve_secret_files(raw)
+    # The environment wins over the file, and its own *_file secrets over the file's values.
+    overrides = _env_tables(environ)
+    _resolve_secret_files(overrides)
+    for section, values in overrides.items():
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: must be a table")
+        target.update(values)
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -144,29 +153,39 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    sections = {field.name for field in msgspec.structs.fields(Settings)}
+def _env_tables(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``APPLIANCE_<SECTION>__<KEY>`` variables as ``{section: {key: value}}``."""
+    sections = {field.name: field.type for field in msgspec.structs.fields(Settings)}
+    tables: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name or name == CONFIG_ENV:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
         if section not in sections:
             raise ConfigError(f"{name}: no settings section named {section!r}")
-        target = raw.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"{section}: must be a table")
-        target[key] = _env_value(value)
+        is_list = _is_list(sections[section], key)
+        tables.setdefault(section, {})[key] = _env_value(f"{section}.{key}", value, is_list)
+    return tables
 
 
-def _env_value(value: str) -> Any:
+def _is_list(section_type: Any, key: str) -> bool:
+    for field in msgspec.structs.fields(section_type):
+        if field.name == key:
+            return getattr(field.type, "__origin__", None) is list
+    return False
+
+
+def _env_value(key: str, value: str, is_list: bool) -> Any:
     """Environment values are strings; lists may be given as JSON or comma-separated."""
     stripped = value.strip()
+    if not is_list:
+        return value
     if stripped.startswith("["):
         try:
             return json.loads(stripped)
         except json.JSONDecodeError:
-            pass
-    return value
+            raise ConfigError(f'{key}: not a JSON list; use ["a", "b"] or a,b') from None
+    return [item.strip() for item in stripped.split(",") if item.strip()]
 
 
 def _resolve_secret_files(raw: dict[str, Any]) -> None:
@@ -190,6 +209,9 @@ def _describe(exc: msgspec.ValidationError) -> str:
     message = str(exc)
     problem, sep, where = message.rpartition(" - at `")
     if not sep:
+        # Errors at the top level carry no location.
+        if message.startswith("Object contains unknown field"):
+            return f"{message.split('`')[1]}: unknown setting"
         return message
     key = where.rstrip("`").removeprefix("$").lstrip(".")
     if problem.startswith("Object contains unknown field"):
@@ -233,18 +255,26 @@ def ensure_secret_key(settings: Settings) -> str:
         return settings.security.secret_key
     path = settings.data_dir / "secret_key"
     try:
-        return path.read_text(encoding="utf-8").strip()
+        existing = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        pass
-    import secrets
-
+        existing = None
+    if existing is not None and len(existing) >= 32:
+        return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    # O_EXCL: when two processes start together, exactly one writes and both read its key.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
+    # Written in full to a private temporary file, then linked into place: a reader never sees
+    # a half-written key, and when two processes start together exactly one key wins.
+    temporary = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(key)
-    return key
+        handle.write(secrets.token_urlsafe(48))
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        if existing is None:
+            with contextlib.suppress(FileExistsError):  # another process won: read its key
+                os.link(temporary, path)
+        else:
+            temporary.replace(path)  # an empty or truncated key file (crash) is replaced
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8").strip()

@@ -23,11 +23,14 @@ def hash_password(password: str) -> str:
 
 def verify_password(password: str, password_hash: str | None) -> bool:
     """Check ``password``; with no hash (unknown user) spend the same time and answer False."""
-    if password_hash is None:
+    too_long = len(password) > MAX_PASSWORD_LENGTH
+    if password_hash is None or too_long:
+        # The same work as a real check, on a bounded input, then a refusal: no stored password
+        # is longer than the maximum, so an over-long attempt can never be right.
         _hasher.verify(password[:MAX_PASSWORD_LENGTH], _dummy_hash())
         return False
     try:
-        return bool(_hasher.verify(password[:MAX_PASSWORD_LENGTH], password_hash))
+        return bool(_hasher.verify(password, password_hash))
     except ValueError:
         return False
 
@@ -43,7 +46,11 @@ def check_strength(password: str, *, min_length: int, user_inputs: list[str]) ->
         raise InvalidInput(f"Use at least {min_length} characters.", field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"Use at most {MAX_PASSWORD_LENGTH} characters.", field="password")
-    result = zxcvbn.zxcvbn(password, user_inputs=[value for value in user_inputs if value])
+    result = zxcvbn.zxcvbn(
+        password,
+        user_inputs=[value for value in user_inputs if value],
+        max_length=MAX_PASSWORD_LENGTH,  # its default of 72 raises on longer pass phrases
+    )
     if result["score"] < 3:
         feedback = result["feedback"]
         hint = feedback.get("warning") or " ".join(feedback.get("suggestions", []))

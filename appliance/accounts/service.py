@@ -305,7 +305,7 @@ async def _claim_second_factor(row: dict[str, Any], code: str, now: dt.datetime)
         )
         return None if claimed else "replayed code"
     recovery = code.strip().lower()
-    if not _RECOVERY_CODE.match(recovery):
+    if not _RECOVERY_CODE.fullmatch(recovery):
         return "malformed code"
     unused = (
         await RecoveryCode.select(RecoveryCode.id, RecoveryCode.code_hash)

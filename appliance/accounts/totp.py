@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hmac
 import re
+import unicodedata
 
 import pyotp
 import segno
@@ -13,7 +13,7 @@ import segno
 __all__ = ["matching_step", "new_secret", "normalise_code", "provisioning_uri", "qr_data_uri"]
 
 STEP_SECONDS = 30
-_CODE = re.compile(r"^\d{6}$")
+_CODE = re.compile(r"^[0-9]{6}$")
 
 
 def new_secret() -> str:
@@ -27,14 +27,17 @@ def provisioning_uri(secret: str, *, account: str, issuer: str) -> str:
 
 def qr_data_uri(uri: str) -> str:
     """The QR code as an SVG ``data:`` URI (no script, no external asset; allowed by our CSP)."""
-    svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    # svg_data_uri keeps the xmlns attribute; without it browsers refuse to draw the image.
+    return str(segno.make(uri, error="m").svg_data_uri(scale=5, dark="#111", light="#fff"))
 
 
 def normalise_code(code: str) -> str | None:
-    """Digits only, spaces removed; None when it cannot be a TOTP code."""
-    cleaned = code.replace(" ", "").strip()
-    return cleaned if _CODE.match(cleaned) else None
+    """Six ASCII digits, spaces removed; None when it cannot be a TOTP code.
+
+    NFKC turns full-width digits (as typed with East Asian input methods) into ASCII ones.
+    """
+    cleaned = unicodedata.normalize("NFKC", code).replace(" ", "").strip()
+    return cleaned if _CODE.fullmatch(cleaned) else None
 
 
 def matching_step(secret: str, code: str, now: dt.datetime, *, window: int = 1) -> int | None:

@@ -7,7 +7,16 @@ fills them in from the loaded settings before the first query.
 from piccolo.conf.apps import AppRegistry
 from piccolo.engine.postgres import PostgresEngine
 
-DB = PostgresEngine(config={})
+
+class _ConfiguredLater(PostgresEngine):
+    """Piccolo's engine connects at construction to log the server version; ours has no
+    connection settings yet at that point, so that check is skipped."""
+
+    async def check_version(self) -> None:
+        return None
+
+
+DB = _ConfiguredLater(config={})
 
 APP_REGISTRY = AppRegistry(
     apps=[

@@ -23,6 +23,7 @@ from appliance.errors import (
 from appliance.web.auth import AdminRequired, LoginRequired
 from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
 from appliance.web.requests import AnyRequest
+from appliance.web.security import parse_address
 
 __all__ = ["EXCEPTION_HANDLERS", "client_address", "redirect", "render"]
 
@@ -40,7 +41,8 @@ STATUS_OF: dict[type[ApplianceError], int] = {
 
 def client_address(request: AnyRequest) -> str:
     """The client's address (already resolved through trusted proxies by the middleware)."""
-    return request.client.host if request.client else "unknown"
+    host = request.client.host if request.client else ""
+    return parse_address(host) or host or "unknown"
 
 
 def render(

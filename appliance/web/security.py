@@ -20,6 +20,7 @@ __all__ = [
     "allowed_hosts",
     "forwarded_for",
     "host_of",
+    "parse_address",
     "security_headers",
 ]
 
@@ -50,6 +51,26 @@ _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 _NO_STORE = (b"cache-control", b"no-store")
 
 
+def parse_address(text: str) -> str | None:
+    """An IP address from a forwarding hop or peer, in canonical form; None if it is not one.
+
+    Accepts ``1.2.3.4:port`` and ``[v6]:port`` as some proxies write them, and turns
+    IPv4-mapped IPv6 (``::ffff:10.0.0.1``, seen when listening on ``::``) into plain IPv4.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
 class TrustedProxies:
     """The set of networks whose forwarding headers are believed."""
 
@@ -57,26 +78,24 @@ class TrustedProxies:
         self.networks = [ipaddress.ip_network(entry, strict=False) for entry in networks]
 
     def __contains__(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        parsed = parse_address(address)
+        if parsed is None:
             return False
+        ip = ipaddress.ip_address(parsed)
         return any(ip in network for network in self.networks)
 
     def client_of(self, peer: str, forwarded: str) -> str:
         """The rightmost address in ``X-Forwarded-For`` that is not one of our proxies.
 
         Proxies append what they saw, so everything left of the last untrusted hop may have been
-        written by the client and is ignored.
+        written by the client and is ignored. A hop that is no address at all ends the walk at
+        the peer: nothing further left can be trusted.
         """
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         for hop in reversed(hops):
             if hop not in self:
-                try:
-                    return str(ipaddress.ip_address(hop))
-                except ValueError:
-                    return peer
-        return hops[0] if hops else peer
+                return parse_address(hop) or peer
+        return (parse_address(hops[0]) or peer) if hops else peer
 
 
 def forwarded_for(proxies: TrustedProxies) -> type:
@@ -117,7 +136,7 @@ def security_headers(app: ASGIApp) -> ASGIApp:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [header for header in _HEADERS if header[0] not in present]
-                if over_tls:
+                if over_tls and _HSTS[0] not in present:
                     extra.append(_HSTS)
                 if not is_static and b"cache-control" not in present:
                     extra.append(_NO_STORE)
@@ -134,8 +153,10 @@ def host_of(header: str) -> str:
     header = header.strip().lower()
     if header.startswith("["):
         return header[1:].partition("]")[0]
-    name, _, port = header.rpartition(":")
-    return name if name and port.isdigit() else header
+    name, colon, port = header.rpartition(":")
+    if colon and name and (port.isdigit() or not port):
+        header = name
+    return header.rstrip(".")  # "example.com." is the same host as "example.com"
 
 
 def allowed_hosts(hosts: Iterable[str]) -> Callable[[ASGIApp], ASGIApp]:

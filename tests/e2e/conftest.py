@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -155,16 +156,20 @@ def _wait_until_ready(appliance: Appliance) -> None:
 
 
 @pytest.fixture
-def appliance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Appliance]:
+def appliance(request: pytest.FixtureRequest) -> Iterator[Appliance]:
     """A fresh appliance started with ``python -m appliance up`` in an empty folder."""
-    folder = tmp_path / "studio"
+    # Not under pytest's tmp_path: run as root, the embedded PostgreSQL runs as a user of its own
+    # that must traverse every parent folder, and another pytest run on the machine resets its
+    # base folder to mode 0700 whenever it starts.
+    scratch = Path(tempfile.mkdtemp(prefix="appliance-e2e-"))
+    folder = scratch / "studio"
     folder.mkdir()
     port = _free_port()
     # Settings from the developer's shell (a database URL, a config file) must not leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("APPLIANCE_")}
     env["APPLIANCE_SERVER__PORT"] = str(port)
     env["PYTHONUNBUFFERED"] = "1"
-    log_path = tmp_path / "appliance.log"
+    log_path = scratch / "appliance.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "appliance", "up"],
@@ -188,6 +193,7 @@ def appliance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Applia
         shutil.copyfile(log_path, ARTIFACTS / f"{request.node.name}.log")
         if _test_failed(request.node):
             print(f"--- last lines printed by the appliance ---\n{running.log_tail()}")
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

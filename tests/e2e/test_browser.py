@@ -171,11 +171,6 @@ def test_owner_sets_up_the_studio_and_signs_in_with_an_authenticator_code(
     assert not tab.console_errors, f"the browser console reported errors: {tab.console_errors}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the QR code is an SVG without xmlns (segno svg_inline), so browsers cannot draw it",
-)
 def test_two_factor_page_shows_a_qr_code_the_browser_can_draw(
     appliance: Appliance, tab: Tab
 ) -> None:

@@ -108,9 +108,22 @@ def test_garbage_rightmost_hop_falls_back_to_the_peer() -> None:
     assert PROXIES.client_of("10.0.0.1", "203.0.113.5, not-an-address") == "10.0.0.1"
 
 
-def test_address_with_port_is_not_taken_as_a_client() -> None:
-    """A hop such as 203.0.113.5:4711 is not an address, so the peer is used."""
-    assert PROXIES.client_of("10.0.0.1", "203.0.113.5:4711") == "10.0.0.1"
+def test_address_with_port_is_taken_without_its_port() -> None:
+    """Hops written as 203.0.113.5:4711 or [2001:db8::1]:443 give the bare address."""
+    assert PROXIES.client_of("10.0.0.1", "203.0.113.5:4711") == "203.0.113.5"
+    assert PROXIES.client_of("10.0.0.1", "[2001:db8::1]:443") == "2001:db8::1"
+
+
+def test_ipv4_mapped_peer_matches_an_ipv4_proxy_network() -> None:
+    """A proxy seen as ::ffff:10.0.0.1 (server listening on ::) is still trusted."""
+    assert "::ffff:10.0.0.1" in PROXIES
+    assert PROXIES.client_of("::ffff:10.0.0.1", "::ffff:203.0.113.9") == "203.0.113.9"
+
+
+@pytest.mark.parametrize("header", ["example.com:", "example.com.", "EXAMPLE.com.:8000"])
+def test_host_with_empty_port_or_trailing_dot_is_the_same_host(header: str) -> None:
+    """An empty port and a fully qualified trailing dot name the same host."""
+    assert host_of(header) == "example.com"
 
 
 @pytest.mark.parametrize("forwarded", ["", " ", ", ,"])
@@ -152,7 +165,7 @@ def test_no_proxies_trusts_nothing() -> None:
 
 def test_invalid_network_is_refused() -> None:
     """TrustedProxies raises ValueError for an entry that is not a network."""
-    with pytest.raises(ValueError, match="proxy.local"):
+    with pytest.raises(ValueError, match=r"proxy\.local"):
         TrustedProxies(["proxy.local"])
 
 
@@ -313,7 +326,9 @@ async def test_pages_are_not_stored_but_static_files_may_be() -> None:
 
 async def test_no_store_applies_to_a_path_that_only_starts_like_static() -> None:
     """/staticfiles is a page, not the static mount, and still gets no-store."""
-    page = response_headers(await run(security_headers(InnerApp()), http_scope(path="/staticfiles")))
+    page = response_headers(
+        await run(security_headers(InnerApp()), http_scope(path="/staticfiles"))
+    )
     assert page["cache-control"] == ["no-store"]
 
 
