@@ -125,7 +125,7 @@ def up(obj: Context) -> None:
             Child("web", child_argv("web", "--no-migrate", "--no-setup-token")),
             Child("worker", child_argv("worker")),
         ]
-        Supervisor(children, child_env(resolved.database.url)).run()
+        Supervisor(children, child_env(resolved.database.url, obj.config_path)).run()
 
 
 @cli.command()
@@ -145,7 +145,12 @@ def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_t
     from appliance.app import create_app
 
     log_config = configure_logging(obj.settings.logging.level)
-    with database(obj.settings) as (settings, _):
+    server = msgspec.structs.replace(
+        obj.settings.server,
+        host=host or obj.settings.server.host,
+        port=port or obj.settings.server.port,
+    )
+    with database(msgspec.structs.replace(obj.settings, server=server)) as (settings, _):
         if migrate or setup_token:
 
             async def prepare() -> str | None:
@@ -157,8 +162,8 @@ def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_t
         app = create_app(settings)
         uvicorn.run(
             app,
-            host=host or settings.server.host,
-            port=port or settings.server.port,
+            host=settings.server.host,
+            port=settings.server.port,
             log_config=log_config,
             # Forwarding headers are handled by our own middleware, only for trusted proxies.
             proxy_headers=False,
@@ -230,6 +235,42 @@ def audit_verify(obj: Context) -> None:
         err=True,
     )
     sys.exit(1)
+
+
+@cli.group()
+def staff() -> None:
+    """Staff accounts, for studio IT with access to the server."""
+
+
+@staff.command("reset")
+@click.argument("username")
+@click.option("--reset-2fa", is_flag=True, help="Also remove the authenticator (re-enrol).")
+@click.pass_obj
+def staff_reset(obj: Context, username: str, reset_2fa: bool) -> None:
+    """Print a one-time password reset link for USERNAME (e.g. the only admin is locked out)."""
+    from appliance.accounts import invitations
+    from appliance.accounts import service as accounts
+    from appliance.audit.service import Actor
+    from appliance.clock import utcnow
+    from appliance.db.engine import configure
+
+    async def reset(settings: Settings) -> str:
+        member = await accounts.find_member(username)
+        if member is None:
+            raise click.ClickException(f"no staff account named {username!r}")
+        token = await invitations.start_reset(
+            member.id,
+            reset_2fa=reset_2fa,
+            actor=Actor(id=None, name="cli"),
+            address="console",
+            settings=settings,
+            now=utcnow(),
+        )
+        return f"{_base_url(settings)}/reset/{token}"
+
+    with database(obj.settings) as (settings, _):
+        configure(settings.database.url)
+        click.echo(asyncio.run(reset(settings)))
 
 
 @cli.command("check-config")

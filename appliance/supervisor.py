@@ -114,8 +114,11 @@ def child_argv(command: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "appliance", command, *extra]
 
 
-def child_env(dsn: str) -> dict[str, str]:
+def child_env(dsn: str, config_path: str | None) -> dict[str, str]:
+    """The children's environment: the resolved database and the same settings file."""
     env = dict(os.environ)
     env["APPLIANCE_DATABASE__URL"] = dsn
+    if config_path:
+        env["APPLIANCE_CONFIG"] = os.path.abspath(config_path)  # noqa: PTH100 - a str for env
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -150,7 +150,7 @@ class StaffAdminController(Controller):
             token = await invitations.start_reset(
                 user_id,
                 reset_2fa=data.reset_2fa == "1",
-                actor=await self._actor(request),
+                actor=(await self._actor(request)).actor,
                 address=client_address(request),
                 settings=request.app.state.settings,
                 now=request.app.state.clock(),

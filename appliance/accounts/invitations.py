@@ -83,12 +83,12 @@ async def start_reset(
     user_id: int,
     *,
     reset_2fa: bool,
-    actor: StaffMember,
+    actor: Actor,
     address: str,
     settings: Settings,
     now: dt.datetime,
 ) -> str:
-    """An admin-driven reset: the user's sessions end now and a reset link is returned.
+    """A reset by an admin (or by studio IT with the CLI): sessions end, a link is returned.
 
     The old password keeps working until the link is used (so a mistaken reset locks nobody
     out), unless two-factor is reset as well, in which case it is enrolled afresh at next sign-in.
@@ -133,7 +133,7 @@ async def start_reset(
         ended = await sessions.end_user_sessions(user_id)
         await audit.record(
             "user.reset",
-            actor=actor.actor,
+            actor=actor,
             target=f"user:{row['username']}",
             address=address,
             details={"reset_2fa": reset_2fa, "sessions_ended": ended},

@@ -40,6 +40,7 @@ __all__ = [
     "change_password",
     "confirm_totp_enrolment",
     "create_user",
+    "find_member",
     "get_member",
     "list_members",
     "regenerate_recovery_codes",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 ROLES = ("admin", "photographer")
+_ADMIN_LOCK_ID = 0x61646D696E73
 RECOVERY_CODE_COUNT = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 _RECOVERY_CODE = re.compile(r"^[a-z0-9]{4}(-?[a-z0-9]{4}){3}$")
@@ -104,6 +106,13 @@ def _member(row: dict[str, Any]) -> StaffMember:
 
 async def get_member(user_id: int) -> StaffMember | None:
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
+    return _member(row) if row else None
+
+
+async def find_member(username: str) -> StaffMember | None:
+    row = (
+        await StaffUser.select().where(StaffUser.username == username.strip().lower()).first().run()
+    )
     return _member(row) if row else None
 
 
@@ -212,13 +221,16 @@ async def sign_in(
             clock=lambda: now,
         )
         raise Unauthenticated("The user name or password is wrong.")
-    await throttle.clear(keys[0])
     if row["totp_confirmed_at"] is not None:
         stage = "second_factor"
     elif row["role"] == "admin" or require_2fa_for_all:
         stage = "enrol"
     else:
         stage = "full"
+    if stage == "full":
+        # Failures are forgotten only when sign-in is complete: a right password alone must not
+        # reset the count, or someone who knows it could guess second-factor codes forever.
+        await throttle.clear(keys[0])
     await _record_login_step(row, stage, address=address, now=now)
     return SignIn(user_id=row["id"], stage=stage)
 
@@ -506,6 +518,9 @@ async def set_password(
 
 
 async def _active_admin_count() -> int:
+    """Active admins, counted under a transaction lock: two admins demoting each other at the
+    same moment are serialised, so the second sees the first's change and is refused."""
+    await StaffUser.raw("SELECT pg_advisory_xact_lock({})", _ADMIN_LOCK_ID)
     return int(
         await StaffUser.count()
         .where(StaffUser.role == "admin")

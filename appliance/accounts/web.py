@@ -57,6 +57,10 @@ def _error_context(exc: ApplianceError) -> dict[str, Any]:
     return {"error": exc.message, "error_field": exc.field}
 
 
+def _retry_after(exc: ApplianceError) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
+
+
 def _session_cookie(request: AnyRequest, token: str) -> Any:
     settings = request.app.state.settings.security
     return make_cookie(
@@ -136,9 +140,7 @@ class SignInController(Controller):
             )
         except ApplianceError as exc:
             status = 429 if isinstance(exc, TooManyAttempts) else 401
-            headers = (
-                {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
-            )
+            headers = _retry_after(exc)
             form = SignInForm(username=data.username[:64])
             return render(
                 request,
@@ -178,9 +180,12 @@ class SignInController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            status = 429 if isinstance(exc, TooManyAttempts) else 401
             return render(
-                request, "accounts/two_factor.html", _error_context(exc), status_code=status
+                request,
+                "accounts/two_factor.html",
+                _error_context(exc),
+                status_code=429 if isinstance(exc, TooManyAttempts) else 401,
+                headers=_retry_after(exc),
             )
         return redirect("/", cookies=[await _new_stage(request, "full")])
 

@@ -16,9 +16,10 @@ from typing import Any
 import msgspec
 
 from appliance.accounts import service as accounts
+from appliance.accounts import throttle
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
-from appliance.config import Settings
+from appliance.config import Settings, ThrottleSettings
 from appliance.errors import Conflict, Forbidden, InvalidInput
 from appliance.setup.tables import SetupToken, Studio
 from appliance.validation import clean_email, clean_text
@@ -120,10 +121,22 @@ async def issue_setup_token(settings: Settings, now: dt.datetime) -> str | None:
     return token
 
 
-async def check_token(token: str, *, now: dt.datetime, address: str) -> None:
-    """Raise Conflict once set-up is over, Forbidden (audited) for any but the live token."""
+async def check_token(
+    token: str,
+    *,
+    now: dt.datetime,
+    address: str,
+    rules: ThrottleSettings | None = None,
+) -> None:
+    """Raise Conflict once set-up is over, Forbidden (audited) for any but the live token.
+
+    Wrong tokens count against the client address like failed sign-ins, so the token cannot
+    be guessed at speed and the audit log cannot be flooded.
+    """
     if await is_setup_complete():
         raise Conflict("Set-up is already complete.")
+    key = f"setup:{address[:64]}"
+    await throttle.check([key], now)
     valid = False
     if token and len(token) <= 100:
         rows = (
@@ -144,6 +157,7 @@ async def check_token(token: str, *, now: dt.datetime, address: str) -> None:
             details={"reason": "wrong, used or expired setup token"},
             clock=lambda: now,
         )
+        await throttle.record_failure(key, now, rules or ThrottleSettings())
         raise Forbidden(
             "This setup token is not valid. Use the token printed by the server; "
             "`appliance setup-token` prints a new one.",

@@ -11,7 +11,7 @@ from litestar.params import Body, FromQuery
 from litestar.response import Redirect
 
 from appliance.accounts import service as accounts
-from appliance.errors import ApplianceError, Conflict, Forbidden
+from appliance.errors import ApplianceError, Conflict, Forbidden, TooManyAttempts
 from appliance.setup import service
 from appliance.web.auth import current_staff, require_admin
 from appliance.web.cookies import make_cookie, read_cookie
@@ -58,9 +58,14 @@ class SetupController(Controller):
         if await service.is_setup_complete():
             return redirect("/login")
         token = read_cookie(request, SETUP_COOKIE)
+        if not token:
+            return redirect("/setup")
         try:
             await service.check_token(
-                token, now=request.app.state.clock(), address=client_address(request)
+                token,
+                now=request.app.state.clock(),
+                address=client_address(request),
+                rules=request.app.state.settings.throttle,
             )
         except Forbidden:
             return redirect("/setup")
@@ -100,12 +105,16 @@ class SetupController(Controller):
     async def _accept_token(self, request: AnyRequest, token: str) -> Response[Any]:
         try:
             await service.check_token(
-                token, now=request.app.state.clock(), address=client_address(request)
+                token,
+                now=request.app.state.clock(),
+                address=client_address(request),
+                rules=request.app.state.settings.throttle,
             )
         except Conflict:
             return redirect("/login")
-        except Forbidden as exc:
-            return render(request, "setup/token.html", _error_context(exc), status_code=403)
+        except (Forbidden, TooManyAttempts) as exc:
+            status = 429 if isinstance(exc, TooManyAttempts) else 403
+            return render(request, "setup/token.html", _error_context(exc), status_code=status)
         next_step = (await service.wizard_state()).next_step
         return self._with_token(request, token, f"/setup/{next_step}")
 

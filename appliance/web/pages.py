@@ -20,6 +20,7 @@ from appliance.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
+from appliance.logs import redact_path
 from appliance.web.auth import AdminRequired, LoginRequired
 from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
 from appliance.web.requests import AnyRequest
@@ -123,7 +124,7 @@ def _on_admin_required(request: AnyRequest, _: AdminRequired) -> Response[Any]:
 
 
 def _on_csrf(request: AnyRequest, exc: CsrfRefused) -> Response[Any]:
-    log.warning("CSRF refusal on %s %s: %s", request.method, request.url.path, exc)
+    log.warning("CSRF refusal on %s %s: %s", request.method, redact_path(request.url.path), exc)
     return _error(
         request,
         403,
@@ -146,7 +147,7 @@ def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
 
 def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     # The trace goes to the log for the studio's IT; the person sees no internals.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return _error(request, 500, "Something went wrong on the server. The error was logged.")
 
 

@@ -47,7 +47,8 @@ _HEADERS: list[tuple[bytes, bytes]] = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
 ]
-_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+# No includeSubDomains: other hosts of the studio's domain may not (yet) speak TLS.
+_HSTS = (b"strict-transport-security", b"max-age=63072000")
 _NO_STORE = (b"cache-control", b"no-store")
 
 

@@ -244,3 +244,20 @@ async def test_throttle_is_shared_by_two_app_instances(
         blocked = await _post_login(two, admin.username, admin.password)
         assert blocked.status_code == 429
         assert "Too many failed sign-in attempts" in blocked.text
+
+
+async def test_right_password_does_not_reset_second_factor_failures(
+    client: httpx.AsyncClient, admin: Admin, settings: Settings
+) -> None:
+    """Someone who knows the password cannot guess codes forever by signing in again."""
+    from tests.integration.flows import submit
+
+    for _ in range(settings.throttle.free_failures + 1):
+        client.cookies.clear()
+        assert (await sign_in(client, admin.username, admin.password)).status_code == 303
+        wrong = await submit(client, "/login/two-factor", {"code": "000000"})
+        assert wrong.status_code == 401
+    client.cookies.clear()
+    blocked = await sign_in(client, admin.username, admin.password)
+    assert blocked.status_code == 429
+    assert blocked.headers["retry-after"] == "1"

@@ -46,6 +46,7 @@ async def test_wrong_setup_token_is_refused_and_audited(
         assert response.status_code == 403, token
         assert "This setup token is not valid" in response.text
         assert 'aria-invalid="true"' in response.text  # the field is marked
+    clock.advance(hours=2)
     link = await client.get("/setup?token=guess")
     assert link.status_code == 403
     failures = [e for e in await list_entries() if e.action == "setup.token"]
@@ -219,3 +220,18 @@ async def test_finished_wizard_never_runs_again(
     assert await StaffUser.count().run() == 1
     studio = await service.get_studio()
     assert studio is not None and studio.name == "Studio Lumen"
+
+
+async def test_guessing_setup_tokens_is_throttled(
+    client: httpx.AsyncClient, settings: Settings, clock: FakeClock
+) -> None:
+    """Rapid wrong tokens from one address get 429, even the right token until the wait ends."""
+    from appliance.setup import service
+
+    token = await service.issue_setup_token(settings, clock())
+    for number in range(settings.throttle.free_failures + 1):
+        assert (await client.get(f"/setup?token=guess{number}")).status_code == 403
+    blocked = await client.get(f"/setup?token={token}")
+    assert blocked.status_code == 429 and "Too many" in blocked.text
+    clock.advance(seconds=2)
+    assert (await client.get(f"/setup?token={token}")).status_code == 303
