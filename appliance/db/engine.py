@@ -14,6 +14,7 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.postgres import PostgresEngine
 
 __all__ = [
+    "DATABASE_UNAVAILABLE",
     "configure",
     "connection_pool",
     "engine",
@@ -26,7 +27,19 @@ PICCOLO_CONF = "appliance.db.piccolo_conf"
 # Any fixed 64-bit number: every process that migrates takes this advisory lock first, so the
 # web server and the worker starting together never run the same migration twice.
 _MIGRATION_LOCK_ID = 0x70686F746F73
-_pool_size = {"max": 10}  # set by configure(); the engine has no field for it
+_pool_size = {"max": 10}
+
+# Errors that mean "the database cannot be reached right now", not "this request is wrong".
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # refused, failed, rejected connections
+    asyncpg.InterfaceError,  # the connection went away under a query
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidCatalogNameError,  # the database itself is gone
+)  # set by configure(); the engine has no field for it
 
 
 def engine() -> PostgresEngine:

@@ -11,6 +11,7 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.response import Redirect, Template
 
+from appliance.db.engine import DATABASE_UNAVAILABLE
 from appliance.errors import (
     ApplianceError,
     Conflict,
@@ -146,6 +147,14 @@ def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
 
 
 def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        log.error("database unavailable on %s: %r", redact_path(request.url.path), exc)
+        return _error(
+            request,
+            503,
+            "The appliance cannot reach its database right now. Try again in a minute.",
+            headers={"Retry-After": "30"},
+        )
     # The trace goes to the log for the studio's IT; the person sees no internals.
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return _error(request, 500, "Something went wrong on the server. The error was logged.")

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +19,7 @@ from appliance.errors import TooManyAttempts
 from tests.conftest import FakeClock
 from tests.integration.conftest import make_client
 from tests.integration.flows import Admin, csrf_of, sign_in
+from tests.processes import AppProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,69 +149,24 @@ async def test_unknown_name_costs_about_as_much_time_as_a_wrong_password(
     assert 0.5 < ratio < 2.0, (known, unknown)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"web exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"web never became ready:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def two_instances(settings: Settings, tmp_path: Path) -> Iterator[list[str]]:
     """Two `appliance web` processes on their own ports, sharing the test database."""
     env = {
-        **os.environ,
         "APPLIANCE_DATABASE__URL": settings.database.url,
         "APPLIANCE_SECURITY__SECRET_KEY": settings.security.secret_key,
         "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
         "APPLIANCE_LOGGING__LEVEL": "WARNING",
     }
-    processes: list[tuple[subprocess.Popen[bytes], Path]] = []
-    urls = []
+    args = ["web", "--no-migrate", "--no-setup-token"]
+    servers = [AppProcess(args, workdir=tmp_path, port=free_port(), env=env) for _ in range(2)]
     try:
-        for index in range(2):
-            port = _free_port()
-            log = tmp_path / f"web{index}.log"
-            with log.open("wb") as sink:
-                process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "appliance",
-                        "web",
-                        "--port",
-                        str(port),
-                        "--no-migrate",
-                        "--no-setup-token",
-                    ],
-                    cwd=tmp_path,
-                    env=env,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append((process, log))
-            urls.append(f"http://127.0.0.1:{port}")
-        for (process, log), url in zip(processes, urls, strict=True):
-            _wait_ready(url, process, log)
-        yield urls
+        for server in servers:
+            server.wait_ready()
+        yield [server.url for server in servers]
     finally:
-        for process, _ in processes:
-            process.terminate()
-        for process, _ in processes:
-            process.wait(timeout=10)
+        for server in servers:
+            server.stop()
 
 
 async def _post_login(http: httpx.AsyncClient, username: str, password: str) -> httpx.Response:

@@ -6,68 +6,15 @@ import contextlib
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.processes import AppProcess, free_port
+
 STOP_LIMIT_SECONDS = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Running:
-    """One `appliance up` process with its log."""
-
-    def __init__(self, workdir: Path, port: int) -> None:
-        self.log = workdir / f"up-{time.monotonic_ns()}.log"
-        env = {**os.environ, "APPLIANCE_SERVER__PORT": str(port)}
-        env.pop("APPLIANCE_DATABASE__URL", None)
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "up"],
-                cwd=workdir,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        self.url = f"http://127.0.0.1:{port}"
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"appliance up exited early:\n{self.text()[-4000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"never ready:\n{self.text()[-4000:]}")
-
-    def stop(self, signum: int = signal.SIGTERM) -> float:
-        started = time.monotonic()
-        self.process.send_signal(signum)
-        self.process.wait(timeout=30)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -89,8 +36,8 @@ def _setup_link(log: str) -> str:
 def test_up_serves_stops_on_sigterm_and_reuses_its_data(workdir: Path) -> None:
     """`up` starts everything from nothing, answers /readyz, stops cleanly in under 10 s on
     SIGTERM, and a second start (stopped with Ctrl-C) finds the data of the first."""
-    port = _free_port()
-    first = Running(workdir, port)
+    port = free_port()
+    first = AppProcess(["up"], workdir=workdir, port=port)
     try:
         first.wait_ready()
         ready = httpx.get(first.url + "/readyz").json()
@@ -124,7 +71,7 @@ def test_up_serves_stops_on_sigterm_and_reuses_its_data(workdir: Path) -> None:
     finally:
         first.kill()
 
-    second = Running(workdir, port)
+    second = AppProcess(["up"], workdir=workdir, port=port)
     try:
         second.wait_ready()
         new_link = _setup_link(second.text())
@@ -137,23 +84,3 @@ def test_up_serves_stops_on_sigterm_and_reuses_its_data(workdir: Path) -> None:
         assert took < STOP_LIMIT_SECONDS
     finally:
         second.kill()
-
-
-def test_crashed_child_is_restarted_and_logged(workdir: Path) -> None:
-    """Killing the web server makes the supervisor log it and start a new one."""
-    up = Running(workdir, _free_port())
-    try:
-        up.wait_ready()
-        web_pid = int(re.search(r"started web \(pid (\d+)\)", up.text()).group(1))  # type: ignore[union-attr]
-        os.kill(web_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while "web exited with code -9" not in up.text() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "web exited with code -9" in up.text()
-        up.wait_ready()
-        pids = [int(p) for p in re.findall(r"started web \(pid (\d+)\)", up.text())]
-        assert len(pids) == 2 and pids[1] != web_pid
-        up.stop()
-        assert up.process.returncode == 0
-    finally:
-        up.kill()
