@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help up test test-fast test-e2e lint format typecheck tools tools-browser bench clean
+.PHONY: help up test test-fast test-e2e test-embedded lint format tools tools-browser bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,9 +43,13 @@ test-fast: $(STAMP) ## Unit and integration tests only
 test-e2e: $(STAMP) tools-browser ## Browser tests in their own pytest process
 	$(BIN)/pytest tests/e2e
 
-test: $(STAMP) tools-browser lint ## Everything CI runs: lint, unit, integration, faults, browser
+test-embedded: $(STAMP) ## Integration tests against the embedded PostgreSQL (as with no server)
+	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q
+
+test: $(STAMP) tools-browser lint ## Everything CI runs: lint, all tests, and again on embedded PG
 	$(BIN)/pytest tests/unit tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
+	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q
 
 bench: $(STAMP) ## Benchmarks (print ratios against an in-process baseline)
 	$(BIN)/pytest tests/benchmarks -s

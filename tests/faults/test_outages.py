@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -102,7 +103,7 @@ def test_readyz_reports_a_lost_database_and_the_process_stays_up(
     web = AppProcess(["web", "--no-setup-token"], workdir=tmp_path, port=free_port(), env=env)
     try:
         web.wait_ready()
-        name = blank_database.rsplit("/", 1)[1].split("?")[0]
+        name = urlsplit(blank_database).path.lstrip("/")
 
         async def drop() -> None:
             conn = await asyncpg.connect(postgres_server)
