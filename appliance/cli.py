@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,4 +282,6 @@ def check_config(obj: Context) -> None:
 
 
 def main() -> None:
+    # Files the appliance creates (queue, keys, logs) are private to its user by default.
+    os.umask(0o077)
     cli(prog_name="appliance")

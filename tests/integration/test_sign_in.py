@@ -247,3 +247,67 @@ def _user_id(html: str, username: str) -> int:
         if match.group(2) == username:
             return int(match.group(1))
     raise AssertionError(f"{username} not listed")
+
+
+async def test_setting_can_require_2fa_for_photographers_too(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """With "require 2FA for everyone" on, a photographer without TOTP must enrol first."""
+    path = await invite_photographer(client, admin, clock)
+    saved = await submit(
+        client,
+        "/admin/settings",
+        {
+            "studio_name": "Studio Lumen",
+            "contact_email": "hello@lumen.example",
+            "contact_phone": "",
+            "require_2fa_for_all": "1",
+        },
+    )
+    assert saved.status_code == 200 and "Saved." in saved.text
+    password = "velvet compass orchard 77 river"
+    async with make_client(app, "192.0.2.20") as pia:
+        await submit(
+            pia,
+            path,
+            {"username": "pia", "display_name": "Pia", "password": password, "confirm": password},
+        )
+        response = await sign_in(pia, "pia", password)
+        assert response.headers["location"] == "/login/enrol"
+        assert (await pia.get("/")).headers["location"] == "/login"
+
+
+async def test_bad_settings_values_change_nothing(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """An invalid studio e-mail on the settings page answers 400 and keeps the old values."""
+    await sign_in(client, admin.username, admin.password, code=totp_code(admin.secret, clock()))
+    response = await submit(
+        client,
+        "/admin/settings",
+        {"studio_name": "X" * 500, "contact_email": "hello@lumen.example"},
+    )
+    assert response.status_code == 400 and "at most 120" in response.text
+    response = await submit(
+        client, "/admin/settings", {"studio_name": "Fine", "contact_email": "nope"}
+    )
+    assert response.status_code == 400
+    assert "Studio Lumen" in (await client.get("/admin/settings")).text
+    assert not [e for e in await list_entries() if e.action == "settings.change"]
+
+
+async def test_bad_invitation_values_are_refused(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """An unknown role or a malformed e-mail answers 400 and creates no link."""
+    await sign_in(client, admin.username, admin.password, code=totp_code(admin.secret, clock()))
+    for form, message in (
+        ({"email": "pia@lumen.example", "role": "superuser"}, "Choose one of"),
+        ({"email": "not an address", "role": "photographer"}, "e-mail address"),
+        ({"email": "a@b.example" + "x" * 300, "role": "photographer"}, "at most 254"),
+    ):
+        response = await submit(client, "/admin/users", form, action="/admin/users/invite")
+        assert response.status_code == 400, form
+        assert message in response.text
+        assert "/invite/" not in response.text
+    assert not [e for e in await list_entries() if e.action == "user.invite"]
