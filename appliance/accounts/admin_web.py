@@ -6,18 +6,15 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import FromPath
 
 from appliance.accounts import invitations, service
 from appliance.errors import ApplianceError
 from appliance.web.auth import current_staff, require_admin
-from appliance.web.pages import client_address, render
+from appliance.web.pages import FORM, client_address, render, status_of
 from appliance.web.requests import AnyRequest
 
 __all__ = ["StaffAdminController"]
-
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 class InviteForm(msgspec.Struct):
@@ -78,7 +75,7 @@ class StaffAdminController(Controller):
     async def invite(
         self,
         request: AnyRequest,
-        data: Annotated[InviteForm, Form],
+        data: Annotated[InviteForm, FORM],
     ) -> Response[Any]:
         try:
             token = await invitations.invite(
@@ -105,7 +102,7 @@ class StaffAdminController(Controller):
         self,
         request: AnyRequest,
         user_id: FromPath[int],
-        data: Annotated[RoleForm, Form],
+        data: Annotated[RoleForm, FORM],
     ) -> Response[Any]:
         try:
             member = await service.set_role(
@@ -116,7 +113,7 @@ class StaffAdminController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            return await self._page(request, status_code=_status(exc), error=exc.message)
+            return await self._page(request, status_code=status_of(exc), error=exc.message)
         return await self._page(request, notice=f"{member.username} is now {member.role}.")
 
     @post("/{user_id:int}/active", name="admin_active")
@@ -124,7 +121,7 @@ class StaffAdminController(Controller):
         self,
         request: AnyRequest,
         user_id: FromPath[int],
-        data: Annotated[ActiveForm, Form],
+        data: Annotated[ActiveForm, FORM],
     ) -> Response[Any]:
         try:
             member = await service.set_active(
@@ -135,7 +132,7 @@ class StaffAdminController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            return await self._page(request, status_code=_status(exc), error=exc.message)
+            return await self._page(request, status_code=status_of(exc), error=exc.message)
         state = "enabled" if member.is_active else "disabled and signed out everywhere"
         return await self._page(request, notice=f"{member.username} is {state}.")
 
@@ -144,7 +141,7 @@ class StaffAdminController(Controller):
         self,
         request: AnyRequest,
         user_id: FromPath[int],
-        data: Annotated[ResetForm, Form],
+        data: Annotated[ResetForm, FORM],
     ) -> Response[Any]:
         try:
             token = await invitations.start_reset(
@@ -156,7 +153,7 @@ class StaffAdminController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            return await self._page(request, status_code=_status(exc), error=exc.message)
+            return await self._page(request, status_code=status_of(exc), error=exc.message)
         member = await service.get_member(user_id)
         return await self._page(
             request,
@@ -175,11 +172,5 @@ class StaffAdminController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            return await self._page(request, status_code=_status(exc), error=exc.message)
+            return await self._page(request, status_code=status_of(exc), error=exc.message)
         return await self._page(request, notice="The link no longer works.")
-
-
-def _status(exc: ApplianceError) -> int:
-    from appliance.web.pages import STATUS_OF
-
-    return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)

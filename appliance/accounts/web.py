@@ -6,20 +6,17 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath
+from litestar.params import FromPath
 
 from appliance.accounts import invitations, service, sessions
 from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, TooManyAttempts
 from appliance.setup import service as setup
 from appliance.web.auth import SESSION_COOKIE, current_staff, require_staff
 from appliance.web.cookies import make_cookie
-from appliance.web.pages import client_address, redirect, render
+from appliance.web.pages import FORM, client_address, error_context, redirect, render
 from appliance.web.requests import AnyRequest
 
 __all__ = ["AccountController", "LinkController", "SignInController"]
-
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 class SignInForm(msgspec.Struct):
@@ -51,10 +48,6 @@ class JoinForm(msgspec.Struct):
 class ResetForm(msgspec.Struct):
     password: str = ""
     confirm: str = ""
-
-
-def _error_context(exc: ApplianceError) -> dict[str, Any]:
-    return {"error": exc.message, "error_field": exc.field}
 
 
 def _retry_after(exc: ApplianceError) -> dict[str, str]:
@@ -124,7 +117,7 @@ class SignInController(Controller):
     async def login(
         self,
         request: AnyRequest,
-        data: Annotated[SignInForm, Form],
+        data: Annotated[SignInForm, FORM],
     ) -> Response[Any]:
         studio = await setup.get_studio()
         if studio is None or not studio.setup_complete:
@@ -145,7 +138,7 @@ class SignInController(Controller):
             return render(
                 request,
                 "accounts/login.html",
-                {"form": form, **_error_context(exc)},
+                {"form": form, **error_context(exc)},
                 status_code=status,
                 headers=headers,
             )
@@ -166,7 +159,7 @@ class SignInController(Controller):
     async def second_factor(
         self,
         request: AnyRequest,
-        data: Annotated[CodeForm, Form],
+        data: Annotated[CodeForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         if signed is None or signed.session.stage != "second_factor":
@@ -183,7 +176,7 @@ class SignInController(Controller):
             return render(
                 request,
                 "accounts/two_factor.html",
-                _error_context(exc),
+                error_context(exc),
                 status_code=429 if isinstance(exc, TooManyAttempts) else 401,
                 headers=_retry_after(exc),
             )
@@ -200,7 +193,7 @@ class SignInController(Controller):
     async def enrol(
         self,
         request: AnyRequest,
-        data: Annotated[CodeForm, Form],
+        data: Annotated[CodeForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         if signed is None or signed.session.stage != "enrol":
@@ -213,7 +206,7 @@ class SignInController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            context = {**await _enrol_context(signed.member.id), **_error_context(exc)}
+            context = {**await _enrol_context(signed.member.id), **error_context(exc)}
             return render(request, "accounts/enrol.html", context, status_code=400)
         cookie = await _new_stage(request, "full")
         return render(request, "accounts/recovery_codes.html", {"codes": codes}, cookies=[cookie])
@@ -246,7 +239,7 @@ class AccountController(Controller):
     async def change_password(
         self,
         request: AnyRequest,
-        data: Annotated[PasswordForm, Form],
+        data: Annotated[PasswordForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         assert signed is not None
@@ -265,7 +258,7 @@ class AccountController(Controller):
             return render(
                 request,
                 "accounts/account.html",
-                {"form": PasswordForm(), **_error_context(exc)},
+                {"form": PasswordForm(), **error_context(exc)},
                 status_code=400,
             )
         # Every session ended with the change; this browser gets a fresh one.
@@ -284,7 +277,7 @@ class AccountController(Controller):
     async def new_recovery_codes(
         self,
         request: AnyRequest,
-        data: Annotated[ConfirmPasswordForm, Form],
+        data: Annotated[ConfirmPasswordForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         assert signed is not None
@@ -299,7 +292,7 @@ class AccountController(Controller):
             return render(
                 request,
                 "accounts/account.html",
-                {"form": PasswordForm(), **_error_context(exc)},
+                {"form": PasswordForm(), **error_context(exc)},
                 status_code=400,
             )
         return render(request, "accounts/recovery_codes.html", {"codes": codes})
@@ -316,7 +309,7 @@ class AccountController(Controller):
     async def two_factor_confirm(
         self,
         request: AnyRequest,
-        data: Annotated[CodeForm, Form],
+        data: Annotated[CodeForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         assert signed is not None
@@ -330,7 +323,7 @@ class AccountController(Controller):
         except Conflict:
             return redirect("/account")
         except ApplianceError as exc:
-            context = {**await _enrol_context(signed.member.id), **_error_context(exc)}
+            context = {**await _enrol_context(signed.member.id), **error_context(exc)}
             return render(request, "accounts/enrol.html", context, status_code=400)
         return render(request, "accounts/recovery_codes.html", {"codes": codes})
 
@@ -364,7 +357,7 @@ class LinkController(Controller):
         self,
         request: AnyRequest,
         token: FromPath[str],
-        data: Annotated[JoinForm, Form],
+        data: Annotated[JoinForm, FORM],
     ) -> Response[Any]:
         now = request.app.state.clock()
         try:
@@ -390,7 +383,7 @@ class LinkController(Controller):
             return render(
                 request,
                 "accounts/join.html",
-                {"link": link, "form": kept, **_error_context(exc)},
+                {"link": link, "form": kept, **error_context(exc)},
                 status_code=400,
             )
         return render(request, "accounts/joined.html")
@@ -410,7 +403,7 @@ class LinkController(Controller):
         self,
         request: AnyRequest,
         token: FromPath[str],
-        data: Annotated[ResetForm, Form],
+        data: Annotated[ResetForm, FORM],
     ) -> Response[Any]:
         now = request.app.state.clock()
         try:
@@ -432,7 +425,7 @@ class LinkController(Controller):
             return render(
                 request,
                 "accounts/reset.html",
-                {"link": link, **_error_context(exc)},
+                {"link": link, **error_context(exc)},
                 status_code=400,
             )
         return render(request, "accounts/joined.html", {"reset": True})

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromQuery
+from litestar.params import FromQuery
 from litestar.response import Redirect
 
 from appliance.accounts import service as accounts
@@ -15,13 +14,12 @@ from appliance.errors import ApplianceError, Conflict, Forbidden, TooManyAttempt
 from appliance.setup import service
 from appliance.web.auth import current_staff, require_admin
 from appliance.web.cookies import make_cookie, read_cookie
-from appliance.web.pages import client_address, redirect, render
+from appliance.web.pages import FORM, client_address, error_context, redirect, render
 from appliance.web.requests import AnyRequest
 
 __all__ = ["SetupController", "StudioSettingsController"]
 
 SETUP_COOKIE = "fs_setup"
-Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 class TokenForm(msgspec.Struct):
@@ -44,10 +42,6 @@ class AdminForm(msgspec.Struct):
 
 class CodeForm(msgspec.Struct):
     code: str = ""
-
-
-def _error_context(exc: ApplianceError) -> dict[str, Any]:
-    return {"error": exc.message, "error_field": exc.field}
 
 
 class SetupController(Controller):
@@ -98,7 +92,7 @@ class SetupController(Controller):
     async def submit_token(
         self,
         request: AnyRequest,
-        data: Annotated[TokenForm, Form],
+        data: Annotated[TokenForm, FORM],
     ) -> Response[Any]:
         return await self._accept_token(request, data.token.strip())
 
@@ -114,7 +108,7 @@ class SetupController(Controller):
             return redirect("/login")
         except (Forbidden, TooManyAttempts) as exc:
             status = 429 if isinstance(exc, TooManyAttempts) else 403
-            return render(request, "setup/token.html", _error_context(exc), status_code=status)
+            return render(request, "setup/token.html", error_context(exc), status_code=status)
         next_step = (await service.wizard_state()).next_step
         return self._with_token(request, token, f"/setup/{next_step}")
 
@@ -135,7 +129,7 @@ class SetupController(Controller):
     async def studio_save(
         self,
         request: AnyRequest,
-        data: Annotated[StudioForm, Form],
+        data: Annotated[StudioForm, FORM],
     ) -> Response[Any]:
         gate = await self._gate(request)
         if not isinstance(gate, str):
@@ -153,7 +147,7 @@ class SetupController(Controller):
             return render(
                 request,
                 "setup/studio.html",
-                {"form": data, "step": 1, **_error_context(exc)},
+                {"form": data, "step": 1, **error_context(exc)},
                 status_code=400,
             )
         return redirect(f"/setup/{(await service.wizard_state()).next_step}")
@@ -172,7 +166,7 @@ class SetupController(Controller):
     async def admin_save(
         self,
         request: AnyRequest,
-        data: Annotated[AdminForm, Form],
+        data: Annotated[AdminForm, FORM],
     ) -> Response[Any]:
         gate = await self._gate(request)
         if not isinstance(gate, str):
@@ -196,7 +190,7 @@ class SetupController(Controller):
             return render(
                 request,
                 "setup/admin.html",
-                {"form": kept, "step": 2, **_error_context(exc)},
+                {"form": kept, "step": 2, **error_context(exc)},
                 status_code=400,
             )
         return redirect("/setup/two-factor")
@@ -225,7 +219,7 @@ class SetupController(Controller):
     async def two_factor_confirm(
         self,
         request: AnyRequest,
-        data: Annotated[CodeForm, Form],
+        data: Annotated[CodeForm, FORM],
     ) -> Response[Any]:
         gate = await self._gate(request)
         if not isinstance(gate, str):
@@ -241,7 +235,7 @@ class SetupController(Controller):
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
-            context = {**await self._enrolment(request), **_error_context(exc)}
+            context = {**await self._enrolment(request), **error_context(exc)}
             return render(request, "setup/two_factor.html", context, status_code=400)
         # The wizard is closed: the setup cookie has no further use.
         expired = make_cookie(request, SETUP_COOKIE, "", max_age=0, samesite="strict")
@@ -269,7 +263,7 @@ class StudioSettingsController(Controller):
     async def save(
         self,
         request: AnyRequest,
-        data: Annotated[SettingsForm, Form],
+        data: Annotated[SettingsForm, FORM],
     ) -> Response[Any]:
         signed = await current_staff(request)
         assert signed is not None
@@ -287,7 +281,7 @@ class StudioSettingsController(Controller):
             return render(
                 request,
                 "admin/settings.html",
-                {"studio": await service.get_studio(), **_error_context(exc)},
+                {"studio": await service.get_studio(), **error_context(exc)},
                 status_code=400,
             )
         return render(request, "admin/settings.html", {"studio": studio, "notice": "Saved."})

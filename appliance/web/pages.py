@@ -8,7 +8,9 @@ from typing import Any
 
 from litestar import MediaType, Response
 from litestar.datastructures import Cookie
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from appliance.db.engine import DATABASE_UNAVAILABLE
@@ -27,7 +29,15 @@ from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
 from appliance.web.requests import AnyRequest
 from appliance.web.security import parse_address
 
-__all__ = ["EXCEPTION_HANDLERS", "client_address", "redirect", "render"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "FORM",
+    "client_address",
+    "error_context",
+    "redirect",
+    "render",
+    "status_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,20 @@ STATUS_OF: dict[type[ApplianceError], int] = {
     Conflict: 409,
     TooManyAttempts: 429,
 }
+
+
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+"""Marker for handler parameters that take an HTML form: ``data: Annotated[MyForm, FORM]``."""
+
+
+def status_of(exc: ApplianceError) -> int:
+    """The HTTP status for a domain error (the one mapping table of the web layer)."""
+    return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+
+
+def error_context(exc: ApplianceError) -> dict[str, Any]:
+    """Template values that show ``exc`` at the top of a form and next to its field."""
+    return {"error": exc.message, "error_field": exc.field}
 
 
 def client_address(request: AnyRequest) -> str:
@@ -109,7 +133,7 @@ def _error(
 
 
 def _on_appliance_error(request: AnyRequest, exc: ApplianceError) -> Response[Any]:
-    status_code = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+    status_code = status_of(exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
     return _error(request, status_code, exc.message, field=exc.field, headers=headers)
 
