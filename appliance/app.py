@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         ),
         # Insecure or leaky framework defaults, each set explicitly (and asserted in tests).
         debug=False,
+        pdb_on_exception=False,  # never drop into a debugger on a server, whatever the env says
         cors_config=None,
         csrf_config=None,  # replaced by csrf_guard, which also covers the sign-in forms
         request_max_body_size=MAX_BODY_BYTES,

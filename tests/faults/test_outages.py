@@ -87,7 +87,9 @@ def test_readyz_reports_pending_migrations(blank_database: str, tmp_path: Path) 
         pending = body["checks"]["migrations"]["pending"]
         assert any(item.startswith("accounts:") for item in pending)
         assert any(item.startswith("audit:") for item in pending)
-        assert httpx.get(web.url + "/healthz").json()["status"] == "ok"
+        health = httpx.get(web.url + "/healthz")
+        assert health.json()["status"] == "ok"
+        assert "server" not in health.headers  # uvicorn's banner is switched off
     finally:
         web.stop()
 

@@ -112,6 +112,7 @@ async def test_unknown_host_is_refused(client: httpx.AsyncClient) -> None:
 async def test_framework_defaults_are_the_safe_ones(app: Litestar) -> None:
     """Debug off, no CORS, a bounded request body, and no HTML docs that would load a CDN."""
     assert app.debug is False
+    assert app.pdb_on_exception is False
     assert app.cors_config is None
     assert app.request_max_body_size == MAX_BODY_BYTES == 1024 * 1024
     assert app.csrf_config is None  # our guard replaces it and also covers sign-in forms
