@@ -274,6 +274,20 @@ def staff_reset(obj: Context, username: str, reset_2fa: bool) -> None:
         click.echo(asyncio.run(reset(settings)))
 
 
+@staff.command("unblock")
+@click.argument("username")
+@click.pass_obj
+def staff_unblock(obj: Context, username: str) -> None:
+    """Lift the sign-in block of USERNAME (failed attempts from anywhere are forgotten)."""
+    from appliance.accounts import throttle
+    from appliance.db.engine import configure
+
+    with database(obj.settings) as (settings, _):
+        configure(settings.database.url)
+        asyncio.run(throttle.clear(throttle.account_key(username)))
+    click.echo(f"sign-in failures of {username!r} forgotten")
+
+
 @cli.command("check-config")
 @click.pass_obj
 def check_config(obj: Context) -> None:

@@ -88,7 +88,11 @@ class StaffAdminController(Controller):
             )
         except ApplianceError as exc:
             return await self._page(
-                request, status_code=400, form=data, error=exc.message, error_field=exc.field
+                request,
+                status_code=status_of(exc),
+                form=data,
+                error=exc.message,
+                error_field=exc.field,
             )
         return await self._page(
             request,

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 
 import msgspec
 
-from appliance.accounts import sessions
+from appliance.accounts import sessions, throttle
+from appliance.accounts.passwords import UNUSABLE_HASH
 from appliance.accounts.service import StaffMember, clean_role, create_user, set_password
 from appliance.accounts.tables import StaffInvitation, StaffUser
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.tokens import new_token, token_digest
 from appliance.validation import clean_email
 
 __all__ = [
@@ -39,10 +39,6 @@ class PendingLink(msgspec.Struct, frozen=True):
     expires_at: dt.datetime
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def invite(
     email: str,
     role: str,
@@ -55,11 +51,11 @@ async def invite(
     """Create an invitation; returns the token for the link (shown once, stored hashed)."""
     email = clean_email(email)
     role = clean_role(role)
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     async with StaffInvitation._meta.db.transaction(allow_nested=True):
         await StaffInvitation.insert(
             StaffInvitation(
-                token_hash=_digest(token),
+                token_hash=token_digest(token),
                 kind="invite",
                 email=email,
                 role=role,
@@ -74,7 +70,7 @@ async def invite(
             target=f"email:{email}",
             address=address,
             details={"role": role},
-            clock=lambda: now,
+            at=now,
         )
     return token
 
@@ -96,7 +92,7 @@ async def start_reset(
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
     if row is None:
         raise NotFound("No such user.")
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     async with StaffInvitation._meta.db.transaction(allow_nested=True):
         # Only the newest reset link of a user works.
         await (
@@ -108,7 +104,7 @@ async def start_reset(
         )
         await StaffInvitation.insert(
             StaffInvitation(
-                token_hash=_digest(token),
+                token_hash=token_digest(token),
                 kind="reset",
                 email=row["email"],
                 role=row["role"],
@@ -119,17 +115,23 @@ async def start_reset(
             )
         ).run()
         if reset_2fa:
+            # The old password stops working too: with the second factor gone, whoever knew
+            # that password could otherwise enrol an authenticator of their own before the
+            # owner uses the link. Only the reset link leads back in.
             await (
                 StaffUser.update(
                     {
                         StaffUser.totp_secret: None,
                         StaffUser.totp_confirmed_at: None,
                         StaffUser.totp_last_counter: None,
+                        StaffUser.second_factor_failures: 0,
+                        StaffUser.password_hash: UNUSABLE_HASH,
                     }
                 )
                 .where(StaffUser.id == user_id)
                 .run()
             )
+        await throttle.clear(throttle.account_key(row["username"]))
         ended = await sessions.end_user_sessions(user_id)
         await audit.record(
             "user.reset",
@@ -137,7 +139,7 @@ async def start_reset(
             target=f"user:{row['username']}",
             address=address,
             details={"reset_2fa": reset_2fa, "sessions_ended": ended},
-            clock=lambda: now,
+            at=now,
         )
     return token
 
@@ -148,7 +150,7 @@ async def inspect_link(token: str, *, kind: str, now: dt.datetime) -> PendingLin
         raise NotFound("This link is not valid.")
     row = (
         await StaffInvitation.select()
-        .where(StaffInvitation.token_hash == _digest(token))
+        .where(StaffInvitation.token_hash == token_digest(token))
         .where(StaffInvitation.kind == kind)
         .first()
         .run()
@@ -230,12 +232,13 @@ async def complete_reset(
         await _claim(link, now)
         await set_password(row, password, settings=settings, now=now)
         await sessions.end_user_sessions(row["id"])
+        await throttle.clear(throttle.account_key(row["username"]))
         await audit.record(
             "password.reset",
             actor=Actor(id=row["id"], name=row["username"]),
             target=f"user:{row['username']}",
             address=address,
-            clock=lambda: now,
+            at=now,
         )
 
 
@@ -278,5 +281,5 @@ async def revoke(link_id: int, *, actor: StaffMember, address: str, now: dt.date
             target=f"email:{rows[0]['email']}",
             address=address,
             details={"kind": rows[0]["kind"]},
-            clock=lambda: now,
+            at=now,
         )

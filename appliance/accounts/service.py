@@ -1,4 +1,4 @@
-"""Staff accounts: creation, sign-in with two factors, enrolment, passwords, roles.
+"""Staff accounts: creation, look-up, passwords, roles, enabling and disabling.
 
 Every state change writes an audit entry in the same transaction, so a change without its entry
 (or an entry without its change) never exists.
@@ -7,54 +7,46 @@ Every state change writes an audit entry in the same transaction, so a change wi
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import re
-import secrets
 from typing import Any
 
+import asyncpg
 import msgspec
 
-from appliance.accounts import sessions, throttle, totp
-from appliance.accounts.passwords import check_strength, hash_password, verify_password
-from appliance.accounts.tables import RecoveryCode, StaffUser
+from appliance.accounts import sessions, throttle
+from appliance.accounts.passwords import (
+    check_strength,
+    hash_password_async,
+    verify_password_async,
+)
+from appliance.accounts.tables import StaffUser
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
-from appliance.config import Settings
+from appliance.config import Settings, ThrottleSettings
 from appliance.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
     NotFound,
-    TooManyAttempts,
-    Unauthenticated,
 )
 from appliance.validation import clean_email, clean_text, clean_username
 
 __all__ = [
     "ROLES",
-    "SignIn",
     "StaffMember",
-    "TotpEnrolment",
-    "begin_totp_enrolment",
     "change_password",
-    "confirm_totp_enrolment",
+    "clean_role",
     "create_user",
     "find_member",
     "get_member",
     "list_members",
-    "regenerate_recovery_codes",
+    "recheck_password",
     "set_active",
+    "set_password",
     "set_role",
-    "sign_in",
-    "verify_second_factor",
 ]
 
 ROLES = ("admin", "photographer")
 _ADMIN_LOCK_ID = 0x61646D696E73
-RECOVERY_CODE_COUNT = 10
-_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
-_RECOVERY_CODE = re.compile(r"^[a-z0-9]{4}(-?[a-z0-9]{4}){3}$")
 
 
 class StaffMember(msgspec.Struct, frozen=True):
@@ -75,19 +67,6 @@ class StaffMember(msgspec.Struct, frozen=True):
     @property
     def actor(self) -> Actor:
         return Actor(id=self.id, name=self.username)
-
-
-class SignIn(msgspec.Struct, frozen=True):
-    """The outcome of a correct password: who, and which step comes next."""
-
-    user_id: int
-    stage: str  # "second_factor", "enrol" (must set up TOTP first) or "full"
-
-
-class TotpEnrolment(msgspec.Struct, frozen=True):
-    secret: str
-    uri: str
-    qr_data_uri: str
 
 
 def _member(row: dict[str, Any]) -> StaffMember:
@@ -150,12 +129,13 @@ async def create_user(
         min_length=settings.security.password_min_length,
         user_inputs=[username, email, display_name, *extra_words],
     )
-    password_hash = hash_password(password)
+    password_hash = await hash_password_async(password)
+    taken = InvalidInput("This user name is taken.", field="username")
     async with StaffUser._meta.db.transaction(allow_nested=True):
         if await StaffUser.exists().where(StaffUser.username == username).run():
-            raise InvalidInput("This user name is taken.", field="username")
-        rows = (
-            await StaffUser.insert(
+            raise taken
+        try:
+            rows = await StaffUser.insert(
                 StaffUser(
                     username=username,
                     email=email,
@@ -165,10 +145,9 @@ async def create_user(
                     password_changed_at=now,
                     created_at=now,
                 )
-            )
-            .returning(*StaffUser.all_columns())
-            .run()
-        )
+            ).returning(*StaffUser.all_columns())
+        except asyncpg.UniqueViolationError:
+            raise taken from None  # the same name claimed by a request racing this one
         member = _member(rows[0])
         await audit.record(
             "user.create",
@@ -176,300 +155,44 @@ async def create_user(
             target=f"user:{member.username}",
             address=address,
             details={"role": role},
-            clock=lambda: now,
+            at=now,
         )
     return member
 
 
-async def sign_in(
-    username: str,
+async def recheck_password(
+    row: dict[str, Any],
     password: str,
     *,
+    field: str,
     address: str,
-    settings: Settings,
+    rules: ThrottleSettings,
     now: dt.datetime,
-    require_2fa_for_all: bool,
-) -> SignIn:
-    """Check a password under throttling; unknown names cost and answer the same as wrong ones."""
-    keys = [throttle.account_key(username), throttle.address_key(address)]
-    name = username.strip().lower()[:64]
-    try:
-        await throttle.check(keys, now)
-    except TooManyAttempts:
-        await audit.record(
-            "login",
-            actor=audit.ANONYMOUS,
-            outcome="refused",
-            target=f"user:{name}",
-            address=address,
-            details={"reason": "throttled"},
-            clock=lambda: now,
-        )
-        raise
-    row = await StaffUser.select().where(StaffUser.username == name).first().run() if name else None
-    password_ok = verify_password(password, row["password_hash"] if row else None)
-    if row is None or not password_ok or not row["is_active"]:
-        for key in keys:
-            await throttle.record_failure(key, now, settings.throttle)
-        await audit.record(
-            "login",
-            actor=audit.ANONYMOUS,
-            outcome="failure",
-            target=f"user:{name}",
-            address=address,
-            details={"reason": "wrong user name or password"},
-            clock=lambda: now,
-        )
-        raise Unauthenticated("The user name or password is wrong.")
-    if row["totp_confirmed_at"] is not None:
-        stage = "second_factor"
-    elif row["role"] == "admin" or require_2fa_for_all:
-        stage = "enrol"
-    else:
-        stage = "full"
-    if stage == "full":
-        # Failures are forgotten only when sign-in is complete: a right password alone must not
-        # reset the count, or someone who knows it could guess second-factor codes forever.
-        await throttle.clear(keys[0])
-    await _record_login_step(row, stage, address=address, now=now)
-    return SignIn(user_id=row["id"], stage=stage)
-
-
-async def _record_login_step(
-    row: dict[str, Any], stage: str, *, address: str, now: dt.datetime
 ) -> None:
-    actor = Actor(id=row["id"], name=row["username"])
-    if stage == "full":
-        await (
-            StaffUser.update({StaffUser.last_login_at: now}).where(StaffUser.id == row["id"]).run()
-        )
-        action = "login"
-    else:
-        action = "login.password"
-    await audit.record(
-        action,
-        actor=actor,
-        target=f"user:{row['username']}",
-        address=address,
-        details={"next": stage},
-        clock=lambda: now,
-    )
+    """Ask a signed-in person for their password again, throttled and audited like sign-in.
 
-
-async def verify_second_factor(
-    user_id: int, code: str, *, address: str, settings: Settings, now: dt.datetime
-) -> None:
-    """Accept a TOTP code for a later time step than the last one used, or an unused recovery code.
-
-    Both checks claim what they accept with a conditional UPDATE, so a code cannot be used twice
-    even by two requests racing each other.
+    Without this, someone holding a stolen session could guess the password at full speed on
+    the account page and so keep access after the session ends.
     """
-    row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
-    if row is None or not row["is_active"] or row["totp_secret"] is None:
-        raise Unauthenticated("Sign in again.")
-    keys = [throttle.account_key(row["username"]), throttle.address_key(address)]
-    await throttle.check(keys, now)
-    actor = Actor(id=row["id"], name=row["username"])
-    reason = await _claim_second_factor(row, code, now)
-    if reason is None:
-        await throttle.clear(keys[0])
-        await StaffUser.update({StaffUser.last_login_at: now}).where(StaffUser.id == user_id).run()
-        await audit.record(
-            "login",
-            actor=actor,
-            target=f"user:{row['username']}",
-            address=address,
-            details={"second_factor": "accepted"},
-            clock=lambda: now,
-        )
+    key = f"recheck:{row['id']}"
+    attempt = await throttle.reserve([key], now, rules)
+    if await verify_password_async(password, row["password_hash"]):
+        await throttle.refund(attempt, rules, forget=(key,))
         return
-    for key in keys:
-        await throttle.record_failure(key, now, settings.throttle)
     await audit.record(
-        "login.second_factor",
-        actor=actor,
+        "password.check",
+        actor=Actor(id=row["id"], name=row["username"]),
         outcome="failure",
         target=f"user:{row['username']}",
         address=address,
-        details={"reason": reason},
-        clock=lambda: now,
+        at=now,
     )
-    if reason == "replayed code":
-        raise Unauthenticated(
-            "This code was already used. Wait for the next code in your app.", field="code"
-        )
-    raise Unauthenticated("That code is not valid.", field="code")
-
-
-async def _claim_second_factor(row: dict[str, Any], code: str, now: dt.datetime) -> str | None:
-    """None when the code is accepted (and now used up), else the reason it is not."""
-    digits = totp.normalise_code(code)
-    if digits is not None:
-        step = totp.matching_step(row["totp_secret"], digits, now)
-        if step is None:
-            return "wrong code"
-        claimed = (
-            await StaffUser.update({StaffUser.totp_last_counter: step})
-            .where(StaffUser.id == row["id"])
-            .where(StaffUser.totp_last_counter.is_null() | (StaffUser.totp_last_counter < step))
-            .returning(StaffUser.id)
-            .run()
-        )
-        return None if claimed else "replayed code"
-    recovery = code.strip().lower()
-    if not _RECOVERY_CODE.fullmatch(recovery):
-        return "malformed code"
-    unused = (
-        await RecoveryCode.select(RecoveryCode.id, RecoveryCode.code_hash)
-        .where(RecoveryCode.user == row["id"])
-        .where(RecoveryCode.used_at.is_null())
-        .run()
+    raise InvalidInput(
+        "The current password is wrong."
+        if field == "current_password"
+        else "The password is wrong.",
+        field=field,
     )
-    match = None
-    for candidate in unused:
-        if _recovery_matches(recovery, candidate["code_hash"]):
-            match = candidate["id"]
-    if match is None:
-        return "wrong recovery code"
-    claimed = (
-        await RecoveryCode.update({RecoveryCode.used_at: now})
-        .where(RecoveryCode.id == match)
-        .where(RecoveryCode.used_at.is_null())
-        .returning(RecoveryCode.id)
-        .run()
-    )
-    return None if claimed else "reused recovery code"
-
-
-def _hash_recovery(code: str, salt: str | None = None) -> str:
-    salt = salt or secrets.token_hex(16)
-    digest = hashlib.sha256(f"{salt}:{code.replace('-', '')}".encode()).hexdigest()
-    return f"{salt}${digest}"
-
-
-def _recovery_matches(code: str, stored: str) -> bool:
-    salt, _, _ = stored.partition("$")
-    return hmac.compare_digest(_hash_recovery(code, salt), stored)
-
-
-def _new_recovery_codes() -> list[str]:
-    # 16 characters of a 31-letter alphabet: about 79 bits each, so a fast salted hash suffices.
-    codes = []
-    for _ in range(RECOVERY_CODE_COUNT):
-        raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(16))
-        codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
-    return codes
-
-
-async def _replace_recovery_codes(user_id: int) -> list[str]:
-    codes = _new_recovery_codes()
-    await RecoveryCode.delete().where(RecoveryCode.user == user_id).run()
-    await RecoveryCode.insert(
-        *[RecoveryCode(user=user_id, code_hash=_hash_recovery(code)) for code in codes]
-    ).run()
-    return codes
-
-
-async def begin_totp_enrolment(user_id: int, *, issuer: str) -> TotpEnrolment:
-    """The secret to enrol (the same one on reload, until confirmed) with its QR code."""
-    row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
-    if row is None:
-        raise NotFound("No such user.")
-    if row["totp_confirmed_at"] is not None:
-        raise Conflict("Two-factor authentication is already set up for this account.")
-    secret = row["totp_secret"]
-    if secret is None:
-        secret = totp.new_secret()
-        await (
-            StaffUser.update({StaffUser.totp_secret: secret})
-            .where(StaffUser.id == user_id)
-            .where(StaffUser.totp_secret.is_null())
-            .run()
-        )
-        # Re-read: a second tab may have stored its secret first; both must show the same one.
-        fresh = (
-            await StaffUser.select(StaffUser.totp_secret)
-            .where(StaffUser.id == user_id)
-            .first()
-            .run()
-        )
-        assert fresh is not None
-        secret = fresh["totp_secret"]
-    uri = totp.provisioning_uri(secret, account=row["username"], issuer=issuer or "Fotostudio")
-    return TotpEnrolment(secret=secret, uri=uri, qr_data_uri=totp.qr_data_uri(uri))
-
-
-async def confirm_totp_enrolment(
-    user_id: int, code: str, *, address: str, now: dt.datetime
-) -> list[str]:
-    """Check the first code from the app, switch 2FA on and return ten fresh recovery codes.
-
-    The codes are returned once and only their hashes are kept.
-    """
-    row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
-    if row is None or row["totp_secret"] is None:
-        raise Conflict("Start the set-up of two-factor authentication again.")
-    if row["totp_confirmed_at"] is not None:
-        raise Conflict("Two-factor authentication is already set up for this account.")
-    digits = totp.normalise_code(code)
-    step = totp.matching_step(row["totp_secret"], digits, now) if digits else None
-    actor = Actor(id=row["id"], name=row["username"])
-    if step is None:
-        await audit.record(
-            "2fa.enrol",
-            actor=actor,
-            outcome="failure",
-            target=f"user:{row['username']}",
-            address=address,
-            details={"reason": "wrong code"},
-            clock=lambda: now,
-        )
-        raise InvalidInput(
-            "That code does not match. Check the time on your phone and enter the current code.",
-            field="code",
-        )
-    async with StaffUser._meta.db.transaction(allow_nested=True):
-        confirmed = (
-            await StaffUser.update(
-                {StaffUser.totp_confirmed_at: now, StaffUser.totp_last_counter: step}
-            )
-            .where(StaffUser.id == user_id)
-            .where(StaffUser.totp_confirmed_at.is_null())
-            .returning(StaffUser.id)
-            .run()
-        )
-        if not confirmed:
-            raise Conflict("Two-factor authentication is already set up for this account.")
-        codes = await _replace_recovery_codes(user_id)
-        await audit.record(
-            "2fa.enrol",
-            actor=actor,
-            target=f"user:{row['username']}",
-            address=address,
-            clock=lambda: now,
-        )
-    return codes
-
-
-async def regenerate_recovery_codes(
-    user_id: int, password: str, *, address: str, now: dt.datetime
-) -> list[str]:
-    """New codes replace all old ones; asks for the password again."""
-    row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
-    if row is None or row["totp_confirmed_at"] is None:
-        raise Conflict("Set up two-factor authentication first.")
-    if not verify_password(password, row["password_hash"]):
-        raise InvalidInput("The password is wrong.", field="password")
-    async with StaffUser._meta.db.transaction(allow_nested=True):
-        codes = await _replace_recovery_codes(user_id)
-        await audit.record(
-            "2fa.recovery_codes",
-            actor=Actor(id=row["id"], name=row["username"]),
-            target=f"user:{row['username']}",
-            address=address,
-            clock=lambda: now,
-        )
-    return codes
 
 
 async def change_password(
@@ -485,8 +208,9 @@ async def change_password(
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
     if row is None:
         raise NotFound("No such user.")
-    if not verify_password(current, row["password_hash"]):
-        raise InvalidInput("The current password is wrong.", field="current_password")
+    await recheck_password(
+        row, current, field="current_password", address=address, rules=settings.throttle, now=now
+    )
     async with StaffUser._meta.db.transaction(allow_nested=True):
         await set_password(row, new, settings=settings, now=now)
         await sessions.end_user_sessions(user_id)
@@ -495,7 +219,7 @@ async def change_password(
             actor=Actor(id=row["id"], name=row["username"]),
             target=f"user:{row['username']}",
             address=address,
-            clock=lambda: now,
+            at=now,
         )
 
 
@@ -508,10 +232,9 @@ async def set_password(
         min_length=settings.security.password_min_length,
         user_inputs=[row["username"], row["email"], row["display_name"]],
     )
+    new_hash = await hash_password_async(new)
     await (
-        StaffUser.update(
-            {StaffUser.password_hash: hash_password(new), StaffUser.password_changed_at: now}
-        )
+        StaffUser.update({StaffUser.password_hash: new_hash, StaffUser.password_changed_at: now})
         .where(StaffUser.id == row["id"])
         .run()
     )
@@ -550,7 +273,7 @@ async def set_role(
             target=f"user:{target.username}",
             address=address,
             details={"from": target.role, "to": role},
-            clock=lambda: now,
+            at=now,
         )
     member = await get_member(user_id)
     assert member is not None
@@ -577,7 +300,7 @@ async def set_active(
             target=f"user:{target.username}",
             address=address,
             details={"sessions_ended": ended},
-            clock=lambda: now,
+            at=now,
         )
     member = await get_member(user_id)
     assert member is not None

@@ -8,13 +8,12 @@ accepted), which defeats session fixation.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import secrets
 
 import msgspec
 
 from appliance.accounts.tables import StaffSession
 from appliance.config import SecuritySettings
+from appliance.tokens import new_token, token_digest
 
 __all__ = [
     "SessionInfo",
@@ -37,10 +36,6 @@ class SessionInfo(msgspec.Struct, frozen=True):
     expires_at: dt.datetime
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def create_session(
     user_id: int,
     stage: str,
@@ -52,10 +47,10 @@ async def create_session(
     expires_at: dt.datetime | None = None,
 ) -> str:
     """Store a new session and return the token for the cookie."""
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     await StaffSession.insert(
         StaffSession(
-            token_hash=_digest(token),
+            token_hash=token_digest(token),
             user=user_id,
             stage=stage,
             created_at=now,
@@ -74,7 +69,12 @@ async def load_session(
     """The live session for ``token``; an idle or expired one is deleted and None returned."""
     if not token or len(token) > 100:
         return None
-    row = await StaffSession.select().where(StaffSession.token_hash == _digest(token)).first().run()
+    row = (
+        await StaffSession.select()
+        .where(StaffSession.token_hash == token_digest(token))
+        .first()
+        .run()
+    )
     if row is None:
         return None
     idle_limit = row["last_seen_at"] + dt.timedelta(minutes=settings.session_idle_minutes)
@@ -108,7 +108,7 @@ async def rotate_session(
     """Replace the session of ``token`` by a new id at ``stage``; the old id stops working."""
     old = (
         await StaffSession.delete()
-        .where(StaffSession.token_hash == _digest(token))
+        .where(StaffSession.token_hash == token_digest(token))
         .returning(StaffSession.user, StaffSession.expires_at)
         .run()
     )
@@ -127,14 +127,12 @@ async def rotate_session(
 
 
 async def end_session(token: str) -> None:
-    await StaffSession.delete().where(StaffSession.token_hash == _digest(token)).run()
+    await StaffSession.delete().where(StaffSession.token_hash == token_digest(token)).run()
 
 
-async def end_user_sessions(user_id: int, *, except_token: str | None = None) -> int:
+async def end_user_sessions(user_id: int) -> int:
     """End every session of a user (password change, disabling); returns how many ended."""
     query = StaffSession.delete().where(StaffSession.user == user_id)
-    if except_token:
-        query = query.where(StaffSession.token_hash != _digest(except_token))
     return len(await query.returning(StaffSession.id).run())
 
 

@@ -34,6 +34,9 @@ class StaffUser(Table, tablename="staff_user"):
     # The time-step counter of the last accepted code: a code is accepted only for a later step,
     # which is what makes a replayed code useless.
     totp_last_counter = BigInt(null=True, default=None)
+    # Wrong authenticator codes in a row, never reset by time: past a bound only a recovery
+    # code (or an admin reset) signs in, so codes cannot be guessed slowly over months.
+    second_factor_failures = Integer(default=0)
     password_changed_at = Timestamptz()
     created_at = Timestamptz()
     last_login_at = Timestamptz(null=True, default=None)

@@ -6,14 +6,38 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
+from litestar.datastructures import Cookie
 from litestar.params import FromPath
 
-from appliance.accounts import invitations, service, sessions
-from appliance.errors import ApplianceError, Conflict, InvalidInput, NotFound, TooManyAttempts
+from appliance.accounts import invitations, service, sessions, signin, two_factor
+from appliance.accounts.signin import Stage
+from appliance.errors import (
+    ApplianceError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 from appliance.setup import service as setup
-from appliance.web.auth import SESSION_COOKIE, current_staff, require_staff
+from appliance.web.auth import (
+    DEVICE_COOKIE,
+    DEVICE_DAYS,
+    SESSION_COOKIE,
+    current_staff,
+    device_cookie_value,
+    device_user_id,
+    require_staff,
+)
 from appliance.web.cookies import make_cookie
-from appliance.web.pages import FORM, client_address, error_context, redirect, render
+from appliance.web.pages import (
+    FORM,
+    client_address,
+    error_context,
+    redirect,
+    render,
+    retry_after,
+    status_of,
+)
 from appliance.web.requests import AnyRequest
 
 __all__ = ["AccountController", "LinkController", "SignInController"]
@@ -50,19 +74,17 @@ class ResetForm(msgspec.Struct):
     confirm: str = ""
 
 
-def _retry_after(exc: ApplianceError) -> dict[str, str]:
-    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
-
-
-def _session_cookie(request: AnyRequest, token: str) -> Any:
+def _session_cookie(request: AnyRequest, token: str) -> Cookie:
     settings = request.app.state.settings.security
     return make_cookie(
         request, SESSION_COOKIE, token, max_age=settings.session_absolute_hours * 3600
     )
 
 
-async def _new_stage(request: AnyRequest, stage: str, *, user_id: int | None = None) -> Any:
-    """A new session id for ``stage``.
+async def _new_stage(
+    request: AnyRequest, stage: Stage, *, user_id: int | None = None
+) -> list[Cookie]:
+    """Cookies for a new session id at ``stage`` (and, once fully signed in, the device cookie).
 
     With ``user_id`` a fresh session starts (any current one ends): the password step, or after
     a password change ended them all. Without, the current session is rotated to ``stage``.
@@ -74,22 +96,32 @@ async def _new_stage(request: AnyRequest, stage: str, *, user_id: int | None = N
     user_agent = request.headers.get("user-agent", "")
     signed = await current_staff(request)
     if user_id is None:
-        assert signed is not None
-        token = await sessions.rotate_session(
-            signed.token,
-            stage,
-            now=now,
-            settings=settings,
-            address=address,
-            user_agent=user_agent,
-        )
+        if signed is None:
+            raise Unauthenticated("Sign in again.")
+        user_id = signed.member.id
+        try:
+            token = await sessions.rotate_session(
+                signed.token,
+                stage,
+                now=now,
+                settings=settings,
+                address=address,
+                user_agent=user_agent,
+            )
+        except LookupError:
+            # Another request of this browser rotated it first (a double submit).
+            raise Unauthenticated("Sign in again.") from None
     else:
         if signed is not None:
             await sessions.end_session(signed.token)
         token = await sessions.create_session(
             user_id, stage, now=now, settings=settings, address=address, user_agent=user_agent
         )
-    return _session_cookie(request, token)
+    cookies = [_session_cookie(request, token)]
+    if stage == "full":
+        value = device_cookie_value(app_state.secret_key, user_id)
+        cookies.append(make_cookie(request, DEVICE_COOKIE, value, max_age=DEVICE_DAYS * 86400))
+    return cookies
 
 
 class SignInController(Controller):
@@ -123,30 +155,29 @@ class SignInController(Controller):
         if studio is None or not studio.setup_complete:
             return redirect("/setup")
         try:
-            result = await service.sign_in(
+            result = await signin.sign_in(
                 data.username[:200],
                 data.password,
                 address=client_address(request),
                 settings=request.app.state.settings,
                 now=request.app.state.clock(),
                 require_2fa_for_all=studio.require_2fa_for_all,
+                device_user_id=device_user_id(request),
             )
         except ApplianceError as exc:
-            status = 429 if isinstance(exc, TooManyAttempts) else 401
-            headers = _retry_after(exc)
             form = SignInForm(username=data.username[:64])
             return render(
                 request,
                 "accounts/login.html",
                 {"form": form, **error_context(exc)},
-                status_code=status,
-                headers=headers,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
             )
-        cookie = await _new_stage(request, result.stage, user_id=result.user_id)
+        cookies = await _new_stage(request, result.stage, user_id=result.user_id)
         target = {"second_factor": "/login/two-factor", "enrol": "/login/enrol"}.get(
             result.stage, "/"
         )
-        return redirect(target, cookies=[cookie])
+        return redirect(target, cookies=cookies)
 
     @get("/login/two-factor", name="login_two_factor")
     async def second_factor_page(self, request: AnyRequest) -> Response[Any]:
@@ -165,9 +196,10 @@ class SignInController(Controller):
         if signed is None or signed.session.stage != "second_factor":
             return redirect("/login")
         try:
-            await service.verify_second_factor(
+            await signin.verify_second_factor(
                 signed.member.id,
                 data.code[:64],
+                device_user_id=device_user_id(request),
                 address=client_address(request),
                 settings=request.app.state.settings,
                 now=request.app.state.clock(),
@@ -177,10 +209,10 @@ class SignInController(Controller):
                 request,
                 "accounts/two_factor.html",
                 error_context(exc),
-                status_code=429 if isinstance(exc, TooManyAttempts) else 401,
-                headers=_retry_after(exc),
+                status_code=status_of(exc),
+                headers=retry_after(exc),
             )
-        return redirect("/", cookies=[await _new_stage(request, "full")])
+        return redirect("/", cookies=await _new_stage(request, "full"))
 
     @get("/login/enrol", name="login_enrol")
     async def enrol_page(self, request: AnyRequest) -> Response[Any]:
@@ -199,7 +231,7 @@ class SignInController(Controller):
         if signed is None or signed.session.stage != "enrol":
             return redirect("/login")
         try:
-            codes = await service.confirm_totp_enrolment(
+            codes = await two_factor.confirm_enrolment(
                 signed.member.id,
                 data.code[:64],
                 address=client_address(request),
@@ -207,21 +239,26 @@ class SignInController(Controller):
             )
         except ApplianceError as exc:
             context = {**await _enrol_context(signed.member.id), **error_context(exc)}
-            return render(request, "accounts/enrol.html", context, status_code=400)
-        cookie = await _new_stage(request, "full")
-        return render(request, "accounts/recovery_codes.html", {"codes": codes}, cookies=[cookie])
+            return render(request, "accounts/enrol.html", context, status_code=status_of(exc))
+        cookies = await _new_stage(request, "full")
+        return render(request, "accounts/recovery_codes.html", {"codes": codes}, cookies=cookies)
 
     @post("/logout", name="logout")
     async def logout(self, request: AnyRequest) -> Response[Any]:
         signed = await current_staff(request)
         if signed is not None:
-            await sessions.end_session(signed.token)
+            await signin.sign_out(
+                signed.token,
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
         return redirect("/login", cookies=[make_cookie(request, SESSION_COOKIE, "", max_age=0)])
 
 
 async def _enrol_context(user_id: int) -> dict[str, Any]:
     studio = await setup.get_studio()
-    enrolment = await service.begin_totp_enrolment(
+    enrolment = await two_factor.begin_enrolment(
         user_id, issuer=studio.name if studio else "Fotostudio"
     )
     return {"enrolment": enrolment, "member": await service.get_member(user_id)}
@@ -259,10 +296,11 @@ class AccountController(Controller):
                 request,
                 "accounts/account.html",
                 {"form": PasswordForm(), **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
             )
         # Every session ended with the change; this browser gets a fresh one.
-        cookie = await _new_stage(request, "full", user_id=signed.member.id)
+        cookies = await _new_stage(request, "full", user_id=signed.member.id)
         return render(
             request,
             "accounts/account.html",
@@ -270,7 +308,7 @@ class AccountController(Controller):
                 "form": PasswordForm(),
                 "notice": "Your password was changed. Every other session has been signed out.",
             },
-            cookies=[cookie],
+            cookies=cookies,
         )
 
     @post("/recovery-codes", name="account_recovery_codes")
@@ -282,10 +320,11 @@ class AccountController(Controller):
         signed = await current_staff(request)
         assert signed is not None
         try:
-            codes = await service.regenerate_recovery_codes(
+            codes = await two_factor.regenerate_recovery_codes(
                 signed.member.id,
                 data.password,
                 address=client_address(request),
+                rules=request.app.state.settings.throttle,
                 now=request.app.state.clock(),
             )
         except ApplianceError as exc:
@@ -293,7 +332,8 @@ class AccountController(Controller):
                 request,
                 "accounts/account.html",
                 {"form": PasswordForm(), **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
             )
         return render(request, "accounts/recovery_codes.html", {"codes": codes})
 
@@ -314,7 +354,7 @@ class AccountController(Controller):
         signed = await current_staff(request)
         assert signed is not None
         try:
-            codes = await service.confirm_totp_enrolment(
+            codes = await two_factor.confirm_enrolment(
                 signed.member.id,
                 data.code[:64],
                 address=client_address(request),
@@ -324,7 +364,7 @@ class AccountController(Controller):
             return redirect("/account")
         except ApplianceError as exc:
             context = {**await _enrol_context(signed.member.id), **error_context(exc)}
-            return render(request, "accounts/enrol.html", context, status_code=400)
+            return render(request, "accounts/enrol.html", context, status_code=status_of(exc))
         return render(request, "accounts/recovery_codes.html", {"codes": codes})
 
 
@@ -384,7 +424,7 @@ class LinkController(Controller):
                 request,
                 "accounts/join.html",
                 {"link": link, "form": kept, **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
             )
         return render(request, "accounts/joined.html")
 
@@ -426,6 +466,6 @@ class LinkController(Controller):
                 request,
                 "accounts/reset.html",
                 {"link": link, **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
             )
         return render(request, "accounts/joined.html", {"reset": True})

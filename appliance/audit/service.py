@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from appliance.audit.tables import AuditEntry
-from appliance.clock import Clock, utcnow
+from appliance.clock import utcnow
 
 __all__ = [
     "GENESIS_HASH",
@@ -41,7 +41,6 @@ class Actor(msgspec.Struct, frozen=True):
     name: str
 
 
-SYSTEM = Actor(id=None, name="system")
 ANONYMOUS = Actor(id=None, name="anonymous")
 
 
@@ -108,7 +107,7 @@ async def record(
     target: str = "",
     address: str = "",
     details: dict[str, Any] | None = None,
-    clock: Clock = utcnow,
+    at: dt.datetime | None = None,
 ) -> int:
     """Append one entry; runs inside the caller's transaction when there is one. Returns its seq.
 
@@ -126,7 +125,7 @@ async def record(
         )
         seq = last["seq"] + 1 if last else 1
         prev_hash = last["entry_hash"] if last else GENESIS_HASH
-        at = clock().astimezone(dt.UTC)
+        at = (at or utcnow()).astimezone(dt.UTC)
         fields: dict[str, Any] = {
             "seq": seq,
             "at": at,

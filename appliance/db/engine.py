@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -27,11 +28,14 @@ PICCOLO_CONF = "appliance.db.piccolo_conf"
 # Any fixed 64-bit number: every process that migrates takes this advisory lock first, so the
 # web server and the worker starting together never run the same migration twice.
 _MIGRATION_LOCK_ID = 0x70686F746F73
-_pool_size = {"max": 10}
+_pool_size = {"max": 10}  # set by configure(); the engine has no field for it
 
 # Errors that mean "the database cannot be reached right now", not "this request is wrong".
 DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
+    ConnectionError,  # refused or reset on the network
+    TimeoutError,
+    socket.gaierror,  # the server's name does not resolve
+    FileNotFoundError,  # the Unix socket of the (embedded) server is gone
     asyncpg.PostgresConnectionError,  # refused, failed, rejected connections
     asyncpg.InterfaceError,  # the connection went away under a query
     asyncpg.AdminShutdownError,
@@ -39,7 +43,7 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InvalidCatalogNameError,  # the database itself is gone
-)  # set by configure(); the engine has no field for it
+)
 
 
 def engine() -> PostgresEngine:

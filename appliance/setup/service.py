@@ -8,20 +8,19 @@ enrols their authenticator and then closes for good.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
-import secrets
 from typing import Any
 
 import msgspec
 
 from appliance.accounts import service as accounts
-from appliance.accounts import throttle
+from appliance.accounts import throttle, two_factor
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings, ThrottleSettings
 from appliance.errors import Conflict, Forbidden, InvalidInput
 from appliance.setup.tables import SetupToken, Studio
+from appliance.tokens import new_token, token_digest
 from appliance.validation import clean_email, clean_text
 
 __all__ = [
@@ -67,10 +66,6 @@ class WizardState(msgspec.Struct, frozen=True):
         return "two-factor"
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def get_studio() -> StudioProfile | None:
     row = await Studio.select().where(Studio.id == _STUDIO_ID).first().run()
     if row is None:
@@ -108,12 +103,12 @@ async def issue_setup_token(settings: Settings, now: dt.datetime) -> str | None:
     """A fresh one-time token (older unused ones stop working); None once set-up is complete."""
     if await is_setup_complete():
         return None
-    token = secrets.token_urlsafe(32)
+    token = new_token()
     async with SetupToken._meta.db.transaction(allow_nested=True):
         await SetupToken.delete().where(SetupToken.used_at.is_null()).run()
         await SetupToken.insert(
             SetupToken(
-                token_hash=_digest(token),
+                token_hash=token_digest(token),
                 created_at=now,
                 expires_at=now + dt.timedelta(hours=settings.security.setup_token_hours),
             )
@@ -130,14 +125,13 @@ async def check_token(
 ) -> None:
     """Raise Conflict once set-up is over, Forbidden (audited) for any but the live token.
 
-    Wrong tokens count against the client address like failed sign-ins, so the token cannot
-    be guessed at speed and the audit log cannot be flooded.
+    The right token is always accepted. Wrong ones count against the client address like
+    failed sign-ins and get 429 when there are too many, so the audit log cannot be flooded;
+    a page elsewhere that makes the installer's browser send junk tokens therefore cannot lock
+    the real token out either.
     """
     if await is_setup_complete():
         raise Conflict("Set-up is already complete.")
-    key = f"setup:{address[:64]}"
-    await throttle.check([key], now)
-    valid = False
     if token and len(token) <= 100:
         rows = (
             await SetupToken.select(SetupToken.token_hash)
@@ -145,24 +139,22 @@ async def check_token(
             .where(SetupToken.expires_at > now)
             .run()
         )
-        for row in rows:
-            if hmac.compare_digest(row["token_hash"], _digest(token)):
-                valid = True
-    if not valid:
-        await audit.record(
-            "setup.token",
-            actor=audit.ANONYMOUS,
-            outcome="failure",
-            address=address,
-            details={"reason": "wrong, used or expired setup token"},
-            clock=lambda: now,
-        )
-        await throttle.record_failure(key, now, rules or ThrottleSettings())
-        raise Forbidden(
-            "This setup token is not valid. Use the token printed by the server; "
-            "`appliance setup-token` prints a new one.",
-            field="token",
-        )
+        if any(hmac.compare_digest(row["token_hash"], token_digest(token)) for row in rows):
+            return
+    await throttle.reserve([f"setup:{address[:64]}"], now, rules or ThrottleSettings())
+    await audit.record(
+        "setup.token",
+        actor=audit.ANONYMOUS,
+        outcome="failure",
+        address=address,
+        details={"reason": "wrong, used or expired setup token"},
+        at=now,
+    )
+    raise Forbidden(
+        "This setup token is not valid. Use the token printed by the server; "
+        "`appliance setup-token` prints a new one.",
+        field="token",
+    )
 
 
 def _clean_studio(name: str, contact_email: str, contact_phone: str) -> tuple[str, str, str]:
@@ -210,7 +202,7 @@ async def save_studio(
             actor=Actor(id=None, name="setup"),
             address=address,
             details={"name": name},
-            clock=lambda: now,
+            at=now,
         )
 
 
@@ -270,10 +262,10 @@ async def complete_setup(token: str, *, code: str, address: str, now: dt.datetim
     state = await wizard_state()
     if state.admin_id is None:
         raise Conflict("Create the first admin account first.")
+    # The code is checked first, outside the transaction, so a wrong code's audit entry stays.
+    step = await two_factor.check_enrolment_code(state.admin_id, code, address=address, now=now)
     async with Studio._meta.db.transaction(allow_nested=True):
-        codes = await accounts.confirm_totp_enrolment(
-            state.admin_id, code, address=address, now=now
-        )
+        codes = await two_factor.enable_totp(state.admin_id, step, address=address, now=now)
         closed = (
             await Studio.update({Studio.setup_completed_at: now, Studio.updated_at: now})
             .where(Studio.id == _STUDIO_ID)
@@ -288,7 +280,7 @@ async def complete_setup(token: str, *, code: str, address: str, now: dt.datetim
             "setup.complete",
             actor=Actor(id=state.admin_id, name="setup"),
             address=address,
-            clock=lambda: now,
+            at=now,
         )
     return codes
 
@@ -335,6 +327,6 @@ async def update_studio(
             target="studio",
             address=address,
             details=changed,
-            clock=lambda: now,
+            at=now,
         )
     return after

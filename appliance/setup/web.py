@@ -10,11 +10,20 @@ from litestar.params import FromQuery
 from litestar.response import Redirect
 
 from appliance.accounts import service as accounts
+from appliance.accounts import two_factor
 from appliance.errors import ApplianceError, Conflict, Forbidden, TooManyAttempts
 from appliance.setup import service
 from appliance.web.auth import current_staff, require_admin
 from appliance.web.cookies import make_cookie, read_cookie
-from appliance.web.pages import FORM, client_address, error_context, redirect, render
+from appliance.web.pages import (
+    FORM,
+    client_address,
+    error_context,
+    redirect,
+    render,
+    retry_after,
+    status_of,
+)
 from appliance.web.requests import AnyRequest
 
 __all__ = ["SetupController", "StudioSettingsController"]
@@ -107,8 +116,13 @@ class SetupController(Controller):
         except Conflict:
             return redirect("/login")
         except (Forbidden, TooManyAttempts) as exc:
-            status = 429 if isinstance(exc, TooManyAttempts) else 403
-            return render(request, "setup/token.html", error_context(exc), status_code=status)
+            return render(
+                request,
+                "setup/token.html",
+                error_context(exc),
+                status_code=status_of(exc),
+                headers=retry_after(exc),
+            )
         next_step = (await service.wizard_state()).next_step
         return self._with_token(request, token, f"/setup/{next_step}")
 
@@ -148,7 +162,7 @@ class SetupController(Controller):
                 request,
                 "setup/studio.html",
                 {"form": data, "step": 1, **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
             )
         return redirect(f"/setup/{(await service.wizard_state()).next_step}")
 
@@ -191,7 +205,7 @@ class SetupController(Controller):
                 request,
                 "setup/admin.html",
                 {"form": kept, "step": 2, **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
             )
         return redirect("/setup/two-factor")
 
@@ -199,7 +213,7 @@ class SetupController(Controller):
         state = await service.wizard_state()
         assert state.admin_id is not None
         studio = await service.get_studio()
-        enrolment = await accounts.begin_totp_enrolment(
+        enrolment = await two_factor.begin_enrolment(
             state.admin_id, issuer=studio.name if studio else "Fotostudio"
         )
         member = await accounts.get_member(state.admin_id)
@@ -236,7 +250,7 @@ class SetupController(Controller):
             )
         except ApplianceError as exc:
             context = {**await self._enrolment(request), **error_context(exc)}
-            return render(request, "setup/two_factor.html", context, status_code=400)
+            return render(request, "setup/two_factor.html", context, status_code=status_of(exc))
         # The wizard is closed: the setup cookie has no further use.
         expired = make_cookie(request, SETUP_COOKIE, "", max_age=0, samesite="strict")
         return render(request, "setup/done.html", {"codes": codes}, cookies=[expired])
@@ -282,6 +296,6 @@ class StudioSettingsController(Controller):
                 request,
                 "admin/settings.html",
                 {"studio": await service.get_studio(), **error_context(exc)},
-                status_code=400,
+                status_code=status_of(exc),
             )
         return render(request, "admin/settings.html", {"studio": studio, "notice": "Saved."})

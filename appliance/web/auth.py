@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 
 from litestar.handlers.base import BaseRouteHandler
@@ -13,16 +16,45 @@ from appliance.web.cookies import read_cookie
 from appliance.web.requests import AnyConnection
 
 __all__ = [
+    "DEVICE_COOKIE",
+    "DEVICE_DAYS",
     "SESSION_COOKIE",
     "AdminRequired",
     "LoginRequired",
     "Signed",
     "current_staff",
+    "device_cookie_value",
+    "device_user_id",
     "require_admin",
     "require_staff",
 ]
 
 SESSION_COOKIE = "fs_session"
+DEVICE_COOKIE = "fs_device"
+DEVICE_DAYS = 180
+
+
+def device_cookie_value(secret_key: str, user_id: int) -> str:
+    """A signed note "this browser completed a sign-in of ``user_id``"; it grants nothing by
+    itself, it only exempts the browser from that account's throttle (see accounts.signin)."""
+    nonce = secrets.token_urlsafe(12)
+    return f"{user_id}.{nonce}.{_device_signature(secret_key, user_id, nonce)}"
+
+
+def device_user_id(connection: AnyConnection) -> int | None:
+    """The account this browser's device cookie vouches for, when its signature holds."""
+    value = read_cookie(connection, DEVICE_COOKIE)
+    user, _, rest = value.partition(".")
+    nonce, _, signature = rest.partition(".")
+    if not (user.isdigit() and nonce and signature) or len(value) > 200:
+        return None
+    expected = _device_signature(connection.app.state.secret_key, int(user), nonce)
+    return int(user) if hmac.compare_digest(expected, signature) else None
+
+
+def _device_signature(secret_key: str, user_id: int, nonce: str) -> str:
+    message = f"device:{user_id}:{nonce}".encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
 
 
 class LoginRequired(Exception):

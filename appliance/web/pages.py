@@ -36,6 +36,7 @@ __all__ = [
     "error_context",
     "redirect",
     "render",
+    "retry_after",
     "status_of",
 ]
 
@@ -58,6 +59,11 @@ FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 def status_of(exc: ApplianceError) -> int:
     """The HTTP status for a domain error (the one mapping table of the web layer)."""
     return next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+
+
+def retry_after(exc: ApplianceError) -> dict[str, str]:
+    """The Retry-After header for a throttled request, else no header."""
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else {}
 
 
 def error_context(exc: ApplianceError) -> dict[str, Any]:
@@ -133,9 +139,7 @@ def _error(
 
 
 def _on_appliance_error(request: AnyRequest, exc: ApplianceError) -> Response[Any]:
-    status_code = status_of(exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyAttempts) else None
-    return _error(request, status_code, exc.message, field=exc.field, headers=headers)
+    return _error(request, status_of(exc), exc.message, field=exc.field, headers=retry_after(exc))
 
 
 def _on_login_required(request: AnyRequest, _: LoginRequired) -> Response[Any]:

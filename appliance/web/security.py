@@ -99,28 +99,37 @@ class TrustedProxies:
         return (parse_address(hops[0]) or peer) if hops else peer
 
 
-def forwarded_for(proxies: TrustedProxies) -> type:
-    """Middleware factory: rewrite ``scope['client']`` and ``scope['scheme']`` for trusted peers."""
+def forwarded_for(proxies: TrustedProxies) -> Callable[[ASGIApp], ASGIApp]:
+    """Middleware factory: rewrite the client address and scheme for trusted peers.
 
-    class ForwardedFor:
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
+    The scope is changed in place, so the server's access log shows the real client too.
+    """
 
-        async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Any, receive: Receive, send: Send) -> None:
             if scope["type"] in {"http", "websocket"} and scope.get("client"):
                 peer, port = scope["client"]
                 if peer in proxies:
-                    headers = dict(scope["headers"])
-                    forwarded = headers.get(b"x-forwarded-for", b"").decode("latin-1")
-                    proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").lower()
-                    scope = dict(scope)
+                    # Several X-Forwarded-For lines are one list, in order.
+                    forwarded = ",".join(
+                        value.decode("latin-1")
+                        for name, value in scope["headers"]
+                        if name == b"x-forwarded-for"
+                    )
+                    protos = [
+                        value.decode("latin-1").strip().lower()
+                        for name, value in scope["headers"]
+                        if name == b"x-forwarded-proto"
+                    ]
                     if forwarded:
                         scope["client"] = (proxies.client_of(peer, forwarded), port)
-                    if proto in {"http", "https"}:
-                        scope["scheme"] = proto
-            await self.app(scope, receive, send)
+                    if protos and protos[-1] in {"http", "https"}:
+                        scope["scheme"] = protos[-1]
+            await app(scope, receive, send)
 
-    return ForwardedFor
+        return middleware
+
+    return factory
 
 
 def security_headers(app: ASGIApp) -> ASGIApp:
@@ -173,8 +182,9 @@ def allowed_hosts(hosts: Iterable[str]) -> Callable[[ASGIApp], ASGIApp]:
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Any, receive: Receive, send: Send) -> None:
             if scope["type"] in {"http", "websocket"} and not allow_all:
-                header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-                host = host_of(header)
+                values = [value for name, value in scope["headers"] if name == b"host"]
+                host = host_of(values[0].decode("latin-1")) if len(values) == 1 else ""
+                # Exactly one Host: with two, parts of the stack could disagree on which counts.
                 if not (host in exact or (suffixes and host.endswith(suffixes))):
                     if scope["type"] == "http":
                         await _plain_response(

@@ -14,7 +14,7 @@ from appliance.audit.service import list_entries
 from appliance.config import Settings
 from tests.conftest import FakeClock
 from tests.integration.conftest import make_client
-from tests.integration.flows import Admin, sign_in, submit
+from tests.integration.flows import Admin, sign_in, submit, totp_code
 from tests.integration.test_sign_in import _user_id, invite_photographer
 
 
@@ -88,3 +88,56 @@ async def test_console_reset_recovers_a_locked_out_only_admin(
     assert unknown.returncode == 1 and "no staff account named 'nobody'" in unknown.stderr
     entry = next(e for e in await list_entries() if e.action == "user.reset")
     assert entry.actor == "cli" and entry.details["reset_2fa"] is True
+
+
+async def test_reset_with_2fa_makes_the_old_password_useless(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """With "also 2FA" nobody can use the old password to enrol an authenticator of their own."""
+    path = await invite_photographer(client, admin, clock, email="bo@lumen.example")
+    async with make_client(app, "192.0.2.21") as bo:
+        await submit(
+            bo,
+            path,
+            {
+                "username": "bob",
+                "display_name": "Bob",
+                "password": PIA_PASSWORD,
+                "confirm": PIA_PASSWORD,
+            },
+        )
+        bo_id = _user_id((await client.get("/admin/users")).text, "bob")
+        response = await submit(
+            client, "/admin/users", {"reset_2fa": "1"}, action=f"/admin/users/{bo_id}/reset"
+        )
+        link = re.search(r'value="https://localhost(/reset/[\w-]+)"', response.text)
+        assert link
+    async with make_client(app, "203.0.113.5") as attacker:
+        stolen = await sign_in(attacker, "bob", PIA_PASSWORD)
+        assert stolen.status_code == 401
+        assert (await attacker.get("/login/enrol")).headers["location"] == "/login"
+    async with make_client(app, "192.0.2.21") as bo:
+        await submit(bo, link.group(1), {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+        assert (await sign_in(bo, "bob", NEW_PASSWORD)).headers["location"] == "/"
+
+
+async def test_wrong_current_password_is_throttled_and_audited(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, settings: Settings
+) -> None:
+    """Guessing the password on the account page from a stolen session is slowed and recorded."""
+    await sign_in(client, admin.username, admin.password, code=totp_code(admin.secret, clock()))
+    form = {
+        "current_password": "guess guess guess",
+        "password": NEW_PASSWORD,
+        "confirm": NEW_PASSWORD,
+    }
+    for _ in range(settings.throttle.free_failures + 1):
+        response = await submit(client, "/account", form, action="/account/password")
+        assert response.status_code == 400
+    blocked = await submit(
+        client, "/account", {**form, "current_password": admin.password}, action="/account/password"
+    )
+    assert blocked.status_code == 429
+    checks = [e for e in await list_entries() if e.action == "password.check"]
+    assert len(checks) == settings.throttle.free_failures + 1
+    assert {e.outcome for e in checks} == {"failure"}

@@ -230,3 +230,15 @@ async def test_last_admin_cannot_be_disabled_or_demoted(
     )
     assert disable.status_code == 403
     assert (await client.get("/admin/users")).status_code == 200
+
+
+async def test_sign_out_is_audited(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """Signing out writes an entry with the actor and address."""
+    from appliance.audit.service import list_entries
+
+    await signed_in(client, admin, clock)
+    await submit(client, "/", {}, action="/logout")
+    entry = (await list_entries())[0]
+    assert (entry.action, entry.actor, entry.address) == ("logout", "owner", "192.0.2.10")

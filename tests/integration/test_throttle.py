@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -47,8 +49,12 @@ async def test_account_is_blocked_after_free_failures_with_growing_delays(
     clock.advance(seconds=4)
     ok = await sign_in(client, admin.username, admin.password)
     assert ok.headers["location"] == "/login/two-factor"
-    refused = [e for e in await list_entries() if e.outcome == "refused"]
-    assert refused and refused[0].details == {"reason": "throttled"}
+    # One entry per block that started (three failures past the free ones, two keys each),
+    # none for the refused requests in between.
+    blocks = [e for e in await list_entries() if e.action == "login.blocked"]
+    assert len(blocks) == 6
+    assert {e.details["by"] for e in blocks} == {"account", "address"}
+    assert sorted(e.details["seconds"] for e in blocks if e.details["by"] == "account") == [1, 2, 4]
 
 
 async def test_account_limit_blocks_until_the_window_ends(clean_db: None, clock: FakeClock) -> None:
@@ -57,17 +63,56 @@ async def test_account_limit_blocks_until_the_window_ends(clean_db: None, clock:
     key = throttle.account_key("owner")
     started = clock()
     for failure in range(1, 4):
-        await throttle.check([key], clock())
-        await throttle.record_failure(key, clock(), rules)
+        await throttle.reserve([key], clock(), rules)
         clock.advance(seconds=2 ** max(0, failure - 2))  # wait out each delay
-    await throttle.check([key], clock())
-    await throttle.record_failure(key, clock(), rules)  # the fourth: the limit
+    attempt = await throttle.reserve([key], clock(), rules)  # the fourth: the limit
+    assert attempt.blocked[key] == pytest.approx(
+        (started + dt.timedelta(minutes=60) - clock()).total_seconds(), abs=1
+    )
     with pytest.raises(TooManyAttempts) as blocked:
-        await throttle.check([key], clock())
+        await throttle.reserve([key], clock(), rules)
     window_end = started + dt.timedelta(minutes=60)
     assert blocked.value.retry_after == pytest.approx((window_end - clock()).total_seconds(), abs=1)
     clock.now = window_end + dt.timedelta(seconds=1)
-    await throttle.check([key], clock())  # a new window: allowed again
+    await throttle.reserve([key], clock(), rules)  # a new window: allowed again
+
+
+async def test_refund_lifts_only_the_block_the_attempt_started(
+    clean_db: None, clock: FakeClock
+) -> None:
+    """A right attempt after the free failures is not blocked; earned blocks stay."""
+    rules = ThrottleSettings(free_failures=2)
+    key = throttle.address_key("192.0.2.1")
+    for _ in range(2):
+        await throttle.reserve([key], clock(), rules)
+    right = await throttle.reserve([key], clock(), rules)
+    assert right.blocked  # counted pessimistically first ...
+    await throttle.refund(right, rules)
+    await throttle.reserve([key], clock(), rules)  # ... and lifted by the refund
+    with pytest.raises(TooManyAttempts):
+        await throttle.reserve([key], clock(), rules)  # this failure's own block holds
+
+
+async def test_parallel_burst_cannot_outrun_the_throttle(
+    client: httpx.AsyncClient, admin: Admin, settings: Settings
+) -> None:
+    """Forty simultaneous wrong passwords: only the free failures and one more are checked."""
+    import asyncio
+
+    page = await client.get("/login")
+    token = csrf_of(page.text)
+
+    async def attempt() -> int:
+        response = await client.post(
+            "/login",
+            data={"username": admin.username, "password": "wrong password!!", "_csrf": token},
+        )
+        return response.status_code
+
+    statuses = await asyncio.gather(*(attempt() for _ in range(40)))
+    checked = statuses.count(401)
+    assert checked == settings.throttle.free_failures + 1, statuses
+    assert statuses.count(429) == 40 - checked
 
 
 async def test_one_address_trying_many_names_is_blocked(
@@ -213,3 +258,83 @@ async def test_right_password_does_not_reset_second_factor_failures(
     blocked = await sign_in(client, admin.username, admin.password)
     assert blocked.status_code == 429
     assert blocked.headers["retry-after"] == "1"
+
+
+async def test_attacker_cannot_lock_the_owner_out_of_their_usual_browser(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, settings: Settings
+) -> None:
+    """Failures from elsewhere block the account, but not a browser that signed in before."""
+    from tests.integration.flows import totp_code
+
+    first = await sign_in(
+        client, admin.username, admin.password, code=totp_code(admin.secret, clock())
+    )
+    assert first.headers["location"] == "/"
+    await client.post("/logout", headers={"X-CSRF-Token": csrf_of((await client.get("/")).text)})
+    clock.advance(seconds=30)  # the next TOTP step for the owner's second sign-in
+    async with make_client(app, "203.0.113.66") as attacker:
+        for _ in range(settings.throttle.free_failures + 1):
+            await sign_in(attacker, admin.username, "wrong password!!")
+        assert (await sign_in(attacker, admin.username, admin.password)).status_code == 429
+    owner = await sign_in(
+        client, admin.username, admin.password, code=totp_code(admin.secret, clock())
+    )
+    assert owner.headers["location"] == "/"
+    async with make_client(app, "192.0.2.77") as new_browser:
+        assert (await sign_in(new_browser, admin.username, admin.password)).status_code == 429
+
+
+async def test_unblock_command_lifts_an_account_block(
+    client: httpx.AsyncClient, admin: Admin, settings: Settings
+) -> None:
+    """`appliance staff unblock USER` lets the account sign in again at once."""
+    import subprocess
+    import sys
+
+    for _ in range(settings.throttle.free_failures + 1):
+        await sign_in(client, admin.username, "wrong password!!")
+    async with make_client(client._transport.app, "192.0.2.78") as other:  # type: ignore[attr-defined]
+        assert (await sign_in(other, admin.username, admin.password)).status_code == 429
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "appliance", "staff", "unblock", admin.username],
+            env={**os.environ, "APPLIANCE_DATABASE__URL": settings.database.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert (await sign_in(other, admin.username, admin.password)).status_code == 303
+
+
+async def test_ten_wrong_codes_in_a_row_leave_only_recovery_codes(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """After ten wrong authenticator codes even the right one is refused until a recovery code
+    signs in; waiting does not reset the run."""
+    from tests.integration.flows import submit, totp_code
+
+    for _ in range(10):
+        clock.advance(hours=2)  # past every throttle window: only the run of failures counts
+        client.cookies.clear()
+        await sign_in(client, admin.username, admin.password)
+        wrong = "000000" if totp_code(admin.secret, clock()) != "000000" else "111111"
+        assert (await submit(client, "/login/two-factor", {"code": wrong})).status_code == 401
+    clock.advance(days=30)
+    client.cookies.clear()
+    refused = await sign_in(
+        client, admin.username, admin.password, code=totp_code(admin.secret, clock())
+    )
+    assert refused.status_code == 401 and "recovery codes" in refused.text
+    client.cookies.clear()
+    rescued = await sign_in(client, admin.username, admin.password, code=admin.recovery_codes[0])
+    assert rescued.headers["location"] == "/"
+    entry = next(e for e in await list_entries() if e.action == "login")
+    assert entry.details == {"second_factor": "recovery code", "recovery_codes_left": 9}
+    client.cookies.clear()
+    clock.advance(seconds=30)
+    again = await sign_in(
+        client, admin.username, admin.password, code=totp_code(admin.secret, clock())
+    )
+    assert again.headers["location"] == "/"

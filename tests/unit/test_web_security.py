@@ -370,7 +370,31 @@ async def test_trusted_peer_rewrites_client_and_scheme() -> None:
     seen = inner.scopes[0]
     assert seen["client"] == ("203.0.113.5", 41000)
     assert seen["scheme"] == "https"
-    assert scope["client"] == ("10.0.0.1", 41000), "the original scope is not mutated"
+    # Changed in place, so the server's own access log shows the real client as well.
+    assert scope["client"] == ("203.0.113.5", 41000)
+
+
+async def test_several_forwarded_for_lines_are_one_list() -> None:
+    """Two X-Forwarded-For header lines are read in order, the rightmost untrusted hop wins."""
+    inner = InnerApp()
+    app = forwarded_for(PROXIES)(inner)
+    headers = [
+        (b"host", b"localhost"),
+        (b"x-forwarded-for", b"203.0.113.5"),
+        (b"x-forwarded-for", b"198.51.100.7"),
+    ]
+    await run(app, http_scope(headers=headers, client=("10.0.0.1", 1)))
+    assert inner.scopes[0]["client"] == ("198.51.100.7", 1)
+
+
+async def test_two_host_headers_are_refused() -> None:
+    """A request with two Host headers is refused even when both name an allowed host."""
+    inner = InnerApp()
+    app = allowed_hosts(["localhost"])(inner)
+    headers = [(b"host", b"localhost"), (b"host", b"localhost")]
+    sent = await run(app, http_scope(headers=headers))
+    assert not inner.scopes
+    assert sent[0]["status"] == 400
 
 
 async def test_forged_forwarded_for_is_ignored_from_untrusted_peer() -> None:
