@@ -98,7 +98,7 @@ def _announce_setup(link: str | None) -> None:
         return
     click.echo(
         "\n  Set-up is not finished. Open this link in a browser to start the wizard\n"
-        f"  (the token in it works once):\n\n    {link}\n",
+        f"  (its token works until set-up is finished, for at most a day):\n\n    {link}\n",
         err=True,
     )
 

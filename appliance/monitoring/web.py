@@ -8,8 +8,7 @@ from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from appliance import __version__
-from appliance.db.engine import engine, pending_migrations
-from appliance.web.requests import AnyRequest
+from appliance.monitoring.service import readiness
 
 __all__ = ["HealthController"]
 
@@ -17,28 +16,14 @@ __all__ = ["HealthController"]
 class HealthController(Controller):
     path = "/"
 
-    @get("/healthz", name="healthz", cache_control=None)
+    @get("/healthz", name="healthz")
     async def healthz(self) -> dict[str, Any]:
         return {"status": "ok", "version": __version__}
 
     @get("/readyz", name="readyz")
-    async def readyz(self, request: AnyRequest) -> Response[dict[str, Any]]:
-        checks: dict[str, Any] = {}
-        ready = True
-        try:
-            await engine().run_ddl("SELECT 1")
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-            ready = False
-        if ready:
-            try:
-                pending = await pending_migrations()
-            except Exception as exc:
-                pending = [f"unknown: {type(exc).__name__}"]
-            checks["migrations"] = "current" if not pending else {"pending": pending}
-            ready = not pending
+    async def readyz(self) -> Response[dict[str, Any]]:
+        state = await readiness()
         return Response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE,
+            {"status": "ready" if state.ready else "not ready", "checks": state.checks},
+            status_code=HTTP_200_OK if state.ready else HTTP_503_SERVICE_UNAVAILABLE,
         )

@@ -3,7 +3,7 @@
 Over TLS (or on the loopback address, which browsers treat as a secure context) cookies carry
 ``Secure`` and the ``__Host-`` prefix, which also pins them to this host and path ``/``. On plain
 HTTP to a LAN address a browser would drop such a cookie, so there the prefix and ``Secure`` are
-left off; the installer always puts Caddy with TLS in front, so that case is a fallback only.
+left off; a reverse proxy with TLS in front (Caddy in the bundle) avoids that case.
 """
 
 from __future__ import annotations
