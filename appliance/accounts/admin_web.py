@@ -10,7 +10,7 @@ from litestar.params import FromPath
 
 from appliance.accounts import invitations, service
 from appliance.errors import ApplianceError
-from appliance.web.auth import current_staff, require_admin
+from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import FORM, client_address, render, status_of
 from appliance.web.requests import AnyRequest
 
@@ -63,8 +63,7 @@ class StaffAdminController(Controller):
         return render(request, "admin/users.html", context, status_code=status_code)
 
     async def _actor(self, request: AnyRequest) -> service.StaffMember:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         return signed.member
 
     @get("/", name="admin_users")

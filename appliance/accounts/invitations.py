@@ -243,6 +243,7 @@ async def complete_reset(
 
 
 async def list_pending(now: dt.datetime) -> list[PendingLink]:
+    """Invitations and reset links that are neither used nor expired, newest first."""
     rows = (
         await StaffInvitation.select()
         .where(StaffInvitation.used_at.is_null())
@@ -265,6 +266,7 @@ async def list_pending(now: dt.datetime) -> list[PendingLink]:
 
 
 async def revoke(link_id: int, *, actor: StaffMember, address: str, now: dt.datetime) -> None:
+    """Make a pending invitation or reset link stop working."""
     async with StaffInvitation._meta.db.transaction(allow_nested=True):
         rows = (
             await StaffInvitation.update({StaffInvitation.used_at: now})

@@ -84,11 +84,13 @@ def _member(row: dict[str, Any]) -> StaffMember:
 
 
 async def get_member(user_id: int) -> StaffMember | None:
+    """The account with this id, active or not."""
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
     return _member(row) if row else None
 
 
 async def find_member(username: str) -> StaffMember | None:
+    """The account with this user name (any case), active or not."""
     row = (
         await StaffUser.select().where(StaffUser.username == username.strip().lower()).first().run()
     )
@@ -96,6 +98,7 @@ async def find_member(username: str) -> StaffMember | None:
 
 
 async def list_members() -> list[StaffMember]:
+    """Every account, by user name."""
     rows = await StaffUser.select().order_by(StaffUser.username).run()
     return [_member(row) for row in rows]
 
@@ -255,6 +258,7 @@ async def _active_admin_count() -> int:
 async def set_role(
     user_id: int, role: str, *, actor: StaffMember, address: str, now: dt.datetime
 ) -> StaffMember:
+    """Change the role of an account; its sessions end so it signs in again under the new one."""
     role = clean_role(role)
     target = await get_member(user_id)
     if target is None:

@@ -127,6 +127,7 @@ async def rotate_session(
 
 
 async def end_session(token: str) -> None:
+    """End the session of ``token`` (sign-out); unknown tokens are ignored."""
     await StaffSession.delete().where(StaffSession.token_hash == token_digest(token)).run()
 
 

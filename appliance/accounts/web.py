@@ -27,6 +27,7 @@ from appliance.web.auth import (
     device_cookie_value,
     device_user_id,
     require_staff,
+    signed_in,
 )
 from appliance.web.cookies import make_cookie
 from appliance.web.pages import (
@@ -278,8 +279,7 @@ class AccountController(Controller):
         request: AnyRequest,
         data: Annotated[PasswordForm, FORM],
     ) -> Response[Any]:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         try:
             if data.password != data.confirm:
                 raise InvalidInput("The two new passwords differ.", field="confirm")
@@ -317,8 +317,7 @@ class AccountController(Controller):
         request: AnyRequest,
         data: Annotated[ConfirmPasswordForm, FORM],
     ) -> Response[Any]:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         try:
             codes = await two_factor.regenerate_recovery_codes(
                 signed.member.id,
@@ -339,8 +338,7 @@ class AccountController(Controller):
 
     @get("/two-factor", name="account_two_factor")
     async def two_factor_page(self, request: AnyRequest) -> Response[Any]:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         if signed.member.totp_enabled:
             return redirect("/account")
         return render(request, "accounts/enrol.html", await _enrol_context(signed.member.id))
@@ -351,8 +349,7 @@ class AccountController(Controller):
         request: AnyRequest,
         data: Annotated[CodeForm, FORM],
     ) -> Response[Any]:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         try:
             codes = await two_factor.confirm_enrolment(
                 signed.member.id,

@@ -67,6 +67,7 @@ class WizardState(msgspec.Struct, frozen=True):
 
 
 async def get_studio() -> StudioProfile | None:
+    """The studio's settings; None before the wizard saved them."""
     row = await Studio.select().where(Studio.id == _STUDIO_ID).first().run()
     if row is None:
         return None
@@ -89,6 +90,7 @@ async def is_setup_complete() -> bool:
 
 
 async def wizard_state() -> WizardState:
+    """How far the wizard got (each step is saved as it is submitted)."""
     row = await Studio.select().where(Studio.id == _STUDIO_ID).first().run()
     if row is None:
         return WizardState(studio_saved=False, admin_id=None, complete=False)

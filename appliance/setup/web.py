@@ -13,7 +13,7 @@ from appliance.accounts import service as accounts
 from appliance.accounts import two_factor
 from appliance.errors import ApplianceError, Conflict, Forbidden, TooManyAttempts
 from appliance.setup import service
-from appliance.web.auth import current_staff, require_admin
+from appliance.web.auth import require_admin, signed_in
 from appliance.web.cookies import make_cookie, read_cookie
 from appliance.web.pages import (
     FORM,
@@ -279,8 +279,7 @@ class StudioSettingsController(Controller):
         request: AnyRequest,
         data: Annotated[SettingsForm, FORM],
     ) -> Response[Any]:
-        signed = await current_staff(request)
-        assert signed is not None
+        signed = await signed_in(request)
         try:
             studio = await service.update_studio(
                 name=data.studio_name,

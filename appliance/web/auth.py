@@ -21,12 +21,13 @@ __all__ = [
     "SESSION_COOKIE",
     "AdminRequired",
     "LoginRequired",
-    "Signed",
+    "SignedIn",
     "current_staff",
     "device_cookie_value",
     "device_user_id",
     "require_admin",
     "require_staff",
+    "signed_in",
 ]
 
 SESSION_COOKIE = "fs_session"
@@ -62,11 +63,11 @@ class LoginRequired(Exception):
 
 
 class AdminRequired(Exception):
-    """Signed in, but not an admin: 403."""
+    """SignedIn in, but not an admin: 403."""
 
 
 @dataclass(frozen=True)
-class Signed:
+class SignedIn:
     """A live session and its (active) staff member."""
 
     token: str
@@ -74,11 +75,11 @@ class Signed:
     member: StaffMember
 
 
-async def current_staff(connection: AnyConnection) -> Signed | None:
+async def current_staff(connection: AnyConnection) -> SignedIn | None:
     """The session of this request at any stage, looked up once per request."""
     state = connection.state
     if "signed" in state:
-        cached: Signed | None = state["signed"]
+        cached: SignedIn | None = state["signed"]
         return cached
     signed = None
     token = read_cookie(connection, SESSION_COOKIE)
@@ -90,20 +91,27 @@ async def current_staff(connection: AnyConnection) -> Signed | None:
         if info is not None:
             member = await accounts.get_member(info.user_id)
             if member is not None and member.is_active:
-                signed = Signed(token=token, session=info, member=member)
+                signed = SignedIn(token=token, session=info, member=member)
     state["signed"] = signed
     return signed
 
 
+async def signed_in(connection: AnyConnection) -> SignedIn:
+    """The fully signed-in staff member of a request behind :func:`require_staff`."""
+    signed = await current_staff(connection)
+    if signed is None or signed.session.stage != "full":
+        raise LoginRequired()
+    return signed
+
+
 async def require_staff(connection: AnyConnection, _: BaseRouteHandler) -> None:
+    """Guard: only a fully signed-in staff member (both factors where required) passes."""
     signed = await current_staff(connection)
     if signed is None or signed.session.stage != "full":
         raise LoginRequired()
 
 
 async def require_admin(connection: AnyConnection, handler: BaseRouteHandler) -> None:
-    await require_staff(connection, handler)
-    signed = await current_staff(connection)
-    assert signed is not None
-    if not signed.member.is_admin:
+    """Guard: only a fully signed-in admin passes; others get 403."""
+    if not (await signed_in(connection)).member.is_admin:
         raise AdminRequired()

@@ -18,6 +18,7 @@ __all__ = ["cookie_name", "is_secure", "make_cookie", "read_cookie"]
 
 
 def is_secure(connection: AnyConnection) -> bool:
+    """Whether the browser treats this origin as secure (TLS, or the loopback address)."""
     if connection.url.scheme == "https":
         return True
     host = (connection.url.hostname or "").strip("[]")
@@ -30,10 +31,12 @@ def is_secure(connection: AnyConnection) -> bool:
 
 
 def cookie_name(base: str, secure: bool) -> str:
+    """``__Host-<base>`` on a secure origin, plain ``<base>`` otherwise."""
     return f"__Host-{base}" if secure else base
 
 
 def read_cookie(connection: AnyConnection, base: str) -> str:
+    """The value of cookie ``base`` under the name this origin uses, or ``""``."""
     return connection.cookies.get(cookie_name(base, is_secure(connection)), "")
 
 
@@ -45,6 +48,7 @@ def make_cookie(
     max_age: int | None = None,
     samesite: str = "lax",
 ) -> Cookie:
+    """An HttpOnly cookie for ``base`` with the name and Secure flag this origin needs."""
     secure = is_secure(connection)
     return Cookie(
         key=cookie_name(base, secure),
