@@ -12,8 +12,7 @@ from litestar import Litestar
 
 from appliance.audit.service import list_entries
 from appliance.config import Settings
-from tests.conftest import FakeClock
-from tests.integration.conftest import make_client
+from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, sign_in, submit, totp_code
 from tests.integration.test_sign_in import _user_id, invite_photographer
 

@@ -6,8 +6,7 @@ import httpx
 from litestar import Litestar
 
 from appliance.config import Settings
-from tests.conftest import FakeClock
-from tests.integration.conftest import make_client
+from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, sign_in, submit, totp_code
 
 COOKIE = "__Host-fs_session"

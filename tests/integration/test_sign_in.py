@@ -7,8 +7,7 @@ from litestar import Litestar
 
 from appliance.audit.service import list_entries
 from appliance.config import Settings
-from tests.conftest import FakeClock
-from tests.integration.conftest import make_client
+from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, csrf_of, sign_in, submit, totp_code
 
 

@@ -18,8 +18,7 @@ from appliance.accounts import throttle
 from appliance.audit.service import list_entries
 from appliance.config import Settings, ThrottleSettings
 from appliance.errors import TooManyAttempts
-from tests.conftest import FakeClock
-from tests.integration.conftest import make_client
+from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, csrf_of, sign_in
 from tests.processes import AppProcess, free_port
 

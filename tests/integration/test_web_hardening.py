@@ -7,7 +7,7 @@ from litestar import Litestar
 
 from appliance.app import MAX_BODY_BYTES
 from appliance.audit.service import list_entries
-from tests.integration.conftest import make_client
+from tests.conftest import make_client
 from tests.integration.flows import Admin, csrf_of
 
 
