@@ -142,3 +142,34 @@ def test_bad_configuration_stops_start_up_with_one_line(tmp_path: Path) -> None:
         "Error: configuration error: server.trusted_proxies: "
         "'not-a-network' is not an IP address or network"
     ]
+
+
+def test_migrate_command_applies_once_then_finds_nothing(
+    blank_database: str, tmp_path: Path
+) -> None:
+    """`appliance migrate` builds an empty database; a second run has nothing to do."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "APPLIANCE_DATABASE__URL": blank_database,
+        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
+    }
+
+    def migrate() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "appliance", "migrate"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    first = migrate()
+    assert first.returncode == 0, first.stderr
+    assert re.fullmatch(r"applied \d+ migration\(s\)\n", first.stdout)
+    second = migrate()
+    assert second.returncode == 0 and second.stdout == "database is up to date\n"
