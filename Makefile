@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help up test test-fast test-e2e test-embedded lint format tools tools-browser bench clean
+.PHONY: help up test test-fast test-e2e test-embedded lint format tools tools-test bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,16 +22,18 @@ $(STAMP): pyproject.toml
 tools: ## Install restic 0.18 into .tools/bin
 	bash scripts/install-tools.sh
 
-tools-browser: ## Install restic and Chromium (for the browser tests)
-	bash scripts/install-tools.sh --browser
+tools-test: ## Install restic, Chromium and shellcheck (for the tests)
+	bash scripts/install-tools.sh --test
 
 up: $(STAMP) tools ## Run the whole appliance here (embedded PostgreSQL; Ctrl-C stops it)
 	$(BIN)/appliance up
 
-lint: $(STAMP) ## ruff (lint and format check) and mypy
+lint: $(STAMP) ## ruff (lint and format check), mypy, shellcheck
 	$(BIN)/ruff check appliance tests
 	$(BIN)/ruff format --check appliance tests
 	$(BIN)/mypy
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
+	 else echo "shellcheck not installed (make tools-test installs it); shell scripts not checked"; fi
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format appliance tests
@@ -40,13 +42,13 @@ format: $(STAMP) ## Format the code with ruff
 test-fast: $(STAMP) ## Unit and integration tests only
 	$(BIN)/pytest tests/unit tests/integration tests/faults
 
-test-e2e: $(STAMP) tools-browser ## Browser tests in their own pytest process
+test-e2e: $(STAMP) tools-test ## Browser tests in their own pytest process
 	$(BIN)/pytest tests/e2e
 
 test-embedded: $(STAMP) ## Integration tests against the embedded PostgreSQL (as with no server)
 	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q
 
-test: $(STAMP) tools-browser lint ## Everything CI runs: lint, all tests, and again on embedded PG
+test: $(STAMP) tools-test lint ## Everything CI runs: lint, all tests, and again on embedded PG
 	$(BIN)/pytest tests/unit tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
 	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q

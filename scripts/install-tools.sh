@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools the appliance and its tests need, from Debian's package archive:
 #   restic >= 0.18 (Debian 12 ships 0.14, which lacks --stdin-from-command), into .tools/bin;
-#   chromium, for the browser tests (only with --browser).
+#   chromium and shellcheck, for the tests (only with --test).
 # Idempotent: anything already present is left alone. Needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -10,8 +10,8 @@ bin="$here/.tools/bin"
 want_browser=0
 for arg in "$@"; do
   case "$arg" in
-    --browser) want_browser=1 ;;
-    *) echo "usage: $0 [--browser]" >&2; exit 2 ;;
+    --test) want_browser=1 ;;
+    *) echo "usage: $0 [--test]" >&2; exit 2 ;;
   esac
 done
 
@@ -50,13 +50,16 @@ install_restic() {
   restic_ok "$bin/restic"
 }
 
-install_browser() {
-  if command -v chromium >/dev/null 2>&1; then return 0; fi
-  echo "installing chromium from Debian" >&2
+install_test_tools() {
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing ${missing[*]} from Debian" >&2
   as_root apt-get -qq update
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 install_restic
-[ "$want_browser" -eq 1 ] && install_browser
+[ "$want_browser" -eq 1 ] && install_test_tools
 echo "tools ready: restic $("$bin/restic" version | awk '{print $2}')$([ "$want_browser" -eq 1 ] && echo ", $(chromium --version 2>/dev/null)")"
