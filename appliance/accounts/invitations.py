@@ -192,11 +192,14 @@ async def accept_invitation(
     username: str,
     display_name: str,
     password: str,
+    confirm: str,
     address: str,
     settings: Settings,
     now: dt.datetime,
 ) -> StaffMember:
     """Create the invited account; the invitation is used up in the same transaction."""
+    if password != confirm:
+        raise InvalidInput("The two passwords differ.", field="confirm")
     link = await inspect_link(token, kind="invite", now=now)
     async with StaffInvitation._meta.db.transaction(allow_nested=True):
         await _claim(link, now)

@@ -202,12 +202,15 @@ async def change_password(
     user_id: int,
     current: str,
     new: str,
+    confirm: str,
     *,
     address: str,
     settings: Settings,
     now: dt.datetime,
 ) -> None:
     """Replace the password and end every session of the user (the caller starts a new one)."""
+    if new != confirm:
+        raise InvalidInput("The two new passwords differ.", field="confirm")
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
     if row is None:
         raise NotFound("No such user.")

@@ -14,7 +14,6 @@ from appliance.accounts.signin import Stage
 from appliance.errors import (
     ApplianceError,
     Conflict,
-    InvalidInput,
     NotFound,
     Unauthenticated,
 )
@@ -281,12 +280,11 @@ class AccountController(Controller):
     ) -> Response[Any]:
         signed = await signed_in(request)
         try:
-            if data.password != data.confirm:
-                raise InvalidInput("The two new passwords differ.", field="confirm")
             await service.change_password(
                 signed.member.id,
                 data.current_password,
                 data.password,
+                data.confirm,
                 address=client_address(request),
                 settings=request.app.state.settings,
                 now=request.app.state.clock(),
@@ -402,13 +400,12 @@ class LinkController(Controller):
         except ApplianceError as exc:
             return await self._link_error(request, exc)
         try:
-            if data.password != data.confirm:
-                raise InvalidInput("The two passwords differ.", field="confirm")
             await invitations.accept_invitation(
                 token,
                 username=data.username,
                 display_name=data.display_name,
                 password=data.password,
+                confirm=data.confirm,
                 address=client_address(request),
                 settings=request.app.state.settings,
                 now=now,
