@@ -238,10 +238,9 @@ class Tab:
         self.page.screenshot(path=self.shots / f"{self.taken:02d}-{step}.png", full_page=True)
 
 
-@pytest.fixture
-def tab(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Tab]:
-    """A page in a new browser context; screenshots go to test-artifacts/e2e/<test name>/."""
-    shots = ARTIFACTS / request.node.name
+@contextlib.contextmanager
+def _tab_in_new_context(browser: Browser, shots: Path, item: pytest.Item) -> Iterator[Tab]:
+    """A page in a context of its own (no cookies shared), screenshots into ``shots``."""
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     context = browser.new_context(viewport={"width": 1024, "height": 768})
@@ -255,7 +254,22 @@ def tab(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Tab]:
     try:
         yield opened
     finally:
-        if _test_failed(request.node):
+        if _test_failed(item):
             with contextlib.suppress(Exception):
                 opened.screenshot("failure")
         context.close()
+
+
+@pytest.fixture
+def tab(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    """A page in a new browser context; screenshots go to test-artifacts/e2e/<test name>/."""
+    with _tab_in_new_context(browser, ARTIFACTS / request.node.name, request.node) as opened:
+        yield opened
+
+
+@pytest.fixture
+def second_tab(browser: Browser, tab: Tab, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    """A page in another new context, for a second person; screenshots go to ``second/``
+    inside the folder of ``tab``."""
+    with _tab_in_new_context(browser, tab.shots / "second", request.node) as opened:
+        yield opened

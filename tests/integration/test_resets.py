@@ -92,7 +92,7 @@ async def test_console_reset_recovers_a_locked_out_only_admin(
 async def test_reset_with_2fa_makes_the_old_password_useless(
     client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
 ) -> None:
-    """With "also 2FA" nobody can use the old password to enrol an authenticator of their own."""
+    """With "and two-factor" nobody can use the old password to enrol their own authenticator."""
     path = await invite_photographer(client, admin, clock, email="bo@lumen.example")
     async with make_client(app, "192.0.2.21") as bo:
         await submit(
