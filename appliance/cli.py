@@ -74,6 +74,16 @@ async def _migrate(settings: Settings, *, quiet: bool) -> list[str]:
     return await run_migrations(settings.database.url, quiet=quiet)
 
 
+async def _prepare_storage(settings: Settings) -> None:
+    """Create the bucket or folder if missing; an unusable store stops start-up in one line."""
+    from appliance.storage import StorageError, open_store
+
+    try:
+        await open_store(settings).ensure_ready()
+    except StorageError as exc:
+        raise click.ClickException(f"storage: {exc}") from None
+
+
 async def _setup_link(settings: Settings) -> str | None:
     from appliance.clock import utcnow
     from appliance.setup import service as setup
@@ -117,6 +127,7 @@ def up(obj: Context) -> None:
 
         async def prepare() -> str | None:
             await _migrate(resolved, quiet=True)
+            await _prepare_storage(resolved)
             return await _setup_link(resolved)
 
         link = asyncio.run(prepare())
@@ -157,6 +168,7 @@ def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_t
             async def prepare() -> str | None:
                 if migrate:
                     await _migrate(settings, quiet=True)
+                await _prepare_storage(settings)
                 return await _setup_link(settings) if setup_token else None
 
             _announce_setup(asyncio.run(prepare()))

@@ -11,11 +11,12 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -28,6 +29,7 @@ __all__ = [
     "SecuritySettings",
     "ServerSettings",
     "Settings",
+    "StorageSettings",
     "ThrottleSettings",
     "ensure_secret_key",
     "load_settings",
@@ -78,6 +80,16 @@ class ThrottleSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown
     window_minutes: Positive = 60
 
 
+class StorageSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    path: str = ""
+    endpoint: str = ""
+    bucket: str = "fotostudio"
+    region: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+
+
 class QueueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     url: str = ""
     workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
@@ -93,6 +105,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     paths: PathSettings = msgspec.field(default_factory=PathSettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     throttle: ThrottleSettings = msgspec.field(default_factory=ThrottleSettings)
+    storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
@@ -102,7 +115,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
 
 # Keys whose value may instead be read from a file named by `<key>_file` (Docker secrets).
-SECRET_KEYS = {("database", "url"), ("security", "secret_key"), ("queue", "url")}
+SECRET_KEYS = {
+    ("database", "url"),
+    ("security", "secret_key"),
+    ("queue", "url"),
+    ("storage", "secret_key"),
+}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 
 
@@ -241,6 +259,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("database.url: must be a postgresql:// URL")
     if settings.security.secret_key and len(settings.security.secret_key) < 32:
         raise ConfigError("security.secret_key: must be at least 32 characters")
+    storage = settings.storage
+    if storage.backend == "s3":
+        if not storage.endpoint.startswith(("http://", "https://")):
+            raise ConfigError("storage.endpoint: must be an http:// or https:// URL for s3")
+        if not (storage.access_key and storage.secret_key):
+            raise ConfigError("storage.access_key: s3 needs access_key and secret_key")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", storage.bucket):
+            raise ConfigError("storage.bucket: 3 to 63 lower-case letters, digits, dots, dashes")
     if settings.security.session_idle_minutes > settings.security.session_absolute_hours * 60:
         raise ConfigError("security.session_idle_minutes: must not exceed session_absolute_hours")
 

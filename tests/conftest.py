@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import secrets
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,3 +207,41 @@ async def admin(client: httpx.AsyncClient, settings: Settings, clock: FakeClock)
     clock.advance(seconds=30)  # the next TOTP step, so the enrolment code is not a replay
     client.cookies.clear()
     return owner
+
+
+# --- a real S3 server (moto) on loopback -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    access_key: str = "testing-access"
+    secret_key: str = "testing-secret-key"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """The moto S3 server as its own process on a free loopback port, for the whole run."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    executable = Path(sys.executable).with_name("moto_server")
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=sink, stderr=sink
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()}") from None
+                time.sleep(0.1)
+        yield S3Server(endpoint=f"http://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

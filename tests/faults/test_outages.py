@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from appliance.db.engine import _with_database
+from tests.conftest import S3Server
 from tests.processes import AppProcess, free_port
 
 
@@ -173,3 +174,53 @@ def test_migrate_command_applies_once_then_finds_nothing(
     assert re.fullmatch(r"applied \d+ migration\(s\)\n", first.stdout)
     second = migrate()
     assert second.returncode == 0 and second.stdout == "database is up to date\n"
+
+
+def test_public_bucket_stops_start_up_with_one_line(
+    blank_database: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A bucket anyone may read is refused before the web server starts."""
+    import json
+
+    from minio import Minio
+
+    bucket = f"open-{secrets.token_hex(4)}"
+    client = Minio(
+        s3_server.endpoint.removeprefix("http://"),
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+    )
+    client.make_bucket(bucket)
+    client.set_bucket_policy(
+        bucket,
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": ["s3:GetObject"],
+                        "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                    }
+                ],
+            }
+        ),
+    )
+    env = {
+        "APPLIANCE_DATABASE__URL": blank_database,
+        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "APPLIANCE_STORAGE__BACKEND": "s3",
+        "APPLIANCE_STORAGE__ENDPOINT": s3_server.endpoint,
+        "APPLIANCE_STORAGE__BUCKET": bucket,
+        "APPLIANCE_STORAGE__ACCESS_KEY": s3_server.access_key,
+        "APPLIANCE_STORAGE__SECRET_KEY": s3_server.secret_key,
+    }
+    web = AppProcess(["web", "--no-setup-token"], workdir=tmp_path, port=free_port(), env=env)
+    web.process.wait(timeout=60)
+    assert web.process.returncode == 1
+    assert web.text().strip().splitlines()[-1] == (
+        f"Error: storage: bucket '{bucket}' has a policy that lets anyone read it; remove the "
+        "policy: photos must only be reachable through the appliance"
+    )

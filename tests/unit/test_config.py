@@ -469,3 +469,31 @@ def test_empty_secret_key_file_does_not_give_an_empty_key(tmp_path: Path) -> Non
     except ConfigError:
         return
     assert len(key) >= 32
+
+
+def test_s3_storage_needs_endpoint_keys_and_a_valid_bucket() -> None:
+    """backend = "s3" without an endpoint, keys, or with a bad bucket name names the key."""
+    base = {"APPLIANCE_STORAGE__BACKEND": "s3"}
+    with pytest.raises(ConfigError, match=r"^storage\.endpoint: "):
+        load_settings(environ=base)
+    with_endpoint = {**base, "APPLIANCE_STORAGE__ENDPOINT": "http://minio:9000"}
+    with pytest.raises(ConfigError, match=r"^storage\.access_key: "):
+        load_settings(environ=with_endpoint)
+    keys = {
+        **with_endpoint,
+        "APPLIANCE_STORAGE__ACCESS_KEY": "a",
+        "APPLIANCE_STORAGE__SECRET_KEY": "b",
+    }
+    assert load_settings(environ=keys).storage.backend == "s3"
+    with pytest.raises(ConfigError, match=r"^storage\.bucket: "):
+        load_settings(environ={**keys, "APPLIANCE_STORAGE__BUCKET": "Bad_Bucket"})
+    with pytest.raises(ConfigError, match=r"^storage\.backend: "):
+        load_settings(environ={"APPLIANCE_STORAGE__BACKEND": "ftp"})
+
+
+def test_storage_secret_key_can_come_from_a_file(tmp_path: Path) -> None:
+    """storage.secret_key_file is read like the other secrets."""
+    secret = tmp_path / "s3-secret"
+    secret.write_text("from-a-file\n")
+    settings = load_settings(environ={"APPLIANCE_STORAGE__SECRET_KEY_FILE": str(secret)})
+    assert settings.storage.secret_key == "from-a-file"
