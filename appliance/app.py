@@ -18,6 +18,7 @@ from appliance import __version__
 from appliance.accounts.admin_web import StaffAdminController
 from appliance.accounts.web import AccountController, LinkController, SignInController
 from appliance.audit.web import AuditController
+from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StaffAdminController,
             StudioSettingsController,
             AuditController,
+            ClientController,
             create_static_files_router(
                 path="/static",
                 directories=[WEB_DIR / "static"],

@@ -23,5 +23,6 @@ APP_REGISTRY = AppRegistry(
         "appliance.audit.piccolo_app",
         "appliance.accounts.piccolo_app",
         "appliance.setup.piccolo_app",
+        "appliance.clients.piccolo_app",
     ]
 )

@@ -1,0 +1,1 @@
+"""The studio's customers: contact details, notes, and what is shared with them."""

@@ -1,0 +1,149 @@
+"""Pages for the studio's clients: the list with search, a client's page, create and edit."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, QueryParameter
+
+from appliance.clients import service
+from appliance.clients.service import ClientDetails
+from appliance.errors import ApplianceError
+from appliance.web.auth import require_staff, signed_in
+from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.requests import AnyRequest
+
+__all__ = ["ClientController"]
+
+
+class ClientForm(msgspec.Struct):
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+    postal_address: str = ""
+    notes: str = ""
+
+    def details(self) -> ClientDetails:
+        return ClientDetails(
+            name=self.name,
+            email=self.email,
+            phone=self.phone,
+            postal_address=self.postal_address,
+            notes=self.notes,
+        )
+
+
+class ClientController(Controller):
+    path = "/clients"
+    guards = [require_staff]
+
+    @get("/", name="clients")
+    async def index(
+        self,
+        request: AnyRequest,
+        q: Annotated[str, QueryParameter(max_length=100)] = "",
+        archived: Annotated[bool, QueryParameter()] = False,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> Response[Any]:
+        try:
+            page = await service.search_clients(q, archived=archived, offset=offset)
+        except ApplianceError as exc:
+            page = service.ClientPage(clients=[], total=0, offset=0)
+            return render(
+                request,
+                "clients/index.html",
+                {"page": page, "q": "", "archived": archived, **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return render(
+            request,
+            "clients/index.html",
+            {"page": page, "q": q, "archived": archived, "page_size": service.PAGE_SIZE},
+        )
+
+    @get("/new", name="client_new")
+    async def new(self, request: AnyRequest) -> Response[Any]:
+        return render(request, "clients/form.html", {"form": ClientForm(), "client": None})
+
+    @post("/new", name="client_create")
+    async def create(self, request: AnyRequest, data: Annotated[ClientForm, FORM]) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            record = await service.create_client(
+                data.details(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "clients/form.html",
+                {"form": data, "client": None, **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return redirect(f"/clients/{record.id}")
+
+    @get("/{client_id:int}", name="client")
+    async def show(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
+        record = await service.get_client(client_id)
+        return render(request, "clients/show.html", {"client": record, "shared": []})
+
+    @get("/{client_id:int}/edit", name="client_edit")
+    async def edit(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
+        record = await service.get_client(client_id)
+        form = ClientForm(
+            name=record.name,
+            email=record.email,
+            phone=record.phone,
+            postal_address=record.postal_address,
+            notes=record.notes,
+        )
+        return render(request, "clients/form.html", {"form": form, "client": record})
+
+    @post("/{client_id:int}/edit", name="client_update")
+    async def update(
+        self, request: AnyRequest, client_id: FromPath[int], data: Annotated[ClientForm, FORM]
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        record = await service.get_client(client_id)
+        try:
+            await service.update_client(
+                client_id,
+                data.details(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "clients/form.html",
+                {"form": data, "client": record, **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return redirect(f"/clients/{client_id}")
+
+    @post("/{client_id:int}/archive", name="client_archive")
+    async def archive(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
+        signed = await signed_in(request)
+        await service.archive_client(
+            client_id,
+            actor=signed.member.actor,
+            address=client_address(request),
+            now=request.app.state.clock(),
+        )
+        return redirect(f"/clients/{client_id}")
+
+    @post("/{client_id:int}/restore", name="client_restore")
+    async def restore(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
+        signed = await signed_in(request)
+        await service.restore_client(
+            client_id,
+            actor=signed.member.actor,
+            address=client_address(request),
+            now=request.app.state.clock(),
+        )
+        return redirect(f"/clients/{client_id}")
