@@ -22,6 +22,7 @@ from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
+from appliance.galleries.web import GalleryController
 from appliance.monitoring.web import HealthController
 from appliance.setup.web import SetupController, StudioSettingsController
 from appliance.web.csrf import csrf_guard
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StudioSettingsController,
             AuditController,
             ClientController,
+            GalleryController,
             create_static_files_router(
                 path="/static",
                 directories=[WEB_DIR / "static"],

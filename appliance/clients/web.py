@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 from appliance.clients import service
 from appliance.clients.service import ClientDetails
 from appliance.errors import ApplianceError
+from appliance.galleries import service as gallery_service
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -89,7 +90,8 @@ class ClientController(Controller):
     @get("/{client_id:int}", name="client")
     async def show(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         record = await service.get_client(client_id)
-        return render(request, "clients/show.html", {"client": record, "shared": []})
+        galleries = await gallery_service.list_for_client(client_id)
+        return render(request, "clients/show.html", {"client": record, "galleries": galleries})
 
     @get("/{client_id:int}/edit", name="client_edit")
     async def edit(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:

@@ -24,5 +24,6 @@ APP_REGISTRY = AppRegistry(
         "appliance.accounts.piccolo_app",
         "appliance.setup.piccolo_app",
         "appliance.clients.piccolo_app",
+        "appliance.galleries.piccolo_app",
     ]
 )

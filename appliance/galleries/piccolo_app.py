@@ -1,0 +1,15 @@
+"""Piccolo app of the galleries domain."""
+
+from pathlib import Path
+
+from piccolo.conf.apps import AppConfig
+
+from appliance.galleries.tables import Gallery, GallerySet
+
+APP_CONFIG = AppConfig(
+    app_name="galleries",
+    migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
+    table_classes=[Gallery, GallerySet],
+    migration_dependencies=["appliance.clients.piccolo_app"],
+    commands=[],
+)

@@ -1,0 +1,225 @@
+"""Staff pages for galleries: the list, a gallery with its sets, create, edit, publish."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, QueryParameter
+
+from appliance.clients import service as clients
+from appliance.errors import ApplianceError
+from appliance.galleries import service
+from appliance.galleries.service import GalleryDetails
+from appliance.web.auth import require_staff, signed_in
+from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.requests import AnyRequest
+
+__all__ = ["GalleryController"]
+
+
+class GalleryForm(msgspec.Struct):
+    title: str = ""
+    description: str = ""
+    event_date: str = ""
+    expires_on: str = ""
+
+    def details(self) -> GalleryDetails:
+        return GalleryDetails(
+            title=self.title,
+            description=self.description,
+            event_date=self.event_date,
+            expires_on=self.expires_on,
+        )
+
+
+class StatusForm(msgspec.Struct):
+    status: str = ""
+
+
+class SetForm(msgspec.Struct):
+    set_name: str = ""
+
+
+class MoveForm(msgspec.Struct):
+    direction: str = ""
+
+
+class GalleryController(Controller):
+    path = "/galleries"
+    guards = [require_staff]
+
+    async def _page(
+        self, request: AnyRequest, gallery_id: int, *, status_code: int = 200, **extra: Any
+    ) -> Response[Any]:
+        gallery = await service.get_gallery(gallery_id)
+        context = {
+            "gallery": gallery,
+            "sets": await service.list_sets(gallery_id),
+            "today": request.app.state.clock().date(),
+            "statuses": service.STATUSES,
+            **extra,
+        }
+        return render(request, "galleries/show.html", context, status_code=status_code)
+
+    async def _act(self, request: AnyRequest, gallery_id: int, action: Any) -> Response[Any]:
+        """Run a change; on success back to the gallery, on refusal the page with the reason."""
+        signed = await signed_in(request)
+        try:
+            await action(
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._page(
+                request, gallery_id, status_code=status_of(exc), **error_context(exc)
+            )
+        return redirect(f"/galleries/{gallery_id}")
+
+    @get("/", name="galleries")
+    async def index(
+        self, request: AnyRequest, status: Annotated[str | None, QueryParameter()] = None
+    ) -> Response[Any]:
+        galleries = await service.list_galleries(status=status or None)
+        return render(
+            request,
+            "galleries/index.html",
+            {
+                "galleries": galleries,
+                "status": status,
+                "statuses": service.STATUSES,
+                "today": request.app.state.clock().date(),
+            },
+        )
+
+    @get("/new", name="gallery_new")
+    async def new(
+        self, request: AnyRequest, client: Annotated[int, QueryParameter(ge=1)]
+    ) -> Response[Any]:
+        record = await clients.get_client(client)
+        return render(
+            request,
+            "galleries/form.html",
+            {"form": GalleryForm(), "gallery": None, "client": record},
+        )
+
+    @post("/new", name="gallery_create")
+    async def create(
+        self,
+        request: AnyRequest,
+        client: Annotated[int, QueryParameter(ge=1)],
+        data: Annotated[GalleryForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        record = await clients.get_client(client)
+        try:
+            gallery = await service.create_gallery(
+                client,
+                data.details(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "galleries/form.html",
+                {"form": data, "gallery": None, "client": record, **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return redirect(f"/galleries/{gallery.id}")
+
+    @get("/{gallery_id:int}", name="gallery")
+    async def show(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
+        return await self._page(request, gallery_id)
+
+    @get("/{gallery_id:int}/edit", name="gallery_edit")
+    async def edit(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
+        gallery = await service.get_gallery(gallery_id)
+        form = GalleryForm(
+            title=gallery.title,
+            description=gallery.description,
+            event_date=gallery.event_date.isoformat() if gallery.event_date else "",
+            expires_on=gallery.expires_on.isoformat() if gallery.expires_on else "",
+        )
+        return render(
+            request, "galleries/form.html", {"form": form, "gallery": gallery, "client": None}
+        )
+
+    @post("/{gallery_id:int}/edit", name="gallery_update")
+    async def update(
+        self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[GalleryForm, FORM]
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        gallery = await service.get_gallery(gallery_id)
+        try:
+            await service.update_gallery(
+                gallery_id,
+                data.details(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "galleries/form.html",
+                {"form": data, "gallery": gallery, "client": None, **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return redirect(f"/galleries/{gallery_id}")
+
+    @post("/{gallery_id:int}/status", name="gallery_status")
+    async def status(
+        self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[StatusForm, FORM]
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await service.set_status(gallery_id, data.status, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/sets", name="gallery_set_add")
+    async def add_set(
+        self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[SetForm, FORM]
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await service.add_set(gallery_id, data.set_name, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/sets/{set_id:int}/rename", name="gallery_set_rename")
+    async def rename_set(
+        self,
+        request: AnyRequest,
+        gallery_id: FromPath[int],
+        set_id: FromPath[int],
+        data: Annotated[SetForm, FORM],
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await service.rename_set(gallery_id, set_id, data.set_name, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/sets/{set_id:int}/move", name="gallery_set_move")
+    async def move_set(
+        self,
+        request: AnyRequest,
+        gallery_id: FromPath[int],
+        set_id: FromPath[int],
+        data: Annotated[MoveForm, FORM],
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await service.move_set(gallery_id, set_id, data.direction, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/sets/{set_id:int}/delete", name="gallery_set_delete")
+    async def delete_set(
+        self, request: AnyRequest, gallery_id: FromPath[int], set_id: FromPath[int]
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await service.delete_set(gallery_id, set_id, **kwargs)
+
+        return await self._act(request, gallery_id, change)
