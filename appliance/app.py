@@ -22,9 +22,11 @@ from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
+from appliance.galleries.upload_web import UploadController
 from appliance.galleries.web import GalleryController
 from appliance.monitoring.web import HealthController
 from appliance.setup.web import SetupController, StudioSettingsController
+from appliance.storage import open_store
 from appliance.web.csrf import csrf_guard
 from appliance.web.pages import EXCEPTION_HANDLERS
 from appliance.web.security import (
@@ -47,9 +49,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         raise ValueError("create_app needs settings.database.url (the CLI resolves it)")
     configure(settings.database.url, pool_max_size=settings.database.pool_max_size)
 
+    store = open_store(settings)
+
     @contextlib.asynccontextmanager
     async def database(_: Litestar) -> AsyncIterator[None]:
         async with connection_pool():
+            await store.ensure_ready()
             yield
 
     app = Litestar(
@@ -64,6 +69,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             AuditController,
             ClientController,
             GalleryController,
+            UploadController,
             create_static_files_router(
                 path="/static",
                 directories=[WEB_DIR / "static"],
@@ -73,7 +79,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
         ],
         lifespan=[database],
         state=State(
-            {"settings": settings, "clock": clock, "secret_key": ensure_secret_key(settings)}
+            {
+                "settings": settings,
+                "clock": clock,
+                "secret_key": ensure_secret_key(settings),
+                "store": store,
+            }
         ),
         guards=[csrf_guard],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -31,6 +31,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "ThrottleSettings",
+    "UploadSettings",
     "ensure_secret_key",
     "load_settings",
 ]
@@ -90,6 +91,12 @@ class StorageSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     secret_key: str = ""
 
 
+class UploadSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    max_megapixels: Annotated[int, msgspec.Meta(ge=1, le=2000)] = 150
+    max_file_mb: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    chunk_mb: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+
+
 class QueueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     url: str = ""
     workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
@@ -106,6 +113,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     throttle: ThrottleSettings = msgspec.field(default_factory=ThrottleSettings)
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
+    uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -137,9 +138,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def clean_db(database_url: str, clock: FakeClock) -> AsyncIterator[None]:
-    """Empty every table (the audit log too, bypassing its append-only trigger) before a test."""
+async def clean_db(database_url: str, clock: FakeClock, data_dir: Path) -> AsyncIterator[None]:
+    """Empty every table (the audit log too, bypassing its append-only trigger) and the object
+    store of the app's data folder before a test."""
     clock.reset()
+    await asyncio.to_thread(shutil.rmtree, data_dir / "objects", True)
     conn = await asyncpg.connect(database_url)
     try:
         # Superuser-only switch that disables triggers for this connection: the tests may wipe

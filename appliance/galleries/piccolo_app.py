@@ -4,12 +4,18 @@ from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
 
-from appliance.galleries.tables import Gallery, GallerySet
+from appliance.galleries.tables import (
+    Gallery,
+    GallerySet,
+    Photo,
+    PhotoUpload,
+    PhotoUploadChunk,
+)
 
 APP_CONFIG = AppConfig(
     app_name="galleries",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[Gallery, GallerySet],
+    table_classes=[Gallery, GallerySet, Photo, PhotoUpload, PhotoUploadChunk],
     migration_dependencies=["appliance.clients.piccolo_app"],
     commands=[],
 )

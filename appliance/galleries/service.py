@@ -15,7 +15,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.galleries.tables import Gallery, GallerySet
+from appliance.galleries.tables import Gallery, GallerySet, Photo
 from appliance.validation import clean_text
 
 __all__ = [
@@ -354,6 +354,8 @@ async def delete_set(
         remaining = [item.id for item in await list_sets(gallery_id) if item.id != set_id]
         if not remaining:
             raise Conflict("A gallery keeps at least one set.")
+        if await Photo.exists().where(Photo.gallery_set == set_id).run():
+            raise Conflict("This set has photos. Move or delete them first.")
         await GallerySet.delete().where(GallerySet.id == set_id).run()
         await _renumber(gallery_id, remaining)
         await audit.record(

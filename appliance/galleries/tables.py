@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from piccolo.columns import Date, ForeignKey, Integer, OnDelete, Serial, Text, Timestamptz, Varchar
+from piccolo.columns import (
+    BigInt,
+    Date,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Serial,
+    Text,
+    Timestamptz,
+    Varchar,
+)
 from piccolo.table import Table
 
 from appliance.clients.tables import Client
 
-__all__ = ["Gallery", "GallerySet"]
+__all__ = ["Gallery", "GallerySet", "Photo", "PhotoUpload", "PhotoUploadChunk"]
 
 
 class Gallery(Table, tablename="gallery"):
@@ -34,3 +44,48 @@ class GallerySet(Table, tablename="gallery_set"):
     gallery = ForeignKey(Gallery, on_delete=OnDelete.cascade)
     name = Varchar(length=80)
     position = Integer(default=0)
+
+
+class Photo(Table, tablename="photo"):
+    """One original image in a gallery; its bytes live in the object store under
+    ``original_key``."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    gallery = ForeignKey(Gallery, on_delete=OnDelete.cascade)
+    gallery_set = ForeignKey(GallerySet, on_delete=OnDelete.restrict)
+    filename = Varchar(length=255)
+    content_type = Varchar(length=40)
+    size = BigInt()
+    sha256 = Varchar(length=64, index=True)
+    width = Integer()
+    height = Integer()
+    original_key = Varchar(length=512, unique=True)
+    status = Varchar(length=16, default="processing")  # "processing", "ready" or "failed"
+    position = Integer(default=0)
+    created_by = Integer(null=True, default=None)
+    created_at = Timestamptz()
+
+
+class PhotoUpload(Table, tablename="photo_upload"):
+    """A resumable upload in progress: chunks arrive in any order, each at most once counted."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    token = Varchar(length=64, unique=True)
+    gallery = ForeignKey(Gallery, on_delete=OnDelete.cascade)
+    gallery_set = ForeignKey(GallerySet, on_delete=OnDelete.cascade)
+    filename = Varchar(length=255)
+    size = BigInt()
+    chunk_size = Integer()
+    created_by = Integer(null=True, default=None)
+    created_at = Timestamptz()
+
+
+class PhotoUploadChunk(Table, tablename="photo_upload_chunk"):
+    """A chunk that arrived whole and with the right checksum."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    upload = ForeignKey(PhotoUpload, on_delete=OnDelete.cascade)
+    chunk_key = Varchar(length=80, unique=True)  # "<upload id>:<index>": one row per chunk
+    position = Integer()
+    size = Integer()
+    sha256 = Varchar(length=64)
