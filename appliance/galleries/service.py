@@ -22,6 +22,7 @@ __all__ = [
     "STATUSES",
     "GalleryDetails",
     "GalleryRecord",
+    "PhotoSummary",
     "SetRecord",
     "add_set",
     "create_gallery",
@@ -29,6 +30,7 @@ __all__ = [
     "get_gallery",
     "list_for_client",
     "list_galleries",
+    "list_photos",
     "list_sets",
     "move_set",
     "rename_set",
@@ -65,6 +67,18 @@ class GalleryRecord(msgspec.Struct, frozen=True):
 
     def expired(self, today: dt.date) -> bool:
         return self.expires_on is not None and self.expires_on < today
+
+
+class PhotoSummary(msgspec.Struct, frozen=True):
+    id: int
+    set_id: int
+    filename: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+    status: str
+    created_at: dt.datetime
 
 
 class SetRecord(msgspec.Struct, frozen=True):
@@ -242,6 +256,42 @@ async def list_sets(gallery_id: int) -> list[SetRecord]:
         .run()
     )
     return [SetRecord(id=row["id"], name=row["name"], position=row["position"]) for row in rows]
+
+
+async def list_photos(gallery_id: int) -> list[PhotoSummary]:
+    """A gallery's photos, set by set, in their order within each set."""
+    rows = (
+        await Photo.select(
+            Photo.id,
+            Photo.gallery_set,
+            Photo.filename,
+            Photo.content_type,
+            Photo.size,
+            Photo.width,
+            Photo.height,
+            Photo.status,
+            Photo.created_at,
+        )
+        .where(Photo.gallery == gallery_id)
+        .order_by(Photo.gallery_set)
+        .order_by(Photo.position)
+        .order_by(Photo.id)
+        .run()
+    )
+    return [
+        PhotoSummary(
+            id=row["id"],
+            set_id=row["gallery_set"],
+            filename=row["filename"],
+            content_type=row["content_type"],
+            size=row["size"],
+            width=row["width"],
+            height=row["height"],
+            status=row["status"],
+            created_at=row["created_at"],
+        )
+        for row in rows
+    ]
 
 
 async def _own_set(gallery_id: int, set_id: int) -> SetRecord:

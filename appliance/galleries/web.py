@@ -57,6 +57,7 @@ class GalleryController(Controller):
         context = {
             "gallery": gallery,
             "sets": await service.list_sets(gallery_id),
+            "photos": await service.list_photos(gallery_id),
             "today": request.app.state.clock().date(),
             "statuses": service.STATUSES,
             **extra,

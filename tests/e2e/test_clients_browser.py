@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -61,4 +63,48 @@ def test_owner_records_a_client_and_prepares_a_published_gallery_with_sets(
     tab.screenshot("galleries")
 
     assert all(url.startswith(base) or url.startswith("data:") for url in tab.requests)
+    assert tab.console_errors == []
+
+
+def test_photographer_uploads_photos_and_sees_the_progress(
+    appliance: Appliance, tab: Tab, tmp_path: Path
+) -> None:
+    """Two photos chosen in the browser upload in chunks with progress and appear in the set."""
+    import pyvips
+
+    page = tab.page
+    _owner_signs_in(appliance, tab)
+    page.get_by_role("link", name="Clients").click()
+    page.get_by_role("link", name="New client").click()
+    page.get_by_label("Name", exact=True).fill("Ben Okafor")
+    page.get_by_role("button", name="Create client").click()
+    page.get_by_role("link", name="New gallery").click()
+    page.get_by_label("Title").fill("Portraits")
+    page.get_by_role("button", name="Create gallery").click()
+
+    files = []
+    for number, (width, height) in enumerate(((1200, 800), (800, 1200)), start=1):
+        path = tmp_path / f"DSC_{number:04d}.jpg"
+        image = (
+            pyvips.Image.xyz(width, height)[0]
+            .cast("uchar")
+            .bandjoin(
+                [
+                    pyvips.Image.xyz(width, height)[1].cast("uchar"),
+                    (pyvips.Image.black(width, height) + 40 * number).cast("uchar"),
+                ]
+            )
+        )
+        image.write_to_file(str(path))
+        files.append(path)
+    page.get_by_label("Into set").select_option(label="Highlights")
+    page.get_by_label("Photos (JPEG, PNG, TIFF, WebP, HEIC)").set_input_files(files)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-batch-text")).to_have_text("All 2 uploaded.")
+    assert page.locator("#upload-batch").get_attribute("value") == "100"
+    tab.screenshot("uploaded")
+    page.wait_for_load_state("load")
+    expect(page.locator("table.photos")).to_contain_text("DSC_0001.jpg")
+    expect(page.locator("table.photos")).to_contain_text("800 \u00d7 1200")
+    tab.screenshot("photos")
     assert tab.console_errors == []
