@@ -190,14 +190,19 @@ def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_t
 def worker(obj: Context) -> None:
     """Run the background worker alone (as the worker container does)."""
     from appliance.db.engine import configure
-    from appliance.worker import make_huey
+    from appliance.worker import JobLoop, make_huey
 
     configure_logging(obj.settings.logging.level)
     with database(obj.settings) as (settings, _):
         configure(settings.database.url)
         huey = make_huey(settings)
+        jobs = JobLoop(settings)
+        jobs.start()
         consumer = huey.create_consumer(workers=settings.queue.workers, periodic=True)
-        consumer.run()
+        try:
+            consumer.run()  # returns on SIGTERM / SIGINT
+        finally:
+            jobs.stop()
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -11,9 +12,10 @@ from huey import Huey, RedisHuey, SqliteHuey
 
 from appliance.config import Settings
 
-__all__ = ["make_huey", "run_async"]
+__all__ = ["JobLoop", "make_huey", "run_async"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -43,3 +45,37 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.new_event_loop()
         _local.loop = loop
     return loop.run_until_complete(coro)
+
+
+class JobLoop(threading.Thread):
+    """Claims photo jobs from the database every ``interval`` seconds until stopped.
+
+    The database is this queue, not huey: a job is claimed with a conditional UPDATE, and one
+    whose worker died is claimed again when stale, so nothing is lost when a worker is killed.
+    """
+
+    def __init__(self, settings: Settings, *, interval: float = 2.0) -> None:
+        super().__init__(name="photo-jobs", daemon=True)
+        self.settings = settings
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from appliance.clock import utcnow
+        from appliance.galleries.derivatives import process_pending
+        from appliance.storage import open_store
+
+        store = open_store(self.settings)
+        scratch = self.settings.data_dir / "tmp"
+        while not self.stopping.is_set():
+            try:
+                taken = run_async(process_pending(store, scratch, utcnow()))
+            except Exception:  # the loop must survive a database or store outage
+                log.exception("photo jobs: could not claim or run jobs; trying again")
+                taken = 0
+            if not taken:
+                self.stopping.wait(self.interval)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        self.join(timeout)

@@ -8,6 +8,7 @@ from appliance.galleries.tables import (
     Gallery,
     GallerySet,
     Photo,
+    PhotoJob,
     PhotoUpload,
     PhotoUploadChunk,
 )
@@ -15,7 +16,7 @@ from appliance.galleries.tables import (
 APP_CONFIG = AppConfig(
     app_name="galleries",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[Gallery, GallerySet, Photo, PhotoUpload, PhotoUploadChunk],
+    table_classes=[Gallery, GallerySet, Photo, PhotoJob, PhotoUpload, PhotoUploadChunk],
     migration_dependencies=["appliance.clients.piccolo_app"],
     commands=[],
 )

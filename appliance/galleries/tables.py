@@ -17,7 +17,7 @@ from piccolo.table import Table
 
 from appliance.clients.tables import Client
 
-__all__ = ["Gallery", "GallerySet", "Photo", "PhotoUpload", "PhotoUploadChunk"]
+__all__ = ["Gallery", "GallerySet", "Photo", "PhotoJob", "PhotoUpload", "PhotoUploadChunk"]
 
 
 class Gallery(Table, tablename="gallery"):
@@ -61,9 +61,26 @@ class Photo(Table, tablename="photo"):
     height = Integer()
     original_key = Varchar(length=512, unique=True)
     status = Varchar(length=16, default="processing")  # "processing", "ready" or "failed"
+    thumb_key = Varchar(length=512, default="")
+    preview_key = Varchar(length=512, default="")
+    failure = Text(default="")  # why the derivatives could not be made, shown to staff
     position = Integer(default=0)
     created_by = Integer(null=True, default=None)
     created_at = Timestamptz()
+
+
+class PhotoJob(Table, tablename="photo_job"):
+    """Derivatives to make for a photo. The database is the queue: a worker claims a job with a
+    conditional UPDATE, so a job whose worker died is claimed again once it is stale."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    photo = ForeignKey(Photo, on_delete=OnDelete.cascade)
+    state = Varchar(length=16, default="queued")  # "queued", "running", "done" or "failed"
+    attempts = Integer(default=0)
+    last_error = Text(default="")
+    not_before = Timestamptz()
+    claimed_at = Timestamptz(null=True, default=None)
+    updated_at = Timestamptz()
 
 
 class PhotoUpload(Table, tablename="photo_upload"):

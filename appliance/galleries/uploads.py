@@ -30,6 +30,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import UploadSettings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.galleries.derivatives import queue_derivatives
 from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoUpload, PhotoUploadChunk
 from appliance.storage.base import ObjectStore, StorageError
 
@@ -356,6 +357,7 @@ async def complete_upload(
                     created_at=now,
                 )
             ).returning(Photo.id)
+            await queue_derivatives(rows[0]["id"], now)
             await audit.record(
                 "photo.upload",
                 actor=actor,

@@ -1,0 +1,180 @@
+"""Thumbnails and previews of photos, made by the worker with pyvips.
+
+Every copy a client can see is made here: turned upright by its EXIF orientation, converted to
+sRGB, and saved with no metadata at all (no GPS position, camera serial number or owner name);
+the original stays untouched in the store.
+
+The queue is the ``photo_job`` table. Steps of one job:
+1. claim it with a conditional UPDATE (``FOR UPDATE SKIP LOCKED``), so two workers never take
+   the same one; a job running for longer than ``STALE_AFTER`` belonged to a worker that died
+   and is claimed again;
+2. copy the original to a scratch file, render both sizes on a thread, store them;
+3. mark the photo ready; on failure retry later with a growing pause, and after
+   ``MAX_ATTEMPTS`` mark the photo failed with the reason, so nothing is silently missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from appliance.galleries.tables import Photo, PhotoJob
+from appliance.storage.base import ObjectStore
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "PREVIEW_EDGE",
+    "THUMB_EDGE",
+    "claim_job",
+    "process_pending",
+    "queue_derivatives",
+    "render",
+]
+
+log = logging.getLogger(__name__)
+
+THUMB_EDGE = 400
+PREVIEW_EDGE = 2048
+MAX_ATTEMPTS = 3
+STALE_AFTER = dt.timedelta(minutes=10)
+
+
+async def queue_derivatives(photo_id: int, now: dt.datetime) -> None:
+    """Record that a photo needs its derivatives (in the caller's transaction)."""
+    await PhotoJob.insert(PhotoJob(photo=photo_id, not_before=now, updated_at=now)).run()
+
+
+async def claim_job(now: dt.datetime) -> dict[str, Any] | None:
+    """Take the next job that is due (or whose worker died); None when there is none."""
+    rows = await PhotoJob.raw(
+        """
+        UPDATE photo_job SET state = 'running', claimed_at = {}, updated_at = {},
+                             attempts = attempts + 1
+        WHERE id = (
+            SELECT id FROM photo_job
+            WHERE (state = 'queued' AND not_before <= {})
+               OR (state = 'running' AND claimed_at < {})
+            ORDER BY not_before, id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING id, photo, attempts
+        """,
+        now,
+        now,
+        now,
+        now - STALE_AFTER,
+    )
+    return rows[0] if rows else None
+
+
+def render(path: Path, edge: int) -> bytes:
+    """A JPEG no larger than ``edge`` on its long side: upright, sRGB, without metadata."""
+    import pyvips
+
+    image = pyvips.Image.thumbnail(
+        str(path), edge, height=edge, size="down", export_profile="srgb", fail_on="error"
+    )
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    return bytes(image.write_to_buffer(".jpg", Q=85, keep="none", optimize_coding=True))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _make(photo: dict[str, Any], store: ObjectStore, scratch: Path) -> tuple[str, str]:
+    await anyio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, exist_ok=True))
+    base = f"derivatives/{photo['gallery']}/{photo['id']}"
+    with tempfile.NamedTemporaryFile(dir=scratch, suffix=".original") as original:
+        target = anyio.wrap_file(original)
+        async for piece in store.get(photo["original_key"]):
+            await target.write(piece)
+        await target.flush()
+        thumb = await anyio.to_thread.run_sync(render, Path(original.name), THUMB_EDGE)
+        preview = await anyio.to_thread.run_sync(render, Path(original.name), PREVIEW_EDGE)
+    await store.put(f"{base}/thumb.jpg", _once(thumb), content_type="image/jpeg")
+    await store.put(f"{base}/preview.jpg", _once(preview), content_type="image/jpeg")
+    return f"{base}/thumb.jpg", f"{base}/preview.jpg"
+
+
+async def _run(job: dict[str, Any], store: ObjectStore, scratch: Path, now: dt.datetime) -> None:
+    photo = (
+        await Photo.select(Photo.id, Photo.gallery, Photo.original_key)
+        .where(Photo.id == job["photo"])
+        .first()
+        .run()
+    )
+    if photo is None:  # deleted meanwhile: nothing to make
+        await PhotoJob.delete().where(PhotoJob.id == job["id"]).run()
+        return
+    try:
+        thumb_key, preview_key = await _make(photo, store, scratch)
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried, not lost
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        final = job["attempts"] >= MAX_ATTEMPTS
+        log.warning(
+            "derivatives of photo %s failed (attempt %s): %s", photo["id"], job["attempts"], reason
+        )
+        async with PhotoJob._meta.db.transaction(allow_nested=True):
+            await (
+                PhotoJob.update(
+                    {
+                        PhotoJob.state: "failed" if final else "queued",
+                        PhotoJob.last_error: reason,
+                        PhotoJob.not_before: now + dt.timedelta(minutes=2 ** job["attempts"]),
+                        PhotoJob.updated_at: now,
+                    }
+                )
+                .where(PhotoJob.id == job["id"])
+                .run()
+            )
+            if final:
+                await (
+                    Photo.update(
+                        {Photo.status: "failed", Photo.failure: "The previews could not be made."}
+                    )
+                    .where(Photo.id == photo["id"])
+                    .run()
+                )
+        return
+    async with PhotoJob._meta.db.transaction(allow_nested=True):
+        await (
+            Photo.update(
+                {
+                    Photo.status: "ready",
+                    Photo.thumb_key: thumb_key,
+                    Photo.preview_key: preview_key,
+                    Photo.failure: "",
+                }
+            )
+            .where(Photo.id == photo["id"])
+            .run()
+        )
+        await (
+            PhotoJob.update({PhotoJob.state: "done", PhotoJob.updated_at: now})
+            .where(PhotoJob.id == job["id"])
+            .run()
+        )
+
+
+async def process_pending(
+    store: ObjectStore, scratch: Path, now: dt.datetime, *, limit: int = 20
+) -> int:
+    """Work through up to ``limit`` due jobs; returns how many were taken."""
+    done = 0
+    while done < limit:
+        job = await claim_job(now)
+        if job is None:
+            break
+        await _run(job, store, scratch, now)
+        done += 1
+    return done

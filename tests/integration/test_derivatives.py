@@ -1,0 +1,185 @@
+"""Thumbnails and previews: made by the worker, upright, without metadata, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from pathlib import Path
+
+import pyvips
+from litestar import Litestar
+
+from appliance.audit.service import Actor
+from appliance.clients import service as clients
+from appliance.config import Settings, UploadSettings
+from appliance.galleries import derivatives, uploads
+from appliance.galleries import service as galleries
+from appliance.galleries.tables import Photo, PhotoJob
+from tests.conftest import FakeClock
+from tests.processes import AppProcess, free_port
+
+OWNER = Actor(id=None, name="owner")
+
+
+def turned_jpeg(width: int, height: int) -> bytes:
+    """A JPEG stored sideways (EXIF orientation 6: show it turned 90 degrees clockwise)."""
+    image = (
+        pyvips.Image.xyz(width, height)[0]
+        .cast("uchar")
+        .bandjoin(
+            [
+                pyvips.Image.xyz(width, height)[1].cast("uchar"),
+                (pyvips.Image.black(width, height) + 120).cast("uchar"),
+            ]
+        )
+        .copy()
+    )
+    image.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    return bytes(image.write_to_buffer(".jpg"))
+
+
+async def uploaded_photo(
+    store: object, clock: FakeClock, tmp_path: Path, data: bytes
+) -> uploads.PhotoRecord:
+    anna = await clients.create_client(
+        clients.ClientDetails(name="Anna"), actor=OWNER, address="x", now=clock()
+    )
+    gallery = await galleries.create_gallery(
+        anna.id, galleries.GalleryDetails(title="W"), actor=OWNER, address="x", now=clock()
+    )
+    set_id = (await galleries.list_sets(gallery.id))[0].id
+    rules = UploadSettings()
+    state = await uploads.start_upload(
+        gallery.id,
+        set_id,
+        filename="IMG.jpg",
+        size=len(data),
+        rules=rules,
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def once():  # type: ignore[no-untyped-def]
+        yield data
+
+    await uploads.receive_chunk(
+        state.token, gallery.id, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+    )  # type: ignore[arg-type]
+    return await uploads.complete_upload(
+        state.token,
+        gallery.id,
+        store=store,  # type: ignore[arg-type]
+        rules=rules,
+        scratch=tmp_path,
+        actor=OWNER,
+        address="x",
+        now=clock(),
+    )
+
+
+async def read(store: object, key: str) -> bytes:
+    return b"".join([chunk async for chunk in store.get(key)])  # type: ignore[attr-defined]
+
+
+async def test_derivatives_are_upright_small_and_carry_no_metadata(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Thumbnail and preview fit their size, follow the EXIF orientation and strip all EXIF;
+    the original keeps its bytes."""
+    store = app.state.store
+    data = turned_jpeg(3000, 2000)
+    photo = await uploaded_photo(store, clock, tmp_path, data)
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "processing"
+    assert await derivatives.process_pending(store, tmp_path, clock()) == 1
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "ready"
+    for key, edge in (
+        (row["thumb_key"], derivatives.THUMB_EDGE),
+        (row["preview_key"], derivatives.PREVIEW_EDGE),
+    ):
+        image = pyvips.Image.new_from_buffer(await read(store, key), "")
+        assert max(image.width, image.height) == edge
+        assert image.height > image.width  # turned upright: portrait
+        assert "exif-data" not in image.get_fields() and "orientation" not in image.get_fields()
+        assert "icc-profile-data" not in image.get_fields()
+    assert await read(store, row["original_key"]) == data
+    assert await derivatives.process_pending(store, tmp_path, clock()) == 0
+
+
+async def test_failed_derivatives_are_retried_then_shown_as_failed(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A broken original fails each attempt, waits longer each time, and after the last one
+    the photo is marked failed with a reason (never silently missing)."""
+    store = app.state.store
+    photo = await uploaded_photo(store, clock, tmp_path, turned_jpeg(400, 300))
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None
+
+    async def junk():  # type: ignore[no-untyped-def]
+        yield b"not an image any more"
+
+    await store.put(row["original_key"], junk(), content_type="image/jpeg")
+    now = clock()
+    for attempt in range(1, derivatives.MAX_ATTEMPTS + 1):
+        assert await derivatives.process_pending(store, tmp_path, now) == 1
+        job = await PhotoJob.select().where(PhotoJob.photo == photo.id).first().run()
+        assert job is not None and job["attempts"] == attempt and job["last_error"]
+        assert await derivatives.process_pending(store, tmp_path, now) == 0  # not due yet
+        now += dt.timedelta(minutes=2**attempt, seconds=1)
+    assert job["state"] == "failed"
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "failed" and row["failure"]
+
+
+async def test_a_job_whose_worker_died_is_claimed_again(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A job left running past the stale limit is taken again; a fresh running one is not."""
+    store = app.state.store
+    photo = await uploaded_photo(store, clock, tmp_path, turned_jpeg(400, 300))
+    claimed = await derivatives.claim_job(clock())
+    assert claimed is not None and claimed["photo"] == photo.id
+    assert await derivatives.claim_job(clock() + dt.timedelta(minutes=1)) is None
+    again = await derivatives.claim_job(clock() + derivatives.STALE_AFTER + dt.timedelta(seconds=1))
+    assert again is not None and again["id"] == claimed["id"] and again["attempts"] == 2
+
+
+async def test_two_workers_never_take_the_same_job(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Claims racing each other each get a different job, or none."""
+    store = app.state.store
+    for _ in range(3):
+        await uploaded_photo(store, clock, tmp_path, turned_jpeg(300, 200))
+    claims = await asyncio.gather(*(derivatives.claim_job(clock()) for _ in range(6)))
+    taken = [c["id"] for c in claims if c is not None]
+    assert len(taken) == 3 and len(set(taken)) == 3
+
+
+async def test_worker_process_makes_the_derivatives(
+    clean_db: None, app: Litestar, clock: FakeClock, settings: Settings, tmp_path: Path
+) -> None:
+    """`appliance worker` picks up a new photo's job by itself within seconds."""
+    photo = await uploaded_photo(app.state.store, clock, tmp_path, turned_jpeg(1200, 800))
+    env = {
+        "APPLIANCE_DATABASE__URL": settings.database.url,
+        "APPLIANCE_PATHS__DATA_DIR": str(settings.data_dir),
+        "APPLIANCE_QUEUE__URL": "",
+    }
+    worker = AppProcess(["worker"], workdir=tmp_path, port=free_port(), env=env)
+    try:
+        deadline = time.monotonic() + 30
+        status = "processing"
+        while time.monotonic() < deadline and status == "processing":
+            await asyncio.sleep(0.3)
+            row = await Photo.select(Photo.status).where(Photo.id == photo.id).first().run()
+            status = row["status"] if row else "gone"
+        assert status == "ready", worker.text()[-3000:]
+    finally:
+        worker.stop()
+    assert worker.process.returncode == 0
+    assert "Traceback" not in worker.text()
