@@ -75,16 +75,31 @@ async def claim_job(now: dt.datetime) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def render(path: Path, edge: int) -> bytes:
-    """A JPEG no larger than ``edge`` on its long side: upright, sRGB, without metadata."""
+def render(path: Path) -> tuple[bytes, bytes]:
+    """Thumbnail and preview JPEGs (long side at most THUMB_EDGE / PREVIEW_EDGE): upright,
+    sRGB, without metadata.
+
+    The original is decoded once, shrinking while it loads (JPEG's DCT scaling); the
+    thumbnail is made from the preview in memory rather than by decoding the file again.
+    """
     import pyvips
 
-    image = pyvips.Image.thumbnail(
-        str(path), edge, height=edge, size="down", export_profile="srgb", fail_on="error"
+    preview = pyvips.Image.thumbnail(
+        str(path),
+        PREVIEW_EDGE,
+        height=PREVIEW_EDGE,
+        size="down",
+        export_profile="srgb",
+        fail_on="error",
     )
-    if image.hasalpha():
-        image = image.flatten(background=[255, 255, 255])
-    return bytes(image.write_to_buffer(".jpg", Q=85, keep="none", optimize_coding=True))
+    if preview.hasalpha():
+        preview = preview.flatten(background=[255, 255, 255])
+    preview = preview.copy_memory()  # decoded once, reused for the thumbnail
+    thumb = preview.thumbnail_image(THUMB_EDGE, height=THUMB_EDGE, size="down")
+    options = {"Q": 85, "keep": "none", "optimize_coding": True}
+    return bytes(thumb.write_to_buffer(".jpg", **options)), bytes(
+        preview.write_to_buffer(".jpg", **options)
+    )
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -99,8 +114,7 @@ async def _make(photo: dict[str, Any], store: ObjectStore, scratch: Path) -> tup
         async for piece in store.get(photo["original_key"]):
             await target.write(piece)
         await target.flush()
-        thumb = await anyio.to_thread.run_sync(render, Path(original.name), THUMB_EDGE)
-        preview = await anyio.to_thread.run_sync(render, Path(original.name), PREVIEW_EDGE)
+        thumb, preview = await anyio.to_thread.run_sync(render, Path(original.name))
     await store.put(f"{base}/thumb.jpg", _once(thumb), content_type="image/jpeg")
     await store.put(f"{base}/preview.jpg", _once(preview), content_type="image/jpeg")
     return f"{base}/thumb.jpg", f"{base}/preview.jpg"
