@@ -29,8 +29,10 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
             "appliance", filename=str(settings.data_dir / "queue.db"), immediate=immediate
         )
     from appliance.accounts import tasks as account_tasks
+    from appliance.galleries import tasks as gallery_tasks
 
     account_tasks.register(huey, settings)
+    gallery_tasks.register(huey, settings)
     return huey
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "PhotoRecord",
     "UploadState",
     "complete_upload",
+    "purge_abandoned",
     "receive_chunk",
     "sniff_type",
     "start_upload",
@@ -383,3 +384,12 @@ async def complete_upload(
         height=height,
         duplicate_of=duplicate["id"] if duplicate else None,
     )
+
+
+async def purge_abandoned(store: ObjectStore, now: dt.datetime, *, older_than: dt.timedelta) -> int:
+    """Remove uploads started longer ago than ``older_than`` and never completed, with their
+    chunks; returns how many. (A browser resumes within days, not weeks.)"""
+    rows = await PhotoUpload.select().where(PhotoUpload.created_at < now - older_than).run()
+    for row in rows:
+        await _discard(row, store)
+    return len(rows)

@@ -443,3 +443,47 @@ async def test_upload_through_an_s3_store(
     assert len(keys) == 1 and keys[0].startswith(f"originals/{gallery.id}/")
     stored = b"".join([c async for c in store.get(keys[0])])
     assert hashlib.sha256(stored).hexdigest() == photo.sha256
+
+
+async def test_abandoned_uploads_are_removed_with_their_chunks(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """An upload left unfinished for a week goes, chunks included; a recent one stays."""
+    import datetime as dt
+
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg")
+    old = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="old.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock() - dt.timedelta(days=8),
+    )
+    fresh = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="new.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock(),
+    )
+    for state in (old, fresh):
+
+        async def once():  # type: ignore[no-untyped-def]
+            yield data
+
+        await uploads.receive_chunk(
+            state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+        )
+    removed = await uploads.purge_abandoned(store, clock(), older_than=dt.timedelta(days=7))
+    assert removed == 1
+    assert [row["filename"] for row in await PhotoUpload.select(PhotoUpload.filename).run()] == [
+        "new.jpg"
+    ]
+    keys = [info.key async for info in store.list("uploads/")]
+    assert len(keys) == 1

@@ -60,7 +60,11 @@ async def test_purge_task_removes_expired_sessions_and_old_throttle_rows(
     data = msgspec.structs.replace(settings.paths, data_dir=str(tmp_path))
     huey = make_huey(msgspec.structs.replace(settings, paths=data), immediate=True)
     tasks = [t for t in huey._registry._registry.values() if issubclass(t, PeriodicTask)]
-    assert [t.__name__ for t in tasks] == ["accounts.purge_expired"]
+    assert sorted(t.__name__ for t in tasks) == [
+        "accounts.purge_expired",
+        "galleries.purge_abandoned_uploads",
+    ]
+    tasks = [t for t in tasks if t.__name__ == "accounts.purge_expired"]
     # The task runs on a loop of its own in a worker thread, as in the worker process, which
     # has no connection pool: the web app's pool of this test process is set aside meanwhile.
     db = engine()
