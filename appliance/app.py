@@ -22,6 +22,7 @@ from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
+from appliance.galleries.media_web import StaffMediaController
 from appliance.galleries.upload_web import UploadController
 from appliance.galleries.web import GalleryController
 from appliance.monitoring.web import HealthController
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             ClientController,
             GalleryController,
             UploadController,
+            StaffMediaController,
             create_static_files_router(
                 path="/static",
                 directories=[WEB_DIR / "static"],

@@ -10,7 +10,7 @@ from litestar.params import FromPath, QueryParameter
 
 from appliance.clients import service as clients
 from appliance.errors import ApplianceError
-from appliance.galleries import service
+from appliance.galleries import media, service
 from appliance.galleries.service import GalleryDetails
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -54,10 +54,24 @@ class GalleryController(Controller):
         self, request: AnyRequest, gallery_id: int, *, status_code: int = 200, **extra: Any
     ) -> Response[Any]:
         gallery = await service.get_gallery(gallery_id)
+        photos = await service.list_photos(gallery_id)
+        now = request.app.state.clock()
+        thumbs = {
+            photo.id: media.media_url(
+                request.app.state.secret_key,
+                scope="staff",
+                photo_id=photo.id,
+                variant="thumb",
+                now=now,
+            )
+            for photo in photos
+            if photo.status == "ready"
+        }
         context = {
             "gallery": gallery,
             "sets": await service.list_sets(gallery_id),
-            "photos": await service.list_photos(gallery_id),
+            "photos": photos,
+            "thumbs": thumbs,
             "today": request.app.state.clock().date(),
             "statuses": service.STATUSES,
             **extra,

@@ -1,0 +1,79 @@
+"""Signed, short-lived URLs for photo files.
+
+Bytes of a photo reach a browser only through such a URL. It names the photo, the variant and
+who it was made for (``scope``: "staff" now, a share link later), expires within
+``URL_LIFETIME``, and is signed with the appliance's secret key; the handler checks the
+signature, the expiry and, on every request, that the scope still allows it (a staff session,
+or a share link that is not revoked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from typing import Any
+
+from appliance.errors import Forbidden, NotFound
+from appliance.galleries.tables import Photo
+
+__all__ = ["URL_LIFETIME", "VARIANTS", "media_url", "photo_file", "verify_media_url"]
+
+URL_LIFETIME = dt.timedelta(minutes=5)
+VARIANTS = {"thumb": "thumb_key", "preview": "preview_key", "original": "original_key"}
+
+
+def _signature(secret_key: str, scope: str, photo_id: int, variant: str, expires: int) -> str:
+    message = f"media:{scope}:{photo_id}:{variant}:{expires}".encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def media_url(secret_key: str, *, scope: str, photo_id: int, variant: str, now: dt.datetime) -> str:
+    """The URL of one variant of a photo, valid for URL_LIFETIME from ``now``."""
+    expires = int((now + URL_LIFETIME).timestamp())
+    signature = _signature(secret_key, scope, photo_id, variant, expires)
+    return f"/media/{scope}/{photo_id}/{variant}?e={expires}&s={signature}"
+
+
+def verify_media_url(
+    secret_key: str,
+    *,
+    scope: str,
+    photo_id: int,
+    variant: str,
+    expires: int,
+    signature: str,
+    now: dt.datetime,
+) -> None:
+    """Raise Forbidden unless the signature is ours and the URL has not expired."""
+    if variant not in VARIANTS:
+        raise NotFound("There is no such file.")
+    expected = _signature(secret_key, scope, photo_id, variant, expires)
+    if not hmac.compare_digest(expected, signature):
+        raise Forbidden("This link to a file is not valid.")
+    if expires < now.timestamp() or expires > (now + URL_LIFETIME).timestamp() + 5:
+        raise Forbidden("This link to a file has expired. Reload the page.")
+
+
+async def photo_file(photo_id: int, variant: str) -> dict[str, Any]:
+    """The object key, type and name of a variant; NotFound while it does not exist yet."""
+    row = (
+        await Photo.select(
+            Photo.original_key,
+            Photo.thumb_key,
+            Photo.preview_key,
+            Photo.content_type,
+            Photo.filename,
+        )
+        .where(Photo.id == photo_id)
+        .first()
+        .run()
+    )
+    if row is None or not row[VARIANTS[variant]]:
+        raise NotFound("There is no such file (yet).")
+    original = variant == "original"
+    return {
+        "key": row[VARIANTS[variant]],
+        "content_type": row["content_type"] if original else "image/jpeg",
+        "filename": row["filename"],
+    }
