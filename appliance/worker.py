@@ -71,7 +71,8 @@ class JobLoop(threading.Thread):
         scratch = self.settings.data_dir / "tmp"
         while not self.stopping.is_set():
             try:
-                taken = run_async(process_pending(store, scratch, utcnow()))
+                # One job per call, so each claim and its updates get the time they happen at.
+                taken = run_async(process_pending(store, scratch, utcnow(), limit=1))
             except Exception:  # the loop must survive a database or store outage
                 log.exception("photo jobs: could not claim or run jobs; trying again")
                 taken = 0

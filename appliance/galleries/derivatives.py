@@ -65,7 +65,7 @@ async def claim_job(now: dt.datetime) -> dict[str, Any] | None:
             LIMIT 1
             FOR UPDATE SKIP LOCKED
         )
-        RETURNING id, photo, attempts
+        RETURNING id, photo, attempts, claimed_at
         """,
         now,
         now,

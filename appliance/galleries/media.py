@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from typing import Any
 
 from appliance.errors import Forbidden, NotFound
@@ -23,7 +24,13 @@ URL_LIFETIME = dt.timedelta(minutes=5)
 VARIANTS = {"thumb": "thumb_key", "preview": "preview_key", "original": "original_key"}
 
 
+_SCOPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _signature(secret_key: str, scope: str, photo_id: int, variant: str, expires: int) -> str:
+    # The scope's alphabet has no ":", so the joined message cannot be read two ways.
+    if not _SCOPE.fullmatch(scope):
+        raise ValueError(f"invalid media scope {scope!r}")
     message = f"media:{scope}:{photo_id}:{variant}:{expires}".encode()
     return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
 

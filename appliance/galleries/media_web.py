@@ -38,12 +38,16 @@ class StaffMediaController(Controller):
             now=request.app.state.clock(),
         )
         found = await media.photo_file(photo_id, variant)
+        store = request.app.state.store
+        # Checked before the answer starts: a missing object is a 404, not a cut-off 200.
+        info = await store.stat(found["key"])
         safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in found["filename"])
         disposition = "attachment" if variant == "original" else "inline"
         return Stream(
-            request.app.state.store.get(found["key"]),
+            store.get(found["key"]),
             media_type=found["content_type"],
             headers={
+                "Content-Length": str(info.size),
                 "Cache-Control": "private, max-age=300",
                 "Content-Disposition": f'{disposition}; filename="{safe_name}"',
             },

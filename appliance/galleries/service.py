@@ -15,7 +15,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.galleries.tables import Gallery, GallerySet, Photo
+from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoUpload
 from appliance.validation import clean_text
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "list_galleries",
     "list_photos",
     "list_sets",
+    "lock_gallery",
     "move_set",
     "rename_set",
     "set_status",
@@ -301,7 +302,7 @@ async def _own_set(gallery_id: int, set_id: int) -> SetRecord:
     raise NotFound("There is no such set in this gallery.")
 
 
-async def _lock_gallery(gallery_id: int) -> None:
+async def lock_gallery(gallery_id: int) -> None:
     """Serialise changes to one gallery's sets (positions are renumbered as a whole)."""
     rows = await Gallery.raw("SELECT id FROM gallery WHERE id = {} FOR UPDATE", gallery_id)
     if not rows:
@@ -320,7 +321,7 @@ async def add_set(
 ) -> SetRecord:
     clean = clean_text(name, field="set_name", max_length=80)
     async with Gallery._meta.db.transaction(allow_nested=True):
-        await _lock_gallery(gallery_id)
+        await lock_gallery(gallery_id)
         existing = await list_sets(gallery_id)
         if len(existing) >= MAX_SETS:
             raise Conflict(f"A gallery has at most {MAX_SETS} sets.")
@@ -345,7 +346,7 @@ async def rename_set(
 ) -> SetRecord:
     clean = clean_text(name, field="set_name", max_length=80)
     async with Gallery._meta.db.transaction(allow_nested=True):
-        await _lock_gallery(gallery_id)
+        await lock_gallery(gallery_id)
         await _own_set(gallery_id, set_id)
         others = [s for s in await list_sets(gallery_id) if s.id != set_id]
         if any(item.name.casefold() == clean.casefold() for item in others):
@@ -375,7 +376,7 @@ async def move_set(
     if direction not in ("up", "down"):
         raise InvalidInput("Move a set up or down.", field="direction")
     async with Gallery._meta.db.transaction(allow_nested=True):
-        await _lock_gallery(gallery_id)
+        await lock_gallery(gallery_id)
         await _own_set(gallery_id, set_id)
         order = [item.id for item in await list_sets(gallery_id)]
         index = order.index(set_id)
@@ -399,13 +400,15 @@ async def delete_set(
 ) -> None:
     """Remove an (empty) set; the last set of a gallery stays."""
     async with Gallery._meta.db.transaction(allow_nested=True):
-        await _lock_gallery(gallery_id)
+        await lock_gallery(gallery_id)
         await _own_set(gallery_id, set_id)
         remaining = [item.id for item in await list_sets(gallery_id) if item.id != set_id]
         if not remaining:
             raise Conflict("A gallery keeps at least one set.")
         if await Photo.exists().where(Photo.gallery_set == set_id).run():
             raise Conflict("This set has photos. Move or delete them first.")
+        if await PhotoUpload.exists().where(PhotoUpload.gallery_set == set_id).run():
+            raise Conflict("Photos are being uploaded into this set. Try again when they are in.")
         await GallerySet.delete().where(GallerySet.id == set_id).run()
         await _renumber(gallery_id, remaining)
         await audit.record(

@@ -95,6 +95,9 @@ class PhotoUpload(Table, tablename="photo_upload"):
     chunk_size = Integer()
     created_by = Integer(null=True, default=None)
     created_at = Timestamptz()
+    # Set while a request completes the upload: a second "complete" (a retry, a double click)
+    # is refused instead of making a second photo.
+    completing_at = Timestamptz(null=True, default=None)
 
 
 class PhotoUploadChunk(Table, tablename="photo_upload_chunk"):

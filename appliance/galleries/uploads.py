@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import asyncpg
 import msgspec
 
 from appliance.audit import service as audit
@@ -31,6 +32,7 @@ from appliance.audit.service import Actor
 from appliance.config import UploadSettings
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.derivatives import queue_derivatives
+from appliance.galleries.service import lock_gallery
 from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoUpload, PhotoUploadChunk
 from appliance.storage.base import ObjectStore, StorageError
 
@@ -73,6 +75,9 @@ class PhotoRecord(msgspec.Struct, frozen=True):
     width: int
     height: int
     duplicate_of: int | None = None
+
+
+COMPLETING_FOR = dt.timedelta(minutes=15)  # a claim older than this was a request that died
 
 
 def sniff_type(head: bytes) -> str | None:
@@ -224,17 +229,26 @@ async def receive_chunk(
     if problem:
         await store.delete(key)
         raise InvalidInput(problem, field="chunk")
+    try:
+        await _record_chunk(row["id"], index, received, digest.hexdigest())
+    except asyncpg.ForeignKeyViolationError:
+        # The upload was finished, purged or its set deleted while this chunk arrived.
+        await store.delete(key)
+        raise NotFound("This upload no longer exists.") from None
+    return await upload_state(token, gallery_id)
+
+
+async def _record_chunk(upload_id: int, index: int, size: int, sha256: str) -> None:
     await PhotoUploadChunk.raw(
         "INSERT INTO photo_upload_chunk (upload, chunk_key, position, size, sha256)"
         " VALUES ({}, {}, {}, {}, {})"
         " ON CONFLICT (chunk_key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256",
-        row["id"],
-        f"{row['id']}:{index}",
+        upload_id,
+        f"{upload_id}:{index}",
         index,
-        received,
-        digest.hexdigest(),
+        size,
+        sha256,
     )
-    return await upload_state(token, gallery_id)
 
 
 async def _discard(row: dict[str, Any], store: ObjectStore) -> None:
@@ -311,36 +325,93 @@ async def complete_upload(
     address: str,
     now: dt.datetime,
 ) -> PhotoRecord:
-    """Join, check and store the original; returns the new photo (noting an exact duplicate)."""
+    """Join, check and store the original; returns the new photo (noting an exact duplicate).
+
+    The upload is claimed first, so a second "complete" of the same upload (a retry, a double
+    click) is refused instead of making a second photo.
+    """
     row = await _upload_row(token, gallery_id)
     state = await upload_state(token, gallery_id)
     missing = sorted(set(range(state.chunks)) - set(state.received))
     if missing:
         raise Conflict(f"Chunks still missing: {', '.join(map(str, missing[:10]))}.")
+    claimed = (
+        await PhotoUpload.update({PhotoUpload.completing_at: now})
+        .where(PhotoUpload.id == row["id"])
+        .where(
+            PhotoUpload.completing_at.is_null() | (PhotoUpload.completing_at < now - COMPLETING_FOR)
+        )
+        .returning(PhotoUpload.id)
+        .run()
+    )
+    if not claimed:
+        raise Conflict(f"{row['filename']} is already being finished.")
+    try:
+        return await _complete_claimed(
+            row,
+            state,
+            gallery_id,
+            store=store,
+            rules=rules,
+            scratch=scratch,
+            actor=actor,
+            address=address,
+            now=now,
+        )
+    except (InvalidInput, StorageError):
+        await _discard(row, store)  # refused: nothing of it stays
+        raise
+    except BaseException:
+        # Anything else (the database, a cancelled request): let the browser try again.
+        await (
+            PhotoUpload.update({PhotoUpload.completing_at: None})
+            .where(PhotoUpload.id == row["id"])
+            .run()
+        )
+        raise
+
+
+async def _require_set(set_id: int) -> None:
+    if not await GallerySet.exists().where(GallerySet.id == set_id).run():
+        raise Conflict("The set of this upload was deleted.")
+
+
+async def _complete_claimed(
+    row: dict[str, Any],
+    state: UploadState,
+    gallery_id: int,
+    *,
+    store: ObjectStore,
+    rules: UploadSettings,
+    scratch: Path,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+) -> PhotoRecord:
     await anyio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, exist_ok=True))
     key = f"originals/{gallery_id}/{secrets.token_hex(16)}"
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".part") as joined:
+        sha256 = await _join(row, state.chunks, store, joined)
         try:
-            sha256 = await _join(row, state.chunks, store, joined)
             content_type, width, height = await anyio.to_thread.run_sync(
                 _check_file, Path(joined.name), rules
             )
-            await store.put(key, _file_chunks(joined.name), content_type=content_type)
         except InvalidInput as exc:
-            await _discard(row, store)
             raise InvalidInput(f"{row['filename']}: {exc.message}", field=exc.field) from None
-        except StorageError:
-            await _discard(row, store)
-            raise
-    duplicate = (
-        await Photo.select(Photo.id)
-        .where(Photo.gallery == gallery_id)
-        .where(Photo.sha256 == sha256)
-        .first()
-        .run()
-    )
+        await store.put(key, _file_chunks(joined.name), content_type=content_type)
     try:
         async with Gallery._meta.db.transaction(allow_nested=True):
+            # The gallery's lock orders this against set changes and other completions, so
+            # positions do not collide and the set cannot vanish under the insert.
+            await lock_gallery(gallery_id)
+            await _require_set(row["gallery_set"])
+            duplicate = (
+                await Photo.select(Photo.id)
+                .where(Photo.gallery == gallery_id)
+                .where(Photo.sha256 == sha256)
+                .first()
+                .run()
+            )
             position = await Photo.count().where(Photo.gallery_set == row["gallery_set"]).run()
             rows = await Photo.insert(
                 Photo(
@@ -367,11 +438,10 @@ async def complete_upload(
                 details={"photo": rows[0]["id"], "bytes": row["size"]},
                 at=now,
             )
-    except Exception:
+    except BaseException:
         await store.delete(key)  # no object without its row
         raise
-    finally:
-        await _discard(row, store)
+    await _discard(row, store)
     return PhotoRecord(
         id=rows[0]["id"],
         gallery_id=gallery_id,

@@ -24,6 +24,7 @@ from appliance.errors import (
     Unauthenticated,
 )
 from appliance.logs import redact_path
+from appliance.storage.base import ObjectNotFound, StorageError
 from appliance.web.auth import AdminRequired, LoginRequired
 from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
 from appliance.web.requests import AnyRequest
@@ -174,6 +175,21 @@ def _on_http(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     return _error(request, exc.status_code, message, headers=exc.headers)
 
 
+def _on_storage(request: AnyRequest, exc: StorageError) -> Response[Any]:
+    if isinstance(exc, ObjectNotFound):
+        log.error("missing object on %s: %s", redact_path(request.url.path), exc)
+        return _error(request, 404, "The file is missing from storage.")
+    log.error("storage failure on %s: %s", redact_path(request.url.path), exc)
+    if exc.permanent:
+        return _error(request, 500, "The appliance cannot use its storage. The error was logged.")
+    return _error(
+        request,
+        503,
+        "The appliance cannot reach its storage right now. Try again in a minute.",
+        headers={"Retry-After": "30"},
+    )
+
+
 def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     if isinstance(exc, DATABASE_UNAVAILABLE):
         log.error("database unavailable on %s: %r", redact_path(request.url.path), exc)
@@ -195,5 +211,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     CsrfRefused: _on_csrf,
     ValidationException: _on_validation,
     HTTPException: _on_http,
+    StorageError: _on_storage,
     Exception: _on_unexpected,
 }

@@ -73,3 +73,17 @@ async def test_media_needs_the_staff_session_on_every_request(
     ) as stranger:
         response = await stranger.get(url)
         assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+async def test_missing_file_answers_404_not_a_broken_200(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, tmp_path: object
+) -> None:
+    """When the object is gone from the store the signed URL answers 404 with a message."""
+    from appliance.galleries.tables import Photo
+
+    _, url = await gallery_with_ready_photo(client, app, admin, clock, tmp_path)
+    row = await Photo.select(Photo.thumb_key).first().run()
+    assert row is not None
+    await app.state.store.delete(row["thumb_key"])
+    response = await client.get(url)
+    assert response.status_code == 404 and "missing from storage" in response.text

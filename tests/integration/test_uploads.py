@@ -14,7 +14,7 @@ from litestar import Litestar
 
 from appliance.audit.service import Actor, list_entries
 from appliance.config import Settings, UploadSettings
-from appliance.errors import Conflict, InvalidInput
+from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries import uploads
 from appliance.galleries.tables import GallerySet, Photo, PhotoUpload
 from tests.conftest import FakeClock, S3Server
@@ -487,3 +487,102 @@ async def test_abandoned_uploads_are_removed_with_their_chunks(
     ]
     keys = [info.key async for info in store.list("uploads/")]
     assert len(keys) == 1
+
+
+async def test_completing_the_same_upload_twice_makes_one_photo(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Two "complete" requests racing for one upload: one photo, the other refused with 409."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg", 1600, 1200)
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="twice.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def once():  # type: ignore[no-untyped-def]
+        yield data
+
+    await uploads.receive_chunk(
+        state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+    )
+
+    async def complete() -> object:
+        try:
+            return await uploads.complete_upload(
+                state.token,
+                gallery,
+                store=store,
+                rules=UploadSettings(),
+                scratch=tmp_path,
+                actor=OWNER,
+                address="x",
+                now=clock(),
+            )
+        except (Conflict, NotFound) as exc:
+            return exc
+
+    results = await asyncio.gather(complete(), complete())
+    photos = [r for r in results if isinstance(r, uploads.PhotoRecord)]
+    assert len(photos) == 1
+    assert await Photo.count().run() == 1
+    originals = [i.key async for i in store.list("originals/")]
+    assert len(originals) == 1
+
+
+async def test_set_with_uploads_in_progress_cannot_be_deleted(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """An open upload keeps its set: deleting it answers 409 instead of orphaning chunks."""
+    from tests.integration.flows import submit
+
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    page = f"/galleries/{gallery}"
+    await submit(client, page, {"set_name": "Spare"}, action=f"{page}/sets")
+    await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="a.jpg",
+        size=100,
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock(),
+    )
+    refused = await submit(client, page, {}, action=f"{page}/sets/{set_id}/delete")
+    assert refused.status_code == 409 and "being uploaded" in refused.text
+
+
+async def test_chunk_for_a_vanished_upload_leaves_nothing(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A chunk arriving after its upload was removed answers 404 and its object is deleted."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg")
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="a.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock(),
+    )
+    upload_id = (await PhotoUpload.select(PhotoUpload.id).first().run())["id"]  # type: ignore[index]
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield data[:10]
+        await PhotoUpload.delete().where(PhotoUpload.id == upload_id).run()  # removed meanwhile
+        yield data[10:]
+
+    with pytest.raises(NotFound):
+        await uploads.receive_chunk(
+            state.token, gallery, 0, body(), sha256=hashlib.sha256(data).hexdigest(), store=store
+        )
+    assert [i.key async for i in store.list("uploads/")] == []

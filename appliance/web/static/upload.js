@@ -26,11 +26,16 @@
     return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  class Refused extends Error {}
+  class Refused extends Error {
+    constructor(message, field) {
+      super(message);
+      this.field = field;
+    }
+  }
 
   // One request; network failures and 5xx answers are retried with growing pauses, a 4xx
   // answer is final and its message shown to the person.
-  async function call(method, url, options = {}) {
+  async function call(method, url, options = {}, retries = 8) {
     for (let attempt = 0; ; attempt++) {
       let response;
       try {
@@ -46,10 +51,15 @@
       if (response && response.ok) return response.json();
       if (response && response.status >= 400 && response.status < 500) {
         let message = `Refused (${response.status}).`;
-        try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
-        throw new Refused(message);
+        let field = null;
+        try {
+          const body = await response.json();
+          message = body.error || message;
+          field = body.field || null;
+        } catch (e) { /* not JSON */ }
+        throw new Refused(message, field);
       }
-      if (attempt >= 8) throw new Error("The server cannot be reached. Try again later.");
+      if (attempt >= retries) throw new Error("The server cannot be reached. Try again later.");
       await sleep(Math.min(1000 * 2 ** attempt, 30000));
     }
   }
@@ -96,16 +106,30 @@
       if (received.has(index)) continue;
       const piece = file.slice(index * state.chunk_size, (index + 1) * state.chunk_size);
       const buffer = await piece.arrayBuffer();
-      await call("PUT", `${api}/${encodeURIComponent(state.token)}/chunks/${index}`, {
+      const send = async () => call("PUT", `${api}/${encodeURIComponent(state.token)}/chunks/${index}`, {
         headers: { "Content-Type": "application/octet-stream", "X-Chunk-SHA256": await hex(buffer) },
         body: buffer,
       });
+      try {
+        await send();
+      } catch (error) {
+        // A chunk damaged on the way is worth one more try; anything else is final.
+        if (!(error instanceof Refused && error.field === "chunk")) throw error;
+        await send();
+      }
       done += buffer.byteLength;
       view.bar.value = done;
       progress(buffer.byteLength);
     }
     view.status.textContent = "checking";
-    const photo = await call("POST", `${api}/${encodeURIComponent(state.token)}/complete`);
+    // Never repeated automatically: a second "complete" could only be refused as a duplicate.
+    let photo;
+    try {
+      photo = await call("POST", `${api}/${encodeURIComponent(state.token)}/complete`, {}, 0);
+    } catch (error) {
+      if (error instanceof Refused) throw error;
+      throw new Error("The connection broke while the photo was being checked. Reload the page to see whether it arrived.");
+    }
     localStorage.removeItem(remembered);
     view.status.textContent = photo.duplicate_of ? "done (the same file is already in this gallery)" : "done";
     view.item.classList.add("done");
