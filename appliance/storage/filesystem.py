@@ -127,9 +127,15 @@ class FilesystemStore:
         await anyio.to_thread.run_sync(remove)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        # Walk only below the prefix's folder: "uploads/12/" never reads the rest of the store.
+        folder_part = prefix.rpartition("/")[0]
+        start = self.root / folder_part if folder_part else self.root
+        if folder_part:
+            check_key(folder_part)
+
         def walk() -> list[str]:
             keys = []
-            for folder, dirs, files in os.walk(self.root):
+            for folder, dirs, files in os.walk(start):
                 dirs[:] = [d for d in dirs if d != _STAGING]
                 for name in files:
                     if name.endswith(_TYPES_SUFFIX):
