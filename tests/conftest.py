@@ -215,6 +215,31 @@ class S3Server:
     access_key: str = "testing-access"
     secret_key: str = "testing-secret-key"
 
+    def public_bucket(self, principal: object) -> str:
+        """A new bucket whose policy lets ``principal`` ("*" or {"AWS": ["*"]}) read it."""
+        import json
+
+        from minio import Minio
+
+        bucket = f"open-{secrets.token_hex(4)}"
+        client = Minio(
+            self.endpoint.removeprefix("http://"),
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+        )
+        client.make_bucket(bucket)
+        statement = {
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/*"],
+        }
+        client.set_bucket_policy(
+            bucket, json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+        )
+        return bucket
+
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:

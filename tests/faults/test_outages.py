@@ -180,34 +180,8 @@ def test_public_bucket_stops_start_up_with_one_line(
     blank_database: str, s3_server: S3Server, tmp_path: Path
 ) -> None:
     """A bucket anyone may read is refused before the web server starts."""
-    import json
 
-    from minio import Minio
-
-    bucket = f"open-{secrets.token_hex(4)}"
-    client = Minio(
-        s3_server.endpoint.removeprefix("http://"),
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-    )
-    client.make_bucket(bucket)
-    client.set_bucket_policy(
-        bucket,
-        json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": "*",
-                        "Action": ["s3:GetObject"],
-                        "Resource": [f"arn:aws:s3:::{bucket}/*"],
-                    }
-                ],
-            }
-        ),
-    )
+    bucket = s3_server.public_bucket("*")
     env = {
         "APPLIANCE_DATABASE__URL": blank_database,
         "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from minio import Minio
 
 from appliance.storage.base import ObjectNotFound, ObjectStore, StorageError
 from appliance.storage.filesystem import FilesystemStore
@@ -190,30 +188,7 @@ async def test_concurrent_writes_of_one_key_leave_one_whole_object(store: Object
 
 async def test_public_bucket_is_refused(s3_server: S3Server) -> None:
     """A bucket whose policy lets anyone read stops the appliance with a clear message."""
-    bucket = f"public-{secrets.token_hex(4)}"
-    client = Minio(
-        s3_server.endpoint.removeprefix("http://"),
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-    )
-    client.make_bucket(bucket)
-    client.set_bucket_policy(
-        bucket,
-        json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"AWS": ["*"]},
-                        "Action": ["s3:GetObject"],
-                        "Resource": [f"arn:aws:s3:::{bucket}/*"],
-                    }
-                ],
-            }
-        ),
-    )
+    bucket = s3_server.public_bucket({"AWS": ["*"]})
     store = S3Store(
         endpoint=s3_server.endpoint,
         access_key=s3_server.access_key,
