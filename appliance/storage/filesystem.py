@@ -66,16 +66,26 @@ class FilesystemStore:
 
             def publish() -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.with_name(path.name + _TYPES_SUFFIX).write_text(content_type)
+                # The type goes through staging too, so it is never seen half-written.
+                type_staging = staging.with_suffix(".type")
+                type_staging.write_text(content_type)
+                type_staging.replace(path.with_name(path.name + _TYPES_SUFFIX))
                 staging.replace(path)
+                # The renames are durable only once the folder itself is on disk.
+                folder = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
 
             await anyio.to_thread.run_sync(publish)
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror}") from exc
         finally:
             # Whatever happened (error, cancellation), no partial file stays behind.
-            with contextlib.suppress(FileNotFoundError):
-                staging.unlink()
+            for leftover in (staging, staging.with_suffix(".type")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
         return ObjectInfo(key=key, size=size, content_type=content_type)
 
     async def get(

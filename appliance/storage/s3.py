@@ -134,9 +134,24 @@ class S3Store:
         self, key: str, *, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         check_key(key)
-        response = await self._call(
-            f"get {key!r}", self._client.get_object, self.bucket, key, offset, length or 0, key=key
-        )
+        if length == 0:
+            await self.stat(key)  # still ObjectNotFound for a missing object, as on a disk
+            return
+        try:
+            response = await self._call(
+                f"get {key!r}",
+                self._client.get_object,
+                self.bucket,
+                key,
+                offset,
+                length or 0,
+                key=key,
+            )
+        except StorageError as exc:
+            if "InvalidRange" not in str(exc):
+                raise
+            await self.stat(key)
+            return  # an offset at or past the end reads nothing, as from a file
         try:
             while True:
                 try:

@@ -90,6 +90,15 @@ async def test_ranges_read_the_right_bytes(store: ObjectStore) -> None:
     assert await read_all(store, "r/x.bin", offset=25_000) == data[25_000:]
 
 
+async def test_zero_length_and_past_the_end_read_nothing(store: ObjectStore) -> None:
+    """length=0, or an offset at or past the end, reads no bytes on every backend."""
+    await store.put("r/y.bin", chunks_of(b"0123456789"), content_type="text/plain")
+    assert await read_all(store, "r/y.bin", offset=2, length=0) == b""
+    assert await read_all(store, "r/y.bin", offset=10) == b""
+    assert await read_all(store, "r/y.bin", offset=50) == b""
+    assert await read_all(store, "r/y.bin", offset=8, length=100) == b"89"
+
+
 async def test_empty_object_is_stored(store: ObjectStore) -> None:
     """Zero bytes is a valid object."""
     await store.put("empty", chunks_of(b""), content_type="text/plain")
