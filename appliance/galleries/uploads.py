@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import shutil
 import tempfile
 import unicodedata
 from collections.abc import AsyncIterator
@@ -78,6 +79,8 @@ class PhotoRecord(msgspec.Struct, frozen=True):
 
 
 COMPLETING_FOR = dt.timedelta(minutes=15)  # a claim older than this was a request that died
+MAX_OPEN_UPLOADS = 1000  # per person: a whole shoot at once, not an unbounded pile of chunks
+DISK_HEADROOM = 256 * 1024 * 1024  # kept free beside the joined file
 
 
 def sniff_type(head: bytes) -> str | None:
@@ -134,6 +137,12 @@ async def start_upload(
     )
     if owner is None:
         raise NotFound("There is no such set in this gallery.")
+    open_uploads = await PhotoUpload.count().where(PhotoUpload.created_by == actor.id).run()
+    if open_uploads >= MAX_OPEN_UPLOADS:
+        raise Conflict(
+            f"You have {open_uploads} unfinished uploads. Let them finish (or wait a week for "
+            "abandoned ones to be cleared) before starting more."
+        )
     chunk_size = rules.chunk_mb * 1024 * 1024
     token = secrets.token_urlsafe(24)
     await PhotoUpload.insert(
@@ -389,6 +398,12 @@ async def _complete_claimed(
     now: dt.datetime,
 ) -> PhotoRecord:
     await anyio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, exist_ok=True))
+    free = (await anyio.to_thread.run_sync(shutil.disk_usage, scratch)).free
+    if free < row["size"] + DISK_HEADROOM:
+        raise Conflict(
+            "The server's disk is too full to finish this upload. Ask the studio's IT to free "
+            "space; the upload can be finished afterwards."
+        )
     key = f"originals/{gallery_id}/{secrets.token_hex(16)}"
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".part") as joined:
         sha256 = await _join(row, state.chunks, store, joined)

@@ -586,3 +586,61 @@ async def test_chunk_for_a_vanished_upload_leaves_nothing(
             state.token, gallery, 0, body(), sha256=hashlib.sha256(data).hexdigest(), store=store
         )
     assert [i.key async for i in store.list("uploads/")] == []
+
+
+async def test_full_disk_keeps_the_upload_for_later(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without room to join the file, finishing answers 409 and the chunks stay for a retry."""
+    import shutil
+    from collections import namedtuple
+
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg")
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="a.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def once():  # type: ignore[no-untyped-def]
+        yield data
+
+    await uploads.receive_chunk(
+        state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+    )
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1024))
+    with pytest.raises(Conflict, match="disk is too full"):
+        await uploads.complete_upload(
+            state.token,
+            gallery,
+            store=store,
+            rules=UploadSettings(),
+            scratch=tmp_path,
+            actor=OWNER,
+            address="x",
+            now=clock(),
+        )
+    monkeypatch.undo()
+    photo = await uploads.complete_upload(
+        state.token,
+        gallery,
+        store=store,
+        rules=UploadSettings(),
+        scratch=tmp_path,
+        actor=OWNER,
+        address="x",
+        now=clock(),
+    )
+    assert photo.size == len(data)
