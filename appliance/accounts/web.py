@@ -377,14 +377,20 @@ class LinkController(Controller):
             status_code=status,
         )
 
-    @get("/invite/{token:str}", name="invite")
-    async def invite_page(self, request: AnyRequest, token: FromPath[str]) -> Response[Any]:
+    async def _open(
+        self, request: AnyRequest, token: str, kind: str
+    ) -> invitations.PendingLink | Response[Any]:
+        """The live link of ``token``, or the page saying why it does not work (404 / 410)."""
         try:
-            link = await invitations.inspect_link(
-                token, kind="invite", now=request.app.state.clock()
-            )
+            return await invitations.inspect_link(token, kind=kind, now=request.app.state.clock())
         except ApplianceError as exc:
             return await self._link_error(request, exc)
+
+    @get("/invite/{token:str}", name="invite")
+    async def invite_page(self, request: AnyRequest, token: FromPath[str]) -> Response[Any]:
+        link = await self._open(request, token, "invite")
+        if isinstance(link, Response):
+            return link
         return render(request, "accounts/join.html", {"link": link, "form": JoinForm()})
 
     @post("/invite/{token:str}", name="invite_accept")
@@ -395,10 +401,9 @@ class LinkController(Controller):
         data: Annotated[JoinForm, FORM],
     ) -> Response[Any]:
         now = request.app.state.clock()
-        try:
-            link = await invitations.inspect_link(token, kind="invite", now=now)
-        except ApplianceError as exc:
-            return await self._link_error(request, exc)
+        link = await self._open(request, token, "invite")
+        if isinstance(link, Response):
+            return link
         try:
             await invitations.accept_invitation(
                 token,
@@ -424,12 +429,9 @@ class LinkController(Controller):
 
     @get("/reset/{token:str}", name="reset")
     async def reset_page(self, request: AnyRequest, token: FromPath[str]) -> Response[Any]:
-        try:
-            link = await invitations.inspect_link(
-                token, kind="reset", now=request.app.state.clock()
-            )
-        except ApplianceError as exc:
-            return await self._link_error(request, exc)
+        link = await self._open(request, token, "reset")
+        if isinstance(link, Response):
+            return link
         return render(request, "accounts/reset.html", {"link": link})
 
     @post("/reset/{token:str}", name="reset_complete")
@@ -440,10 +442,9 @@ class LinkController(Controller):
         data: Annotated[ResetForm, FORM],
     ) -> Response[Any]:
         now = request.app.state.clock()
-        try:
-            link = await invitations.inspect_link(token, kind="reset", now=now)
-        except ApplianceError as exc:
-            return await self._link_error(request, exc)
+        link = await self._open(request, token, "reset")
+        if isinstance(link, Response):
+            return link
         try:
             await invitations.complete_reset(
                 token,
