@@ -22,7 +22,9 @@ from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
-from appliance.galleries.media_web import StaffMediaController
+from appliance.galleries.media_web import ShareMediaController, StaffMediaController
+from appliance.galleries.share_staff_web import ShareLinkController
+from appliance.galleries.share_web import ShareController
 from appliance.galleries.upload_web import UploadController
 from appliance.galleries.web import GalleryController
 from appliance.monitoring.web import HealthController
@@ -72,6 +74,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             GalleryController,
             UploadController,
             StaffMediaController,
+            ShareLinkController,
+            ShareController,
+            ShareMediaController,
             create_static_files_router(
                 path="/static",
                 directories=[WEB_DIR / "static"],

@@ -60,7 +60,9 @@ def address_key(address: str) -> str:
 
 
 def _limit(key: str, rules: ThrottleSettings) -> int:
-    return rules.account_limit if key.startswith("account:") else rules.address_limit
+    # Keys of one thing (an account, a share link) get the account limit; addresses, which
+    # many people may share behind one router, the higher address limit.
+    return rules.address_limit if key.startswith("address:") else rules.account_limit
 
 
 def _block_until(

@@ -1,7 +1,7 @@
 """Signed, short-lived URLs for photo files.
 
 Bytes of a photo reach a browser only through such a URL. It names the photo, the variant and
-who it was made for (``scope``: "staff" now, a share link later), expires within
+who it was made for (``scope``: "staff", or "share-<link id>"), expires within
 ``URL_LIFETIME``, and is signed with the appliance's secret key; the handler checks the
 signature, the expiry and, on every request, that the scope still allows it (a staff session,
 or a share link that is not revoked).
@@ -18,7 +18,15 @@ from typing import Any
 from appliance.errors import Forbidden, NotFound
 from appliance.galleries.tables import Photo
 
-__all__ = ["URL_LIFETIME", "VARIANTS", "media_url", "photo_file", "verify_media_url"]
+__all__ = [
+    "URL_LIFETIME",
+    "VARIANTS",
+    "gallery_keys",
+    "media_url",
+    "photo_file",
+    "share_scope",
+    "verify_media_url",
+]
 
 URL_LIFETIME = dt.timedelta(minutes=5)
 VARIANTS = {"thumb": "thumb_key", "preview": "preview_key", "original": "original_key"}
@@ -39,7 +47,13 @@ def media_url(secret_key: str, *, scope: str, photo_id: int, variant: str, now: 
     """The URL of one variant of a photo, valid for URL_LIFETIME from ``now``."""
     expires = int((now + URL_LIFETIME).timestamp())
     signature = _signature(secret_key, scope, photo_id, variant, expires)
-    return f"/media/{scope}/{photo_id}/{variant}?e={expires}&s={signature}"
+    kind, _, ident = scope.partition("-")
+    path = f"/media/{kind}/{ident}" if ident else f"/media/{kind}"
+    return f"{path}/{photo_id}/{variant}?e={expires}&s={signature}"
+
+
+def share_scope(link_id: int) -> str:
+    return f"share-{link_id}"
 
 
 def verify_media_url(
@@ -62,20 +76,23 @@ def verify_media_url(
         raise Forbidden("This link to a file has expired. Reload the page.")
 
 
-async def photo_file(photo_id: int, variant: str) -> dict[str, Any]:
-    """The object key, type and name of a variant; NotFound while it does not exist yet."""
-    row = (
-        await Photo.select(
-            Photo.original_key,
-            Photo.thumb_key,
-            Photo.preview_key,
-            Photo.content_type,
-            Photo.filename,
-        )
-        .where(Photo.id == photo_id)
-        .first()
-        .run()
-    )
+async def photo_file(
+    photo_id: int, variant: str, *, gallery_id: int | None = None
+) -> dict[str, Any]:
+    """The object key, type and name of a variant; NotFound while it does not exist yet.
+
+    With ``gallery_id`` (a share link's gallery) only a ready photo of that gallery is found.
+    """
+    query = Photo.select(
+        Photo.original_key,
+        Photo.thumb_key,
+        Photo.preview_key,
+        Photo.content_type,
+        Photo.filename,
+    ).where(Photo.id == photo_id)
+    if gallery_id is not None:
+        query = query.where((Photo.gallery == gallery_id) & (Photo.status == "ready"))
+    row = await query.first().run()
     if row is None or not row[VARIANTS[variant]]:
         raise NotFound("There is no such file (yet).")
     original = variant == "original"
@@ -84,3 +101,14 @@ async def photo_file(photo_id: int, variant: str) -> dict[str, Any]:
         "content_type": row["content_type"] if original else "image/jpeg",
         "filename": row["filename"],
     }
+
+
+async def gallery_keys(gallery_id: int, variant: str) -> dict[int, str]:
+    """Photo id to object key of one variant, for every ready photo of a gallery."""
+    column = getattr(Photo, VARIANTS[variant])
+    rows = (
+        await Photo.select(Photo.id, column)
+        .where((Photo.gallery == gallery_id) & (Photo.status == "ready"))
+        .run()
+    )
+    return {row["id"]: row[VARIANTS[variant]] for row in rows if row[VARIANTS[variant]]}

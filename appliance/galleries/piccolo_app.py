@@ -11,12 +11,29 @@ from appliance.galleries.tables import (
     PhotoJob,
     PhotoUpload,
     PhotoUploadChunk,
+    SelectionItem,
+    SelectionList,
+    ShareEvent,
+    ShareLink,
+    ShareVisit,
 )
 
 APP_CONFIG = AppConfig(
     app_name="galleries",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
-    table_classes=[Gallery, GallerySet, Photo, PhotoJob, PhotoUpload, PhotoUploadChunk],
+    table_classes=[
+        Gallery,
+        GallerySet,
+        Photo,
+        PhotoJob,
+        PhotoUpload,
+        PhotoUploadChunk,
+        ShareLink,
+        ShareVisit,
+        ShareEvent,
+        SelectionList,
+        SelectionItem,
+    ],
     migration_dependencies=["appliance.clients.piccolo_app"],
     commands=[],
 )

@@ -65,6 +65,8 @@ class GalleryRecord(msgspec.Struct, frozen=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     published_at: dt.datetime | None
+    cover_photo_id: int | None = None
+    watermark: bool = False
 
     def expired(self, today: dt.date) -> bool:
         return self.expires_on is not None and self.expires_on < today
@@ -100,6 +102,8 @@ _COLUMNS = (
     Gallery.created_at,
     Gallery.updated_at,
     Gallery.published_at,
+    Gallery.cover_photo,
+    Gallery.watermark,
 )
 
 
@@ -116,6 +120,8 @@ def _record(row: dict[str, Any]) -> GalleryRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         published_at=row["published_at"],
+        cover_photo_id=row["cover_photo"],
+        watermark=row["watermark"],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from piccolo.columns import (
     BigInt,
+    Boolean,
     Date,
     ForeignKey,
     Integer,
@@ -17,7 +18,19 @@ from piccolo.table import Table
 
 from appliance.clients.tables import Client
 
-__all__ = ["Gallery", "GallerySet", "Photo", "PhotoJob", "PhotoUpload", "PhotoUploadChunk"]
+__all__ = [
+    "Gallery",
+    "GallerySet",
+    "Photo",
+    "PhotoJob",
+    "PhotoUpload",
+    "PhotoUploadChunk",
+    "SelectionItem",
+    "SelectionList",
+    "ShareEvent",
+    "ShareLink",
+    "ShareVisit",
+]
 
 
 class Gallery(Table, tablename="gallery"):
@@ -35,6 +48,10 @@ class Gallery(Table, tablename="gallery"):
     created_at = Timestamptz()
     updated_at = Timestamptz()
     published_at = Timestamptz(null=True, default=None)
+    # The photo shown first and on the client's cover; a plain id (a Photo refers to its
+    # gallery, so a foreign key back would be circular); a photo of another gallery never counts.
+    cover_photo = Integer(null=True, default=None)
+    watermark = Boolean(default=False)  # previews carry the studio's name
 
 
 class GallerySet(Table, tablename="gallery_set"):
@@ -109,3 +126,72 @@ class PhotoUploadChunk(Table, tablename="photo_upload_chunk"):
     position = Integer()
     size = Integer()
     sha256 = Varchar(length=64)
+
+
+class ShareLink(Table, tablename="share_link"):
+    """A gallery shared with one recipient. The token itself is never stored, only its SHA-256;
+    the password and the download PIN only as argon2id hashes."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    gallery = ForeignKey(Gallery, on_delete=OnDelete.cascade)
+    recipient = Varchar(length=120)
+    email = Varchar(length=254, default="")
+    token_hash = Varchar(length=64, unique=True)
+    password_hash = Varchar(length=255, null=True, default=None)
+    pin_hash = Varchar(length=255, null=True, default=None)
+    can_download_web = Boolean(default=True)
+    can_download_original = Boolean(default=False)
+    can_favourite = Boolean(default=True)
+    expires_at = Timestamptz(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
+    created_by = Integer(null=True, default=None)
+    created_at = Timestamptz()
+    last_opened_at = Timestamptz(null=True, default=None)
+
+
+class ShareVisit(Table, tablename="share_visit"):
+    """One browser's visit of a link: what it has unlocked (the password, the download PIN).
+
+    The browser holds a random visitor value in a cookie; rows store its SHA-256 per link.
+    """
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    link = ForeignKey(ShareLink, on_delete=OnDelete.cascade)
+    visit_key = Varchar(length=80, unique=True)  # "<link id>:<visitor digest>"
+    unlocked = Boolean(default=False)
+    pin_ok = Boolean(default=False)
+    created_at = Timestamptz()
+    last_seen_at = Timestamptz()
+
+
+class ShareEvent(Table, tablename="share_event"):
+    """The access log of a link, shown to the photographer: opened, viewed, downloaded what."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    link = ForeignKey(ShareLink, on_delete=OnDelete.cascade)
+    at = Timestamptz(index=True)
+    kind = Varchar(length=32)
+    photo = Integer(null=True, default=None)
+    detail = Varchar(length=200, default="")
+    address = Varchar(length=64, default="")
+
+
+class SelectionList(Table, tablename="selection_list"):
+    """A named list of favourites a recipient keeps ("Favourites", "For the album")."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    link = ForeignKey(ShareLink, on_delete=OnDelete.cascade)
+    name = Varchar(length=60)
+    note = Text(default="")  # what the client wrote when sending
+    created_at = Timestamptz()
+    sent_at = Timestamptz(null=True, default=None)
+
+
+class SelectionItem(Table, tablename="selection_item"):
+    """One photo on a selection list."""
+
+    id: Serial  # added by Piccolo; declared for the type checker
+    selection = ForeignKey(SelectionList, on_delete=OnDelete.cascade)
+    photo = ForeignKey(Photo, on_delete=OnDelete.cascade)
+    item_key = Varchar(length=40, unique=True)  # "<selection id>:<photo id>": once per list
+    created_at = Timestamptz()

@@ -10,7 +10,7 @@ from litestar.params import FromPath, QueryParameter
 
 from appliance.clients import service as clients
 from appliance.errors import ApplianceError
-from appliance.galleries import media, service
+from appliance.galleries import media, selections, service, sharing
 from appliance.galleries.service import GalleryDetails
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -74,6 +74,9 @@ class GalleryController(Controller):
             "thumbs": thumbs,
             "today": request.app.state.clock().date(),
             "statuses": service.STATUSES,
+            "links": await sharing.list_links(gallery_id),
+            "received": await selections.received(gallery_id=gallery_id),
+            "now": now,
             **extra,
         }
         return render(request, "galleries/show.html", context, status_code=status_code)

@@ -43,6 +43,8 @@ _HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
     # Pages carry tokens in their paths (invitations, share links): never leak them onward.
     (b"referrer-policy", b"no-referrer"),
+    # Nothing here is for search engines: share-link pages least of all.
+    (b"x-robots-tag", b"noindex, nofollow"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),

@@ -1,0 +1,479 @@
+"""The client's side of a share link: the gallery, one photo, favourites, downloads, the ZIP.
+
+Every page here starts from the token in the path (:func:`sharing.open_link`), so a withdrawn
+or expired link stops working on the next request. A browser holds a visitor cookie; its visit
+row remembers whether the link's password and download PIN were entered. Photo bytes come from
+``/media/share/<link>/...`` (``media_web``), which checks the same things again per file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, MediaType, Response, get, post
+from litestar.params import FromPath, QueryParameter
+from litestar.response import Stream
+
+from appliance.errors import ApplianceError, Conflict, Forbidden, NotFound
+from appliance.galleries import media, selections, service, sharing
+from appliance.galleries.selections import SelectionRecord
+from appliance.galleries.service import GalleryRecord, PhotoSummary, SetRecord
+from appliance.galleries.sharing import LinkRecord, Visit
+from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
+from appliance.setup import service as studio
+from appliance.tokens import new_token
+from appliance.web.cookies import make_cookie, read_cookie
+from appliance.web.pages import (
+    FORM,
+    client_address,
+    error_context,
+    redirect,
+    render,
+    retry_after,
+    status_of,
+)
+from appliance.web.requests import AnyConnection, AnyRequest
+
+__all__ = ["VISITOR_COOKIE", "ShareController", "visitor_value"]
+
+VISITOR_COOKIE = "fs_visitor"
+VISITOR_DAYS = 30
+ZIP_SIZES = ("web", "original")
+
+
+def visitor_value(connection: AnyConnection) -> str:
+    """The visitor value this browser sent, or "" when it has none (or a malformed one)."""
+    value = read_cookie(connection, VISITOR_COOKIE)
+    return value if sharing.TOKEN_PATTERN.fullmatch(value) else ""
+
+
+class PasswordForm(msgspec.Struct):
+    password: str = ""
+
+
+class PinForm(msgspec.Struct):
+    pin: str = ""
+
+
+class ListForm(msgspec.Struct):
+    name: str = ""
+
+
+class ChooseForm(msgspec.Struct):
+    chosen: str = ""  # "1" put on, "0" take off, "" flip
+    back: str = "grid"
+
+
+class SendForm(msgspec.Struct):
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A link opened by this request: the link, its gallery and this browser's visit."""
+
+    token: str
+    link: LinkRecord
+    gallery: GalleryRecord
+    visit: Visit
+    now: dt.datetime
+
+    @property
+    def base(self) -> str:
+        return f"/s/{self.token}"
+
+
+async def _open(request: AnyRequest, token: str) -> Opened:
+    """Open the link for this request, creating the visitor cookie and visit when new."""
+    now = request.app.state.clock()
+    link, gallery = await sharing.open_link(token, now)
+    visitor = visitor_value(request)
+    if not visitor:
+        visitor = new_token()
+        cookie = make_cookie(
+            request, VISITOR_COOKIE, visitor, max_age=VISITOR_DAYS * 86400, samesite="lax"
+        )
+        request.state.setdefault("set_cookies", []).append(cookie)
+    visit = await sharing.visit(link, visitor, now=now)
+    assert visit is not None  # made when missing
+    return Opened(token=token, link=link, gallery=gallery, visit=visit, now=now)
+
+
+def _unlocked(opened: Opened) -> None:
+    if not opened.visit.unlocked:
+        raise Forbidden("Enter the gallery's password first.")
+
+
+def _media(request: AnyRequest, opened: Opened, photo_id: int, variant: str) -> str:
+    return media.media_url(
+        request.app.state.secret_key,
+        scope=media.share_scope(opened.link.id),
+        photo_id=photo_id,
+        variant=variant,
+        now=opened.now,
+    )
+
+
+def _urls(request: AnyRequest, opened: Opened, photo: PhotoSummary) -> dict[str, str]:
+    """The file URLs of one photo that this link allows."""
+    link = opened.link
+    urls = {
+        "thumb": _media(request, opened, photo.id, "thumb"),
+        "preview": _media(request, opened, photo.id, "preview"),
+    }
+    if link.can_download_web:
+        urls["download"] = urls["preview"] + "&dl=1"
+    if link.can_download_original:
+        urls["original"] = _media(request, opened, photo.id, "original")
+    return urls
+
+
+async def _ready_photos(gallery: GalleryRecord) -> tuple[list[SetRecord], list[PhotoSummary]]:
+    """The sets with ready photos and those photos, in the order the client sees them."""
+    sets = await service.list_sets(gallery.id)
+    photos = [photo for photo in await service.list_photos(gallery.id) if photo.status == "ready"]
+    position = {item.id: index for index, item in enumerate(sets)}
+    photos.sort(key=lambda photo: position.get(photo.set_id, 0))  # stable: keeps photo order
+    if gallery.cover_photo_id is not None:
+        cover = [photo for photo in photos if photo.id == gallery.cover_photo_id]
+        photos = cover + [photo for photo in photos if photo.id != gallery.cover_photo_id]
+    used = {photo.set_id for photo in photos}
+    return [item for item in sets if item.id in used], photos
+
+
+def _active_list(lists: list[SelectionRecord], wanted: int | None) -> SelectionRecord | None:
+    for item in lists:
+        if item.id == wanted:
+            return item
+    return lists[0] if lists else None
+
+
+async def _studio_name() -> str:
+    profile = await studio.get_studio()
+    return profile.name if profile else "Fotostudio"
+
+
+class ShareController(Controller):
+    path = "/s"
+
+    async def _password_page(
+        self,
+        request: AnyRequest,
+        opened: Opened,
+        *,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response[Any]:
+        return render(
+            request,
+            "share/password.html",
+            {
+                "opened": opened,
+                "studio_name": await _studio_name(),
+                **extra,
+            },
+            status_code=status_code,
+            headers=headers,
+        )
+
+    async def _gallery_page(
+        self,
+        request: AnyRequest,
+        opened: Opened,
+        *,
+        list_id: int | None = None,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response[Any]:
+        sets, photos = await _ready_photos(opened.gallery)
+        lists = await selections.lists_of(opened.link, now=opened.now)
+        active = _active_list(lists, list_id)
+        context = {
+            "opened": opened,
+            "studio_name": await _studio_name(),
+            "sets": sets,
+            "photos": photos,
+            "urls": {photo.id: _urls(request, opened, photo) for photo in photos},
+            "lists": lists,
+            "active": active,
+            "chosen": set(active.photo_ids) if active else set(),
+            "pin_needed": opened.link.has_pin and not opened.visit.pin_ok,
+            **extra,
+        }
+        return render(
+            request, "share/gallery.html", context, status_code=status_code, headers=headers
+        )
+
+    @get("/{token:str}", name="share")
+    async def show(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
+        sent: Annotated[int | None, QueryParameter(ge=0, le=1)] = None,
+    ) -> Response[Any]:
+        opened = await _open(request, token)
+        address = client_address(request)
+        await sharing.record_event(opened.link.id, "opened", now=opened.now, address=address)
+        if not opened.visit.unlocked:
+            return await self._password_page(request, opened)
+        notice = "Your selection was sent to the studio. Thank you!" if sent else None
+        return await self._gallery_page(request, opened, list_id=list_id, notice=notice)
+
+    async def _enter(self, request: AnyRequest, token: str, kind: str, value: str) -> Response[Any]:
+        """Check the password (then show the gallery) or the download PIN (then downloads)."""
+        opened = await _open(request, token)
+        if kind == "pin":
+            _unlocked(opened)
+        try:
+            await sharing.enter_secret(
+                opened.link,
+                opened.visit,
+                kind,
+                value,
+                address=client_address(request),
+                now=opened.now,
+                rules=request.app.state.settings.throttle,
+            )
+        except ApplianceError as exc:
+            page = self._password_page if kind == "password" else self._gallery_page
+            return await page(
+                request,
+                opened,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
+                **error_context(exc),
+            )
+        return redirect(opened.base if kind == "password" else f"{opened.base}#downloads")
+
+    @post("/{token:str}/unlock", name="share_unlock")
+    async def unlock(
+        self, request: AnyRequest, token: FromPath[str], data: Annotated[PasswordForm, FORM]
+    ) -> Response[Any]:
+        return await self._enter(request, token, "password", data.password)
+
+    @post("/{token:str}/pin", name="share_pin")
+    async def pin(
+        self, request: AnyRequest, token: FromPath[str], data: Annotated[PinForm, FORM]
+    ) -> Response[Any]:
+        return await self._enter(request, token, "pin", data.pin)
+
+    @get("/{token:str}/p/{photo_id:int}", name="share_photo")
+    async def photo(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        photo_id: FromPath[int],
+        list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
+    ) -> Response[Any]:
+        """One photo large, for browsers without JavaScript (the lightbox does this in place)."""
+        opened = await _open(request, token)
+        if not opened.visit.unlocked:
+            return redirect(opened.base)
+        _, photos = await _ready_photos(opened.gallery)
+        index = next((i for i, photo in enumerate(photos) if photo.id == photo_id), None)
+        if index is None:
+            raise NotFound("There is no such photo in this gallery.")
+        lists = await selections.lists_of(opened.link, now=opened.now)
+        active = _active_list(lists, list_id)
+        return render(
+            request,
+            "share/photo.html",
+            {
+                "opened": opened,
+                "studio_name": await _studio_name(),
+                "photo": photos[index],
+                "position": index + 1,
+                "total": len(photos),
+                "previous": photos[index - 1].id if index > 0 else None,
+                "next": photos[index + 1].id if index + 1 < len(photos) else None,
+                "urls": _urls(request, opened, photos[index]),
+                "active": active,
+                "chosen": set(active.photo_ids) if active else set(),
+                "pin_needed": opened.link.has_pin and not opened.visit.pin_ok,
+            },
+        )
+
+    @get("/{token:str}/urls", name="share_urls", media_type=MediaType.JSON)
+    async def urls(self, request: AnyRequest, token: FromPath[str]) -> dict[str, Any]:
+        """Fresh file URLs for a page left open longer than their five minutes."""
+        opened = await _open(request, token)
+        _unlocked(opened)
+        _, photos = await _ready_photos(opened.gallery)
+        return {"photos": {str(photo.id): _urls(request, opened, photo) for photo in photos}}
+
+    @post("/{token:str}/lists", name="share_list_create")
+    async def create_list(
+        self, request: AnyRequest, token: FromPath[str], data: Annotated[ListForm, FORM]
+    ) -> Response[Any]:
+        opened = await _open(request, token)
+        _unlocked(opened)
+        try:
+            created = await selections.create_list(opened.link, data.name, now=opened.now)
+        except ApplianceError as exc:
+            return await self._gallery_page(
+                request,
+                opened,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
+                **error_context(exc),
+            )
+        return redirect(f"{opened.base}?list={created.id}#lists")
+
+    @post("/{token:str}/lists/{list_id:int}/photos/{photo_id:int}", name="share_choose")
+    async def choose(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        list_id: FromPath[int],
+        photo_id: FromPath[int],
+        data: Annotated[ChooseForm, FORM],
+    ) -> Response[Any]:
+        """Mark or unmark a favourite: JSON for the page's script, a redirect for a form."""
+        opened = await _open(request, token)
+        _unlocked(opened)
+        chosen = {"1": True, "0": False}.get(data.chosen)
+        state = await selections.toggle(
+            opened.link, list_id, photo_id, chosen=chosen, now=opened.now
+        )
+        if "application/json" in request.headers.get("accept", ""):
+            lists = await selections.lists_of(opened.link)
+            count = next((len(item.photo_ids) for item in lists if item.id == list_id), 0)
+            return Response(
+                {"chosen": state, "count": count}, media_type=MediaType.JSON, status_code=200
+            )
+        if data.back == "photo":
+            return redirect(f"{opened.base}/p/{photo_id}?list={list_id}")
+        return redirect(f"{opened.base}?list={list_id}#p{photo_id}")
+
+    @post("/{token:str}/lists/{list_id:int}/send", name="share_send")
+    async def send(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        list_id: FromPath[int],
+        data: Annotated[SendForm, FORM],
+    ) -> Response[Any]:
+        opened = await _open(request, token)
+        _unlocked(opened)
+        try:
+            await selections.send(
+                opened.link, list_id, data.note, address=client_address(request), now=opened.now
+            )
+        except ApplianceError as exc:
+            return await self._gallery_page(
+                request,
+                opened,
+                list_id=list_id,
+                status_code=status_of(exc),
+                headers=retry_after(exc),
+                **error_context(exc),
+            )
+        return redirect(f"{opened.base}?list={list_id}&sent=1#lists")
+
+    @get("/{token:str}/download", name="share_zip")
+    async def download_all(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        size: Annotated[str, QueryParameter(max_length=10)] = "web",
+        list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
+    ) -> Stream:
+        """Every photo (or one list's) as one ZIP, streamed while it is read from the store."""
+        opened = await _open(request, token)
+        _unlocked(opened)
+        link = opened.link
+        if size not in ZIP_SIZES:
+            raise NotFound("Choose the web size or the originals.")
+        allowed = link.can_download_original if size == "original" else link.can_download_web
+        if not allowed:
+            raise Forbidden("This link does not allow downloading these files.")
+        if link.has_pin and not opened.visit.pin_ok:
+            raise Forbidden("Enter the download PIN first.")
+        sets, photos = await _ready_photos(opened.gallery)
+        if list_id is not None:
+            lists = await selections.lists_of(link)
+            active = _active_list(lists, list_id)
+            if active is None or active.id != list_id:
+                raise NotFound("There is no such list.")
+            photos = [photo for photo in photos if photo.id in set(active.photo_ids)]
+        if not photos:
+            raise Conflict("There are no photos to download yet.")
+        entries = await _zip_entries(request, opened, sets, photos, size)
+        await sharing.record_event(
+            link.id,
+            "zip",
+            now=opened.now,
+            address=client_address(request),
+            detail=f"{len(entries)} photos, {size}",
+        )
+        clock = request.app.state.clock
+
+        async def still_shared() -> None:
+            await sharing.active_link(link.id, clock())
+
+        filename = safe_entry_name(
+            None, opened.gallery.title, taken=set(), fallback="gallery", extension=".zip"
+        ).replace('"', "")
+        return Stream(
+            _guarded(stream_zip(entries, before_entry=still_shared)),
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f'attachment; filename="{_ascii(filename)}"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """End the download (cut short, so the browser reports it failed) once the link stops."""
+    try:
+        async for chunk in chunks:
+            if chunk:
+                yield chunk
+    except NotFound:
+        return
+
+
+def _ascii(name: str) -> str:
+    return "".join(c if c.isascii() and (c.isalnum() or c in " ._-()") else "_" for c in name)
+
+
+async def _zip_entries(
+    request: AnyRequest,
+    opened: Opened,
+    sets: list[SetRecord],
+    photos: list[PhotoSummary],
+    size: str,
+) -> list[ZipEntry]:
+    store = request.app.state.store
+    folders = {item.id: item.name for item in sets} if len(sets) > 1 else {}
+    keys = await media.gallery_keys(
+        opened.gallery.id, "original" if size == "original" else "preview"
+    )
+    taken: set[str] = set()
+    entries = []
+    for photo in photos:
+        if photo.id not in keys:
+            continue
+        name = safe_entry_name(
+            folders.get(photo.set_id),
+            photo.filename,
+            taken=taken,
+            fallback=f"photo-{photo.id}",
+            extension="" if size == "original" else ".jpg",
+        )
+
+        def chunks(key: str = keys[photo.id]) -> AsyncIterator[bytes]:
+            return store.get(key)  # type: ignore[no-any-return]
+
+        # An original's size is known; a preview is far below the 4 GB where ZIP64 starts.
+        known = photo.size if size == "original" else 0
+        entries.append(ZipEntry(name=name, size=known, modified=photo.created_at, chunks=chunks))
+    return entries
