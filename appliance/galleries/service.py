@@ -15,7 +15,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoUpload
+from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoJob, PhotoUpload
 from appliance.validation import clean_text
 
 __all__ = [
@@ -51,6 +51,7 @@ class GalleryDetails(msgspec.Struct, frozen=True):
     description: str = ""
     event_date: str = ""
     expires_on: str = ""
+    watermark: bool = False
 
 
 class GalleryRecord(msgspec.Struct, frozen=True):
@@ -149,6 +150,7 @@ def _clean(
         ),
         "event_date": _date(details.event_date, "event_date"),
         "expires_on": expires_on,
+        "watermark": details.watermark,
     }
 
 
@@ -216,6 +218,8 @@ async def update_gallery(
     async with Gallery._meta.db.transaction(allow_nested=True):
         update: dict[Any, Any] = {**values, "updated_at": now}
         await Gallery.update(update).where(Gallery.id == gallery_id).run()
+        if "watermark" in changed:
+            await _remake_previews(gallery_id, now)
         await audit.record(
             "gallery.update",
             actor=actor,
@@ -225,6 +229,17 @@ async def update_gallery(
             at=now,
         )
     return await get_gallery(gallery_id)
+
+
+async def _remake_previews(gallery_id: int, now: dt.datetime) -> None:
+    """Queue new derivatives for every processed photo (the watermark changed)."""
+    await PhotoJob.raw(
+        "INSERT INTO photo_job (photo, state, attempts, last_error, not_before, updated_at)"
+        " SELECT id, 'queued', 0, '', {}, {} FROM photo WHERE gallery = {} AND status = 'ready'",
+        now,
+        now,
+        gallery_id,
+    )
 
 
 async def set_status(

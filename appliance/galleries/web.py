@@ -9,8 +9,8 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, QueryParameter
 
 from appliance.clients import service as clients
-from appliance.errors import ApplianceError
-from appliance.galleries import media, selections, service, sharing
+from appliance.errors import ApplianceError, InvalidInput
+from appliance.galleries import media, photos, selections, service, sharing
 from appliance.galleries.service import GalleryDetails
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -24,6 +24,7 @@ class GalleryForm(msgspec.Struct):
     description: str = ""
     event_date: str = ""
     expires_on: str = ""
+    watermark: str = ""  # a checkbox: "on" when ticked
 
     def details(self) -> GalleryDetails:
         return GalleryDetails(
@@ -31,6 +32,7 @@ class GalleryForm(msgspec.Struct):
             description=self.description,
             event_date=self.event_date,
             expires_on=self.expires_on,
+            watermark=bool(self.watermark),
         )
 
 
@@ -44,6 +46,18 @@ class SetForm(msgspec.Struct):
 
 class MoveForm(msgspec.Struct):
     direction: str = ""
+
+
+class CoverForm(msgspec.Struct):
+    photo: str = ""  # a photo id, or "" to clear the cover
+
+
+class SortForm(msgspec.Struct):
+    key: str = ""
+
+
+class PhotoSetForm(msgspec.Struct):
+    set_id: int = 0
 
 
 class GalleryController(Controller):
@@ -161,6 +175,7 @@ class GalleryController(Controller):
             description=gallery.description,
             event_date=gallery.event_date.isoformat() if gallery.event_date else "",
             expires_on=gallery.expires_on.isoformat() if gallery.expires_on else "",
+            watermark="on" if gallery.watermark else "",
         )
         return render(
             request, "galleries/form.html", {"form": form, "gallery": gallery, "client": None}
@@ -239,5 +254,64 @@ class GalleryController(Controller):
     ) -> Response[Any]:
         async def change(**kwargs: Any) -> None:
             await service.delete_set(gallery_id, set_id, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/cover", name="gallery_cover")
+    async def cover(
+        self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[CoverForm, FORM]
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            if data.photo and not (data.photo.isdigit() and len(data.photo) < 12):
+                raise InvalidInput("Choose a photo of this gallery.", field="photo")
+            await photos.set_cover(gallery_id, int(data.photo) if data.photo else None, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/photos/{photo_id:int}/move", name="gallery_photo_move")
+    async def move_photo(
+        self,
+        request: AnyRequest,
+        gallery_id: FromPath[int],
+        photo_id: FromPath[int],
+        data: Annotated[MoveForm, FORM],
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await photos.move_photo(gallery_id, photo_id, data.direction, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/photos/{photo_id:int}/set", name="gallery_photo_set")
+    async def photo_set(
+        self,
+        request: AnyRequest,
+        gallery_id: FromPath[int],
+        photo_id: FromPath[int],
+        data: Annotated[PhotoSetForm, FORM],
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await photos.move_to_set(gallery_id, photo_id, data.set_id, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/photos/{photo_id:int}/delete", name="gallery_photo_delete")
+    async def delete_photo(
+        self, request: AnyRequest, gallery_id: FromPath[int], photo_id: FromPath[int]
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await photos.delete_photo(gallery_id, photo_id, request.app.state.store, **kwargs)
+
+        return await self._act(request, gallery_id, change)
+
+    @post("/{gallery_id:int}/sets/{set_id:int}/sort", name="gallery_set_sort")
+    async def sort_set(
+        self,
+        request: AnyRequest,
+        gallery_id: FromPath[int],
+        set_id: FromPath[int],
+        data: Annotated[SortForm, FORM],
+    ) -> Response[Any]:
+        async def change(**kwargs: Any) -> None:
+            await photos.sort_set(gallery_id, set_id, data.key, **kwargs)
 
         return await self._act(request, gallery_id, change)
