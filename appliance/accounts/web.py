@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 import msgspec
@@ -17,6 +18,7 @@ from appliance.errors import (
     NotFound,
     Unauthenticated,
 )
+from appliance.galleries import selections
 from appliance.setup import service as setup
 from appliance.web.auth import (
     DEVICE_COOKIE,
@@ -41,6 +43,10 @@ from appliance.web.pages import (
 from appliance.web.requests import AnyRequest
 
 __all__ = ["AccountController", "LinkController", "SignInController"]
+
+
+# The home page lists the selections clients sent in this time.
+RECENT_SELECTIONS = dt.timedelta(days=30)
 
 
 class SignInForm(msgspec.Struct):
@@ -134,7 +140,15 @@ class SignInController(Controller):
         signed = await current_staff(request)
         if signed is None or signed.session.stage != "full":
             return redirect("/login")
-        return render(request, "accounts/home.html", {"studio": await setup.get_studio()})
+        now = request.app.state.clock()
+        return render(
+            request,
+            "accounts/home.html",
+            {
+                "studio": await setup.get_studio(),
+                "received": await selections.received(since=now - RECENT_SELECTIONS),
+            },
+        )
 
     @get("/login", name="login")
     async def login_page(self, request: AnyRequest) -> Response[Any]:

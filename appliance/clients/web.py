@@ -12,6 +12,7 @@ from appliance.clients import service
 from appliance.clients.service import ClientDetails
 from appliance.errors import ApplianceError
 from appliance.galleries import service as gallery_service
+from appliance.galleries import sharing
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -91,7 +92,17 @@ class ClientController(Controller):
     async def show(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         record = await service.get_client(client_id)
         galleries = await gallery_service.list_for_client(client_id)
-        return render(request, "clients/show.html", {"client": record, "galleries": galleries})
+        links = {gallery.id: await sharing.list_links(gallery.id) for gallery in galleries}
+        return render(
+            request,
+            "clients/show.html",
+            {
+                "client": record,
+                "galleries": galleries,
+                "links": links,
+                "now": request.app.state.clock(),
+            },
+        )
 
     @get("/{client_id:int}/edit", name="client_edit")
     async def edit(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:

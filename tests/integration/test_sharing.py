@@ -245,6 +245,12 @@ async def test_favourites_lists_and_sending_reach_the_photographer(
     link = await ShareLink.select(ShareLink.id).first().run()
     log = (await client.get(f"/galleries/{gallery}/shares/{link['id']}")).text  # type: ignore[index]
     assert "sent a selection" in log and "opened the gallery" in log
+    home = (await client.get("/")).text
+    assert "Anna sent “Favourites”" in home and "(2 photos)" in home
+    found = re.search(r'href="/clients/(\d+)"', (await client.get(f"/galleries/{gallery}")).text)
+    assert found
+    person = (await client.get(f"/clients/{found.group(1)}")).text
+    assert "shared with" in person and "Anna</a>: active" in person
 
 
 async def test_zip_streams_every_photo_with_safe_unique_names(
