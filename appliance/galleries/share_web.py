@@ -9,6 +9,7 @@ row remembers whether the link's password and download PIN were entered. Photo b
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -39,6 +40,8 @@ from appliance.web.pages import (
 from appliance.web.requests import AnyConnection, AnyRequest
 
 __all__ = ["VISITOR_COOKIE", "ShareController", "visitor_value"]
+
+log = logging.getLogger(__name__)
 
 VISITOR_COOKIE = "fs_visitor"
 VISITOR_DAYS = 30
@@ -422,7 +425,7 @@ class ShareController(Controller):
             None, opened.gallery.title, taken=set(), fallback="gallery", extension=".zip"
         ).replace('"', "")
         return Stream(
-            _guarded(stream_zip(entries, before_entry=still_shared)),
+            _guarded(stream_zip(entries, before_entry=still_shared), link.id),
             media_type="application/zip",
             headers={
                 "Content-Disposition": f'attachment; filename="{_ascii(filename)}"',
@@ -431,14 +434,20 @@ class ShareController(Controller):
         )
 
 
-async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """End the download (cut short, so the browser reports it failed) once the link stops."""
+class DownloadStopped(Exception):
+    """The link stopped working while its ZIP was being sent."""
+
+
+async def _guarded(chunks: AsyncIterator[bytes], link_id: int) -> AsyncIterator[bytes]:
+    """Pass the archive on; once the link stops, break the connection off (rather than end
+    the archive early) so the browser reports the download as failed, not as complete."""
     try:
         async for chunk in chunks:
             if chunk:
                 yield chunk
-    except NotFound:
-        return
+    except NotFound as exc:
+        log.info("ZIP download of share link %s stopped: %s", link_id, exc.message)
+        raise DownloadStopped(exc.message) from None
 
 
 def _ascii(name: str) -> str:
