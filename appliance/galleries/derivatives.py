@@ -8,7 +8,8 @@ The queue is the ``photo_job`` table. Steps of one job:
 1. claim it with a conditional UPDATE (``FOR UPDATE SKIP LOCKED``), so two workers never take
    the same one; a job running for longer than ``STALE_AFTER`` belonged to a worker that died
    and is claimed again;
-2. copy the original to a scratch file, render both sizes on a thread, store them;
+2. copy the original to a scratch file, render both sizes on a thread (the preview with a
+   watermark when the caller's ``WatermarkLookup`` gives text for the photo), store them;
 3. mark the photo ready; on failure retry later with a growing pause, and after
    ``MAX_ATTEMPTS`` mark the photo failed with the reason, so nothing is silently missing.
 """
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import html
 import logging
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -33,6 +35,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "PREVIEW_EDGE",
     "THUMB_EDGE",
+    "WatermarkLookup",
     "claim_job",
     "process_pending",
     "queue_derivatives",
@@ -50,6 +53,12 @@ STALE_AFTER = dt.timedelta(minutes=10)
 # viewers assume of untagged files). Optimised Huffman tables cost about 50 ms and 15 MB a
 # photo and make previews 3-5 % smaller, over a third on smooth backdrops.
 _JPEG: dict[str, Any] = {"Q": 85, "keep": "none", "optimize_coding": True}
+
+
+class WatermarkLookup(Protocol):
+    """The watermark text for a photo's preview, or None (or blank) for none."""
+
+    async def __call__(self, *, gallery_id: int, photo_id: int) -> str | None: ...
 
 
 async def queue_derivatives(photo_id: int, now: dt.datetime) -> None:
@@ -81,9 +90,10 @@ async def claim_job(now: dt.datetime) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def render(path: Path) -> tuple[bytes, bytes]:
+def render(path: Path, *, watermark: str | None = None) -> tuple[bytes, bytes]:
     """Thumbnail and preview JPEGs (long side at most THUMB_EDGE / PREVIEW_EDGE): upright,
-    sRGB, without metadata.
+    sRGB, without metadata. With ``watermark`` (non-blank text), the preview carries it,
+    visibly; the thumbnail is the same either way.
 
     Steps (each photo is decoded once, and never held whole in memory):
     1. read only the header, to pick the JPEG shrink-on-load factor and to see whether the
@@ -92,7 +102,9 @@ def render(path: Path) -> tuple[bytes, bytes]:
        below PREVIEW_EDGE), then resize, turn upright, convert to sRGB (only when the photo
        has a profile: untagged pixels are taken as sRGB already) and flatten any alpha;
     3. encode the preview; the thumbnail is made from those encoded bytes, again shrinking
-       while decoding, so the preview's pixels need not be kept.
+       while decoding, so the preview's pixels need not be kept;
+    4. with a watermark, the preview's pixels are kept (a few MB) so the marked preview is
+       encoded from them and not from a second decode of the original.
     """
     pyvips = _libvips()
     header = pyvips.Image.new_from_file(str(path))
@@ -104,9 +116,15 @@ def render(path: Path) -> tuple[bytes, bytes]:
     preview = image.thumbnail_image(PREVIEW_EDGE, height=PREVIEW_EDGE, size="down", **colour)
     if preview.hasalpha():
         preview = preview.flatten(background=[255, 255, 255])
-    preview_bytes = bytes(preview.write_to_buffer(".jpg", **_JPEG))
-    thumb = pyvips.Image.thumbnail_buffer(preview_bytes, THUMB_EDGE, height=THUMB_EDGE, size="down")
-    return bytes(thumb.write_to_buffer(".jpg", **_JPEG)), preview_bytes
+    text = (watermark or "").strip()
+    if text:
+        preview = preview.copy_memory()
+    clean = bytes(preview.write_to_buffer(".jpg", **_JPEG))
+    thumb = pyvips.Image.thumbnail_buffer(clean, THUMB_EDGE, height=THUMB_EDGE, size="down")
+    thumb_bytes = bytes(thumb.write_to_buffer(".jpg", **_JPEG))
+    if not text:
+        return thumb_bytes, clean
+    return thumb_bytes, bytes(_watermarked(preview, text).write_to_buffer(".jpg", **_JPEG))
 
 
 def _jpeg_shrink(long_side: int) -> int:
@@ -128,11 +146,43 @@ def _libvips() -> Any:
     return pyvips
 
 
+def _watermarked(image: Any, text: str) -> Any:
+    """``image`` with ``text`` in its lower-right corner: white at half opacity over a soft
+    dark shadow, so it reads on light and dark photos alike, sized to the image.
+
+    The text is escaped because libvips reads it as Pango markup ("Smith & Co" would fail).
+    """
+    pyvips = _libvips()
+    short = min(image.width, image.height)
+    margin = max(short // 40, 2)
+    blur = max(short / 800, 0.5)
+    mask = pyvips.Image.text(
+        html.escape(text, quote=False),
+        font="sans bold",
+        width=max(image.width // 3, 8),
+        height=max(short // 12, 8),
+    )
+    pad = int(blur * 3) + 1
+    mask = mask.embed(pad, pad, mask.width + 2 * pad, mask.height + 2 * pad)
+    width, height = min(mask.width, image.width), min(mask.height, image.height)
+    mask = mask.crop(0, 0, width, height)
+    left, top = max(image.width - width - margin, 0), max(image.height - height - margin, 0)
+    white = 65535 if image.format == "ushort" else 255
+    ink = mask / 255 * 0.5
+    shadow = mask.gaussblur(blur) / 255 * 0.35
+    area = image.crop(left, top, width, height)
+    area = area * (1 - shadow)
+    area = area * (1 - ink) + ink * white
+    return image.insert(area.cast(image.format), left, top)
+
+
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _make(photo: dict[str, Any], store: ObjectStore, scratch: Path) -> tuple[str, str]:
+async def _make(
+    photo: dict[str, Any], store: ObjectStore, scratch: Path, watermark: str | None
+) -> tuple[str, str]:
     await anyio.to_thread.run_sync(lambda: scratch.mkdir(parents=True, exist_ok=True))
     base = f"derivatives/{photo['gallery']}/{photo['id']}"
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".original") as original:
@@ -140,13 +190,21 @@ async def _make(photo: dict[str, Any], store: ObjectStore, scratch: Path) -> tup
         async for piece in store.get(photo["original_key"]):
             await target.write(piece)
         await target.flush()
-        thumb, preview = await anyio.to_thread.run_sync(render, Path(original.name))
+        thumb, preview = await anyio.to_thread.run_sync(
+            functools.partial(render, Path(original.name), watermark=watermark)
+        )
     await store.put(f"{base}/thumb.jpg", _once(thumb), content_type="image/jpeg")
     await store.put(f"{base}/preview.jpg", _once(preview), content_type="image/jpeg")
     return f"{base}/thumb.jpg", f"{base}/preview.jpg"
 
 
-async def _run(job: dict[str, Any], store: ObjectStore, scratch: Path, now: dt.datetime) -> None:
+async def _run(
+    job: dict[str, Any],
+    store: ObjectStore,
+    scratch: Path,
+    now: dt.datetime,
+    watermark: WatermarkLookup | None,
+) -> None:
     photo = (
         await Photo.select(Photo.id, Photo.gallery, Photo.original_key)
         .where(Photo.id == job["photo"])
@@ -157,7 +215,14 @@ async def _run(job: dict[str, Any], store: ObjectStore, scratch: Path, now: dt.d
         await PhotoJob.delete().where(PhotoJob.id == job["id"]).run()
         return
     try:
-        thumb_key, preview_key = await _make(photo, store, scratch)
+        # Asked inside the try: if the lookup fails, the job is retried rather than a
+        # preview published without the watermark its gallery asks for.
+        text = (
+            await watermark(gallery_id=photo["gallery"], photo_id=photo["id"])
+            if watermark is not None
+            else None
+        )
+        thumb_key, preview_key = await _make(photo, store, scratch, text)
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried, not lost
         reason = f"{type(exc).__name__}: {exc}"[:500]
         final = job["attempts"] >= MAX_ATTEMPTS
@@ -207,14 +272,23 @@ async def _run(job: dict[str, Any], store: ObjectStore, scratch: Path, now: dt.d
 
 
 async def process_pending(
-    store: ObjectStore, scratch: Path, now: dt.datetime, *, limit: int = 20
+    store: ObjectStore,
+    scratch: Path,
+    now: dt.datetime,
+    *,
+    limit: int = 20,
+    watermark: WatermarkLookup | None = None,
 ) -> int:
-    """Work through up to ``limit`` due jobs; returns how many were taken."""
+    """Work through up to ``limit`` due jobs; returns how many were taken.
+
+    ``watermark`` is asked, for each photo, which text its preview carries; without it no
+    preview is watermarked.
+    """
     done = 0
     while done < limit:
         job = await claim_job(now)
         if job is None:
             break
-        await _run(job, store, scratch, now)
+        await _run(job, store, scratch, now, watermark)
         done += 1
     return done

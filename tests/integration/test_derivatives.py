@@ -41,20 +41,29 @@ def turned_jpeg(width: int, height: int) -> bytes:
 
 
 async def uploaded_photo(
-    store: object, clock: FakeClock, tmp_path: Path, data: bytes
+    store: object,
+    clock: FakeClock,
+    tmp_path: Path,
+    data: bytes,
+    *,
+    filename: str = "IMG.jpg",
+    gallery_id: int | None = None,
 ) -> uploads.PhotoRecord:
-    anna = await clients.create_client(
-        clients.ClientDetails(name="Anna"), actor=OWNER, address="x", now=clock()
-    )
-    gallery = await galleries.create_gallery(
-        anna.id, galleries.GalleryDetails(title="W"), actor=OWNER, address="x", now=clock()
-    )
-    set_id = (await galleries.list_sets(gallery.id))[0].id
+    """A photo uploaded into ``gallery_id``, or into a new gallery of a new client."""
+    if gallery_id is None:
+        anna = await clients.create_client(
+            clients.ClientDetails(name="Anna"), actor=OWNER, address="x", now=clock()
+        )
+        gallery = await galleries.create_gallery(
+            anna.id, galleries.GalleryDetails(title="W"), actor=OWNER, address="x", now=clock()
+        )
+        gallery_id = gallery.id
+    set_id = (await galleries.list_sets(gallery_id))[0].id
     rules = UploadSettings()
     state = await uploads.start_upload(
-        gallery.id,
+        gallery_id,
         set_id,
-        filename="IMG.jpg",
+        filename=filename,
         size=len(data),
         rules=rules,
         actor=OWNER,
@@ -65,11 +74,11 @@ async def uploaded_photo(
         yield data
 
     await uploads.receive_chunk(
-        state.token, gallery.id, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+        state.token, gallery_id, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
     )  # type: ignore[arg-type]
     return await uploads.complete_upload(
         state.token,
-        gallery.id,
+        gallery_id,
         store=store,  # type: ignore[arg-type]
         rules=rules,
         scratch=tmp_path,
@@ -183,3 +192,60 @@ async def test_worker_process_makes_the_derivatives(
         worker.stop()
     assert worker.process.returncode == 0
     assert "Traceback" not in worker.text()
+
+
+async def test_watermark_lookup_marks_only_the_previews_it_names(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The lookup is asked for each photo with its gallery; the photo it gives text for gets
+    a preview marked in its lower-right quarter only, while its thumbnail and original are
+    the same as those of an unmarked copy."""
+    store = app.state.store
+    data = turned_jpeg(3000, 2000)
+    marked = await uploaded_photo(store, clock, tmp_path, data)
+    plain = await uploaded_photo(store, clock, tmp_path, data, gallery_id=marked.gallery_id)
+    asked: list[tuple[int, int]] = []
+
+    async def lookup(*, gallery_id: int, photo_id: int) -> str | None:
+        asked.append((gallery_id, photo_id))
+        return "Studio Example" if photo_id == marked.id else None
+
+    assert await derivatives.process_pending(store, tmp_path, clock(), watermark=lookup) == 2
+    assert sorted(asked) == sorted([(marked.gallery_id, marked.id), (plain.gallery_id, plain.id)])
+    rows = {
+        row["id"]: row
+        for row in await Photo.select().where(Photo.id.is_in([marked.id, plain.id])).run()
+    }
+    assert all(row["status"] == "ready" for row in rows.values())
+    marked_row, plain_row = rows[marked.id], rows[plain.id]
+    assert await read(store, marked_row["thumb_key"]) == await read(store, plain_row["thumb_key"])
+    assert await read(store, marked_row["original_key"]) == data
+    with_mark = pyvips.Image.new_from_buffer(await read(store, marked_row["preview_key"]), "")
+    without = pyvips.Image.new_from_buffer(await read(store, plain_row["preview_key"]), "")
+    width, height = without.width, without.height
+    assert (with_mark.width, with_mark.height) == (width, height) and height > width
+    difference = (with_mark.cast("int") - without.cast("int")).abs()
+    assert difference.crop(width // 2, height * 3 // 4, width // 2, height // 4).max() > 80
+    assert difference.crop(0, 0, width, height * 3 // 4).max() == 0
+    assert difference.crop(0, 0, width // 2, height).max() == 0
+
+
+async def test_a_failing_watermark_lookup_publishes_no_preview(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """When the lookup fails, the job is retried later with the reason recorded, and no
+    preview without the watermark is published meanwhile."""
+    store = app.state.store
+    photo = await uploaded_photo(store, clock, tmp_path, turned_jpeg(400, 300))
+
+    async def broken(*, gallery_id: int, photo_id: int) -> str | None:
+        raise RuntimeError("settings unavailable")
+
+    assert await derivatives.process_pending(store, tmp_path, clock(), watermark=broken) == 1
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "processing"
+    assert row["preview_key"] == "" and row["thumb_key"] == ""
+    assert [item async for item in store.list("derivatives/")] == []
+    job = await PhotoJob.select().where(PhotoJob.photo == photo.id).first().run()
+    assert job is not None and job["state"] == "queued"
+    assert "settings unavailable" in job["last_error"]

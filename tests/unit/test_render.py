@@ -1,4 +1,4 @@
-"""Rendering one photo's thumbnail and preview: sizes, colour and metadata."""
+"""Rendering one photo's thumbnail and preview: sizes, colour, metadata and the watermark."""
 
 from __future__ import annotations
 
@@ -119,3 +119,36 @@ def test_transparency_is_flattened_on_white(tmp_path: Path) -> None:
     for data in render(path):
         rendered = decoded(data)
         assert rendered.bands == 3 and rendered.min() >= 250
+
+
+def test_watermark_marks_the_lower_right_of_the_preview_only(tmp_path: Path) -> None:
+    """The watermarked preview differs from the plain one in its lower-right quarter and
+    nowhere else; the thumbnail is byte for byte the same."""
+    path = write(tmp_path / "photo.jpg", textured(3000, 2000), Q=90)
+    plain_thumb, plain_preview = render(path)
+    thumb, preview = render(path, watermark="Studio Example")
+    assert thumb == plain_thumb
+    plain, marked = decoded(plain_preview), decoded(preview)
+    assert (marked.width, marked.height) == (plain.width, plain.height)
+    difference = (plain.cast("int") - marked.cast("int")).abs()
+    width, height = plain.width, plain.height
+    corner = difference.crop(width // 2, height * 3 // 4, width // 2, height // 4)
+    assert corner.avg() > 1 and corner.max() > 80  # visible
+    assert corner.max() < 255  # semi-transparent: the photo shows through
+    assert difference.crop(0, 0, width, height * 3 // 4).max() == 0
+    assert difference.crop(0, 0, width // 2, height).max() == 0
+
+
+def test_watermark_text_is_not_read_as_markup(tmp_path: Path) -> None:
+    """Text with &, < and > is drawn as written instead of failing as Pango markup."""
+    path = write(tmp_path / "photo.jpg", textured(1200, 800), Q=90)
+    _, plain = render(path)
+    _, marked = render(path, watermark="Smith & <Sons>")
+    assert marked != plain
+
+
+@pytest.mark.parametrize("blank", [None, "", "   "])
+def test_no_or_blank_watermark_leaves_the_preview_plain(tmp_path: Path, blank: str | None) -> None:
+    """None, empty or blank text means no watermark at all."""
+    path = write(tmp_path / "photo.jpg", textured(1200, 800), Q=90)
+    assert render(path, watermark=blank) == render(path)
