@@ -8,6 +8,7 @@ import hashlib
 import time
 from pathlib import Path
 
+import pytest
 import pyvips
 from litestar import Litestar
 
@@ -249,3 +250,41 @@ async def test_a_failing_watermark_lookup_publishes_no_preview(
     job = await PhotoJob.select().where(PhotoJob.photo == photo.id).first().run()
     assert job is not None and job["state"] == "queued"
     assert "settings unavailable" in job["last_error"]
+
+
+def heic_or_skip(width: int, height: int) -> bytes:
+    """A HEVC-coded HEIC of a sideways photo (orientation 6), as phones make them; the test
+    is skipped, saying why, where this libvips cannot write or read one."""
+    image = pyvips.Image.new_from_buffer(turned_jpeg(width, height), "")
+    try:
+        data = bytes(image.write_to_buffer(".heic", compression="hevc"))
+        pyvips.Image.new_from_buffer(data, "").avg()  # decoded, not just its header read
+    except pyvips.Error as exc:
+        reason = "libvips here cannot write and decode HEVC HEIC: " + " ".join(str(exc).split())
+        print(reason)
+        pytest.skip(reason)
+    return data
+
+
+async def test_heic_photo_is_uploaded_and_gets_upright_derivatives(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A HEIC upload is recognised as image/heic, and its thumbnail and preview are upright
+    JPEGs without metadata; the original keeps its bytes."""
+    store = app.state.store
+    data = heic_or_skip(3000, 2000)
+    photo = await uploaded_photo(store, clock, tmp_path, data, filename="IMG_0001.HEIC")
+    assert photo.content_type == "image/heic"
+    assert await derivatives.process_pending(store, tmp_path, clock()) == 1
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "ready", row
+    for key, edge in (
+        (row["thumb_key"], derivatives.THUMB_EDGE),
+        (row["preview_key"], derivatives.PREVIEW_EDGE),
+    ):
+        encoded = await read(store, key)
+        assert encoded[:3] == b"\xff\xd8\xff"  # JPEG, which every browser shows
+        image = pyvips.Image.new_from_buffer(encoded, "")
+        assert max(image.width, image.height) == edge and image.height > image.width
+        assert "exif-data" not in image.get_fields()
+    assert await read(store, row["original_key"]) == data
