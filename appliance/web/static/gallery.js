@@ -168,8 +168,9 @@
       .then((response) => (response.ok ? response.json() : Promise.reject(response)))
       .then((result) => {
         mark(photo, result.chosen);
-        const count = document.querySelector('[data-list-count="' + data.list + '"]');
-        if (count) count.textContent = result.count;
+        document
+          .querySelectorAll('[data-list-count="' + data.list + '"], [data-list-tab="' + data.list + '"]')
+          .forEach((count) => (count.textContent = result.count));
       })
       .catch(() => {
         mark(photo, !on);
