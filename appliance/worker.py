@@ -65,6 +65,7 @@ class JobLoop(threading.Thread):
     def run(self) -> None:
         from appliance.clock import utcnow
         from appliance.galleries.derivatives import process_pending
+        from appliance.galleries.service import watermark_text
         from appliance.storage import open_store
 
         store = open_store(self.settings)
@@ -72,7 +73,9 @@ class JobLoop(threading.Thread):
         while not self.stopping.is_set():
             try:
                 # One job per call, so each claim and its updates get the time they happen at.
-                taken = run_async(process_pending(store, scratch, utcnow(), limit=1))
+                taken = run_async(
+                    process_pending(store, scratch, utcnow(), limit=1, watermark=watermark_text)
+                )
             except Exception:  # the loop must survive a database or store outage
                 log.exception("photo jobs: could not claim or run jobs; trying again")
                 taken = 0

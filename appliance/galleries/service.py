@@ -16,6 +16,7 @@ from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoJob, PhotoUpload
+from appliance.setup import service as setup
 from appliance.validation import clean_text
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "rename_set",
     "set_status",
     "update_gallery",
+    "watermark_text",
 ]
 
 STATUSES = ("draft", "published", "archived")
@@ -229,6 +231,16 @@ async def update_gallery(
             at=now,
         )
     return await get_gallery(gallery_id)
+
+
+async def watermark_text(*, gallery_id: int, photo_id: int) -> str | None:
+    """The text on a photo's preview: the studio's name when its gallery asks for a watermark
+    (the derivative job's :class:`~appliance.galleries.derivatives.WatermarkLookup`)."""
+    row = await Gallery.select(Gallery.watermark).where(Gallery.id == gallery_id).first().run()
+    if row is None or not row["watermark"]:
+        return None
+    studio = await setup.get_studio()
+    return f"© {studio.name}" if studio and studio.name else "©"
 
 
 async def _remake_previews(gallery_id: int, now: dt.datetime) -> None:

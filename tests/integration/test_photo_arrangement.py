@@ -9,6 +9,7 @@ import httpx
 from litestar import Litestar
 
 from appliance.audit.service import list_entries
+from appliance.galleries import derivatives, service
 from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoJob, SelectionItem
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of
@@ -151,3 +152,24 @@ async def test_switching_the_watermark_remakes_the_previews(
     assert row == {"watermark": True}
     queued = await PhotoJob.select(PhotoJob.photo).where(PhotoJob.state == "queued").run()
     assert queued_before == 0 and sorted(item["photo"] for item in queued) == photos
+    # The worker remakes them with the studio's name on the preview only.
+    store = app.state.store
+    keys = (
+        await Photo.select(Photo.thumb_key, Photo.preview_key)
+        .where(Photo.id == photos[0])
+        .first()
+        .run()
+    )
+    assert keys
+    before = {name: await read(store, key) for name, key in keys.items()}
+    assert await service.watermark_text(gallery_id=gallery, photo_id=photos[0]) == "© Studio Lumen"
+    await derivatives.process_pending(
+        store, app.state.settings.data_dir / "tmp", clock(), watermark=service.watermark_text
+    )
+    after = {name: await read(store, key) for name, key in keys.items()}
+    assert after["thumb_key"] == before["thumb_key"]
+    assert after["preview_key"] != before["preview_key"]
+
+
+async def read(store: object, key: str) -> bytes:
+    return b"".join([piece async for piece in store.get(key)])  # type: ignore[attr-defined]
