@@ -49,6 +49,7 @@ __all__ = [
     "list_events",
     "list_links",
     "open_link",
+    "purge_visits",
     "record_event",
     "revoke_link",
     "visit",
@@ -58,6 +59,8 @@ TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_LINKS_PER_GALLERY = 200
 MIN_PASSWORD_LENGTH = 6
 _PIN = re.compile(r"[0-9]{4,8}")
+# A visit outlives its browser cookie (share_web.VISITOR_DAYS) by a day, then it is removed.
+VISIT_LIFETIME = dt.timedelta(days=31)
 # A viewed photo is logged once per visit in this time, so paging back and forth in the
 # lightbox does not bury the downloads in the log.
 VIEW_LOG_INTERVAL = dt.timedelta(hours=1)
@@ -466,3 +469,14 @@ async def list_events(link_id: int, *, limit: int = 500) -> list[ShareEventRecor
         )
         for row in rows
     ]
+
+
+async def purge_visits(now: dt.datetime) -> int:
+    """Remove visits older than any visitor cookie can be; returns how many."""
+    rows = (
+        await ShareVisit.delete()
+        .where(ShareVisit.created_at < now - VISIT_LIFETIME)
+        .returning(ShareVisit.id)
+        .run()
+    )
+    return len(rows)

@@ -1,4 +1,5 @@
-"""Periodic housekeeping of the galleries domain: uploads that were never finished."""
+"""Periodic housekeeping of the galleries domain: uploads that were never finished, and
+share-link visits whose browser cookie has expired."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ def register(huey: Huey, settings: Settings) -> None:
             purge_abandoned(open_store(settings), utcnow(), older_than=ABANDONED_AFTER)
         )
         log.info("removed %d abandoned uploads", removed)
+
+    @huey.periodic_task(crontab(minute="23"), name="galleries.purge_share_visits")  # type: ignore[untyped-decorator]
+    def purge_share_visits() -> None:
+        from appliance.galleries.sharing import purge_visits
+        from appliance.worker import run_async
+
+        removed = run_async(purge_visits(utcnow()))
+        log.info("removed %d expired share-link visits", removed)

@@ -3,6 +3,7 @@ permissions, the access log, favourites and the streamed ZIP."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import re
@@ -142,7 +143,7 @@ async def test_expiry_of_the_link_and_unpublishing_the_gallery_close_it(
 ) -> None:
     await signed_in_owner(client, admin, clock)
     gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
-    tomorrow = (clock() + __import__("datetime").timedelta(days=1)).date().isoformat()
+    tomorrow = (clock() + dt.timedelta(days=1)).date().isoformat()
     path = await share(client, gallery, expires_on=tomorrow)
     async with visitor(app) as browser:
         assert (await browser.get(path)).status_code == 200
@@ -325,3 +326,20 @@ async def test_nothing_through_bens_link_returns_annas_photos(
         )
         got = {hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()}
         assert got and not got & anna_hashes
+
+
+async def test_visits_are_purged_once_their_cookie_has_expired(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    from appliance.galleries import sharing
+    from appliance.galleries.tables import ShareVisit
+
+    await signed_in_owner(client, admin, clock)
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery)
+    async with visitor(app) as browser:
+        assert (await browser.get(path)).status_code == 200
+    assert await ShareVisit.count().run() == 1
+    assert await sharing.purge_visits(clock() + dt.timedelta(days=30)) == 0
+    assert await sharing.purge_visits(clock() + dt.timedelta(days=32)) == 1
+    assert await ShareVisit.count().run() == 0

@@ -63,6 +63,7 @@ async def test_purge_task_removes_expired_sessions_and_old_throttle_rows(
     assert sorted(t.__name__ for t in tasks) == [
         "accounts.purge_expired",
         "galleries.purge_abandoned_uploads",
+        "galleries.purge_share_visits",
     ]
     tasks = [t for t in tasks if t.__name__ == "accounts.purge_expired"]
     # The task runs on a loop of its own in a worker thread, as in the worker process, which
