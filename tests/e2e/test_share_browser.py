@@ -4,12 +4,13 @@ downloads, the photographer withdraws the link and every URL it handed out stops
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
 from tests.e2e.conftest import Appliance, Tab
 from tests.e2e.test_staff_browser import _owner_signs_in
@@ -163,3 +164,42 @@ def test_client_opens_the_link_chooses_favourites_downloads_and_loses_access_on_
     assert len(second_tab.console_errors) == 2
     assert all(any(e.endswith(x) for x in expected) for e in second_tab.console_errors)
     assert tab.console_errors == []
+
+
+def test_the_gallery_works_on_a_phone(
+    appliance: Appliance, tab: Tab, browser: Browser, tmp_path: Path
+) -> None:
+    """A phone-sized screen: three photos a row, nothing wider than the screen, swipe pages
+    the lightbox, a tap marks a favourite."""
+    _photographer_uploads_and_publishes(appliance, tab, _photos(tmp_path, 4))
+    tab.page.get_by_role("link", name="Share with someone").click()
+    tab.page.get_by_label("Recipient's name").fill("Ben")
+    tab.page.get_by_role("button", name="Create link").click()
+    url = tab.page.get_by_label("Link", exact=True).input_value()
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    try:
+        page = phone.new_page()
+        page.goto(url)
+        tiles = page.locator("ul.grid li.tile")
+        expect(tiles).to_have_count(4)
+        tops = [tile.bounding_box()["y"] for tile in tiles.all()]  # type: ignore[index]
+        assert tops[0] == tops[1] == tops[2] < tops[3]
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        tiles.nth(1).locator(".fav").tap()
+        expect(tiles.nth(1)).to_have_class(re.compile(r"\bchosen\b"))
+        tiles.nth(0).locator("a.open").tap()
+        counter = page.locator(".lb-count")
+        expect(counter).to_contain_text("1 / 4")
+        box = page.locator("#lightbox img").bounding_box()
+        assert box is not None
+        middle_y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.8, middle_y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.2, middle_y, steps=5)
+        page.mouse.up()
+        expect(counter).to_contain_text("2 / 4")
+        expect(page.locator(".lb-fav")).to_have_attribute("aria-pressed", "true")
+        page.screenshot(path=tab.shots / "phone-lightbox.png")
+    finally:
+        phone.close()
