@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -61,7 +62,7 @@ def _server_reachable(dsn: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """The machine's PostgreSQL when one answers, else the embedded one started for this run.
 
     ``APPLIANCE_TEST_POSTGRES`` names another server, or ``embedded`` to force the fallback.
@@ -72,11 +73,16 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from appliance.db.embedded import start_embedded
 
-    embedded = start_embedded(tmp_path_factory.mktemp("embedded-pg"))
+    # Not under pytest's base folder: the server runs as a user of its own that must traverse
+    # every parent folder, and another pytest run starting on the machine resets that base
+    # folder to mode 0700 (the server could then no longer be stopped cleanly).
+    folder = Path(tempfile.mkdtemp(prefix="appliance-test-pg-"))
+    embedded = start_embedded(folder)
     try:
         yield embedded.dsn
     finally:
         embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +20,20 @@ STOP_LIMIT_SECONDS = 10
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-    # Whatever happened, leave no embedded server running.
-    pid_file = tmp_path / "data" / "postgres" / "postmaster.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+def workdir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: the embedded PostgreSQL runs as a user of its own that must
+    # traverse every parent folder, and any other pytest run on the machine resets pytest's
+    # base folder to mode 0700 when it starts.
+    folder = Path(tempfile.mkdtemp(prefix="appliance-up-"))
+    try:
+        yield folder
+    finally:
+        # Whatever happened, leave no embedded server running.
+        pid_file = folder / "data" / "postgres" / "postmaster.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _setup_link(log: str) -> str:
