@@ -1,0 +1,272 @@
+"""Photo uploads through the appliance against the minio SDK putting the same files straight
+into the same S3 server, in one run; and how far the web process's peak memory grows.
+
+The appliance runs as its own ``appliance web`` process with the S3 store pointed at the moto
+server, so its peak memory (``VmHWM``) is its own. Files go through the chunked API the way the
+gallery page's script sends them: one file at a time, each chunk with its SHA-256, then
+"complete". Right after each file, the same file goes straight into the same bucket with
+``fput_object`` (the SDK's defaults), so both sides meet the S3 server in the same state.
+Printed, not asserted on time; every file must arrive whole (SHA-256 of the stored object).
+
+``UPLOAD_BENCH_MB`` sets the size of the batch (default 512; the recorded figures use 2048).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import pyvips
+from minio import Minio
+
+from appliance.config import Settings
+from appliance.galleries.tables import GallerySet, Photo
+from tests.conftest import S3Server
+from tests.integration.flows import csrf_of, run_wizard, sign_in
+from tests.integration.test_clients import ANNA, create
+from tests.integration.test_galleries import new_gallery
+from tests.processes import AppProcess, free_port
+
+BATCH_ENV = "UPLOAD_BENCH_MB"
+DEFAULT_BATCH_MB = 512
+MB = 1024 * 1024
+# Camera-like sizes, each about as many bytes as a high-quality JPEG from such a sensor:
+# (width, height, noise sigma) -> about 29, 34 and 44 MB at quality 95.
+SHAPES = [(6000, 4000, 20), (7008, 4672, 16), (8256, 5504, 14)]
+
+
+def _photo(width: int, height: int, sigma: int) -> bytes:
+    """A real JPEG of fine noise over a gradient: it decodes whole and barely compresses."""
+    grain = pyvips.Image.gaussnoise(width, height, mean=128, sigma=sigma)
+    ramp = pyvips.Image.xyz(width, height)
+    red = (grain + ramp[0] * (60 / width)).cast("uchar")
+    green = (grain + ramp[1] * (60 / height)).cast("uchar")
+    blue = pyvips.Image.gaussnoise(width, height, mean=100, sigma=sigma).cast("uchar")
+    image = red.bandjoin([green, blue]).copy(interpretation="srgb")
+    return bytes(image.write_to_buffer(".jpg", Q=95))
+
+
+def _batch(folder: Path, total: int) -> list[Path]:
+    """Files of camera-like JPEGs adding up to at least ``total`` bytes, each one different.
+
+    Three encodes are reused: each file gets a comment segment of its own right after the
+    start-of-image marker, so every file is a valid JPEG with a SHA-256 of its own.
+    """
+    bases = [_photo(*shape) for shape in SHAPES]
+    paths: list[Path] = []
+    written = 0
+    while written < total:
+        base = bases[len(paths) % len(bases)]
+        comment = f"benchmark file {len(paths)} {secrets.token_hex(8)}".encode()
+        segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+        path = folder / f"DSC_{len(paths):04d}.jpg"
+        path.write_bytes(base[:2] + segment + base[2:])
+        written += path.stat().st_size
+        paths.append(path)
+    return paths
+
+
+def _memory_kb(pid: int, field: str) -> int:
+    """One ``Vm*`` line of /proc/<pid>/status, in KiB (VmHWM: the peak resident set so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(MB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _stored_sha256(client: Minio, bucket: str, key: str) -> str:
+    digest = hashlib.sha256()
+    response = client.get_object(bucket, key)
+    try:
+        for piece in response.stream(MB):
+            digest.update(piece)
+    finally:
+        response.close()
+        response.release_conn()
+    return digest.hexdigest()
+
+
+def _browser(url: str) -> httpx.AsyncClient:
+    """An HTTP client that sends its cookies as a browser does to http://127.0.0.1.
+
+    The appliance marks its cookies Secure on the loopback address (browsers count it as a
+    secure context), and httpx's jar never sends those over http://; so every stored cookie
+    is put on each request by hand. Long timeouts: completing a large photo takes seconds.
+    """
+    client = httpx.AsyncClient(base_url=url, timeout=300)
+
+    async def send_cookies(request: httpx.Request) -> None:
+        if client.cookies.jar:
+            pairs = [f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar]
+            request.headers["Cookie"] = "; ".join(pairs)
+
+    client.event_hooks["request"] = [send_cookies]
+    return client
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Iterator[list[Path]]:
+    """The batch on disk, removed afterwards (pytest keeps its last temporary folders)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    yield _batch(folder, int(os.environ.get(BATCH_ENV, DEFAULT_BATCH_MB)) * MB)
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    return f"bench-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def web(
+    settings: Settings, s3_server: S3Server, bucket: str, tmp_path: Path
+) -> Iterator[AppProcess]:
+    """``appliance web`` on the test database with the S3 store on the moto server."""
+    env = {
+        "APPLIANCE_DATABASE__URL": settings.database.url,
+        "APPLIANCE_SECURITY__SECRET_KEY": settings.security.secret_key,
+        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "APPLIANCE_LOGGING__LEVEL": "WARNING",
+        "APPLIANCE_STORAGE__BACKEND": "s3",
+        "APPLIANCE_STORAGE__ENDPOINT": s3_server.endpoint,
+        "APPLIANCE_STORAGE__BUCKET": bucket,
+        "APPLIANCE_STORAGE__ACCESS_KEY": s3_server.access_key,
+        "APPLIANCE_STORAGE__SECRET_KEY": s3_server.secret_key,
+    }
+    process = AppProcess(
+        ["web", "--no-migrate", "--no-setup-token"], workdir=tmp_path, port=free_port(), env=env
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def staff(
+    clean_db: None, web: AppProcess, settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser signed in to the web process as the owner (wizard, then a recovery code)."""
+    async with _browser(web.url) as http:
+        owner = await run_wizard(http, settings, dt.datetime.now(dt.UTC))
+        http.cookies.clear()
+        signed = await sign_in(http, owner.username, owner.password, code=owner.recovery_codes[0])
+        assert signed.headers.get("location") == "/", signed.text[-2000:]
+        yield http
+
+
+async def _upload(
+    http: httpx.AsyncClient, gallery: int, set_id: int, csrf: str, path: Path, size: int
+) -> tuple[dict[str, Any], float, int]:
+    """One file as upload.js sends it: the new photo, the seconds completing, the chunk size."""
+    api = f"/api/v1/galleries/{gallery}/uploads"
+    headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+    started = await http.post(
+        api,
+        headers=headers,
+        json={"filename": path.name, "size": size, "set_id": set_id},
+    )
+    assert started.status_code == 201, started.text
+    state = started.json()
+    async with await anyio.open_file(path, "rb") as handle:
+        for index in range(state["chunks"]):
+            piece = await handle.read(state["chunk_size"])
+            sent = await http.put(
+                f"{api}/{state['token']}/chunks/{index}",
+                content=piece,
+                headers={
+                    **headers,
+                    "Content-Type": "application/octet-stream",
+                    "X-Chunk-SHA256": hashlib.sha256(piece).hexdigest(),
+                },
+            )
+            assert sent.status_code == 200, sent.text
+    completing = time.perf_counter()
+    done = await http.post(f"{api}/{state['token']}/complete", headers=headers)
+    assert done.status_code == 201, done.text
+    return done.json(), time.perf_counter() - completing, state["chunk_size"]
+
+
+async def test_upload_throughput_against_direct_s3_put(
+    staff: httpx.AsyncClient,
+    web: AppProcess,
+    photos: list[Path],
+    s3_server: S3Server,
+    bucket: str,
+) -> None:
+    """Throughput through the chunked API against a direct SDK put, and the web's peak memory."""
+    expected = {path.name: _sha256_of(path) for path in photos}
+    sizes = [path.stat().st_size for path in photos]
+    direct = Minio(
+        s3_server.endpoint.removeprefix("http://"),
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+    )
+    gallery = await new_gallery(staff, await create(staff, ANNA))
+    row = await GallerySet.select(GallerySet.id).where(GallerySet.gallery == gallery).first().run()
+    assert row is not None
+    csrf = csrf_of((await staff.get(f"/galleries/{gallery}")).text)
+
+    peak_before = _memory_kb(web.process.pid, "VmHWM")
+    peak_first = 0
+    through_app = completing = straight = 0.0
+    chunk_size = 0
+    answers: dict[str, dict[str, Any]] = {}
+    for path, size in zip(photos, sizes, strict=True):
+        started = time.perf_counter()
+        answers[path.name], seconds, chunk_size = await _upload(
+            staff, gallery, row["id"], csrf, path, size
+        )
+        through_app += time.perf_counter() - started
+        completing += seconds
+        peak_first = peak_first or _memory_kb(web.process.pid, "VmHWM")
+        started = time.perf_counter()
+        direct.fput_object(bucket, f"direct/{path.name}", str(path), content_type="image/jpeg")
+        straight += time.perf_counter() - started
+    peak_after = _memory_kb(web.process.pid, "VmHWM")
+    resident_after = _memory_kb(web.process.pid, "VmRSS")
+
+    # Outside the timing: every file arrived whole on both sides, and no chunk was left behind.
+    rows = await Photo.select(Photo.filename, Photo.original_key).where(Photo.gallery == gallery)
+    stored = {photo["filename"]: photo["original_key"] for photo in rows}
+    assert sorted(stored) == sorted(expected)
+    for name, sha256 in expected.items():
+        assert answers[name]["sha256"] == sha256, name
+        assert _stored_sha256(direct, bucket, stored[name]) == sha256, name
+        assert _stored_sha256(direct, bucket, f"direct/{name}") == sha256, name
+    assert list(direct.list_objects(bucket, prefix="uploads/", recursive=True)) == []
+
+    total = sum(sizes) / MB
+    print(
+        f"\n{len(photos)} JPEGs of {min(sizes) / MB:.0f}-{max(sizes) / MB:.0f} MB, "
+        f"{total:.0f} MB in all, {chunk_size // MB} MB chunks, one file at a time:"
+        f"\n  appliance (chunked API, S3 store): {through_app:6.1f} s, "
+        f"{total / through_app:6.1f} MB/s (of it completing: {completing:.1f} s)"
+        f"\n  minio fput_object, same server:    {straight:6.1f} s, {total / straight:6.1f} MB/s"
+        f"\n  throughput ratio (appliance / direct): {straight / through_app:.2f}"
+        f"\n  web process peak memory (VmHWM): {peak_before / 1024:.0f} MB before, "
+        f"{peak_first / 1024:.0f} MB after the first file, {peak_after / 1024:.0f} MB after "
+        f"the batch (resident at the end: {resident_after / 1024:.0f} MB)"
+        f"\n  peak memory growth over the batch: {(peak_after - peak_before) / 1024:.0f} MB"
+    )
