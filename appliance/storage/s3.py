@@ -1,31 +1,63 @@
 """The S3 backend (MinIO in the bundle, or an S3-compatible EU cloud), through the minio SDK.
 
-The SDK blocks, so every call runs on a worker thread; uploads stream through a small bridge
+The SDK blocks, so its calls run on worker threads; ``put`` streams through a small bridge
 that hands the SDK one chunk at a time, so memory stays bounded by one multipart part.
+
+The parts of a multipart write (``put_part``) take another road, because they arrive with
+their SHA-256 already known (the browser sends it with each chunk): the request is signed
+with that SHA-256 by the SDK's signer and its body streamed on the event loop with httpx,
+piece by piece as it arrives, so no part is held in memory and the S3 server itself refuses
+a part whose bytes do not match. A multipart write is found again by its key (S3 lists the
+open ones), so callers need to keep nothing but the key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
+import httpx
 from minio import Minio
+from minio.credentials.credentials import Credentials
+from minio.datatypes import Part
 from minio.error import S3Error
+from minio.helpers import BaseURL
+from minio.signer import sign_v4_s3
+from minio.time import to_amz_date, utcnow
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from appliance.storage.base import CHUNK_SIZE, ObjectInfo, ObjectNotFound, StorageError, check_key
+from appliance.storage.base import (
+    CHUNK_SIZE,
+    MissingParts,
+    MultipartInfo,
+    ObjectInfo,
+    ObjectNotFound,
+    PartRejected,
+    StorageError,
+    check_key,
+    check_part,
+    verified_part,
+)
 
 __all__ = ["S3Store"]
 
-PART_SIZE = 16 * 1024 * 1024  # one multipart part: the most an upload holds in memory
-_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+PART_SIZE = 16 * 1024 * 1024  # one multipart part of ``put``: the most it holds in memory
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, but for the last
+_MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound", "NoSuchUpload"}
 _PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
+_DAMAGED = {"XAmzContentSHA256Mismatch", "BadDigest", "IncompleteBody"}
+_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+# Waiting for the S3 server: connecting is quick or broken; answering a large part may not be.
+_HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=60.0)
 
 
 def _error(exc: Exception, what: str) -> StorageError:
@@ -72,12 +104,23 @@ class S3Store:
         parts = urlsplit(endpoint)
         self.bucket = bucket
         self.region = region or None
+        secure = parts.scheme == "https"
         self._client = Minio(
             parts.netloc,
             access_key=access_key,
             secret_key=secret_key,
-            secure=parts.scheme == "https",
+            secure=secure,
             region=self.region,
+        )
+        # For signing part uploads the way the SDK signs its own requests.
+        self._base_url = BaseURL(("https://" if secure else "http://") + parts.netloc, self.region)
+        self._credentials = Credentials(access_key, secret_key)
+        self._signing_region = self.region
+        # key -> id of its open multipart upload; found again by listing when not here.
+        self._upload_ids: dict[str, str] = {}
+        # One connection pool per event loop (the worker runs each job on a loop of its own).
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
         )
 
     async def _call(
@@ -200,6 +243,189 @@ class S3Store:
             await self.delete(info.key)
             count += 1
         return count
+
+    # --- multipart writes ------------------------------------------------------------------
+    # The SDK's multipart calls (``_create_multipart_upload`` and the like) have no public
+    # counterparts; they are the ones its own ``put_object`` uses.
+
+    min_part_size = MIN_PART_SIZE
+
+    def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(timeout=_HTTP_TIMEOUT)
+            self._clients[loop] = client
+        return client
+
+    async def _region(self) -> str:
+        if self._signing_region is None:
+            self._signing_region = await self._call(
+                "find the bucket's region",
+                self._client._get_region,
+                self.bucket,
+            )
+        return self._signing_region
+
+    async def _open_uploads(self, key: str) -> tuple[str, ...]:
+        """Ids of the open multipart uploads to exactly ``key``, oldest first."""
+        result = await self._call(
+            f"list uploads of {key!r}",
+            self._client._list_multipart_uploads,
+            self.bucket,
+            prefix=key,
+        )
+        found = sorted(
+            (upload.initiated_time or 0, upload.upload_id)
+            for upload in result.uploads
+            if upload.object_name == key and upload.upload_id
+        )
+        return tuple(upload_id for _, upload_id in found)
+
+    async def _upload_id(self, key: str) -> str:
+        """The open multipart upload of ``key`` (the oldest, should there be several, so every
+        process picks the same); ObjectNotFound when there is none."""
+        if key in self._upload_ids:
+            return self._upload_ids[key]
+        found = await self._open_uploads(key)
+        if not found:
+            raise ObjectNotFound(key)
+        if len(self._upload_ids) > 10_000:  # a cache, not a record: forget the oldest
+            del self._upload_ids[next(iter(self._upload_ids))]
+        self._upload_ids[key] = found[0]
+        return found[0]
+
+    async def start_multipart(self, key: str, *, content_type: str) -> None:
+        check_key(key)
+        with contextlib.suppress(ObjectNotFound):
+            await self._upload_id(key)
+            return
+        self._upload_ids[key] = await self._call(
+            f"start {key!r}",
+            self._client._create_multipart_upload,
+            self.bucket,
+            key,
+            {"Content-Type": content_type},
+        )
+
+    async def put_part(
+        self, key: str, number: int, chunks: AsyncIterator[bytes], *, length: int, sha256: str
+    ) -> None:
+        check_key(key)
+        check_part(number, length, sha256)
+        upload_id = await self._upload_id(key)
+        region = await self._region()
+        url = self._base_url.build(
+            method="PUT",
+            region=region,
+            bucket_name=self.bucket,
+            object_name=key,
+            query_params={"partNumber": str(number), "uploadId": upload_id},
+        )
+        date = utcnow()
+        headers = sign_v4_s3(
+            method="PUT",
+            url=url,
+            region=region,
+            headers={
+                "Host": url.netloc,
+                "Content-Length": str(length),
+                "x-amz-content-sha256": sha256,
+                "x-amz-date": to_amz_date(date),
+            },
+            credentials=self._credentials,
+            content_sha256=sha256,
+            date=date,
+        )
+        body = verified_part(chunks, length=length, sha256=sha256)
+        what = f"put part {number} of {key!r}"
+        sent = {name: str(value) for name, value in headers.items()}
+        try:
+            response = await self._http().put(urlunsplit(url), content=body, headers=sent)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"{what}: {type(exc).__name__}") from exc
+        if response.status_code == 200:
+            return
+        found = _CODE.search(response.content)
+        code = found.group(1).decode() if found else f"HTTP {response.status_code}"
+        if code == "NoSuchUpload":
+            self._upload_ids.pop(key, None)
+            raise ObjectNotFound(key)
+        if code in _DAMAGED:
+            raise PartRejected(f"{what}: {code}", reason="checksum", received=length)
+        raise StorageError(f"{what}: {code}", permanent=code in _PERMANENT)
+
+    async def _parts(self, key: str, upload_id: str) -> dict[int, Part]:
+        parts: dict[int, Part] = {}
+        marker: str | None = None
+        while True:
+            page = await self._call(
+                f"list parts of {key!r}",
+                self._client._list_parts,
+                self.bucket,
+                key,
+                upload_id,
+                part_number_marker=marker,
+            )
+            parts.update((part.part_number, part) for part in page.parts)
+            if not page.is_truncated or not page.next_part_number_marker:
+                return parts
+            marker = page.next_part_number_marker
+
+    async def complete_multipart(self, key: str, parts: int) -> ObjectInfo:
+        check_key(key)
+        try:
+            upload_id = await self._upload_id(key)
+        except ObjectNotFound:
+            return await self.stat(key)  # completed before (or ObjectNotFound: never started)
+        listed = await self._parts(key, upload_id)
+        missing = [number for number in range(1, parts + 1) if number not in listed]
+        if missing:
+            raise MissingParts(key, missing)
+        # The ETags S3 lists are those of the parts it holds now: a part sent twice counts
+        # with its last copy, whichever request finished last.
+        await self._call(
+            f"complete {key!r}",
+            self._client._complete_multipart_upload,
+            self.bucket,
+            key,
+            upload_id,
+            [listed[number] for number in range(1, parts + 1)],
+        )
+        self._upload_ids.pop(key, None)
+        return await self.stat(key)
+
+    async def abort_multipart(self, key: str) -> None:
+        check_key(key)
+        self._upload_ids.pop(key, None)
+        for upload_id in await self._open_uploads(key):
+            with contextlib.suppress(ObjectNotFound):
+                await self._call(
+                    f"abort {key!r}",
+                    self._client._abort_multipart_upload,
+                    self.bucket,
+                    key,
+                    upload_id,
+                )
+
+    async def list_multipart(self, prefix: str = "") -> AsyncIterator[MultipartInfo]:
+        key_marker: str | None = None
+        upload_marker: str | None = None
+        while True:
+            page = await self._call(
+                f"list uploads under {prefix!r}",
+                self._client._list_multipart_uploads,
+                self.bucket,
+                prefix=prefix,
+                key_marker=key_marker,
+                upload_id_marker=upload_marker,
+            )
+            for upload in page.uploads:
+                if upload.initiated_time is not None:
+                    yield MultipartInfo(key=upload.object_name, started=upload.initiated_time)
+            if not page.is_truncated:
+                return
+            key_marker, upload_marker = page.next_key_marker, page.next_upload_id_marker
 
 
 def _is_public(policy: str) -> bool:

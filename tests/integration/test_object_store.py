@@ -4,6 +4,7 @@ through testcontainers where a Docker engine answers."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import os
 import secrets
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.storage.base import ObjectNotFound, ObjectStore, StorageError
+from appliance.storage.base import (
+    MissingParts,
+    ObjectNotFound,
+    ObjectStore,
+    PartRejected,
+    StorageError,
+)
 from appliance.storage.filesystem import FilesystemStore
 from appliance.storage.s3 import PART_SIZE, S3Store
 from tests.conftest import S3Server
@@ -193,6 +200,183 @@ async def test_concurrent_writes_of_one_key_leave_one_whole_object(store: Object
         store.put("race.jpg", chunks_of(second), content_type="image/jpeg"),
     )
     assert await read_all(store, "race.jpg") in (first, second)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def put_part(store: ObjectStore, key: str, number: int, data: bytes) -> None:
+    await store.put_part(key, number, chunks_of(data), length=len(data), sha256=sha(data))
+
+
+def parts_for(store: ObjectStore, count: int) -> list[bytes]:
+    """``count`` different parts, each but the last as small as the store allows."""
+    size = store.min_part_size
+    return [os.urandom(size) for _ in range(count - 1)] + [os.urandom(70_000)]
+
+
+async def test_multipart_parts_in_any_order_become_one_object(store: ObjectStore) -> None:
+    """Parts sent out of order, one of them twice, join in number order; nothing shows under
+    the key until completion, and completing again is harmless."""
+    parts = parts_for(store, 3)
+    await store.start_multipart("m/photo.jpg", content_type="image/jpeg")
+    await store.start_multipart("m/photo.jpg", content_type="image/jpeg")  # keeps the open one
+    for number in (3, 1, 2, 1):
+        await put_part(store, "m/photo.jpg", number, parts[number - 1])
+    with pytest.raises(ObjectNotFound):
+        await store.stat("m/photo.jpg")
+    assert [info.key async for info in store.list_multipart("m/")] == ["m/photo.jpg"]
+    assert [info.key async for info in store.list("")] == []
+    info = await store.complete_multipart("m/photo.jpg", 3)
+    assert info.size == sum(map(len, parts))
+    assert await read_all(store, "m/photo.jpg") == b"".join(parts)
+    assert (await store.stat("m/photo.jpg")).content_type == "image/jpeg"
+    assert [info async for info in store.list_multipart("")] == []
+    again = await store.complete_multipart("m/photo.jpg", 3)
+    assert again.size == info.size
+    assert [info.key async for info in store.list("")] == ["m/photo.jpg"]
+
+
+async def test_a_part_that_is_not_as_declared_changes_nothing(store: ObjectStore) -> None:
+    """Too long, too short or the wrong SHA-256: PartRejected saying which, and the part
+    sent before under that number stays."""
+    good = os.urandom(100_000)
+    await store.start_multipart("m/x.tif", content_type="image/tiff")
+    await put_part(store, "m/x.tif", 1, good)
+    bad = os.urandom(100_000)
+    cases = [
+        (bad + b"x", len(bad), sha(bad), "long"),
+        (bad[:-1], len(bad), sha(bad), "short"),
+        (bad, len(bad), sha(good), "checksum"),
+    ]
+    for data, length, digest, reason in cases:
+        with pytest.raises(PartRejected) as rejected:
+            await store.put_part("m/x.tif", 1, chunks_of(data), length=length, sha256=digest)
+        assert rejected.value.reason == reason
+    await store.complete_multipart("m/x.tif", 1)
+    assert await read_all(store, "m/x.tif") == good
+
+
+async def test_a_part_whose_source_breaks_changes_nothing(store: ObjectStore) -> None:
+    """A part cut off half-way (the browser went away) leaves the earlier part of its number."""
+    good = os.urandom(80_000)
+    await store.start_multipart("m/y.jpg", content_type="image/jpeg")
+    await put_part(store, "m/y.jpg", 1, good)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield good[:40_000]
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises((ConnectionResetError, StorageError)):
+        await store.put_part("m/y.jpg", 1, broken(), length=len(good), sha256=sha(good))
+    await store.complete_multipart("m/y.jpg", 1)
+    assert await read_all(store, "m/y.jpg") == good
+
+
+async def test_missing_parts_are_named_and_the_write_stays_open(store: ObjectStore) -> None:
+    """Completing without every part raises MissingParts with their numbers; once they
+    arrive, completing works."""
+    parts = parts_for(store, 3)
+    await store.start_multipart("m/z.jpg", content_type="image/jpeg")
+    await put_part(store, "m/z.jpg", 2, parts[1])
+    with pytest.raises(MissingParts) as missing:
+        await store.complete_multipart("m/z.jpg", 3)
+    assert missing.value.numbers == [1, 3]
+    await put_part(store, "m/z.jpg", 1, parts[0])
+    await put_part(store, "m/z.jpg", 3, parts[2])
+    await store.complete_multipart("m/z.jpg", 3)
+    assert await read_all(store, "m/z.jpg") == b"".join(parts)
+
+
+async def test_aborted_multipart_write_leaves_nothing(store: ObjectStore) -> None:
+    """Aborting drops the parts; later parts and completion find no write to the key."""
+    data = os.urandom(50_000)
+    await store.start_multipart("m/gone.jpg", content_type="image/jpeg")
+    await put_part(store, "m/gone.jpg", 1, data)
+    await store.abort_multipart("m/gone.jpg")
+    await store.abort_multipart("m/gone.jpg")  # none open: not an error
+    with pytest.raises(ObjectNotFound):
+        await put_part(store, "m/gone.jpg", 1, data)
+    with pytest.raises(ObjectNotFound):
+        await store.complete_multipart("m/gone.jpg", 1)
+    assert [info async for info in store.list_multipart("")] == []
+    assert [info.key async for info in store.list("")] == []
+
+
+async def test_open_multipart_writes_are_listed_by_prefix(store: ObjectStore) -> None:
+    """Open writes are listed under their prefix with the time they were started (moto
+    reports one fixed time in the past for every upload, so only "not later than now")."""
+    for key in ("originals/1/a", "originals/2/b", "other/c"):
+        await store.start_multipart(key, content_type="image/jpeg")
+    listed = [info async for info in store.list_multipart("originals/")]
+    assert [info.key for info in listed] == ["originals/1/a", "originals/2/b"]
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    assert all(info.started < soon for info in listed)
+
+
+async def test_unsafe_part_numbers_and_checksums_are_refused(store: ObjectStore) -> None:
+    """Part numbers outside 1 to 10000 and checksums that are not SHA-256 hex never reach a
+    backend."""
+    await store.start_multipart("m/p.jpg", content_type="image/jpeg")
+    for number, digest in ((0, sha(b"x")), (10_001, sha(b"x")), (1, "abc"), (1, "Z" * 64)):
+        with pytest.raises(StorageError) as refused:
+            await store.put_part("m/p.jpg", number, chunks_of(b"x"), length=1, sha256=digest)
+        assert refused.value.permanent
+
+
+async def test_part_requests_are_signed_as_botocore_signs_them(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part goes out signed with its SHA-256 as the payload hash (so S3 checks the bytes),
+    and its signature is the one botocore computes for the same request: moto does not check
+    signatures, so an independent signer does."""
+    import httpx
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    store = S3Store(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=f"sig-{secrets.token_hex(4)}",
+        region="eu-central-1",
+    )
+    await store.ensure_ready()
+    await store.start_multipart("originals/1/a_b.jpg", content_type="image/jpeg")
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"ETag": '"x"'})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    monkeypatch.setattr(store, "_http", lambda: client)
+    data = os.urandom(10_000)
+    await put_part(store, "originals/1/a_b.jpg", 7, data)
+    await store.abort_multipart("originals/1/a_b.jpg")
+    (request,) = seen
+    assert request.content == data
+    assert request.headers["x-amz-content-sha256"] == sha(data)
+    assert request.headers["content-length"] == str(len(data))
+    assert "partNumber=7" in str(request.url) and "uploadId=" in str(request.url)
+    # botocore takes the payload hash from the header spelt this way.
+    names = {"host": "host", "content-length": "content-length", "x-amz-date": "x-amz-date"}
+    names["x-amz-content-sha256"] = "X-Amz-Content-SHA256"
+    signed = AWSRequest(
+        method="PUT",
+        url=str(request.url),
+        headers={spelt: request.headers[name] for name, spelt in names.items()},
+    )
+    signed.context["timestamp"] = request.headers["x-amz-date"]
+    signer = S3SigV4Auth(
+        Credentials(s3_server.access_key, s3_server.secret_key), "s3", "eu-central-1"
+    )
+    expected = signer.signature(
+        signer.string_to_sign(signed, signer.canonical_request(signed)), signed
+    )
+    assert request.headers["authorization"].endswith(f"Signature={expected}")
 
 
 async def test_public_bucket_is_refused(s3_server: S3Server) -> None:
