@@ -23,6 +23,7 @@ from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.db.engine import configure, connection_pool
 from appliance.galleries.media_web import ShareMediaController, StaffMediaController
+from appliance.galleries.page_cache import PageCache
 from appliance.galleries.share_staff_web import ShareLinkController
 from appliance.galleries.share_web import ShareController
 from appliance.galleries.upload_web import UploadController
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
                 "clock": clock,
                 "secret_key": ensure_secret_key(settings),
                 "store": store,
+                "page_cache": PageCache(),
             }
         ),
         guards=[csrf_guard],

@@ -25,6 +25,7 @@ __all__ = [
     "media_url",
     "photo_file",
     "share_scope",
+    "url_window",
     "verify_media_url",
 ]
 
@@ -43,9 +44,16 @@ def _signature(secret_key: str, scope: str, photo_id: int, variant: str, expires
     return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()
 
 
+def url_window(now: dt.datetime) -> int:
+    """The minute a URL made at ``now`` belongs to: URLs of one minute are identical, so
+    browsers can reuse cached images and pages can be cached (see page_cache)."""
+    return int(now.timestamp()) // 60
+
+
 def media_url(secret_key: str, *, scope: str, photo_id: int, variant: str, now: dt.datetime) -> str:
-    """The URL of one variant of a photo, valid for URL_LIFETIME from ``now``."""
-    expires = int((now + URL_LIFETIME).timestamp())
+    """The URL of one variant of a photo, valid until URL_LIFETIME after the start of the
+    minute of ``now`` (so between four and five minutes)."""
+    expires = url_window(now) * 60 + int(URL_LIFETIME.total_seconds())
     signature = _signature(secret_key, scope, photo_id, variant, expires)
     kind, _, ident = scope.partition("-")
     path = f"/media/{kind}/{ident}" if ident else f"/media/{kind}"

@@ -96,9 +96,8 @@ class ShareMediaController(Controller):
             signature=s,
             now=now,
         )
-        link, gallery = await sharing.active_link(link_id, now)
-        visitor = visitor_value(request)
-        visit = await sharing.visit(link, visitor, now=now, create=False) if visitor else None
+        opening = await sharing.active_link(link_id, now, visitor=visitor_value(request))
+        link, gallery, visit = opening.link, opening.gallery, opening.visit
         if visit is None or not visit.unlocked:
             raise Forbidden("Open the gallery's link again to see this photo.")
         download = variant == "original" or bool(dl)

@@ -70,6 +70,7 @@ class GalleryRecord(msgspec.Struct, frozen=True):
     published_at: dt.datetime | None
     cover_photo_id: int | None = None
     watermark: bool = False
+    version: int = 0  # raised by the database on any change (the client's page cache key)
 
     def expired(self, today: dt.date) -> bool:
         return self.expires_on is not None and self.expires_on < today
@@ -107,6 +108,7 @@ _COLUMNS = (
     Gallery.published_at,
     Gallery.cover_photo,
     Gallery.watermark,
+    Gallery.version,
 )
 
 
@@ -125,6 +127,7 @@ def _record(row: dict[str, Any]) -> GalleryRecord:
         published_at=row["published_at"],
         cover_photo_id=row["cover_photo"],
         watermark=row["watermark"],
+        version=row["version"],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,6 +22,12 @@ from litestar.response import Stream
 
 from appliance.errors import ApplianceError, Conflict, Forbidden, NotFound
 from appliance.galleries import media, selections, service, sharing
+from appliance.galleries.page_cache import (
+    CSRF_PLACEHOLDER,
+    CachedPage,
+    PageCache,
+    accepts_gzip,
+)
 from appliance.galleries.selections import SelectionRecord
 from appliance.galleries.service import GalleryRecord, PhotoSummary, SetRecord
 from appliance.galleries.sharing import LinkRecord, Visit
@@ -28,6 +35,7 @@ from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
 from appliance.setup import service as studio
 from appliance.tokens import new_token
 from appliance.web.cookies import make_cookie, read_cookie
+from appliance.web.csrf import CSRF_FIELD, csrf_token
 from appliance.web.pages import (
     FORM,
     client_address,
@@ -46,6 +54,7 @@ log = logging.getLogger(__name__)
 VISITOR_COOKIE = "fs_visitor"
 VISITOR_DAYS = 30
 ZIP_SIZES = ("web", "original")
+STUDIO_NAME_SECONDS = 60.0
 
 
 def visitor_value(connection: AnyConnection) -> str:
@@ -84,6 +93,7 @@ class Opened:
     gallery: GalleryRecord
     visit: Visit
     now: dt.datetime
+    selection_version: int = 0
 
     @property
     def base(self) -> str:
@@ -93,17 +103,28 @@ class Opened:
 async def _open(request: AnyRequest, token: str) -> Opened:
     """Open the link for this request, creating the visitor cookie and visit when new."""
     now = request.app.state.clock()
-    link, gallery = await sharing.open_link(token, now)
     visitor = visitor_value(request)
-    if not visitor:
-        visitor = new_token()
-        cookie = make_cookie(
-            request, VISITOR_COOKIE, visitor, max_age=VISITOR_DAYS * 86400, samesite="lax"
-        )
-        request.state.setdefault("set_cookies", []).append(cookie)
-    visit = await sharing.visit(link, visitor, now=now)
-    assert visit is not None  # made when missing
-    return Opened(token=token, link=link, gallery=gallery, visit=visit, now=now)
+    opening = await sharing.open_link(token, now, visitor=visitor)
+    address = client_address(request)
+    visit = opening.visit
+    if visit is None:
+        if not visitor:
+            visitor = new_token()
+            cookie = make_cookie(
+                request, VISITOR_COOKIE, visitor, max_age=VISITOR_DAYS * 86400, samesite="lax"
+            )
+            request.state.setdefault("set_cookies", []).append(cookie)
+        visit = await sharing.start_visit(opening.link, visitor, address=address, now=now)
+    else:
+        await sharing.seen(visit, address=address, now=now)
+    return Opened(
+        token=token,
+        link=opening.link,
+        gallery=opening.gallery,
+        visit=visit,
+        now=now,
+        selection_version=opening.selection_version,
+    )
 
 
 def _unlocked(opened: Opened) -> None:
@@ -155,9 +176,15 @@ def _active_list(lists: list[SelectionRecord], wanted: int | None) -> SelectionR
     return lists[0] if lists else None
 
 
-async def _studio_name() -> str:
+async def _studio_name(request: AnyRequest) -> str:
+    """The studio's name, read at most once a minute (it heads every client page)."""
+    cached: tuple[float, str] | None = request.app.state.get("studio_name")
+    if cached is not None and time.monotonic() - cached[0] < STUDIO_NAME_SECONDS:
+        return cached[1]
     profile = await studio.get_studio()
-    return profile.name if profile else "Fotostudio"
+    name = profile.name if profile else "Fotostudio"
+    request.app.state["studio_name"] = (time.monotonic(), name)
+    return name
 
 
 class ShareController(Controller):
@@ -177,7 +204,7 @@ class ShareController(Controller):
             "share/password.html",
             {
                 "opened": opened,
-                "studio_name": await _studio_name(),
+                "studio_name": await _studio_name(request),
                 **extra,
             },
             status_code=status_code,
@@ -194,23 +221,70 @@ class ShareController(Controller):
         headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> Response[Any]:
+        context = await self._gallery_context(request, opened, list_id=list_id)
+        context.update(extra)
+        return render(
+            request, "share/gallery.html", context, status_code=status_code, headers=headers
+        )
+
+    async def _gallery_context(
+        self, request: AnyRequest, opened: Opened, *, list_id: int | None
+    ) -> dict[str, Any]:
         sets, photos = await _ready_photos(opened.gallery)
         lists = await selections.lists_of(opened.link, now=opened.now)
         active = _active_list(lists, list_id)
-        context = {
+        urls = {photo.id: {"thumb": _media(request, opened, photo.id, "thumb")} for photo in photos}
+        return {
             "opened": opened,
-            "studio_name": await _studio_name(),
+            "studio_name": await _studio_name(request),
             "sets": sets,
             "photos": photos,
-            "urls": {photo.id: _urls(request, opened, photo) for photo in photos},
+            "urls": urls,
             "lists": lists,
             "active": active,
             "chosen": set(active.photo_ids) if active else set(),
             "pin_needed": opened.link.has_pin and not opened.visit.pin_ok,
-            **extra,
         }
-        return render(
-            request, "share/gallery.html", context, status_code=status_code, headers=headers
+
+    async def _cached_gallery(
+        self, request: AnyRequest, opened: Opened, *, list_id: int | None
+    ) -> Response[Any]:
+        """The gallery page from the page cache, rendered on a miss; only the CSRF token is
+        this request's own."""
+        cache: PageCache = request.app.state.page_cache
+        key = (
+            opened.token,  # never reused, unlike an id (another database, a restore)
+            opened.gallery.version,
+            opened.selection_version,
+            list_id,
+            media.url_window(opened.now),
+            opened.link.has_pin and not opened.visit.pin_ok,
+            await _studio_name(request),
+        )
+        page = cache.get(key)
+        if page is None:
+            context = await self._gallery_context(request, opened, list_id=list_id)
+            engine = request.app.template_engine
+            assert engine is not None  # the app is built with a template config
+            template = engine.get_template("share/gallery.html")
+            page = CachedPage(
+                template.render(
+                    **context, csrf_value=CSRF_PLACEHOLDER, csrf_field=CSRF_FIELD, signed=None
+                )
+            )
+            cache.put(key, page)
+        token = csrf_token(request)
+        headers = {"Vary": "Accept-Encoding"}
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            body = page.gzipped(token)
+            headers["Content-Encoding"] = "gzip"
+        else:
+            body = page.plain(token)
+        return Response(
+            body,
+            media_type=MediaType.HTML,
+            headers=headers,
+            cookies=request.state.get("set_cookies", []),
         )
 
     @get("/{token:str}", name="share")
@@ -222,12 +296,12 @@ class ShareController(Controller):
         sent: Annotated[int | None, QueryParameter(ge=0, le=1)] = None,
     ) -> Response[Any]:
         opened = await _open(request, token)
-        address = client_address(request)
-        await sharing.record_event(opened.link.id, "opened", now=opened.now, address=address)
         if not opened.visit.unlocked:
             return await self._password_page(request, opened)
-        notice = "Your selection was sent to the studio. Thank you!" if sent else None
-        return await self._gallery_page(request, opened, list_id=list_id, notice=notice)
+        if sent:
+            notice = "Your selection was sent to the studio. Thank you!"
+            return await self._gallery_page(request, opened, list_id=list_id, notice=notice)
+        return await self._cached_gallery(request, opened, list_id=list_id)
 
     async def _enter(self, request: AnyRequest, token: str, kind: str, value: str) -> Response[Any]:
         """Check the password (then show the gallery) or the download PIN (then downloads)."""
@@ -253,7 +327,7 @@ class ShareController(Controller):
                 headers=retry_after(exc),
                 **error_context(exc),
             )
-        return redirect(opened.base if kind == "password" else f"{opened.base}#downloads")
+        return redirect(opened.base if kind == "password" else f"{opened.base}#pin")
 
     @post("/{token:str}/unlock", name="share_unlock")
     async def unlock(
@@ -290,7 +364,7 @@ class ShareController(Controller):
             "share/photo.html",
             {
                 "opened": opened,
-                "studio_name": await _studio_name(),
+                "studio_name": await _studio_name(request),
                 "photo": photos[index],
                 "position": index + 1,
                 "total": len(photos),
@@ -305,7 +379,8 @@ class ShareController(Controller):
 
     @get("/{token:str}/urls", name="share_urls", media_type=MediaType.JSON)
     async def urls(self, request: AnyRequest, token: FromPath[str]) -> dict[str, Any]:
-        """Fresh file URLs for a page left open longer than their five minutes."""
+        """The file URLs of every photo, in page order: fetched by the lightbox when it first
+        opens, and again when a page outlives the URLs' five minutes."""
         opened = await _open(request, token)
         _unlocked(opened)
         _, photos = await _ready_photos(opened.gallery)

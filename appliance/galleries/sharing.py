@@ -40,6 +40,7 @@ __all__ = [
     "TOKEN_PATTERN",
     "LinkOptions",
     "LinkRecord",
+    "Opening",
     "ShareEventRecord",
     "Visit",
     "active_link",
@@ -52,7 +53,8 @@ __all__ = [
     "purge_visits",
     "record_event",
     "revoke_link",
-    "visit",
+    "seen",
+    "start_visit",
 ]
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -112,6 +114,7 @@ class Visit(msgspec.Struct, frozen=True):
     link_id: int
     unlocked: bool
     pin_ok: bool
+    last_seen_at: dt.datetime | None = None
 
 
 class ShareEventRecord(msgspec.Struct, frozen=True):
@@ -286,7 +289,37 @@ async def revoke_link(
     return await get_link(link_id)
 
 
-async def _usable(row: dict[str, Any] | None, now: dt.datetime) -> tuple[LinkRecord, GalleryRecord]:
+class Opening(msgspec.Struct, frozen=True):
+    """A working link as one request sees it: the link, its gallery, this browser's visit
+    (None before its first request) and the counter of the link's selection lists."""
+
+    link: LinkRecord
+    gallery: GalleryRecord
+    visit: Visit | None
+    selection_version: int
+
+
+# One round trip for every request under a link: the link, its gallery (with the client's
+# name and the version the client's page is cached by) and this browser's visit.
+_OPEN_SQL = """
+SELECT l.id, l.gallery, l.recipient, l.email, l.password_hash, l.pin_hash,
+       l.can_download_web, l.can_download_original, l.can_favourite, l.expires_at,
+       l.revoked_at, l.created_at, l.last_opened_at, l.selection_version, l.token_hash,
+       g.client AS g_client, c.name AS g_client_name, g.title AS g_title,
+       g.description AS g_description, g.event_date AS g_event_date, g.status AS g_status,
+       g.expires_on AS g_expires_on, g.created_at AS g_created_at,
+       g.updated_at AS g_updated_at, g.published_at AS g_published_at,
+       g.cover_photo AS g_cover_photo, g.watermark AS g_watermark, g.version AS g_version,
+       v.id AS v_id, v.unlocked AS v_unlocked, v.pin_ok AS v_pin_ok,
+       v.last_seen_at AS v_last_seen_at
+FROM share_link l
+JOIN gallery g ON g.id = l.gallery
+JOIN client c ON c.id = g.client
+LEFT JOIN share_visit v ON v.visit_key = l.id::text || ':' || {}
+WHERE """
+
+
+def _opening(row: dict[str, Any] | None, now: dt.datetime) -> Opening:
     if row is None:
         raise NotFound("This link does not exist. Check that it was copied whole.")
     link = _record(row)
@@ -295,65 +328,104 @@ async def _usable(row: dict[str, Any] | None, now: dt.datetime) -> tuple[LinkRec
         raise NotFound("This link was withdrawn by the studio.")
     if state == "expired":
         raise NotFound("This link has expired. Ask the studio for a new one.")
-    gallery = await get_gallery(link.gallery_id)
+    gallery = GalleryRecord(
+        id=row["gallery"],
+        client_id=row["g_client"],
+        client_name=row["g_client_name"],
+        title=row["g_title"],
+        description=row["g_description"],
+        event_date=row["g_event_date"],
+        status=row["g_status"],
+        expires_on=row["g_expires_on"],
+        created_at=row["g_created_at"],
+        updated_at=row["g_updated_at"],
+        published_at=row["g_published_at"],
+        cover_photo_id=row["g_cover_photo"],
+        watermark=row["g_watermark"],
+        version=row["g_version"],
+    )
     if gallery.expired(now.date()):
         raise NotFound("This gallery has expired. Ask the studio if you still need it.")
     if gallery.status != "published":
         raise NotFound("This gallery is not available at the moment.")
-    return link, gallery
+    current = None
+    if row["v_id"] is not None:
+        current = Visit(
+            id=row["v_id"],
+            link_id=link.id,
+            unlocked=row["v_unlocked"],
+            pin_ok=row["v_pin_ok"],
+            last_seen_at=row["v_last_seen_at"],
+        )
+    return Opening(
+        link=link, gallery=gallery, visit=current, selection_version=row["selection_version"]
+    )
 
 
-async def open_link(token: str, now: dt.datetime) -> tuple[LinkRecord, GalleryRecord]:
-    """The link a token opens and its gallery, or NotFound saying why not."""
+def _visitor_digest(visitor: str) -> str:
+    return token_digest(visitor) if visitor else ""
+
+
+async def open_link(token: str, now: dt.datetime, *, visitor: str = "") -> Opening:
+    """The link a token opens, its gallery and this browser's visit, or NotFound saying why
+    the link does not work."""
     if not TOKEN_PATTERN.fullmatch(token):
         raise NotFound("This link does not exist. Check that it was copied whole.")
     digest = token_digest(token)
-    row = await (
-        ShareLink.select(*_COLUMNS, ShareLink.token_hash)
-        .where(ShareLink.token_hash == digest)
-        .first()
-        .run()
-    )
+    rows = await ShareLink.raw(_OPEN_SQL + "l.token_hash = {}", _visitor_digest(visitor), digest)
+    row = rows[0] if rows else None
     # The index found the row by its hash; compare once more in constant time all the same.
-    if row is not None and not hmac.compare_digest(row.pop("token_hash"), digest):
+    if row is not None and not hmac.compare_digest(row["token_hash"], digest):
         row = None
-    return await _usable(row, now)
+    return _opening(row, now)
 
 
-async def active_link(link_id: int, now: dt.datetime) -> tuple[LinkRecord, GalleryRecord]:
+async def active_link(link_id: int, now: dt.datetime, *, visitor: str = "") -> Opening:
     """Re-check a link by id (for files and ZIP entries): NotFound once it no longer works."""
-    row = await ShareLink.select(*_COLUMNS).where(ShareLink.id == link_id).first().run()
-    return await _usable(row, now)
+    rows = await ShareLink.raw(_OPEN_SQL + "l.id = {}", _visitor_digest(visitor), link_id)
+    return _opening(rows[0] if rows else None, now)
+
+
+async def seen(current: Visit, *, address: str, now: dt.datetime) -> None:
+    """Note that the visit's browser opened the link; logged once an hour per visit."""
+    if current.last_seen_at is not None and current.last_seen_at > now - VIEW_LOG_INTERVAL:
+        return
+    await ShareVisit.update({ShareVisit.last_seen_at: now}).where(ShareVisit.id == current.id).run()
+    await record_event(current.link_id, "opened", now=now, address=address)
 
 
 def _visit_key(link_id: int, visitor: str) -> str:
-    return f"{link_id}:{token_digest(visitor)[:64]}"
+    return f"{link_id}:{token_digest(visitor)}"
 
 
-async def visit(
-    link: LinkRecord, visitor: str, *, now: dt.datetime, create: bool = True
-) -> Visit | None:
-    """This browser's visit of ``link`` (created on first sight unless ``create`` is False)."""
+async def start_visit(link: LinkRecord, visitor: str, *, address: str, now: dt.datetime) -> Visit:
+    """The visit of a browser seeing ``link`` for the first time (logged as "opened")."""
     key = _visit_key(link.id, visitor)
-    columns = (ShareVisit.id, ShareVisit.unlocked, ShareVisit.pin_ok)
-    row = await ShareVisit.select(*columns).where(ShareVisit.visit_key == key).first().run()
-    if row is None:
-        if not create:
-            return None
-        await ShareVisit.raw(
-            "INSERT INTO share_visit (link, visit_key, unlocked, pin_ok, created_at, last_seen_at)"
-            " VALUES ({}, {}, {}, false, {}, {}) ON CONFLICT (visit_key) DO NOTHING",
-            link.id,
-            key,
-            not link.has_password,
-            now,
-            now,
-        )
-        await ShareLink.update({ShareLink.last_opened_at: now}).where(ShareLink.id == link.id).run()
-        row = await ShareVisit.select(*columns).where(ShareVisit.visit_key == key).first().run()
-        if row is None:  # revoked in between: the revoke deleted the visits
-            raise NotFound("This link was withdrawn by the studio.")
-    return Visit(id=row["id"], link_id=link.id, unlocked=row["unlocked"], pin_ok=row["pin_ok"])
+    rows = await ShareVisit.raw(
+        "INSERT INTO share_visit (link, visit_key, unlocked, pin_ok, created_at, last_seen_at)"
+        " SELECT {}, {}, {}, false, {}, {} WHERE EXISTS"
+        " (SELECT 1 FROM share_link WHERE id = {} AND revoked_at IS NULL)"
+        " ON CONFLICT (visit_key) DO UPDATE SET last_seen_at = share_visit.last_seen_at"
+        " RETURNING id, unlocked, pin_ok",
+        link.id,
+        key,
+        not link.has_password,
+        now,
+        now,
+        link.id,
+    )
+    if not rows:  # withdrawn in between
+        raise NotFound("This link was withdrawn by the studio.")
+    await ShareLink.update({ShareLink.last_opened_at: now}).where(ShareLink.id == link.id).run()
+    await record_event(link.id, "opened", now=now, address=address)
+    row = rows[0]
+    return Visit(
+        id=row["id"],
+        link_id=link.id,
+        unlocked=row["unlocked"],
+        pin_ok=row["pin_ok"],
+        last_seen_at=now,
+    )
 
 
 async def enter_secret(
@@ -421,9 +493,8 @@ async def record_event(
     photo_id: int | None = None,
     detail: str = "",
 ) -> None:
-    """Append to the link's access log; "opened" and "viewed" (per photo) at most once an
-    hour from one address."""
-    if kind in ("opened", "viewed"):
+    """Append to the link's access log; "viewed" at most once an hour per photo and address."""
+    if kind == "viewed":
         same_photo = (
             ShareEvent.photo.is_null() if photo_id is None else ShareEvent.photo == photo_id
         )

@@ -52,6 +52,9 @@ class Gallery(Table, tablename="gallery"):
     # gallery, so a foreign key back would be circular); a photo of another gallery never counts.
     cover_photo = Integer(null=True, default=None)
     watermark = Boolean(default=False)  # previews carry the studio's name
+    # Raised by database triggers on every change of the gallery, its sets or its photos:
+    # the client's page is cached per version (see share_page.py).
+    version = BigInt(default=0)
 
 
 class GallerySet(Table, tablename="gallery_set"):
@@ -147,6 +150,8 @@ class ShareLink(Table, tablename="share_link"):
     created_by = Integer(null=True, default=None)
     created_at = Timestamptz()
     last_opened_at = Timestamptz(null=True, default=None)
+    # Raised by database triggers on every change of the link's selection lists.
+    selection_version = BigInt(default=0)
 
 
 class ShareVisit(Table, tablename="share_visit"):

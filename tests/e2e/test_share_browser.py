@@ -191,7 +191,8 @@ def test_the_gallery_works_on_a_phone(
         tiles.nth(0).locator("a.open").tap()
         counter = page.locator(".lb-count")
         expect(counter).to_contain_text("1 / 4")
-        box = page.locator("#lightbox img").bounding_box()
+        expect(page.locator("#lightbox img")).to_have_js_property("complete", True)
+        box = page.locator("#lightbox").bounding_box()
         assert box is not None
         middle_y = box["y"] + box["height"] / 2
         page.mouse.move(box["x"] + box["width"] * 0.8, middle_y)

@@ -85,3 +85,11 @@ def media_urls(page: str, variant: str = "thumb") -> dict[int, str]:
     amp = r"(?:&amp;|&|\\u0026)"
     found = re.findall(rf"(/media/share/\d+/(\d+)/{variant}\?e=\d+{amp}s=[0-9a-f]{{64}})", page)
     return {int(photo): html.unescape(url.replace("\\u0026", "&")) for url, photo in found}
+
+
+async def file_urls(browser: httpx.AsyncClient, path: str, variant: str) -> dict[int, str]:
+    """Photo id to the ``variant`` URL the page's script gets from ``<path>/urls``."""
+    answer = await browser.get(f"{path}/urls", headers={"Accept": "application/json"})
+    assert answer.status_code == 200, answer.text
+    photos = answer.json()["photos"]
+    return {int(key): urls[variant] for key, urls in photos.items() if variant in urls}

@@ -109,7 +109,7 @@ async def test_moving_between_sets_and_deleting_a_photo(
     assert (await post(client, gallery, "cover", photo=str(photos[1]))).status_code == 303
     async with visitor(app) as browser:
         page = (await browser.get(path)).text
-        list_id = re.search(r"/lists/(\d+)/photos/", page).group(1)  # type: ignore[union-attr]
+        list_id = re.search(r"/lists/(\d+)/send", page).group(1)  # type: ignore[union-attr]
         marked = await browser.post(
             f"{path}/lists/{list_id}/photos/{photos[1]}",
             data={"chosen": "1", "_csrf": csrf_of(page)},

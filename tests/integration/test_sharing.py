@@ -16,6 +16,7 @@ from appliance.galleries.tables import Photo, ShareEvent, ShareLink
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of
 from tests.integration.sharing_flows import (
+    file_urls,
     media_urls,
     published_gallery,
     share,
@@ -117,8 +118,8 @@ async def test_revoking_stops_the_page_every_file_url_and_the_zip(
         page = (await browser.get(path)).text
         urls = [
             *media_urls(page, "thumb").values(),
-            *media_urls(page, "preview").values(),
-            *media_urls(page, "original").values(),
+            *(await file_urls(browser, path, "preview")).values(),
+            *(await file_urls(browser, path, "original")).values(),
         ]
         assert len(urls) >= 3 * len(photos)
         for url in urls:
@@ -175,8 +176,10 @@ async def test_permissions_and_download_pin(
     view_only = await share(client, gallery, download_web="", favourites="")
     async with visitor(app) as browser:
         page = (await browser.get(view_only)).text
-        assert "/download?size" not in page and not media_urls(page, "original")
-        preview = media_urls(page, "preview")[photos[0]]
+        assert "/download?size" not in page
+        assert not await file_urls(browser, view_only, "original")
+        assert not await file_urls(browser, view_only, "download")
+        preview = (await file_urls(browser, view_only, "preview"))[photos[0]]
         assert (await browser.get(preview)).status_code == 200
         assert (await browser.get(preview + "&dl=1")).status_code == 403
         assert (await browser.get(f"{view_only}/download?size=web")).status_code == 403
@@ -186,7 +189,7 @@ async def test_permissions_and_download_pin(
     async with visitor(app) as browser:
         page = (await browser.get(with_pin)).text
         assert 'name="pin"' in page
-        original = media_urls(page, "original")[photos[0]]
+        original = (await file_urls(browser, with_pin, "original"))[photos[0]]
         assert (await browser.get(original)).status_code == 403
         assert (await browser.get(f"{with_pin}/download?size=original")).status_code == 403
         wrong = await browser.post(f"{with_pin}/pin", data={"pin": "0000", "_csrf": csrf_of(page)})
@@ -211,7 +214,7 @@ async def test_favourites_lists_and_sending_reach_the_photographer(
     async with visitor(app) as browser:
         page = (await browser.get(path)).text
         token = csrf_of(page)
-        list_id = int(re.search(r"/lists/(\d+)/photos/", page).group(1))  # type: ignore[union-attr]
+        list_id = int(re.search(r"/lists/(\d+)/send", page).group(1))  # type: ignore[union-attr]
         for photo in photos[:2]:
             marked = await browser.post(
                 f"{path}/lists/{list_id}/photos/{photo}",
@@ -299,7 +302,7 @@ async def test_nothing_through_bens_link_returns_annas_photos(
         page = (await browser.get(ben_path)).text
         assert "anna.jpg" not in page and sorted(media_urls(page)) == ben_photos
         token = csrf_of(page)
-        ben_url = media_urls(page, "original")[ben_photos[0]]
+        ben_url = (await file_urls(browser, ben_path, "original"))[ben_photos[0]]
         link_id = int(re.search(r"/media/share/(\d+)/", ben_url).group(1))  # type: ignore[union-attr]
         # A correctly signed URL for Anna's photo under Ben's link (as if the key leaked).
         from appliance.galleries import media
@@ -315,7 +318,7 @@ async def test_nothing_through_bens_link_returns_annas_photos(
             assert (await browser.get(signed)).status_code == 404
         swapped = ben_url.replace(f"/{ben_photos[0]}/", f"/{anna_photos[0]}/")
         assert (await browser.get(swapped)).status_code == 403
-        list_id = int(re.search(r"/lists/(\d+)/photos/", page).group(1))  # type: ignore[union-attr]
+        list_id = int(re.search(r"/lists/(\d+)/send", page).group(1))  # type: ignore[union-attr]
         stolen = await browser.post(
             f"{ben_path}/lists/{list_id}/photos/{anna_photos[0]}",
             data={"chosen": "1", "_csrf": token},
@@ -343,3 +346,59 @@ async def test_visits_are_purged_once_their_cookie_has_expired(
     assert await sharing.purge_visits(clock() + dt.timedelta(days=30)) == 0
     assert await sharing.purge_visits(clock() + dt.timedelta(days=32)) == 1
     assert await ShareVisit.count().run() == 0
+
+
+async def test_cached_page_follows_every_change_and_carries_each_browsers_own_token(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """The client's page is cached, but a favourite, a move or a new photo shows at once, and
+    no browser ever gets another browser's CSRF token."""
+    await signed_in_owner(client, admin, clock)
+    gallery, photos = await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    path = await share(client, gallery)
+    async with visitor(app) as first, visitor(app) as second:
+        page_one = (await first.get(path)).text
+        page_two = (await second.get(path)).text
+        assert csrf_of(page_one) != csrf_of(page_two)
+        assert page_one.replace(csrf_of(page_one), "") == page_two.replace(csrf_of(page_two), "")
+        list_id = re.search(r"/lists/(\d+)/send", page_one).group(1)  # type: ignore[union-attr]
+        marked = await first.post(
+            f"{path}/lists/{list_id}/photos/{photos[1]}",
+            data={"chosen": "1", "_csrf": csrf_of(page_one)},
+        )
+        assert marked.status_code == 303
+        assert f'id="p{photos[1]}" class="tile chosen"' in (await second.get(path)).text
+        moved = await client.post(
+            f"/galleries/{gallery}/photos/{photos[1]}/move",
+            data={
+                "direction": "up",
+                "_csrf": csrf_of((await client.get(f"/galleries/{gallery}")).text),
+            },
+        )
+        assert moved.status_code == 303
+        order = re.findall(r'<li id="p(\d+)"', (await second.get(path)).text)
+        assert [int(found) for found in order] == [photos[1], photos[0]]
+        await Photo.update({Photo.status: "processing"}).where(Photo.id == photos[0]).run()
+        assert f'id="p{photos[0]}"' not in (await first.get(path)).text
+
+
+async def test_a_gallery_with_photos_sets_and_lists_can_still_be_deleted_in_the_database(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """The version triggers do not get in the way of cascades (erasure will rely on them)."""
+    from appliance.galleries.tables import Gallery, SelectionItem
+
+    await signed_in_owner(client, admin, clock)
+    gallery, photos = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery)
+    async with visitor(app) as browser:
+        page = (await browser.get(path)).text
+        list_id = re.search(r"/lists/(\d+)/send", page).group(1)  # type: ignore[union-attr]
+        await browser.post(
+            f"{path}/lists/{list_id}/photos/{photos[0]}",
+            data={"chosen": "1", "_csrf": csrf_of(page)},
+        )
+    assert await SelectionItem.count().run() == 1
+    await Gallery.delete().where(Gallery.id == gallery).run()
+    assert await Photo.count().run() == 0 and await SelectionItem.count().run() == 0
+    assert await ShareLink.count().run() == 0

@@ -1,13 +1,19 @@
 // The client's gallery: a lightbox with keyboard and swipe, favourites without reloading,
 // and fresh file URLs when the page outlives their five minutes. Without this script every
-// tile links to a page of its own and the heart buttons are plain forms.
+// tile links to a page of its own (with its own favourite button) and the hearts stay hidden.
+// The page carries only the thumbnails' URLs; the lightbox fetches the others when it first
+// opens, so a large gallery's page stays small.
 "use strict";
 
 (function () {
   const dataNode = document.getElementById("share-data");
   if (!dataNode) return;
   const data = JSON.parse(dataNode.textContent);
-  const photos = data.photos;
+  data.csrf = document.getElementById("share-csrf").dataset.csrf;
+  const tiles = Array.from(document.querySelectorAll(".tile"));
+  const photos = tiles.map((tile) => Number(tile.id.slice(1)));
+  const names = tiles.map((tile) => tile.querySelector("img").alt);
+  data.urls = null;
   const box = document.getElementById("lightbox");
   const image = box.querySelector("img");
   const counter = box.querySelector(".lb-count");
@@ -21,43 +27,48 @@
   let opener = null;
   let refreshing = null;
 
-  // File URLs expire after five minutes: fetch new ones once, then retry the image.
-  function refreshUrls() {
+  // The URLs of every photo; also fetched again when those on the page have expired (after
+  // five minutes), then ``thumbs`` puts the new thumbnail URLs into the grid.
+  function refreshUrls(thumbs) {
     if (!refreshing) {
       refreshing = fetch(data.base + "/urls", { headers: { Accept: "application/json" } })
         .then((response) => (response.ok ? response.json() : Promise.reject(response)))
         .then((fresh) => {
           data.urls = fresh.photos;
-          document.querySelectorAll(".tile img").forEach((img) => {
-            const id = img.closest(".tile").id.slice(1);
-            if (data.urls[id]) img.src = data.urls[id].thumb;
-          });
         })
         .finally(() => setTimeout(() => (refreshing = null), 10000));
     }
-    return refreshing;
+    return refreshing.then(() => {
+      if (!thumbs) return;
+      tiles.forEach((tile) => {
+        const img = tile.querySelector("img");
+        const urls = data.urls[tile.id.slice(1)];
+        if (urls && img.src !== new URL(urls.thumb, location.href).href) img.src = urls.thumb;
+      });
+    });
   }
 
   document.querySelectorAll(".tile img").forEach((img) => {
     img.addEventListener("error", () => {
       if (!img.dataset.retried) {
         img.dataset.retried = "1";
-        refreshUrls().catch(() => {});
+        refreshUrls(true).catch(() => {});
       }
     });
   });
 
   function urlsOf(index) {
-    return data.urls[String(photos[index])] || {};
+    return (data.urls && data.urls[String(photos[index])]) || {};
   }
 
   function show(index) {
     current = (index + photos.length) % photos.length;
+    if (!data.urls) return; // still arriving; open() shows the photo when they are here
     const urls = urlsOf(current);
     image.src = urls.preview;
-    image.alt = data.names[current];
+    image.alt = names[current];
     image.dataset.retried = "";
-    counter.textContent = current + 1 + " / " + photos.length + " · " + data.names[current];
+    counter.textContent = current + 1 + " / " + photos.length + " · " + names[current];
     const canDownload = data.downloads && urls.download;
     download.hidden = !canDownload;
     if (canDownload) download.href = urls.download;
@@ -71,7 +82,15 @@
     opener = from;
     box.hidden = false;
     document.body.classList.add("lightbox-open");
-    show(index);
+    current = index;
+    counter.textContent = "…";
+    (data.urls ? Promise.resolve() : refreshUrls(false))
+      .then(() => {
+        if (!box.hidden) show(current);
+      })
+      .catch(() => {
+        counter.textContent = "The photo could not be loaded. Check the connection.";
+      });
     box.querySelector(".lb-close").focus();
   }
 
@@ -85,7 +104,7 @@
   image.addEventListener("error", () => {
     if (box.hidden || image.dataset.retried) return;
     image.dataset.retried = "1";
-    refreshUrls()
+    refreshUrls(true)
       .then(() => {
         image.src = urlsOf(current).preview;
       })
@@ -96,7 +115,7 @@
     link.addEventListener("click", (event) => {
       if (event.ctrlKey || event.metaKey || event.shiftKey) return; // a new tab keeps working
       event.preventDefault();
-      open(photos.indexOf(Number(link.dataset.photo)), link);
+      open(photos.indexOf(Number(link.closest(".tile").id.slice(1))), link);
     });
   });
   box.querySelector(".lb-close").addEventListener("click", close);
@@ -147,8 +166,6 @@
       tile.classList.toggle("chosen", on);
       const button = tile.querySelector(".fav");
       if (button) button.setAttribute("aria-pressed", String(on));
-      const field = tile.querySelector("input[name=chosen]");
-      if (field) field.value = on ? "0" : "1";
     }
     if (on) chosen.add(photo);
     else chosen.delete(photo);
@@ -178,11 +195,19 @@
       });
   }
 
-  document.querySelectorAll(".fav-form").forEach((form) => {
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      toggle(Number(form.querySelector(".fav").dataset.photo));
+  // The hearts on the tiles work only with this script, so it adds them (without it, each
+  // photo's own page has a favourite button).
+  if (data.list) {
+    tiles.forEach((tile, index) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "fav";
+      button.textContent = "\u2665";
+      button.setAttribute("aria-label", "Favourite: " + names[index]);
+      button.setAttribute("aria-pressed", String(tile.classList.contains("chosen")));
+      button.addEventListener("click", () => toggle(photos[index]));
+      tile.appendChild(button);
     });
-  });
+  }
   if (favButton) favButton.addEventListener("click", () => toggle(photos[current]));
 })();
