@@ -8,9 +8,13 @@ The queue is the ``photo_job`` table. Steps of one job:
 1. claim it with a conditional UPDATE (``FOR UPDATE SKIP LOCKED``), so two workers never take
    the same one; a job running for longer than ``STALE_AFTER`` belonged to a worker that died
    and is claimed again;
-2. copy the original to a scratch file, render both sizes on a thread (the preview with a
-   watermark when the caller's ``WatermarkLookup`` gives text for the photo), store them;
-3. mark the photo ready; on failure retry later with a growing pause, and after
+2. copy the original to a scratch file, hashing it on the way: the photo's SHA-256 is recorded
+   here, since an upload is finished without reading its bytes back;
+3. render both sizes on a thread (the preview with a watermark when the caller's
+   ``WatermarkLookup`` gives text for the photo), store them. This is the first full decode of
+   an uploaded file (the upload checked only its header), so a damaged or truncated original
+   fails here: the photo is marked failed at once, with the decoder's reason for staff;
+4. mark the photo ready; on any other failure retry later with a growing pause, and after
    ``MAX_ATTEMPTS`` mark the photo failed with the reason, so nothing is silently missing.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import html
 import logging
 import tempfile
@@ -35,8 +40,10 @@ __all__ = [
     "MAX_ATTEMPTS",
     "PREVIEW_EDGE",
     "THUMB_EDGE",
+    "DamagedImage",
     "WatermarkLookup",
     "claim_job",
+    "libvips",
     "process_pending",
     "queue_derivatives",
     "render",
@@ -53,6 +60,11 @@ STALE_AFTER = dt.timedelta(minutes=10)
 # viewers assume of untagged files). Optimised Huffman tables cost about 50 ms and 15 MB a
 # photo and make previews 3-5 % smaller, over a third on smooth backdrops.
 _JPEG: dict[str, Any] = {"Q": 85, "keep": "none", "optimize_coding": True}
+
+
+class DamagedImage(Exception):
+    """The original cannot be decoded (truncated, corrupt, not what its header says); trying
+    again cannot help. The message is the decoder's reason, fit to show staff."""
 
 
 class WatermarkLookup(Protocol):
@@ -106,20 +118,24 @@ def render(path: Path, *, watermark: str | None = None) -> tuple[bytes, bytes]:
     4. with a watermark, the preview's pixels are kept (a few MB) so the marked preview is
        encoded from them and not from a second decode of the original.
     """
-    pyvips = _libvips()
-    header = pyvips.Image.new_from_file(str(path))
-    load: dict[str, Any] = {}
-    if header.get("vips-loader") == "jpegload":
-        load["shrink"] = _jpeg_shrink(max(header.width, header.height))
-    colour = {"export_profile": "srgb"} if header.get_typeof("icc-profile-data") else {}
-    image = pyvips.Image.new_from_file(str(path), access="sequential", fail_on="error", **load)
-    preview = image.thumbnail_image(PREVIEW_EDGE, height=PREVIEW_EDGE, size="down", **colour)
-    if preview.hasalpha():
-        preview = preview.flatten(background=[255, 255, 255])
+    pyvips = libvips()
     text = (watermark or "").strip()
-    if text:
-        preview = preview.copy_memory()
-    clean = bytes(preview.write_to_buffer(".jpg", **_JPEG))
+    try:
+        header = pyvips.Image.new_from_file(str(path))
+        load: dict[str, Any] = {}
+        if header.get("vips-loader") == "jpegload":
+            load["shrink"] = _jpeg_shrink(max(header.width, header.height))
+        colour = {"export_profile": "srgb"} if header.get_typeof("icc-profile-data") else {}
+        image = pyvips.Image.new_from_file(str(path), access="sequential", fail_on="error", **load)
+        preview = image.thumbnail_image(PREVIEW_EDGE, height=PREVIEW_EDGE, size="down", **colour)
+        if preview.hasalpha():
+            preview = preview.flatten(background=[255, 255, 255])
+        if text:
+            preview = preview.copy_memory()
+        # libvips decodes lazily: the pixels are read here, so this is where damage shows.
+        clean = bytes(preview.write_to_buffer(".jpg", **_JPEG))
+    except pyvips.Error as exc:
+        raise DamagedImage(_decoder_reason(exc, path)) from None
     thumb = pyvips.Image.thumbnail_buffer(clean, THUMB_EDGE, height=THUMB_EDGE, size="down")
     thumb_bytes = bytes(thumb.write_to_buffer(".jpg", **_JPEG))
     if not text:
@@ -136,10 +152,18 @@ def _jpeg_shrink(long_side: int) -> int:
     return shrink
 
 
+def _decoder_reason(exc: Exception, path: Path) -> str:
+    """The last line of a libvips error (the decoder's own words), without the scratch path."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = (lines[-1] if lines else "unreadable").replace(str(path), "the file")
+    return reason[:200]
+
+
 @functools.cache
-def _libvips() -> Any:
-    """pyvips, set up for the worker once: its operation cache off, since every photo is
-    rendered once and cached results would only hold on to their memory."""
+def libvips() -> Any:
+    """pyvips, set up once per process: its operation cache off, since every photo is read
+    once and cached results would only hold on to their memory (40-50 MB a large photo, in
+    the worker and in the web process, which reads the headers of uploads)."""
     import pyvips
 
     pyvips.cache_set_max(0)
@@ -152,7 +176,7 @@ def _watermarked(image: Any, text: str) -> Any:
 
     The text is escaped because libvips reads it as Pango markup ("Smith & Co" would fail).
     """
-    pyvips = _libvips()
+    pyvips = libvips()
     short = min(image.width, image.height)
     margin = max(short // 40, 2)
     blur = max(short / 800, 0.5)
@@ -187,9 +211,18 @@ async def _make(
     base = f"derivatives/{photo['gallery']}/{photo['id']}"
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".original") as original:
         target = anyio.wrap_file(original)
+        digest = hashlib.sha256()
         async for piece in store.get(photo["original_key"]):
+            digest.update(piece)
             await target.write(piece)
         await target.flush()
+        if photo["sha256"] != digest.hexdigest():
+            # Recorded before rendering, so a photo that fails to render has it too.
+            await (
+                Photo.update({Photo.sha256: digest.hexdigest()})
+                .where(Photo.id == photo["id"])
+                .run()
+            )
         thumb, preview = await anyio.to_thread.run_sync(
             functools.partial(render, Path(original.name), watermark=watermark)
         )
@@ -206,7 +239,7 @@ async def _run(
     watermark: WatermarkLookup | None,
 ) -> None:
     photo = (
-        await Photo.select(Photo.id, Photo.gallery, Photo.original_key)
+        await Photo.select(Photo.id, Photo.gallery, Photo.original_key, Photo.sha256)
         .where(Photo.id == job["photo"])
         .first()
         .run()
@@ -214,6 +247,7 @@ async def _run(
     if photo is None:  # deleted meanwhile: nothing to make
         await PhotoJob.delete().where(PhotoJob.id == job["id"]).run()
         return
+    failure = "The previews could not be made."
     try:
         # Asked inside the try: if the lookup fails, the job is retried rather than a
         # preview published without the watermark its gallery asks for.
@@ -226,6 +260,12 @@ async def _run(
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried, not lost
         reason = f"{type(exc).__name__}: {exc}"[:500]
         final = job["attempts"] >= MAX_ATTEMPTS
+        if isinstance(exc, DamagedImage):  # the same bytes will fail the same way
+            final = True
+            failure = (
+                f"This file is damaged or incomplete and cannot be shown ({exc}). Export it "
+                "again from the original and upload the new file."
+            )
         log.warning(
             "derivatives of photo %s failed (attempt %s): %s", photo["id"], job["attempts"], reason
         )
@@ -244,9 +284,7 @@ async def _run(
             )
             if final:
                 await (
-                    Photo.update(
-                        {Photo.status: "failed", Photo.failure: "The previews could not be made."}
-                    )
+                    Photo.update({Photo.status: "failed", Photo.failure: failure})
                     .where(Photo.id == photo["id"])
                     .run()
                 )

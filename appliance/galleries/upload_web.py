@@ -44,6 +44,7 @@ class UploadController(Controller):
             filename=data.filename,
             size=data.size,
             rules=request.app.state.settings.uploads,
+            store=request.app.state.store,
             actor=signed.member.actor,
             now=request.app.state.clock(),
         )
@@ -72,6 +73,7 @@ class UploadController(Controller):
             request.stream(),
             sha256=sha256,
             store=request.app.state.store,
+            now=request.app.state.clock(),
         )
 
     @post("/{token:str}/complete", name="upload_complete", status_code=201)
@@ -79,13 +81,11 @@ class UploadController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], token: FromPath[str]
     ) -> dict[str, Any]:
         signed = await signed_in(request)
-        settings = request.app.state.settings
         photo = await uploads.complete_upload(
             token,
             gallery_id,
             store=request.app.state.store,
-            rules=settings.uploads,
-            scratch=settings.data_dir / "tmp",
+            rules=request.app.state.settings.uploads,
             actor=signed.member.actor,
             address=client_address(request),
             now=request.app.state.clock(),

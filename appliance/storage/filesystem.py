@@ -278,6 +278,7 @@ class FilesystemStore:
             size = sum(file.stat().st_size for file in files)
             if shutil.disk_usage(self.root).free < size + DISK_HEADROOM:
                 raise InsufficientSpace(f"no room to join {size} bytes into {key!r}")
+            staging.parent.mkdir(parents=True, exist_ok=True)
             with staging.open("wb") as target:
                 for file in files:
                     _append(file, target.fileno())

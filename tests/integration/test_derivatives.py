@@ -67,6 +67,7 @@ async def uploaded_photo(
         filename=filename,
         size=len(data),
         rules=rules,
+        store=store,  # type: ignore[arg-type]
         actor=OWNER,
         now=clock(),
     )
@@ -82,7 +83,6 @@ async def uploaded_photo(
         gallery_id,
         store=store,  # type: ignore[arg-type]
         rules=rules,
-        scratch=tmp_path,
         actor=OWNER,
         address="x",
         now=clock(),
@@ -122,17 +122,14 @@ async def test_derivatives_are_upright_small_and_carry_no_metadata(
 async def test_failed_derivatives_are_retried_then_shown_as_failed(
     clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
 ) -> None:
-    """A broken original fails each attempt, waits longer each time, and after the last one
-    the photo is marked failed with a reason (never silently missing)."""
+    """A failure that may pass (here the original cannot be read from the store) fails each
+    attempt, waits longer each time, and after the last one the photo is marked failed with a
+    reason (never silently missing)."""
     store = app.state.store
     photo = await uploaded_photo(store, clock, tmp_path, turned_jpeg(400, 300))
     row = await Photo.select().where(Photo.id == photo.id).first().run()
     assert row is not None
-
-    async def junk():  # type: ignore[no-untyped-def]
-        yield b"not an image any more"
-
-    await store.put(row["original_key"], junk(), content_type="image/jpeg")
+    await store.delete(row["original_key"])
     now = clock()
     for attempt in range(1, derivatives.MAX_ATTEMPTS + 1):
         assert await derivatives.process_pending(store, tmp_path, now) == 1
@@ -143,6 +140,30 @@ async def test_failed_derivatives_are_retried_then_shown_as_failed(
     assert job["state"] == "failed"
     row = await Photo.select().where(Photo.id == photo.id).first().run()
     assert row is not None and row["status"] == "failed" and row["failure"]
+
+
+async def test_an_undecodable_original_fails_at_once_with_the_reason(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """An original that cannot be decoded fails on the first attempt (the same bytes would
+    fail again), with the decoder's reason for staff; its SHA-256 is recorded all the same."""
+    store = app.state.store
+    photo = await uploaded_photo(store, clock, tmp_path, turned_jpeg(400, 300))
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None
+    junk = b"\x89PNG\r\n\x1a\n not an image any more"
+
+    async def once():  # type: ignore[no-untyped-def]
+        yield junk
+
+    await store.put(row["original_key"], once(), content_type="image/jpeg")
+    assert await derivatives.process_pending(store, tmp_path, clock()) == 1
+    job = await PhotoJob.select().where(PhotoJob.photo == photo.id).first().run()
+    assert job is not None and job["state"] == "failed" and job["attempts"] == 1
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None and row["status"] == "failed"
+    assert row["failure"].startswith("This file is damaged or incomplete")
+    assert row["sha256"] == hashlib.sha256(junk).hexdigest()
 
 
 async def test_a_job_whose_worker_died_is_claimed_again(

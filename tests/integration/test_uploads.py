@@ -15,8 +15,9 @@ from litestar import Litestar
 from appliance.audit.service import Actor, list_entries
 from appliance.config import Settings, UploadSettings
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.galleries import uploads
-from appliance.galleries.tables import GallerySet, Photo, PhotoUpload
+from appliance.galleries import derivatives, uploads
+from appliance.galleries.tables import GallerySet, Photo, PhotoJob, PhotoUpload
+from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock, S3Server
 from tests.integration.flows import Admin, csrf_of
 from tests.integration.test_clients import ANNA, create, signed_in_owner
@@ -38,6 +39,20 @@ def image_bytes(suffix: str, width: int = 640, height: int = 480) -> bytes:
         )
     )
     return bytes(image.write_to_buffer(suffix))
+
+
+async def nothing_stored(store: ObjectStore) -> bool:
+    """No object and no open multipart write anywhere in the store."""
+    objects = [info.key async for info in store.list("")]
+    writes = [info.key async for info in store.list_multipart("")]
+    return objects == [] and writes == []
+
+
+async def make_previews(app: Litestar, clock: FakeClock) -> int:
+    """Run the derivative jobs that are due, as the worker does."""
+    return await derivatives.process_pending(
+        app.state.store, app.state.settings.data_dir / "tmp", clock()
+    )
 
 
 async def gallery_with_set(
@@ -99,7 +114,8 @@ async def test_upload_stores_the_original_with_its_checksum(
     suffix: str,
     content_type: str,
 ) -> None:
-    """Each supported type arrives whole: type sniffed, size, SHA-256 and dimensions recorded."""
+    """Each supported type arrives whole: type sniffed, size and dimensions recorded at once,
+    the SHA-256 by the worker when it reads the file for the previews."""
     gallery, set_id = await gallery_with_set(client, admin, clock)
     data = image_bytes(suffix)
     done = await api_upload(client, gallery, set_id, f"IMG_0001{suffix}", data)
@@ -111,22 +127,28 @@ async def test_upload_stores_the_original_with_its_checksum(
         640,
         480,
     )
-    assert photo["sha256"] == hashlib.sha256(data).hexdigest()
+    assert photo["status"] == "processing" and "sha256" not in photo
     row = await Photo.select().where(Photo.id == photo["id"]).first().run()
-    assert row is not None
+    assert row is not None and row["sha256"] == ""
     stored = b"".join([c async for c in app.state.store.get(row["original_key"])])
     assert stored == data
-    assert [i.key async for i in app.state.store.list("uploads/")] == []
+    assert [i.key async for i in app.state.store.list("")] == [row["original_key"]]
+    assert [i async for i in app.state.store.list_multipart("")] == []
     assert await PhotoUpload.count().run() == 0
     assert (await list_entries())[0].action == "photo.upload"
+    assert await make_previews(app, clock) == 1
+    row = await Photo.select().where(Photo.id == photo["id"]).first().run()
+    assert row is not None and row["status"] == "ready"
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize(
     "name,data,message",
     [
         ("notes.jpg", b"just some text, not an image at all\n" * 10, "not a JPEG, PNG"),
-        ("cut.jpg", image_bytes(".jpg", 1200, 900)[:5000], "damaged"),
         ("fake.png", b"\x89PNG\r\n\x1a\n" + os.urandom(3000), "cannot be read as an image"),
+        ("fake.webp", b"RIFF\x00\x10\x00\x00WEBPVP8Z" + os.urandom(100), "cannot be read"),
+        ("fake.tif", b"II*\x00" + os.urandom(3000), "cannot be read as an image"),
     ],
 )
 async def test_bad_files_are_refused_and_leave_nothing(
@@ -138,14 +160,49 @@ async def test_bad_files_are_refused_and_leave_nothing(
     data: bytes,
     message: str,
 ) -> None:
-    """Non-images, truncated and corrupt images: 400 with the file's name, no object, no row."""
+    """Non-images and files whose header is not an image's: 400 with the file's name, no
+    object, no open write, no row."""
     gallery, set_id = await gallery_with_set(client, admin, clock)
     done = await api_upload(client, gallery, set_id, name, data)
     assert done.status_code == 400, done.text
     assert done.json()["error"].startswith(f"{name}: ") and message in done.json()["error"]
     assert await Photo.count().run() == 0
     assert await PhotoUpload.count().run() == 0
-    assert [i.key async for i in app.state.store.list("")] == []
+    assert await nothing_stored(app.state.store)
+
+
+async def test_truncated_image_becomes_a_failed_photo_with_the_reason(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A file cut short after an intact header passes the upload's header check; the worker's
+    first full decode fails it at once (no retries), with the decoder's reason for staff."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    done = await api_upload(
+        client, gallery, set_id, "cut.jpg", image_bytes(".jpg", 1200, 900)[:5000]
+    )
+    assert done.status_code == 201, done.text
+    assert await make_previews(app, clock) == 1
+    row = await Photo.select().where(Photo.id == done.json()["id"]).first().run()
+    assert row is not None and row["status"] == "failed"
+    assert "damaged or incomplete" in row["failure"] and "JPEG" in row["failure"]
+    assert "/" not in row["failure"].split("(")[1]  # no scratch path in the reason
+    job = await PhotoJob.select().where(PhotoJob.photo == row["id"]).first().run()
+    assert job is not None and job["state"] == "failed" and job["attempts"] == 1
+    assert row["sha256"]  # read whole all the same
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"lossless": True}, {"Q": 50, "alpha_q": 50}],
+    ids=["lossy", "lossless", "alpha"],
+)
+def test_webp_dimensions_come_from_its_first_bytes(options: dict[str, object]) -> None:
+    """WebP headers of each kind (VP8, VP8L, VP8X) give the dimensions libvips reads."""
+    image = pyvips.Image.new_from_buffer(image_bytes(".png", 333, 221), "")
+    if "alpha_q" in options:
+        image = image.bandjoin(255)
+    data = bytes(image.write_to_buffer(".webp", **options))
+    assert uploads._webp_size(data[:30]) == (333, 221)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +249,14 @@ async def test_chunks_arrive_in_any_order_and_resume_after_a_break(
     data = image_bytes(".tif", 1500, 1000)  # about 4.5 MB: five chunks of 1 MB
     store = app.state.store
     state = await uploads.start_upload(
-        gallery, set_id, filename="scan.tif", size=len(data), rules=rules, actor=OWNER, now=clock()
+        gallery,
+        set_id,
+        filename="scan.tif",
+        size=len(data),
+        rules=rules,
+        store=store,
+        actor=OWNER,
+        now=clock(),
     )
     assert state.chunks == 5
 
@@ -224,7 +288,6 @@ async def test_chunks_arrive_in_any_order_and_resume_after_a_break(
             gallery,
             store=store,
             rules=rules,
-            scratch=tmp_path,
             actor=OWNER,
             address="192.0.2.1",
             now=clock(),
@@ -239,13 +302,14 @@ async def test_chunks_arrive_in_any_order_and_resume_after_a_break(
         gallery,
         store=store,
         rules=rules,
-        scratch=tmp_path,
         actor=OWNER,
         address="192.0.2.1",
         now=clock(),
     )
-    assert photo.sha256 == hashlib.sha256(data).hexdigest()
-    assert await asyncio.to_thread(os.listdir, tmp_path) == []  # the joined file is gone
+    row = await Photo.select(Photo.original_key).where(Photo.id == photo.id).first().run()
+    assert row is not None
+    assert b"".join([c async for c in store.get(row["original_key"])]) == data
+    assert [i async for i in store.list_multipart("")] == []
 
 
 async def test_damaged_or_wrong_sized_chunks_are_discarded(
@@ -254,16 +318,17 @@ async def test_damaged_or_wrong_sized_chunks_are_discarded(
     """A chunk with a wrong checksum, length or index is refused and not kept."""
     gallery, set_id = await gallery_with_set(client, admin, clock)
     data = image_bytes(".jpg")
+    store = app.state.store
     state = await uploads.start_upload(
         gallery,
         set_id,
         filename="a.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock(),
     )
-    store = app.state.store
 
     async def once(piece: bytes):  # type: ignore[no-untyped-def]
         yield piece
@@ -300,13 +365,18 @@ async def test_damaged_or_wrong_sized_chunks_are_discarded(
             store=store,
         )
     assert (await uploads.upload_state(state.token, gallery)).received == []
-    assert [i.key async for i in store.list("uploads/")] == []
+    with pytest.raises(InvalidInput, match="X-Chunk-SHA256"):
+        await uploads.receive_chunk(
+            state.token, gallery, 0, once(data), sha256="not-a-checksum", store=store
+        )
+    assert [i.key async for i in store.list("")] == []
 
 
 async def test_pixel_bound_and_duplicates(
     client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, tmp_path: Path
 ) -> None:
-    """An image over the pixel bound is refused; an exact duplicate is stored and reported."""
+    """An image over the pixel bound is refused (from its header); an exact duplicate is
+    stored, and reported once the worker has read both."""
     gallery, set_id = await gallery_with_set(client, admin, clock)
     store = app.state.store
     small = UploadSettings(max_megapixels=1)
@@ -314,7 +384,14 @@ async def test_pixel_bound_and_duplicates(
 
     async def upload(data: bytes, rules: UploadSettings) -> uploads.PhotoRecord:
         state = await uploads.start_upload(
-            gallery, set_id, filename="p.jpg", size=len(data), rules=rules, actor=OWNER, now=clock()
+            gallery,
+            set_id,
+            filename="p.jpg",
+            size=len(data),
+            rules=rules,
+            store=store,
+            actor=OWNER,
+            now=clock(),
         )
 
         async def once():  # type: ignore[no-untyped-def]
@@ -328,7 +405,6 @@ async def test_pixel_bound_and_duplicates(
             gallery,
             store=store,
             rules=rules,
-            scratch=tmp_path,
             actor=OWNER,
             address="x",
             now=clock(),
@@ -336,9 +412,14 @@ async def test_pixel_bound_and_duplicates(
 
     with pytest.raises(InvalidInput, match="2 megapixels; the limit is 1"):
         await upload(big, small)
+    assert await nothing_stored(store)
     first = await upload(big, UploadSettings())
+    other = await upload(image_bytes(".jpg", 1600, 1001), UploadSettings())
     second = await upload(big, UploadSettings())
-    assert first.duplicate_of is None and second.duplicate_of == first.id
+    assert await uploads.duplicates(gallery) == {}  # not read yet
+    assert await make_previews(app, clock) == 3
+    assert await uploads.duplicates(gallery) == {second.id: first.id}
+    assert other.id not in await uploads.duplicates(gallery)
 
 
 async def test_upload_api_needs_staff_and_its_own_gallery(
@@ -387,7 +468,9 @@ async def test_set_with_photos_cannot_be_deleted(
 async def test_upload_through_an_s3_store(
     clean_db: None, app: Litestar, s3_server: S3Server, clock: FakeClock, tmp_path: Path
 ) -> None:
-    """The same upload path works against a real S3 server, multipart chunks included."""
+    """The same upload path works against a real S3 server: chunks of at least S3's 5 MiB
+    become the parts of the original, sent in reverse order; a refused file leaves no open
+    multipart upload; the worker reads the original from S3 and records its SHA-256."""
     import secrets
 
     from appliance.galleries import service as galleries
@@ -411,9 +494,16 @@ async def test_upload_through_an_s3_store(
     )
     set_id = (await galleries.list_sets(gallery.id))[0].id
     rules = UploadSettings(chunk_mb=1)
-    data = image_bytes(".tif", 1000, 800)
+    data = image_bytes(".tif", 2200, 1800)  # about 11.9 MB: three chunks of 5 MiB
     state = await uploads.start_upload(
-        gallery.id, set_id, filename="s.tif", size=len(data), rules=rules, actor=OWNER, now=clock()
+        gallery.id,
+        set_id,
+        filename="s.tif",
+        size=len(data),
+        rules=rules,
+        store=store,
+        actor=OWNER,
+        now=clock(),
     )
     for index in reversed(range(state.chunks)):
         piece = data[index * state.chunk_size : (index + 1) * state.chunk_size]
@@ -434,21 +524,57 @@ async def test_upload_through_an_s3_store(
         gallery.id,
         store=store,
         rules=rules,
-        scratch=tmp_path,
         actor=OWNER,
         address="x",
         now=clock(),
     )
+    assert state.chunk_size == 5 * 1024 * 1024 and state.chunks == 3
     keys = [info.key async for info in store.list("")]
     assert len(keys) == 1 and keys[0].startswith(f"originals/{gallery.id}/")
+    assert [info async for info in store.list_multipart("")] == []
     stored = b"".join([c async for c in store.get(keys[0])])
-    assert hashlib.sha256(stored).hexdigest() == photo.sha256
+    assert stored == data and (photo.width, photo.height) == (2200, 1800)
+    assert await derivatives.process_pending(store, tmp_path, clock()) == 1
+    row = await Photo.select(Photo.sha256, Photo.status).where(Photo.id == photo.id).first()
+    assert row == {"sha256": hashlib.sha256(data).hexdigest(), "status": "ready"}
+
+    text = b"not an image, in one chunk\n" * 100
+    refused = await uploads.start_upload(
+        gallery.id,
+        set_id,
+        filename="notes.jpg",
+        size=len(text),
+        rules=rules,
+        store=store,
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield text
+
+    await uploads.receive_chunk(
+        refused.token, gallery.id, 0, body(), sha256=hashlib.sha256(text).hexdigest(), store=store
+    )
+    with pytest.raises(InvalidInput, match="not a JPEG"):
+        await uploads.complete_upload(
+            refused.token,
+            gallery.id,
+            store=store,
+            rules=rules,
+            actor=OWNER,
+            address="x",
+            now=clock(),
+        )
+    assert [info.key async for info in store.list("originals/")] == keys
+    assert [info async for info in store.list_multipart("")] == []
 
 
 async def test_abandoned_uploads_are_removed_with_their_chunks(
     client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
 ) -> None:
-    """An upload left unfinished for a week goes, chunks included; a recent one stays."""
+    """An upload left unfinished for a week goes, its open write and parts included; a recent
+    one stays; an old open write that no upload owns is aborted too."""
     import datetime as dt
 
     gallery, set_id = await gallery_with_set(client, admin, clock)
@@ -460,6 +586,7 @@ async def test_abandoned_uploads_are_removed_with_their_chunks(
         filename="old.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock() - dt.timedelta(days=8),
     )
@@ -469,6 +596,7 @@ async def test_abandoned_uploads_are_removed_with_their_chunks(
         filename="new.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock(),
     )
@@ -485,8 +613,26 @@ async def test_abandoned_uploads_are_removed_with_their_chunks(
     assert [row["filename"] for row in await PhotoUpload.select(PhotoUpload.filename).run()] == [
         "new.jpg"
     ]
-    keys = [info.key async for info in store.list("uploads/")]
-    assert len(keys) == 1
+    writes = [info.key async for info in store.list_multipart("")]
+    assert writes == [uploads._original_key(gallery, fresh.token)]
+    # A write nobody owns (its request died before the upload was recorded) goes once as
+    # old as an abandoned upload; one that an upload owns stays, however old.
+    await store.start_multipart(f"originals/{gallery}/orphan", content_type="image/jpeg")
+    later = clock() + dt.timedelta(days=7, minutes=1)
+    newer = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="newer.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        store=store,
+        actor=OWNER,
+        now=later,
+    )
+    assert await uploads.purge_abandoned(store, later, older_than=dt.timedelta(days=7)) == 1
+    writes = [info.key async for info in store.list_multipart("")]
+    assert writes == [uploads._original_key(gallery, newer.token)]
+    assert [info.key async for info in store.list("")] == []
 
 
 async def test_completing_the_same_upload_twice_makes_one_photo(
@@ -502,6 +648,7 @@ async def test_completing_the_same_upload_twice_makes_one_photo(
         filename="twice.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock(),
     )
@@ -520,7 +667,6 @@ async def test_completing_the_same_upload_twice_makes_one_photo(
                 gallery,
                 store=store,
                 rules=UploadSettings(),
-                scratch=tmp_path,
                 actor=OWNER,
                 address="x",
                 now=clock(),
@@ -537,7 +683,7 @@ async def test_completing_the_same_upload_twice_makes_one_photo(
 
 
 async def test_set_with_uploads_in_progress_cannot_be_deleted(
-    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
 ) -> None:
     """An open upload keeps its set: deleting it answers 409 instead of orphaning chunks."""
     from tests.integration.flows import submit
@@ -551,6 +697,7 @@ async def test_set_with_uploads_in_progress_cannot_be_deleted(
         filename="a.jpg",
         size=100,
         rules=UploadSettings(),
+        store=app.state.store,
         actor=OWNER,
         now=clock(),
     )
@@ -561,7 +708,8 @@ async def test_set_with_uploads_in_progress_cannot_be_deleted(
 async def test_chunk_for_a_vanished_upload_leaves_nothing(
     client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
 ) -> None:
-    """A chunk arriving after its upload was removed answers 404 and its object is deleted."""
+    """A chunk arriving after its upload was removed answers 404 and its open write is
+    aborted."""
     gallery, set_id = await gallery_with_set(client, admin, clock)
     store = app.state.store
     data = image_bytes(".jpg")
@@ -571,6 +719,7 @@ async def test_chunk_for_a_vanished_upload_leaves_nothing(
         filename="a.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock(),
     )
@@ -585,7 +734,7 @@ async def test_chunk_for_a_vanished_upload_leaves_nothing(
         await uploads.receive_chunk(
             state.token, gallery, 0, body(), sha256=hashlib.sha256(data).hexdigest(), store=store
         )
-    assert [i.key async for i in store.list("uploads/")] == []
+    assert await nothing_stored(store)
 
 
 async def test_full_disk_keeps_the_upload_for_later(
@@ -609,6 +758,7 @@ async def test_full_disk_keeps_the_upload_for_later(
         filename="a.jpg",
         size=len(data),
         rules=UploadSettings(),
+        store=store,
         actor=OWNER,
         now=clock(),
     )
@@ -627,7 +777,6 @@ async def test_full_disk_keeps_the_upload_for_later(
             gallery,
             store=store,
             rules=UploadSettings(),
-            scratch=tmp_path,
             actor=OWNER,
             address="x",
             now=clock(),
@@ -638,9 +787,118 @@ async def test_full_disk_keeps_the_upload_for_later(
         gallery,
         store=store,
         rules=UploadSettings(),
-        scratch=tmp_path,
         actor=OWNER,
         address="x",
         now=clock(),
     )
     assert photo.size == len(data)
+
+
+async def test_chunks_are_refused_while_the_upload_is_being_finished(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """Once "complete" has claimed an upload, a late resend of a chunk answers 409 instead of
+    racing the join."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg")
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="late.jpg",
+        size=len(data),
+        rules=UploadSettings(),
+        store=store,
+        actor=OWNER,
+        now=clock(),
+    )
+    await PhotoUpload.update({PhotoUpload.completing_at: clock()}, force=True).run()
+
+    async def once():  # type: ignore[no-untyped-def]
+        yield data
+
+    with pytest.raises(Conflict, match="being finished"):
+        await uploads.receive_chunk(
+            state.token,
+            gallery,
+            0,
+            once(),
+            sha256=hashlib.sha256(data).hexdigest(),
+            store=store,
+            now=clock(),
+        )
+
+
+async def test_a_part_lost_from_the_store_is_asked_for_again(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """When the store lacks a part the database counts, finishing answers 409 naming the
+    chunk and forgets it, so the browser sends it again; then finishing works."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    rules = UploadSettings(chunk_mb=1)
+    data = image_bytes(".tif", 1000, 800)  # about 2.4 MB: three chunks of 1 MB
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename="lost.tif",
+        size=len(data),
+        rules=rules,
+        store=store,
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def send(index: int) -> None:
+        piece = data[index * state.chunk_size : (index + 1) * state.chunk_size]
+
+        async def once():  # type: ignore[no-untyped-def]
+            yield piece
+
+        await uploads.receive_chunk(
+            state.token,
+            gallery,
+            index,
+            once(),
+            sha256=hashlib.sha256(piece).hexdigest(),
+            store=store,
+        )
+
+    for index in range(state.chunks):
+        await send(index)
+    key = uploads._original_key(gallery, state.token)
+    lost = store._folder(key) / "00002.part"  # the filesystem store's file of chunk 1
+    await asyncio.to_thread(lost.unlink)
+
+    async def complete() -> uploads.PhotoRecord:
+        return await uploads.complete_upload(
+            state.token, gallery, store=store, rules=rules, actor=OWNER, address="x", now=clock()
+        )
+
+    with pytest.raises(Conflict, match="Chunks still missing: 1"):
+        await complete()
+    assert (await uploads.upload_state(state.token, gallery)).received == [0, 2]
+    await send(1)
+    photo = await complete()
+    row = await Photo.select(Photo.original_key).where(Photo.id == photo.id).first().run()
+    assert row is not None
+    assert b"".join([c async for c in store.get(row["original_key"])]) == data
+
+
+async def test_malformed_chunk_checksum_header_is_refused(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A chunk whose X-Chunk-SHA256 is not a SHA-256 answers 400 naming the header."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    token = csrf_of((await client.get(f"/galleries/{gallery}")).text)
+    started = await client.post(
+        f"/api/v1/galleries/{gallery}/uploads",
+        headers={"X-CSRF-Token": token},
+        json={"filename": "a.jpg", "size": 10, "set_id": set_id},
+    )
+    sent = await client.put(
+        f"/api/v1/galleries/{gallery}/uploads/{started.json()['token']}/chunks/0",
+        content=b"0123456789",
+        headers={"X-CSRF-Token": token, "X-Chunk-SHA256": "zz" * 32},
+    )
+    assert sent.status_code == 400 and "X-Chunk-SHA256" in sent.json()["error"]
