@@ -97,6 +97,10 @@ class UploadSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     chunk_mb: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
 
 
+class SharingSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    photos_per_page: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 60
+
+
 class QueueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     url: str = ""
     workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
@@ -114,6 +118,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     throttle: ThrottleSettings = msgspec.field(default_factory=ThrottleSettings)
     storage: StorageSettings = msgspec.field(default_factory=StorageSettings)
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
+    sharing: SharingSettings = msgspec.field(default_factory=SharingSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 VISITOR_COOKIE = "fs_visitor"
 VISITOR_DAYS = 30
 ZIP_SIZES = ("web", "original")
+MAX_PAGE = 10_000
 STUDIO_NAME_SECONDS = 60.0
 
 
@@ -157,16 +158,29 @@ def _urls(request: AnyRequest, opened: Opened, photo: PhotoSummary) -> dict[str,
 
 
 async def _ready_photos(gallery: GalleryRecord) -> tuple[list[SetRecord], list[PhotoSummary]]:
-    """The sets with ready photos and those photos, in the order the client sees them."""
+    """The sets with ready photos and those photos, in the order the client sees them: set by
+    set, each in its order, the cover photo first in its set."""
     sets = await service.list_sets(gallery.id)
     photos = [photo for photo in await service.list_photos(gallery.id) if photo.status == "ready"]
     position = {item.id: index for index, item in enumerate(sets)}
-    photos.sort(key=lambda photo: position.get(photo.set_id, 0))  # stable: keeps photo order
-    if gallery.cover_photo_id is not None:
-        cover = [photo for photo in photos if photo.id == gallery.cover_photo_id]
-        photos = cover + [photo for photo in photos if photo.id != gallery.cover_photo_id]
+    cover = gallery.cover_photo_id
+    # Stable: within a set the photos keep their own order.
+    photos.sort(key=lambda photo: (position.get(photo.set_id, 0), photo.id != cover))
     used = {photo.set_id for photo in photos}
     return [item for item in sets if item.id in used], photos
+
+
+def _groups(
+    sets: list[SetRecord], photos: list[PhotoSummary]
+) -> list[tuple[SetRecord, list[PhotoSummary]]]:
+    """Consecutive photos of one set together, for a heading and a grid each."""
+    names = {item.id: item for item in sets}
+    groups: list[tuple[SetRecord, list[PhotoSummary]]] = []
+    for photo in photos:
+        if not groups or groups[-1][0].id != photo.set_id:
+            groups.append((names[photo.set_id], []))
+        groups[-1][1].append(photo)
+    return groups
 
 
 def _active_list(lists: list[SelectionRecord], wanted: int | None) -> SelectionRecord | None:
@@ -228,17 +242,26 @@ class ShareController(Controller):
         )
 
     async def _gallery_context(
-        self, request: AnyRequest, opened: Opened, *, list_id: int | None
+        self, request: AnyRequest, opened: Opened, *, list_id: int | None, page: int = 1
     ) -> dict[str, Any]:
         sets, photos = await _ready_photos(opened.gallery)
         lists = await selections.lists_of(opened.link, now=opened.now)
         active = _active_list(lists, list_id)
-        urls = {photo.id: {"thumb": _media(request, opened, photo.id, "thumb")} for photo in photos}
+        per_page = request.app.state.settings.sharing.photos_per_page
+        start = (page - 1) * per_page
+        shown = photos[start : start + per_page]
+        urls = {photo.id: {"thumb": _media(request, opened, photo.id, "thumb")} for photo in shown}
+        cover = next((p for p in photos if p.id == opened.gallery.cover_photo_id), None)
         return {
             "opened": opened,
             "studio_name": await _studio_name(request),
             "sets": sets,
             "photos": photos,
+            "groups": _groups(sets, shown),
+            "page": page,
+            "next_page": page + 1 if start + per_page < len(photos) else None,
+            "remaining": max(len(photos) - start - per_page, 0),
+            "cover_url": _media(request, opened, cover.id, "preview") if cover else None,
             "urls": urls,
             "lists": lists,
             "active": active,
@@ -247,7 +270,7 @@ class ShareController(Controller):
         }
 
     async def _cached_gallery(
-        self, request: AnyRequest, opened: Opened, *, list_id: int | None
+        self, request: AnyRequest, opened: Opened, *, list_id: int | None, page_number: int
     ) -> Response[Any]:
         """The gallery page from the page cache, rendered on a miss; only the CSRF token is
         this request's own."""
@@ -257,13 +280,16 @@ class ShareController(Controller):
             opened.gallery.version,
             opened.selection_version,
             list_id,
+            page_number,
             media.url_window(opened.now),
             opened.link.has_pin and not opened.visit.pin_ok,
             await _studio_name(request),
         )
         page = cache.get(key)
         if page is None:
-            context = await self._gallery_context(request, opened, list_id=list_id)
+            context = await self._gallery_context(
+                request, opened, list_id=list_id, page=page_number
+            )
             engine = request.app.template_engine
             assert engine is not None  # the app is built with a template config
             template = engine.get_template("share/gallery.html")
@@ -294,6 +320,7 @@ class ShareController(Controller):
         token: FromPath[str],
         list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
         sent: Annotated[int | None, QueryParameter(ge=0, le=1)] = None,
+        page: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 1,
     ) -> Response[Any]:
         opened = await _open(request, token)
         if not opened.visit.unlocked:
@@ -301,7 +328,40 @@ class ShareController(Controller):
         if sent:
             notice = "Your selection was sent to the studio. Thank you!"
             return await self._gallery_page(request, opened, list_id=list_id, notice=notice)
-        return await self._cached_gallery(request, opened, list_id=list_id)
+        return await self._cached_gallery(request, opened, list_id=list_id, page_number=page)
+
+    @get("/{token:str}/tiles", name="share_tiles", media_type=MediaType.JSON)
+    async def tiles(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        page: Annotated[int, QueryParameter(ge=2, le=MAX_PAGE)],
+        list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
+    ) -> dict[str, Any]:
+        """The photos of page ``page`` for the script that loads them as the client scrolls."""
+        opened = await _open(request, token)
+        _unlocked(opened)
+        sets, photos = await _ready_photos(opened.gallery)
+        per_page = request.app.state.settings.sharing.photos_per_page
+        start = (page - 1) * per_page
+        shown = photos[start : start + per_page]
+        lists = await selections.lists_of(opened.link)
+        active = _active_list(lists, list_id)
+        chosen = set(active.photo_ids) if active else set()
+        return {
+            "sets": {str(item.id): item.name for item in sets},
+            "tiles": [
+                {
+                    "id": photo.id,
+                    "set": photo.set_id,
+                    "name": photo.filename,
+                    "thumb": _media(request, opened, photo.id, "thumb"),
+                    "chosen": photo.id in chosen,
+                }
+                for photo in shown
+            ],
+            "next": page + 1 if start + per_page < len(photos) else None,
+        }
 
     async def _enter(self, request: AnyRequest, token: str, kind: str, value: str) -> Response[Any]:
         """Check the password (then show the gallery) or the download PIN (then downloads)."""
@@ -378,13 +438,25 @@ class ShareController(Controller):
         )
 
     @get("/{token:str}/urls", name="share_urls", media_type=MediaType.JSON)
-    async def urls(self, request: AnyRequest, token: FromPath[str]) -> dict[str, Any]:
+    async def urls(
+        self,
+        request: AnyRequest,
+        token: FromPath[str],
+        list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
+    ) -> dict[str, Any]:
         """The file URLs of every photo, in page order: fetched by the lightbox when it first
         opens, and again when a page outlives the URLs' five minutes."""
         opened = await _open(request, token)
         _unlocked(opened)
         _, photos = await _ready_photos(opened.gallery)
-        return {"photos": {str(photo.id): _urls(request, opened, photo) for photo in photos}}
+        lists = await selections.lists_of(opened.link)
+        active = _active_list(lists, list_id)
+        return {
+            "order": [photo.id for photo in photos],
+            "names": [photo.filename for photo in photos],
+            "chosen": sorted(active.photo_ids) if active else [],
+            "photos": {str(photo.id): _urls(request, opened, photo) for photo in photos},
+        }
 
     @post("/{token:str}/lists", name="share_list_create")
     async def create_list(

@@ -168,6 +168,8 @@ def appliance(request: pytest.FixtureRequest) -> Iterator[Appliance]:
     # Settings from the developer's shell (a database URL, a config file) must not leak in.
     env = {key: value for key, value in os.environ.items() if not key.startswith("APPLIANCE_")}
     env["APPLIANCE_SERVER__PORT"] = str(port)
+    # Small pages, so that a gallery of a few photos already loads more as the client scrolls.
+    env["APPLIANCE_SHARING__PHOTOS_PER_PAGE"] = "3"
     env["PYTHONUNBUFFERED"] = "1"
     log_path = scratch / "appliance.log"
     with log_path.open("wb") as log_file:

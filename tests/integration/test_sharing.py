@@ -402,3 +402,73 @@ async def test_a_gallery_with_photos_sets_and_lists_can_still_be_deleted_in_the_
     await Gallery.delete().where(Gallery.id == gallery).run()
     assert await Photo.count().run() == 0 and await SelectionItem.count().run() == 0
     assert await ShareLink.count().run() == 0
+
+
+async def test_a_large_gallery_comes_in_pages_in_set_order_with_the_cover_first_in_its_set(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """130 photos in two sets: the page holds the first 60, the script's /tiles the rest in
+    the same order, /urls the whole order; without the script, ?page=2 shows the next 60."""
+    from appliance.galleries.tables import GallerySet
+
+    await signed_in_owner(client, admin, clock)
+    gallery, first = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    token = csrf_of((await client.get(f"/galleries/{gallery}")).text)
+    added = await client.post(
+        f"/galleries/{gallery}/sets", data={"set_name": "Party", "_csrf": token}
+    )
+    assert added.status_code == 303
+    sets = (
+        await GallerySet.select(GallerySet.id)
+        .where(GallerySet.gallery == gallery)
+        .order_by(GallerySet.position)
+        .run()
+    )
+    template = await Photo.select().where(Photo.id == first[0]).first().run()
+    assert template
+    for number in range(1, 130):
+        row = {key: value for key, value in template.items() if key != "id"}
+        row.update(
+            gallery_set=sets[0]["id"] if number < 70 else sets[1]["id"],
+            filename=f"IMG_{number:04d}.jpg",
+            original_key=f"{template['original_key']}-{number}",
+            position=number,
+        )
+        await Photo.insert(Photo(**row)).run()
+    ordered = (
+        await Photo.select(Photo.id)
+        .where(Photo.gallery == gallery)
+        .order_by(Photo.gallery_set)
+        .order_by(Photo.position)
+        .order_by(Photo.id)
+        .run()
+    )
+    expected = [row["id"] for row in ordered]
+    cover = expected[100]  # in the second set
+    token = csrf_of((await client.get(f"/galleries/{gallery}")).text)
+    assert (
+        await client.post(f"/galleries/{gallery}/cover", data={"photo": str(cover), "_csrf": token})
+    ).status_code == 303
+    expected.remove(cover)
+    expected.insert(70, cover)  # first of its set
+
+    path = await share(client, gallery)
+    async with visitor(app) as browser:
+        page = (await browser.get(path)).text
+        on_page = [int(found) for found in re.findall(r'<li id="p(\d+)"', page)]
+        assert on_page == expected[:60]
+        assert "More photos (70 more)" in page and f"{path}?page=2" in page
+        assert f"/media/share/1/{cover}/preview" in page  # the cover, large, at the top
+        tiles = (await browser.get(f"{path}/tiles?page=2")).json()
+        assert [tile["id"] for tile in tiles["tiles"]] == expected[60:120]
+        assert tiles["next"] == 3 and set(tiles["sets"]) == {str(s["id"]) for s in sets}
+        assert all("/thumb?" in tile["thumb"] for tile in tiles["tiles"])
+        last = (await browser.get(f"{path}/tiles?page=3")).json()
+        assert [tile["id"] for tile in last["tiles"]] == expected[120:] and last["next"] is None
+        everything = (await browser.get(f"{path}/urls")).json()
+        assert everything["order"] == expected and len(everything["names"]) == 130
+        second = (await browser.get(f"{path}?page=2")).text
+        assert [int(found) for found in re.findall(r'<li id="p(\d+)"', second)] == expected[60:120]
+        for bad in ("page=0", "page=-1", "page=abc", "page=99999999999"):
+            assert (await browser.get(f"{path}/tiles?{bad}")).status_code == 400, bad
+        assert (await browser.get(f"{path}/tiles?page=50")).json()["tiles"] == []
