@@ -1,6 +1,11 @@
 // Resumable photo uploads for the gallery page: files go in chunks, each with its SHA-256;
 // a dropped connection retries, and a closed tab resumes where it stopped (the upload token of
 // each file is remembered in localStorage until the file is complete).
+//
+// Up to IN_FLIGHT chunks are on their way at once, across files: the server streams each
+// chunk straight on to storage, so one chunk at a time would leave the line idle between
+// them. The next file starts as soon as every chunk of the last one is on its way, while
+// that one's last chunks and its "complete" are still being answered.
 "use strict";
 
 (function () {
@@ -8,6 +13,7 @@
   if (!section) return;
   document.getElementById("upload-nojs").hidden = true;
 
+  const IN_FLIGHT = 3;
   const gallery = section.dataset.gallery;
   const csrf = section.dataset.csrf;
   const input = document.getElementById("upload-files");
@@ -31,6 +37,26 @@
       super(message);
       this.field = field;
     }
+  }
+
+  // At most `count` holders at once; the others wait in turn.
+  function slots(count) {
+    let free = count;
+    const waiting = [];
+    return {
+      take() {
+        if (free > 0) {
+          free--;
+          return Promise.resolve();
+        }
+        return new Promise((resolve) => waiting.push(resolve));
+      },
+      give() {
+        const next = waiting.shift();
+        if (next) next();
+        else free++;
+      },
+    };
   }
 
   // One request; network failures and 5xx answers are retried with growing pauses, a 4xx
@@ -80,7 +106,8 @@
     return { item, bar, status };
   }
 
-  async function uploadOne(file, view, progress) {
+  // The upload of one file: started anew, or resumed from what the server already has.
+  async function open(file) {
     const remembered = `upload:${gallery}:${setSelect.value}:${file.name}:${file.size}:${file.lastModified}`;
     let state = null;
     const token = localStorage.getItem(remembered);
@@ -94,45 +121,99 @@
       });
       localStorage.setItem(remembered, state.token);
     }
-    const received = new Set(state.received);
-    let done = 0;
-    for (const index of received) {
-      done += Math.min(state.chunk_size, file.size - index * state.chunk_size);
+    return { remembered, state };
+  }
+
+  async function sendChunk(file, state, index) {
+    const piece = file.slice(index * state.chunk_size, (index + 1) * state.chunk_size);
+    const buffer = await piece.arrayBuffer();
+    const checksum = await hex(buffer);
+    const send = () => call("PUT", `${api}/${encodeURIComponent(state.token)}/chunks/${index}`, {
+      headers: { "Content-Type": "application/octet-stream", "X-Chunk-SHA256": checksum },
+      body: buffer,
+    });
+    try {
+      await send();
+    } catch (error) {
+      // A chunk damaged on the way is worth one more try; anything else is final.
+      if (!(error instanceof Refused && error.field === "chunk")) throw error;
+      await send();
     }
+    return buffer.byteLength;
+  }
+
+  // Hands each missing chunk of a file to the pool; resolves once all are on their way, with
+  // a promise of the moment all have arrived (wrapped, so it is not awaited here).
+  async function dispatch(file, state, missing, pool, arrived) {
+    const sends = [];
+    let failure = null;
+    for (const index of missing) {
+      await pool.take();
+      if (failure) {
+        pool.give();
+        break;
+      }
+      sends.push(
+        sendChunk(file, state, index)
+          .then(arrived, (error) => { failure = failure || error; })
+          .finally(() => pool.give()),
+      );
+    }
+    const all = Promise.all(sends).then(() => { if (failure) throw failure; });
+    return { all };
+  }
+
+  // Starts one file and sends its chunks; resolves, once every chunk is on its way, with a
+  // promise of the file's end (its chunks arrived and the server made it a photo).
+  async function uploadOne(file, view, progress, pool) {
+    const { remembered, state } = await open(file);
+    const sizeOf = (index) => Math.min(state.chunk_size, file.size - index * state.chunk_size);
+    let done = 0;
+    for (const index of state.received) done += sizeOf(index);
     view.bar.value = done;
     progress(done);
-    view.status.textContent = received.size ? "resuming" : "uploading";
-    for (let index = 0; index < state.chunks; index++) {
-      if (received.has(index)) continue;
-      const piece = file.slice(index * state.chunk_size, (index + 1) * state.chunk_size);
-      const buffer = await piece.arrayBuffer();
-      const send = async () => call("PUT", `${api}/${encodeURIComponent(state.token)}/chunks/${index}`, {
-        headers: { "Content-Type": "application/octet-stream", "X-Chunk-SHA256": await hex(buffer) },
-        body: buffer,
-      });
-      try {
-        await send();
-      } catch (error) {
-        // A chunk damaged on the way is worth one more try; anything else is final.
-        if (!(error instanceof Refused && error.field === "chunk")) throw error;
-        await send();
-      }
-      done += buffer.byteLength;
+    view.status.textContent = state.received.length ? "resuming" : "uploading";
+    const arrived = (bytes) => {
+      done += bytes;
       view.bar.value = done;
-      progress(buffer.byteLength);
-    }
-    view.status.textContent = "checking";
-    // Never repeated automatically: a second "complete" could only be refused as a duplicate.
-    let photo;
-    try {
-      photo = await call("POST", `${api}/${encodeURIComponent(state.token)}/complete`, {}, 0);
-    } catch (error) {
-      if (error instanceof Refused) throw error;
-      throw new Error("The connection broke while the photo was being checked. Reload the page to see whether it arrived.");
-    }
-    localStorage.removeItem(remembered);
-    view.status.textContent = photo.duplicate_of ? "done (the same file is already in this gallery)" : "done";
-    view.item.classList.add("done");
+      progress(bytes);
+    };
+    const missingOf = (received) => {
+      const have = new Set(received);
+      return Array.from({ length: state.chunks }, (_, index) => index).filter((i) => !have.has(i));
+    };
+    const first = await dispatch(file, state, missingOf(state.received), pool, arrived);
+
+    const finish = async () => {
+      await first.all;
+      view.status.textContent = "checking";
+      const complete = () => call("POST", `${api}/${encodeURIComponent(state.token)}/complete`, {}, 0);
+      try {
+        await complete();
+      } catch (error) {
+        // Chunks the server counts as missing (lost on its side) are sent once more;
+        // any other refusal is final. "Complete" itself is never repeated blindly: a
+        // second one could only be refused as already finished.
+        if (!(error instanceof Refused)) {
+          throw new Error("The connection broke while the photo was being checked. Reload the page to see whether it arrived.");
+        }
+        if (error.field !== "chunks") throw error;
+        const now = await call("GET", `${api}/${encodeURIComponent(state.token)}`);
+        const missing = missingOf(now.received);
+        for (const index of missing) {
+          done -= sizeOf(index);
+          progress(-sizeOf(index));
+        }
+        view.status.textContent = "uploading";
+        await (await dispatch(file, state, missing, pool, arrived)).all;
+        view.status.textContent = "checking";
+        await complete();
+      }
+      localStorage.removeItem(remembered);
+      view.status.textContent = "done";
+      view.item.classList.add("done");
+    };
+    return { end: finish() };
   }
 
   button.addEventListener("click", async () => {
@@ -153,16 +234,23 @@
       batchBar.value = Math.round((100 * sent) / total);
       batchText.textContent = `${batchBar.value}%`;
     };
+    const pool = slots(IN_FLIGHT);
+    const fail = (view, error) => {
+      failed++;
+      view.status.textContent = error.message;
+      view.item.classList.add("failed");
+    };
+    const ends = [];
     for (const file of files) {
       const view = row(file);
       try {
-        await uploadOne(file, view, progress);
+        const { end } = await uploadOne(file, view, progress, pool);
+        ends.push(end.catch((error) => fail(view, error)));
       } catch (error) {
-        failed++;
-        view.status.textContent = error.message;
-        view.item.classList.add("failed");
+        fail(view, error);
       }
     }
+    await Promise.all(ends);
     batchText.textContent = failed
       ? `${files.length - failed} of ${files.length} uploaded; see the messages above.`
       : `All ${files.length} uploaded.`;
