@@ -232,7 +232,10 @@ async def _upload_row(token: str, gallery_id: int) -> dict[str, Any]:
 
 async def upload_state(token: str, gallery_id: int) -> UploadState:
     """Which chunks arrived: a browser resuming after a break sends only the others."""
-    row = await _upload_row(token, gallery_id)
+    return await _state(await _upload_row(token, gallery_id))
+
+
+async def _state(row: dict[str, Any]) -> UploadState:
     rows = (
         await PhotoUploadChunk.select(PhotoUploadChunk.position)
         .where(PhotoUploadChunk.upload == row["id"])
@@ -240,7 +243,7 @@ async def upload_state(token: str, gallery_id: int) -> UploadState:
         .run()
     )
     return UploadState(
-        token=token,
+        token=row["token"],
         size=row["size"],
         chunk_size=row["chunk_size"],
         chunks=_chunk_count(row["size"], row["chunk_size"]),
@@ -296,7 +299,7 @@ async def receive_chunk(
         # The upload was finished, purged or its set deleted while this chunk arrived.
         await store.abort_multipart(key)
         raise NotFound("This upload no longer exists.") from None
-    return await upload_state(token, gallery_id)
+    return await _state(row)
 
 
 async def _record_chunk(upload_id: int, index: int, size: int, sha256: str) -> None:
@@ -462,7 +465,7 @@ async def complete_upload(
     everything, so finishing can simply be asked again.
     """
     row = await _upload_row(token, gallery_id)
-    state = await upload_state(token, gallery_id)
+    state = await _state(row)
     missing = sorted(set(range(state.chunks)) - set(state.received))
     if missing:
         raise Conflict(
