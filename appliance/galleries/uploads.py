@@ -280,7 +280,7 @@ async def receive_chunk(
     if _being_completed(row, now or dt.datetime.now(dt.UTC)):
         raise Conflict(f"{row['filename']} is being finished; it takes no more chunks.")
     expected = min(row["chunk_size"], row["size"] - index * row["chunk_size"])
-    key = _original_key(gallery_id, token)
+    key = _original_key(gallery_id, row["token"])
     try:
         await store.put_part(key, index + 1, body, length=expected, sha256=digest)
     except PartRejected as exc:
