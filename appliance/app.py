@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
                 "secret_key": ensure_secret_key(settings),
                 "store": store,
                 "page_cache": PageCache(),
+                "zip_slots": {},  # share link id -> ZIP downloads running in this process
             }
         ),
         guards=[csrf_guard],

@@ -62,7 +62,7 @@ def address_key(address: str) -> str:
 def _limit(key: str, rules: ThrottleSettings) -> int:
     # Keys of one thing (an account, a share link) get the account limit; addresses, which
     # many people may share behind one router, the higher address limit.
-    return rules.address_limit if key.startswith("address:") else rules.account_limit
+    return rules.address_limit if "address:" in key else rules.account_limit
 
 
 def _block_until(

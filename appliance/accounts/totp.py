@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import re
 import unicodedata
 
 import pyotp
 import segno
+
+from appliance.tokens import same
 
 __all__ = ["matching_step", "new_secret", "normalise_code", "provisioning_uri", "qr_data_uri"]
 
@@ -50,6 +51,6 @@ def matching_step(secret: str, code: str, now: dt.datetime, *, window: int = 1) 
     found = None
     for step in range(current - window, current + window + 1):
         # Compare every candidate (no early exit) so timing says nothing about which matched.
-        if hmac.compare_digest(totp.generate_otp(step), code):
+        if same(totp.generate_otp(step), code):
             found = step
     return found

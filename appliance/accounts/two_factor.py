@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import re
 import secrets
 from typing import Any
@@ -22,6 +21,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import ThrottleSettings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.tokens import same
 
 __all__ = [
     "MAX_CODE_FAILURES",
@@ -72,7 +72,7 @@ def _hash_recovery(code: str, salt: str | None = None) -> str:
 
 def _recovery_matches(code: str, stored: str) -> bool:
     salt, _, _ = stored.partition("$")
-    return hmac.compare_digest(_hash_recovery(code, salt), stored)
+    return same(stored, _hash_recovery(code, salt))
 
 
 def _new_recovery_codes() -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.errors import Forbidden, NotFound
 from appliance.galleries.tables import Photo
+from appliance.tokens import same
 
 __all__ = [
     "URL_LIFETIME",
@@ -25,6 +26,7 @@ __all__ = [
     "media_url",
     "photo_file",
     "share_scope",
+    "still_ready",
     "url_window",
     "verify_media_url",
 ]
@@ -78,7 +80,7 @@ def verify_media_url(
     if variant not in VARIANTS:
         raise NotFound("There is no such file.")
     expected = _signature(secret_key, scope, photo_id, variant, expires)
-    if not hmac.compare_digest(expected, signature):
+    if not same(expected, signature):
         raise Forbidden("This link to a file is not valid.")
     if expires < now.timestamp() or expires > (now + URL_LIFETIME).timestamp() + 5:
         raise Forbidden("This link to a file has expired. Reload the page.")
@@ -120,3 +122,13 @@ async def gallery_keys(gallery_id: int, variant: str) -> dict[int, str]:
         .run()
     )
     return {row["id"]: row[VARIANTS[variant]] for row in rows if row[VARIANTS[variant]]}
+
+
+async def still_ready(photo_id: int, gallery_id: int) -> bool:
+    """Whether a photo is still a ready photo of the gallery (checked before each ZIP entry)."""
+    return bool(
+        await Photo.exists()
+        .where((Photo.id == photo_id) & (Photo.gallery == gallery_id))
+        .where(Photo.status == "ready")
+        .run()
+    )

@@ -72,15 +72,18 @@ async def lists_of(link: LinkRecord, *, now: dt.datetime | None = None) -> list[
         .run()
     )
     if not lists and now is not None and link.can_favourite:
-        await SelectionList.raw(
-            "INSERT INTO selection_list (link, name, note, created_at)"
-            " SELECT {}, {}, '', {} WHERE NOT EXISTS"
-            " (SELECT 1 FROM selection_list WHERE link = {})",
-            link.id,
-            DEFAULT_LIST,
-            now,
-            link.id,
-        )
+        async with SelectionList._meta.db.transaction(allow_nested=True):
+            # Under the link's row lock, so two first visits at once make one list, not two.
+            await ShareLink.raw("SELECT id FROM share_link WHERE id = {} FOR UPDATE", link.id)
+            await SelectionList.raw(
+                "INSERT INTO selection_list (link, name, note, created_at)"
+                " SELECT {}, {}, '', {} WHERE NOT EXISTS"
+                " (SELECT 1 FROM selection_list WHERE link = {})",
+                link.id,
+                DEFAULT_LIST,
+                now,
+                link.id,
+            )
         return await lists_of(link)
     items = (
         await SelectionItem.select(SelectionItem.selection, SelectionItem.photo)

@@ -20,7 +20,7 @@ from litestar import Controller, MediaType, Response, get, post
 from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
-from appliance.errors import ApplianceError, Conflict, Forbidden, NotFound
+from appliance.errors import ApplianceError, Conflict, Forbidden, NotFound, TooManyAttempts
 from appliance.galleries import media, selections, service, sharing
 from appliance.galleries.page_cache import (
     CSRF_PLACEHOLDER,
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 VISITOR_COOKIE = "fs_visitor"
 VISITOR_DAYS = 30
 ZIP_SIZES = ("web", "original")
+# "Download all" streams read the whole gallery from the store; a few per link (in each web
+# process) are plenty for its recipient and keep one link from saturating disk and uplink.
+MAX_ZIPS_PER_LINK = 2
 MAX_PAGE = 10_000
 STUDIO_NAME_SECONDS = 60.0
 
@@ -101,14 +104,21 @@ class Opened:
         return f"/s/{self.token}"
 
 
-async def _open(request: AnyRequest, token: str) -> Opened:
-    """Open the link for this request, creating the visitor cookie and visit when new."""
+async def _open(request: AnyRequest, token: str, *, create: bool = False) -> Opened:
+    """Open the link for this request. Only pages a person opens by the link (``create``) make
+    a visit (and the visitor cookie) for a browser new to it; forms, downloads and the page's
+    own requests need the visit that page made."""
     now = request.app.state.clock()
     visitor = visitor_value(request)
     opening = await sharing.open_link(token, now, visitor=visitor)
     address = client_address(request)
     visit = opening.visit
     if visit is None:
+        if not create:
+            raise Forbidden(
+                "Open the gallery's link again. If this keeps happening, allow cookies for "
+                "this site: the gallery needs one to remember you."
+            )
         if not visitor:
             visitor = new_token()
             cookie = make_cookie(
@@ -126,6 +136,11 @@ async def _open(request: AnyRequest, token: str) -> Opened:
         now=now,
         selection_version=opening.selection_version,
     )
+
+
+def _redirect(request: AnyRequest, path: str) -> Response[Any]:
+    """303 to ``path``, with the cookies this request queued (a new visitor cookie)."""
+    return redirect(path, cookies=request.state.get("set_cookies", []))
 
 
 def _unlocked(opened: Opened) -> None:
@@ -322,12 +337,16 @@ class ShareController(Controller):
         sent: Annotated[int | None, QueryParameter(ge=0, le=1)] = None,
         page: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 1,
     ) -> Response[Any]:
-        opened = await _open(request, token)
+        opened = await _open(request, token, create=True)
         if not opened.visit.unlocked:
             return await self._password_page(request, opened)
         if sent:
             notice = "Your selection was sent to the studio. Thank you!"
             return await self._gallery_page(request, opened, list_id=list_id, notice=notice)
+        if list_id is not None and list_id not in {
+            item.id for item in await selections.lists_of(opened.link)
+        }:
+            list_id = None  # someone else's or made up: the default list, and one cache entry
         return await self._cached_gallery(request, opened, list_id=list_id, page_number=page)
 
     @get("/{token:str}/tiles", name="share_tiles", media_type=MediaType.JSON)
@@ -387,7 +406,7 @@ class ShareController(Controller):
                 headers=retry_after(exc),
                 **error_context(exc),
             )
-        return redirect(opened.base if kind == "password" else f"{opened.base}#pin")
+        return _redirect(request, opened.base if kind == "password" else f"{opened.base}#pin")
 
     @post("/{token:str}/unlock", name="share_unlock")
     async def unlock(
@@ -410,9 +429,9 @@ class ShareController(Controller):
         list_id: Annotated[int | None, QueryParameter(name="list", ge=1)] = None,
     ) -> Response[Any]:
         """One photo large, for browsers without JavaScript (the lightbox does this in place)."""
-        opened = await _open(request, token)
+        opened = await _open(request, token, create=True)
         if not opened.visit.unlocked:
-            return redirect(opened.base)
+            return _redirect(request, opened.base)
         _, photos = await _ready_photos(opened.gallery)
         index = next((i for i, photo in enumerate(photos) if photo.id == photo_id), None)
         if index is None:
@@ -474,7 +493,7 @@ class ShareController(Controller):
                 headers=retry_after(exc),
                 **error_context(exc),
             )
-        return redirect(f"{opened.base}?list={created.id}#lists")
+        return _redirect(request, f"{opened.base}?list={created.id}#lists")
 
     @post("/{token:str}/lists/{list_id:int}/photos/{photo_id:int}", name="share_choose")
     async def choose(
@@ -499,8 +518,8 @@ class ShareController(Controller):
                 {"chosen": state, "count": count}, media_type=MediaType.JSON, status_code=200
             )
         if data.back == "photo":
-            return redirect(f"{opened.base}/p/{photo_id}?list={list_id}")
-        return redirect(f"{opened.base}?list={list_id}#p{photo_id}")
+            return _redirect(request, f"{opened.base}/p/{photo_id}?list={list_id}")
+        return _redirect(request, f"{opened.base}?list={list_id}#p{photo_id}")
 
     @post("/{token:str}/lists/{list_id:int}/send", name="share_send")
     async def send(
@@ -525,7 +544,7 @@ class ShareController(Controller):
                 headers=retry_after(exc),
                 **error_context(exc),
             )
-        return redirect(f"{opened.base}?list={list_id}&sent=1#lists")
+        return _redirect(request, f"{opened.base}?list={list_id}&sent=1#lists")
 
     @get("/{token:str}/download", name="share_zip")
     async def download_all(
@@ -565,14 +584,23 @@ class ShareController(Controller):
         )
         clock = request.app.state.clock
 
-        async def still_shared() -> None:
+        async def still_shared(entry: ZipEntry) -> None:
             await sharing.active_link(link.id, clock())
+            if not await media.still_ready(entry.ident, opened.gallery.id):
+                raise NotFound("A photo was taken out of the gallery meanwhile. Download again.")
 
         filename = safe_entry_name(
             None, opened.gallery.title, taken=set(), fallback="gallery", extension=".zip"
         ).replace('"', "")
+        slots: dict[int, int] = request.app.state.zip_slots
+        if slots.get(link.id, 0) >= MAX_ZIPS_PER_LINK:
+            raise TooManyAttempts(
+                "Downloads of this gallery are already running. Try again when they are done.",
+                retry_after=60,
+            )
+        slots[link.id] = slots.get(link.id, 0) + 1
         return Stream(
-            _guarded(stream_zip(entries, before_entry=still_shared), link.id),
+            _guarded(stream_zip(entries, before_entry=still_shared), link.id, slots),
             media_type="application/zip",
             headers={
                 "Content-Disposition": f'attachment; filename="{_ascii(filename)}"',
@@ -585,9 +613,12 @@ class DownloadStopped(Exception):
     """The link stopped working while its ZIP was being sent."""
 
 
-async def _guarded(chunks: AsyncIterator[bytes], link_id: int) -> AsyncIterator[bytes]:
+async def _guarded(
+    chunks: AsyncIterator[bytes], link_id: int, slots: dict[int, int]
+) -> AsyncIterator[bytes]:
     """Pass the archive on; once the link stops, break the connection off (rather than end
-    the archive early) so the browser reports the download as failed, not as complete."""
+    the archive early) so the browser reports the download as failed, not as complete. The
+    link's download slot is given back however the download ends."""
     try:
         async for chunk in chunks:
             if chunk:
@@ -595,6 +626,10 @@ async def _guarded(chunks: AsyncIterator[bytes], link_id: int) -> AsyncIterator[
     except NotFound as exc:
         log.info("ZIP download of share link %s stopped: %s", link_id, exc.message)
         raise DownloadStopped(exc.message) from None
+    finally:
+        slots[link_id] -= 1
+        if not slots[link_id]:
+            del slots[link_id]
 
 
 def _ascii(name: str) -> str:
@@ -631,5 +666,9 @@ async def _zip_entries(
 
         # An original's size is known; a preview is far below the 4 GB where ZIP64 starts.
         known = photo.size if size == "original" else 0
-        entries.append(ZipEntry(name=name, size=known, modified=photo.created_at, chunks=chunks))
+        entries.append(
+            ZipEntry(
+                name=name, size=known, modified=photo.created_at, chunks=chunks, ident=photo.id
+            )
+        )
     return entries

@@ -14,7 +14,6 @@ the same PostgreSQL counters as staff sign-in.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import re
 from typing import Any
 
@@ -32,7 +31,7 @@ from appliance.config import ThrottleSettings
 from appliance.errors import Conflict, InvalidInput, NotFound, TooManyAttempts
 from appliance.galleries.service import GalleryRecord, get_gallery
 from appliance.galleries.tables import ShareEvent, ShareLink, ShareVisit
-from appliance.tokens import new_token, token_digest
+from appliance.tokens import new_token, same, token_digest
 from appliance.validation import clean_email, clean_text
 
 __all__ = [
@@ -59,13 +58,21 @@ __all__ = [
 
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_LINKS_PER_GALLERY = 200
+MAX_EXPIRY_YEAR = 2999
 MIN_PASSWORD_LENGTH = 6
 _PIN = re.compile(r"[0-9]{4,8}")
 # A visit outlives its browser cookie (share_web.VISITOR_DAYS) by a day, then it is removed.
 VISIT_LIFETIME = dt.timedelta(days=31)
-# A viewed photo is logged once per visit in this time, so paging back and forth in the
-# lightbox does not bury the downloads in the log.
 VIEW_LOG_INTERVAL = dt.timedelta(hours=1)
+LOG_ONCE_PER = {
+    "opened": VIEW_LOG_INTERVAL,
+    "viewed": VIEW_LOG_INTERVAL,
+    "downloaded": dt.timedelta(minutes=10),
+    "zip": dt.timedelta(minutes=10),
+}
+# Browsers a link remembers; beyond this the ones seen longest ago are forgotten (they enter
+# the password again), so opening a link again and again without cookies cannot fill the disk.
+MAX_VISITS_PER_LINK = 2000
 
 
 class LinkOptions(msgspec.Struct, frozen=True):
@@ -170,6 +177,10 @@ def _expiry(value: str, today: dt.date) -> dt.datetime | None:
         raise InvalidInput("Enter a date as YYYY-MM-DD.", field="expires_on") from None
     if day < today:
         raise InvalidInput("Choose a date from today on, or leave it empty.", field="expires_on")
+    if day.year > MAX_EXPIRY_YEAR:
+        raise InvalidInput(
+            f"Choose a date before {MAX_EXPIRY_YEAR + 1}, or leave it empty.", field="expires_on"
+        )
     # The link works through the whole of that day (UTC).
     return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
@@ -375,7 +386,7 @@ async def open_link(token: str, now: dt.datetime, *, visitor: str = "") -> Openi
     rows = await ShareLink.raw(_OPEN_SQL + "l.token_hash = {}", _visitor_digest(visitor), digest)
     row = rows[0] if rows else None
     # The index found the row by its hash; compare once more in constant time all the same.
-    if row is not None and not hmac.compare_digest(row["token_hash"], digest):
+    if row is not None and not same(row["token_hash"], digest):
         row = None
     return _opening(row, now)
 
@@ -416,6 +427,12 @@ async def start_visit(link: LinkRecord, visitor: str, *, address: str, now: dt.d
     )
     if not rows:  # withdrawn in between
         raise NotFound("This link was withdrawn by the studio.")
+    await ShareVisit.raw(
+        "DELETE FROM share_visit WHERE id IN (SELECT id FROM share_visit WHERE link = {}"
+        " ORDER BY last_seen_at DESC, id DESC OFFSET {})",
+        link.id,
+        MAX_VISITS_PER_LINK,
+    )
     await ShareLink.update({ShareLink.last_opened_at: now}).where(ShareLink.id == link.id).run()
     await record_event(link.id, "opened", now=now, address=address)
     row = rows[0]
@@ -461,7 +478,9 @@ async def enter_secret(
         return
     stored = await ShareLink.select(column).where(ShareLink.id == link.id).first().run()
     stored_hash = stored[column._meta.name] if stored else None
-    keys = [f"share:{link.id}:{kind}", throttle.address_key(address)]
+    # The address's key is one of its own: clients guessing on the studio's Wi-Fi must not
+    # lock the staff out of signing in, nor the other way round.
+    keys = [f"share:{link.id}:{kind}", "share-" + throttle.address_key(address)]
     label = "password" if kind == "password" else "PIN"
     try:
         attempt = await throttle.reserve(keys, now, rules)
@@ -493,8 +512,11 @@ async def record_event(
     photo_id: int | None = None,
     detail: str = "",
 ) -> None:
-    """Append to the link's access log; "viewed" at most once an hour per photo and address."""
-    if kind == "viewed":
+    """Append to the link's access log. The same entry from the same address is written once
+    per ``LOG_ONCE_PER[kind]`` (an hour for "opened" and "viewed", ten minutes for downloads),
+    so reloading, paging back and forth or a script cannot bury the log."""
+    interval = LOG_ONCE_PER.get(kind)
+    if interval is not None:
         same_photo = (
             ShareEvent.photo.is_null() if photo_id is None else ShareEvent.photo == photo_id
         )
@@ -504,8 +526,9 @@ async def record_event(
                 (ShareEvent.link == link_id)
                 & (ShareEvent.kind == kind)
                 & same_photo
+                & (ShareEvent.detail == detail[:200])
                 & (ShareEvent.address == address)
-                & (ShareEvent.at > now - VIEW_LOG_INTERVAL)
+                & (ShareEvent.at > now - interval)
             )
             .run()
         )

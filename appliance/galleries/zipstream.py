@@ -26,6 +26,7 @@ class ZipEntry(msgspec.Struct, frozen=True):
     size: int
     modified: dt.datetime
     chunks: Callable[[], AsyncIterator[bytes]]
+    ident: int = 0  # what the caller knows the entry by (a photo id)
 
 
 class _Sink:
@@ -86,15 +87,17 @@ def safe_entry_name(
 
 
 async def stream_zip(
-    entries: Iterable[ZipEntry], *, before_entry: Callable[[], Awaitable[None]] | None = None
+    entries: Iterable[ZipEntry],
+    *,
+    before_entry: Callable[[ZipEntry], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """The archive's bytes, chunk by chunk. ``before_entry`` runs before each entry and may
-    raise to end the archive early (a share link revoked while it downloads)."""
+    raise to end the archive early (a share link revoked, a photo deleted while it downloads)."""
     sink = _Sink()
     archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED)
     for entry in entries:
         if before_entry is not None:
-            await before_entry()
+            await before_entry(entry)
         info = zipfile.ZipInfo(entry.name, _zip_time(entry.modified))
         info.compress_type = zipfile.ZIP_STORED
         info.file_size = entry.size  # lets zipfile choose ZIP64 for entries near 4 GB

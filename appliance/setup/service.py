@@ -8,7 +8,6 @@ enrols their authenticator and then closes for good.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 from typing import Any
 
 import msgspec
@@ -20,7 +19,7 @@ from appliance.audit.service import Actor
 from appliance.config import Settings, ThrottleSettings
 from appliance.errors import Conflict, Forbidden, InvalidInput
 from appliance.setup.tables import SetupToken, Studio
-from appliance.tokens import new_token, token_digest
+from appliance.tokens import new_token, same, token_digest
 from appliance.validation import clean_email, clean_text
 
 __all__ = [
@@ -141,7 +140,7 @@ async def check_token(
             .where(SetupToken.expires_at > now)
             .run()
         )
-        if any(hmac.compare_digest(row["token_hash"], token_digest(token)) for row in rows):
+        if any(same(row["token_hash"], token_digest(token)) for row in rows):
             return
     await throttle.reserve([f"setup:{address[:64]}"], now, rules or ThrottleSettings())
     await audit.record(

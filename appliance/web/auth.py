@@ -12,6 +12,7 @@ from litestar.handlers.base import BaseRouteHandler
 from appliance.accounts import service as accounts
 from appliance.accounts import sessions
 from appliance.accounts.service import StaffMember
+from appliance.tokens import same
 from appliance.web.cookies import read_cookie
 from appliance.web.requests import AnyConnection
 
@@ -50,7 +51,7 @@ def device_user_id(connection: AnyConnection) -> int | None:
     if not (user.isdigit() and nonce and signature) or len(value) > 200:
         return None
     expected = _device_signature(connection.app.state.secret_key, int(user), nonce)
-    return int(user) if hmac.compare_digest(expected, signature) else None
+    return int(user) if same(expected, signature) else None
 
 
 def _device_signature(secret_key: str, user_id: int, nonce: str) -> str:

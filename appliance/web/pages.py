@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Response
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
@@ -190,6 +191,13 @@ def _on_storage(request: AnyRequest, exc: StorageError) -> Response[Any]:
     )
 
 
+def _on_data_error(request: AnyRequest, exc: asyncpg.exceptions.DataError) -> Response[Any]:
+    # A number or text the database cannot hold (an id past 2**31 in a path, say): the
+    # request is wrong, not the server.
+    log.warning("value refused by the database on %s: %s", redact_path(request.url.path), exc)
+    return _error(request, 400, "A value in the request is out of range.")
+
+
 def _on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     if isinstance(exc, DATABASE_UNAVAILABLE):
         log.error("database unavailable on %s: %r", redact_path(request.url.path), exc)
@@ -212,5 +220,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: _on_validation,
     HTTPException: _on_http,
     StorageError: _on_storage,
+    asyncpg.exceptions.DataError: _on_data_error,
     Exception: _on_unexpected,
 }

@@ -265,6 +265,9 @@ async def test_zip_streams_every_photo_with_safe_unique_names(
     gallery, _ = await published_gallery(client, app, clock, ANNA, names)
     path = await share(client, gallery, download_original="on")
     async with visitor(app) as browser:
+        direct = await browser.get(f"{path}/download?size=original")
+        assert direct.status_code == 403 and "Open the gallery" in direct.text  # page first
+        assert (await browser.get(path)).status_code == 200
         response = await browser.get(f"{path}/download?size=original")
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/zip"
@@ -472,3 +475,73 @@ async def test_a_large_gallery_comes_in_pages_in_set_order_with_the_cover_first_
         for bad in ("page=0", "page=-1", "page=abc", "page=99999999999"):
             assert (await browser.get(f"{path}/tiles?{bad}")).status_code == 400, bad
         assert (await browser.get(f"{path}/tiles?page=50")).json()["tiles"] == []
+
+
+async def test_hostile_values_get_clear_answers_never_a_server_error(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """Non-ASCII signatures and CSRF tokens, ids past what the database holds, a year 9999
+    expiry, a list name that looks like the page's token placeholder."""
+    await signed_in_owner(client, admin, clock)
+    gallery, photos = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery)
+    staff_token = csrf_of((await client.get(f"/galleries/{gallery}/shares/new")).text)
+    far = await client.post(
+        f"/galleries/{gallery}/shares",
+        data={"recipient": "X", "expires_on": "9999-12-31", "_csrf": staff_token},
+    )
+    assert far.status_code == 400 and "Choose a date before" in far.text
+    for url in (f"/galleries/{2**40}/shares/new", f"/galleries/{gallery}/shares/{2**40}"):
+        answer = await client.get(url)
+        assert answer.status_code in (400, 404) and "Traceback" not in answer.text, url
+    async with visitor(app) as browser:
+        page = (await browser.get(path)).text
+        token = csrf_of(page)
+        thumb = media_urls(page)[photos[0]]
+        signature = thumb.split("s=")[1]
+        odd = await browser.get(thumb.replace(signature, "\u00e9" * 64))
+        assert odd.status_code in (400, 403)
+        for bad in ("\u00e9", "x" * 128, token[:-1] + ("0" if token[-1] != "0" else "1")):
+            refused = await browser.post(f"{path}/lists", data={"name": "Prints", "_csrf": bad})
+            assert refused.status_code == 403, bad
+        list_id = re.search(r"/lists/(\d+)/send", page).group(1)  # type: ignore[union-attr]
+        huge = await browser.post(
+            f"{path}/lists/{list_id}/photos/{2**31}", data={"chosen": "1", "_csrf": token}
+        )
+        assert huge.status_code in (400, 404) and "Traceback" not in huge.text
+        named = await browser.post(f"{path}/lists", data={"name": "<csrf-token>", "_csrf": token})
+        assert named.status_code == 303
+        shown = (await browser.get(named.headers["location"])).text
+        assert "&lt;csrf-token&gt;" in shown and "<csrf-token>" not in shown
+
+
+async def test_opening_a_link_without_cookies_again_and_again_stays_bounded(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """Each cookieless opening makes a visit, but the access log says "opened" once an hour
+    per address, forms never make visits, and the link keeps at most its newest visits."""
+    from appliance.galleries import sharing
+    from appliance.galleries.tables import ShareVisit
+
+    await signed_in_owner(client, admin, clock)
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery)
+    for _ in range(5):
+        async with visitor(app) as browser:
+            assert (await browser.get(path)).status_code == 200
+    opened = await ShareEvent.count().where(ShareEvent.kind == "opened").run()
+    assert opened == 1
+    async with visitor(app) as browser:
+        token = csrf_of((await client.get(f"/galleries/{gallery}")).text)
+        browser.cookies.set("fs_csrf", "x")  # a form sent by a browser that never opened it
+        posted = await browser.post(f"{path}/unlock", data={"password": "x", "_csrf": token})
+        assert posted.status_code == 403
+    visits = await ShareVisit.count().run()
+    assert visits == 5
+    original, sharing.MAX_VISITS_PER_LINK = sharing.MAX_VISITS_PER_LINK, 3
+    try:
+        async with visitor(app) as browser:
+            assert (await browser.get(path)).status_code == 200
+        assert await ShareVisit.count().run() == 3
+    finally:
+        sharing.MAX_VISITS_PER_LINK = original
