@@ -49,5 +49,7 @@ def configure_logging(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["default"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+            # One line per request to the S3 server (object keys, upload ids) is noise.
+            "httpx": {"level": "WARNING"},
         },
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system tools the appliance and its tests need, from Debian's package archive:
 #   restic >= 0.18 (Debian 12 ships 0.14, which lacks --stdin-from-command), into .tools/bin;
-#   chromium and shellcheck, for the tests (only with --test).
+#   chromium, shellcheck and heif-enc, for the tests (only with --test).
 # Idempotent: anything already present is left alone. Needs root (or sudo) for apt.
 set -euo pipefail
 
@@ -54,6 +54,8 @@ install_test_tools() {
   local missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  # heif-enc makes the HEVC-coded HEIC photos (as iPhones take them) the tests upload.
+  command -v heif-enc >/dev/null 2>&1 || missing+=(libheif-examples)
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "installing ${missing[*]} from Debian" >&2
   as_root apt-get -qq update

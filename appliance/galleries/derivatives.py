@@ -120,6 +120,7 @@ def render(path: Path, *, watermark: str | None = None) -> tuple[bytes, bytes]:
     """
     pyvips = libvips()
     text = (watermark or "").strip()
+    header = None
     try:
         header = pyvips.Image.new_from_file(str(path))
         load: dict[str, Any] = {}
@@ -135,6 +136,10 @@ def render(path: Path, *, watermark: str | None = None) -> tuple[bytes, bytes]:
         # libvips decodes lazily: the pixels are read here, so this is where damage shows.
         clean = bytes(preview.write_to_buffer(".jpg", **_JPEG))
     except pyvips.Error as exc:
+        if header is not None and _is_hevc(header):
+            # Most iPhone photos: libvips reads the header, but a build without an HEVC
+            # decoder (libde265) cannot decode the pixels. The file itself is fine.
+            raise DamagedImage(HEVC_UNSUPPORTED) from None
         raise DamagedImage(_decoder_reason(exc, path)) from None
     thumb = pyvips.Image.thumbnail_buffer(clean, THUMB_EDGE, height=THUMB_EDGE, size="down")
     thumb_bytes = bytes(thumb.write_to_buffer(".jpg", **_JPEG))
@@ -150,6 +155,16 @@ def _jpeg_shrink(long_side: int) -> int:
     while shrink < 8 and long_side // (shrink * 2) >= PREVIEW_EDGE:
         shrink *= 2
     return shrink
+
+
+HEVC_UNSUPPORTED = (
+    "an HEIC photo compressed with HEVC, which this appliance's image library cannot decode; "
+    "export it as JPEG (on an iPhone: Settings, Camera, Formats, Most Compatible)"
+)
+
+
+def _is_hevc(header: Any) -> bool:
+    return bool(header.get_typeof("heif-compression") and header.get("heif-compression") == "hevc")
 
 
 def _decoder_reason(exc: Exception, path: Path) -> str:
@@ -263,8 +278,10 @@ async def _run(
         if isinstance(exc, DamagedImage):  # the same bytes will fail the same way
             final = True
             failure = (
-                f"This file is damaged or incomplete and cannot be shown ({exc}). Export it "
-                "again from the original and upload the new file."
+                f"This file cannot be shown: {exc}."
+                if str(exc) == HEVC_UNSUPPORTED
+                else f"This file is damaged or incomplete and cannot be shown ({exc}). Export "
+                "it again from the original and upload the new file."
             )
         log.warning(
             "derivatives of photo %s failed (attempt %s): %s", photo["id"], job["attempts"], reason

@@ -86,6 +86,7 @@ class PhotoSummary(msgspec.Struct, frozen=True):
     height: int
     status: str
     created_at: dt.datetime
+    failure: str = ""  # why the derivatives could not be made, for staff
 
 
 class SetRecord(msgspec.Struct, frozen=True):
@@ -308,6 +309,7 @@ async def list_photos(gallery_id: int) -> list[PhotoSummary]:
             Photo.height,
             Photo.status,
             Photo.created_at,
+            Photo.failure,
         )
         .where(Photo.gallery == gallery_id)
         .order_by(Photo.gallery_set)
@@ -326,6 +328,7 @@ async def list_photos(gallery_id: int) -> list[PhotoSummary]:
             height=row["height"],
             status=row["status"],
             created_at=row["created_at"],
+            failure=row["failure"],
         )
         for row in rows
     ]

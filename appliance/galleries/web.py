@@ -10,7 +10,7 @@ from litestar.params import FromPath, QueryParameter
 
 from appliance.clients import service as clients
 from appliance.errors import ApplianceError, InvalidInput
-from appliance.galleries import media, photos, selections, service, sharing
+from appliance.galleries import media, photos, selections, service, sharing, uploads
 from appliance.galleries.service import GalleryDetails
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -89,6 +89,7 @@ class GalleryController(Controller):
             "today": request.app.state.clock().date(),
             "statuses": service.STATUSES,
             "links": await sharing.list_links(gallery_id),
+            "duplicates": await uploads.duplicates(gallery_id),
             "received": await selections.received(gallery_id=gallery_id),
             "now": now,
             **extra,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -309,3 +311,48 @@ async def test_heic_photo_is_uploaded_and_gets_upright_derivatives(
         assert max(image.width, image.height) == edge and image.height > image.width
         assert "exif-data" not in image.get_fields()
     assert await read(store, row["original_key"]) == data
+
+
+def iphone_heic(tmp_path: Path) -> bytes:
+    """A HEVC-coded HEIC made by libheif's own encoder, as an iPhone saves photos; skipped,
+    saying why, where heif-enc is not installed (``scripts/install-tools.sh --test`` does)."""
+    encoder = shutil.which("heif-enc")
+    if encoder is None:
+        pytest.skip("heif-enc (Debian libheif-examples) is not installed")
+    source = tmp_path / "camera.jpg"
+    source.write_bytes(turned_jpeg(1200, 800))
+    target = tmp_path / "IMG_0002.HEIC"
+    made = subprocess.run(
+        [encoder, "-q", "80", "-o", str(target), str(source)], capture_output=True, text=True
+    )
+    if made.returncode != 0 or not target.exists():
+        pytest.skip(f"heif-enc could not make an HEVC HEIC here: {made.stderr.strip()}")
+    return target.read_bytes()
+
+
+async def test_iphone_heic_is_shown_or_refused_with_a_reason_staff_can_act_on(
+    clean_db: None, app: Litestar, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Where libvips decodes HEVC the photo gets its previews; where it cannot (the bundled
+    build has no HEVC decoder), the photo is marked failed at once, saying what to do, instead
+    of being called damaged."""
+    store = app.state.store
+    data = iphone_heic(tmp_path)
+    photo = await uploaded_photo(store, clock, tmp_path, data, filename="IMG_0002.HEIC")
+    assert photo.content_type == "image/heic"
+    await derivatives.process_pending(store, tmp_path, clock())
+    row = await Photo.select().where(Photo.id == photo.id).first().run()
+    assert row is not None
+    try:
+        pyvips.Image.new_from_buffer(data, "").avg()
+        decodes = True
+    except pyvips.Error:
+        decodes = False
+    if decodes:
+        assert row["status"] == "ready", row["failure"]
+    else:
+        assert row["status"] == "failed"
+        assert "compressed with HEVC" in row["failure"] and "Most Compatible" in row["failure"]
+        assert "damaged" not in row["failure"]
+        job = await PhotoJob.select().where(PhotoJob.photo == photo.id).first().run()
+        assert job is not None and job["state"] == "failed" and job["attempts"] == 1

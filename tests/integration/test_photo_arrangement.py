@@ -173,3 +173,23 @@ async def test_switching_the_watermark_remakes_the_previews(
 
 async def read(store: object, key: str) -> bytes:
     return b"".join([piece async for piece in store.get(key)])  # type: ignore[attr-defined]
+
+
+async def test_gallery_page_shows_why_a_photo_failed_and_which_files_repeat(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    await signed_in_owner(client, admin, clock)
+    gallery, photos = await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    await (
+        Photo.update(
+            {Photo.status: "failed", Photo.failure: "This file cannot be shown: <broken>."}
+        )
+        .where(Photo.id == photos[1])
+        .run()
+    )
+    first = await Photo.select(Photo.sha256).where(Photo.id == photos[0]).first().run()
+    assert first
+    await Photo.update({Photo.sha256: first["sha256"]}).where(Photo.id == photos[1]).run()
+    page = (await client.get(f"/galleries/{gallery}")).text
+    assert "This file cannot be shown: &lt;broken&gt;." in page
+    assert "the same file as a.jpg" in page
