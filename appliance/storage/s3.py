@@ -45,6 +45,7 @@ from appliance.storage.base import (
     StorageError,
     check_key,
     check_part,
+    gathered,
     verified_part,
 )
 
@@ -52,6 +53,7 @@ __all__ = ["S3Store"]
 
 PART_SIZE = 16 * 1024 * 1024  # one multipart part of ``put``: the most it holds in memory
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, but for the last
+SEND_PIECE = 1024 * 1024  # a part's body is sent on in pieces of this size (see ``gathered``)
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound", "NoSuchUpload"}
 _PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
 _DAMAGED = {"XAmzContentSHA256Mismatch", "BadDigest", "IncompleteBody"}
@@ -337,7 +339,7 @@ class S3Store:
             content_sha256=sha256,
             date=date,
         )
-        body = verified_part(chunks, length=length, sha256=sha256)
+        body = verified_part(gathered(chunks, SEND_PIECE), length=length, sha256=sha256)
         what = f"put part {number} of {key!r}"
         sent = {name: str(value) for name, value in headers.items()}
         try:

@@ -90,10 +90,11 @@ def _memory_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for process {pid}")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system (kernel) CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _sha256_of(path: Path) -> str:
@@ -299,7 +300,9 @@ async def test_upload_throughput_against_direct_s3_put(
             direct.fput_object(bucket, f"direct/{path.name}", str(path), content_type="image/jpeg")
         straight += time.perf_counter() - started
     peak_after = _memory_kb(web.process.pid, "VmHWM")
-    web_cpu = _cpu_seconds(web.process.pid) - cpu_before
+    cpu_after = _cpu_seconds(web.process.pid)
+    web_user, web_system = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
+    web_cpu = web_user + web_system
     resident_after = _memory_kb(web.process.pid, "VmRSS")
 
     # Outside the timing: every file arrived whole on both sides, and no chunk was left behind.
@@ -321,7 +324,8 @@ async def test_upload_throughput_against_direct_s3_put(
         f"{total / through_app:6.1f} MB/s (waiting for 'complete', summed: {completing:.1f} s)"
         f"\n  minio fput_object, same server:    {straight:6.1f} s, {total / straight:6.1f} MB/s"
         f"\n  throughput ratio (appliance / direct): {straight / through_app:.2f}"
-        f"\n  web process CPU: {web_cpu:.1f} s ({web_cpu / total * 1000:.1f} ms a MB)"
+        f"\n  web process CPU: {web_cpu:.1f} s ({web_cpu / total * 1000:.2f} ms a MB; "
+        f"user {web_user:.1f} s, system {web_system:.1f} s)"
         f"\n  web process peak memory (VmHWM): {peak_before / 1024:.0f} MB before, "
         f"{peak_first / 1024:.0f} MB after the first file, {peak_after / 1024:.0f} MB after "
         f"the batch (resident at the end: {resident_after / 1024:.0f} MB)"
