@@ -238,6 +238,19 @@ async def test_multipart_parts_in_any_order_become_one_object(store: ObjectStore
     assert [info.key async for info in store.list("")] == ["m/photo.jpg"]
 
 
+async def test_a_part_in_pieces_of_odd_sizes_is_stored_byte_for_byte(store: ObjectStore) -> None:
+    """Pieces of a size that divides nothing (the S3 store joins them into larger ones before
+    sending) arrive whole and in order, in every part."""
+    parts = parts_for(store, 2)
+    await store.start_multipart("m/odd.jpg", content_type="image/jpeg")
+    for number, data in enumerate(parts, start=1):
+        await store.put_part(
+            "m/odd.jpg", number, chunks_of(data, 4099), length=len(data), sha256=sha(data)
+        )
+    await store.complete_multipart("m/odd.jpg", 2)
+    assert await read_all(store, "m/odd.jpg") == b"".join(parts)
+
+
 async def test_a_part_that_is_not_as_declared_changes_nothing(store: ObjectStore) -> None:
     """Too long, too short or the wrong SHA-256: PartRejected saying which, and the part
     sent before under that number stays."""

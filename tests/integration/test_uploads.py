@@ -279,9 +279,10 @@ async def test_chunks_arrive_in_any_order_and_resume_after_a_break(
             store=store,
         )
 
-    await send(3)
-    await send(0)
-    await send(0)  # a resend after a dropped answer: counted once
+    # Each chunk's answer lists every chunk that has arrived, itself included.
+    assert (await send(3)).received == [3]
+    assert (await send(0)).received == [0, 3]
+    assert (await send(0)).received == [0, 3]  # a resend after a dropped answer: counted once
     with pytest.raises(Conflict, match="Chunks still missing: 1, 2, 4"):
         await uploads.complete_upload(
             state.token,
