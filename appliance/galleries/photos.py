@@ -43,6 +43,11 @@ async def _photo(gallery_id: int, photo_id: int) -> dict[str, object]:
     return row
 
 
+async def _check_set(gallery_id: int, set_id: int) -> None:
+    if set_id not in {item.id for item in await list_sets(gallery_id)}:
+        raise NotFound("There is no such set in this gallery.")
+
+
 async def _set_order(set_id: int) -> list[int]:
     rows = (
         await Photo.select(Photo.id)
@@ -124,8 +129,7 @@ async def sort_set(
         raise InvalidInput("Sort by name or by upload.", field="key")
     async with Gallery._meta.db.transaction(allow_nested=True):
         await lock_gallery(gallery_id)
-        if set_id not in {item.id for item in await list_sets(gallery_id)}:
-            raise NotFound("There is no such set in this gallery.")
+        await _check_set(gallery_id, set_id)
         rows = (
             await Photo.select(Photo.id)
             .where(Photo.gallery_set == set_id)
@@ -157,8 +161,7 @@ async def move_to_set(
     async with Gallery._meta.db.transaction(allow_nested=True):
         await lock_gallery(gallery_id)
         photo = await _photo(gallery_id, photo_id)
-        if set_id not in {item.id for item in await list_sets(gallery_id)}:
-            raise NotFound("There is no such set in this gallery.")
+        await _check_set(gallery_id, set_id)
         source = int(str(photo["gallery_set"]))
         if source == set_id:
             return
