@@ -6,9 +6,10 @@ that hands the SDK one chunk at a time, so memory stays bounded by one multipart
 The parts of a multipart write (``put_part``) take another road, because they arrive with
 their SHA-256 already known (the browser sends it with each chunk): the request is signed
 with that SHA-256 by the SDK's signer and its body streamed on the event loop with httpx,
-piece by piece as it arrives, so no part is held in memory and the S3 server itself refuses
-a part whose bytes do not match. A multipart write is found again by its key (S3 lists the
-open ones), so callers need to keep nothing but the key.
+1 MB at a time as it arrives (``SEND_PIECE``), so no part is held in memory and a server
+that checks payload hashes refuses a part whose bytes do not match (we check them too, since
+not every server does). A multipart write is found again by its key (S3 lists the open ones),
+so callers need to keep nothing but the key.
 """
 
 from __future__ import annotations
