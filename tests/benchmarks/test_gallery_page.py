@@ -38,6 +38,7 @@ import pytest
 
 from appliance.config import Settings, SharingSettings
 from appliance.galleries.tables import GallerySet, Photo
+from tests.benchmarks.harness import cookie_browser, cpu_seconds, web_process
 from tests.integration.flows import run_wizard, sign_in, submit
 from tests.integration.sharing_flows import share
 from tests.integration.test_clients import ANNA, create
@@ -113,30 +114,6 @@ class Load:
         )
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _browser(url: str) -> httpx.AsyncClient:
-    """An HTTP client that sends its cookies as a browser does to http://127.0.0.1.
-
-    The appliance marks its cookies Secure on the loopback address (browsers count it as a
-    secure context), and httpx's jar never sends those over http://; so every stored cookie
-    is put on each request by hand.
-    """
-    client = httpx.AsyncClient(base_url=url, timeout=60)
-
-    async def send_cookies(request: httpx.Request) -> None:
-        if client.cookies.jar:
-            pairs = [f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar]
-            request.headers["Cookie"] = "; ".join(pairs)
-
-    client.event_hooks["request"] = [send_cookies]
-    return client
-
-
 async def _drive(
     url: str,
     path: str,
@@ -176,9 +153,9 @@ async def _drive(
 
     try:
         await all_clients(WARM_UP_SECONDS, record=False)
-        cpu, generator = _cpu_seconds(pid), time.process_time()
+        cpu, generator = sum(cpu_seconds(pid)), time.process_time()
         seconds = await all_clients(duration, record=True)
-        cpu, generator = _cpu_seconds(pid) - cpu, time.process_time() - generator
+        cpu, generator = sum(cpu_seconds(pid)) - cpu, time.process_time() - generator
     finally:
         for client in clients:
             await client.aclose()
@@ -194,20 +171,8 @@ async def _drive(
 @pytest.fixture
 def web(settings: Settings, tmp_path: Path) -> Iterator[AppProcess]:
     """``appliance web`` on the test database, one worker, its file store in ``tmp_path``."""
-    env = {
-        "APPLIANCE_DATABASE__URL": settings.database.url,
-        "APPLIANCE_SECURITY__SECRET_KEY": settings.security.secret_key,
-        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
-        "APPLIANCE_LOGGING__LEVEL": "WARNING",
-    }
-    process = AppProcess(
-        ["web", "--no-migrate", "--no-setup-token"], workdir=tmp_path, port=free_port(), env=env
-    )
-    try:
-        process.wait_ready()
+    with web_process(settings, tmp_path) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -241,7 +206,7 @@ async def staff(
     clean_db: None, web: AppProcess, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A browser signed in to the web process as the owner (wizard, then a recovery code)."""
-    async with _browser(web.url) as http:
+    async with cookie_browser(web.url) as http:
         owner = await run_wizard(http, settings, dt.datetime.now(dt.UTC))
         http.cookies.clear()
         signed = await sign_in(http, owner.username, owner.password, code=owner.recovery_codes[0])
@@ -297,10 +262,10 @@ def _bare_page(response: httpx.Response) -> None:
     assert b"Hello, world." in response.content
 
 
-async def _open_as_new_browser(url: str, path: str) -> tuple[str, int, int]:
+async def _open_as_newcookie_browser(url: str, path: str) -> tuple[str, int, int]:
     """Open the link as a browser that has never seen it: the Cookie header it sends from now
     on, and the size of the page, as it is and as it travels gzip-compressed."""
-    async with _browser(url) as browser:
+    async with cookie_browser(url) as browser:
         page = await browser.get(path)
         _gallery_page(page)
         assert page.headers.get("content-encoding") == "gzip"
@@ -313,7 +278,7 @@ async def test_gallery_page_against_bare_endpoint(
 ) -> None:
     """Requests a second and latency of a 500-photo gallery page against a bare endpoint."""
     path = await _gallery_link(staff)
-    opened = [await _open_as_new_browser(web.url, path) for _ in range(CLIENTS)]
+    opened = [await _open_as_newcookie_browser(web.url, path) for _ in range(CLIENTS)]
     cookies = [cookie for cookie, _, _ in opened]
     assert all("fs_visitor" in cookie and "fs_csrf" in cookie for cookie in cookies)
     assert len(set(cookies)) == CLIENTS  # a visit of its own for every client

@@ -35,11 +35,12 @@ from minio import Minio
 
 from appliance.config import Settings
 from appliance.galleries.tables import GallerySet, Photo
+from tests.benchmarks.harness import cookie_browser, cpu_seconds, web_process
 from tests.conftest import S3Server
 from tests.integration.flows import csrf_of, run_wizard, sign_in
 from tests.integration.test_clients import ANNA, create
 from tests.integration.test_galleries import new_gallery
-from tests.processes import AppProcess, free_port
+from tests.processes import AppProcess
 
 BATCH_ENV = "UPLOAD_BENCH_MB"
 DEFAULT_BATCH_MB = 512
@@ -90,13 +91,6 @@ def _memory_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for process {pid}")
 
 
-def _cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system (kernel) CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -115,24 +109,6 @@ def _stored_sha256(client: Minio, bucket: str, key: str) -> str:
         response.close()
         response.release_conn()
     return digest.hexdigest()
-
-
-def _browser(url: str) -> httpx.AsyncClient:
-    """An HTTP client that sends its cookies as a browser does to http://127.0.0.1.
-
-    The appliance marks its cookies Secure on the loopback address (browsers count it as a
-    secure context), and httpx's jar never sends those over http://; so every stored cookie
-    is put on each request by hand. Long timeouts: completing a large photo takes seconds.
-    """
-    client = httpx.AsyncClient(base_url=url, timeout=300)
-
-    async def send_cookies(request: httpx.Request) -> None:
-        if client.cookies.jar:
-            pairs = [f"{cookie.name}={cookie.value}" for cookie in client.cookies.jar]
-            request.headers["Cookie"] = "; ".join(pairs)
-
-    client.event_hooks["request"] = [send_cookies]
-    return client
 
 
 @pytest.fixture
@@ -154,25 +130,16 @@ def web(
     settings: Settings, s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> Iterator[AppProcess]:
     """``appliance web`` on the test database with the S3 store on the moto server."""
-    env = {
-        "APPLIANCE_DATABASE__URL": settings.database.url,
-        "APPLIANCE_SECURITY__SECRET_KEY": settings.security.secret_key,
-        "APPLIANCE_PATHS__DATA_DIR": str(tmp_path / "data"),
-        "APPLIANCE_LOGGING__LEVEL": "WARNING",
-        "APPLIANCE_STORAGE__BACKEND": "s3",
-        "APPLIANCE_STORAGE__ENDPOINT": s3_server.endpoint,
-        "APPLIANCE_STORAGE__BUCKET": bucket,
-        "APPLIANCE_STORAGE__ACCESS_KEY": s3_server.access_key,
-        "APPLIANCE_STORAGE__SECRET_KEY": s3_server.secret_key,
-    }
-    process = AppProcess(
-        ["web", "--no-migrate", "--no-setup-token"], workdir=tmp_path, port=free_port(), env=env
-    )
-    try:
-        process.wait_ready()
+    with web_process(
+        settings,
+        tmp_path,
+        APPLIANCE_STORAGE__BACKEND="s3",
+        APPLIANCE_STORAGE__ENDPOINT=s3_server.endpoint,
+        APPLIANCE_STORAGE__BUCKET=bucket,
+        APPLIANCE_STORAGE__ACCESS_KEY=s3_server.access_key,
+        APPLIANCE_STORAGE__SECRET_KEY=s3_server.secret_key,
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
@@ -180,7 +147,7 @@ async def staff(
     clean_db: None, web: AppProcess, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A browser signed in to the web process as the owner (wizard, then a recovery code)."""
-    async with _browser(web.url) as http:
+    async with cookie_browser(web.url, timeout=300) as http:
         owner = await run_wizard(http, settings, dt.datetime.now(dt.UTC))
         http.cookies.clear()
         signed = await sign_in(http, owner.username, owner.password, code=owner.recovery_codes[0])
@@ -281,7 +248,7 @@ async def test_upload_throughput_against_direct_s3_put(
     csrf = csrf_of((await staff.get(f"/galleries/{gallery}")).text)
 
     peak_before = _memory_kb(web.process.pid, "VmHWM")
-    cpu_before = _cpu_seconds(web.process.pid)
+    cpu_before = cpu_seconds(web.process.pid)
     peak_first = 0
     through_app = completing = straight = 0.0
     chunk_size = 0
@@ -300,7 +267,7 @@ async def test_upload_throughput_against_direct_s3_put(
             direct.fput_object(bucket, f"direct/{path.name}", str(path), content_type="image/jpeg")
         straight += time.perf_counter() - started
     peak_after = _memory_kb(web.process.pid, "VmHWM")
-    cpu_after = _cpu_seconds(web.process.pid)
+    cpu_after = cpu_seconds(web.process.pid)
     web_user, web_system = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
     web_cpu = web_user + web_system
     resident_after = _memory_kb(web.process.pid, "VmRSS")
