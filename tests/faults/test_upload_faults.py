@@ -18,7 +18,8 @@ from minio import Minio
 
 from appliance.config import Settings
 from appliance.galleries.tables import GallerySet, Photo
-from tests.benchmarks.test_upload_throughput import _browser, _photo
+from tests.benchmarks.harness import cookie_browser
+from tests.benchmarks.test_upload_throughput import _photo
 from tests.conftest import S3Server
 from tests.integration.flows import csrf_of, run_wizard, sign_in
 from tests.integration.test_clients import ANNA, create
@@ -87,7 +88,7 @@ def web(settings: Settings, s3_server: S3Server, tmp_path: Path) -> Iterator[Web
 @pytest.fixture
 async def staff(clean_db: None, web: Web, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A browser signed in to the web process as the owner."""
-    async with _browser(web.process.url) as http:
+    async with cookie_browser(web.process.url, timeout=300) as http:
         owner = await run_wizard(http, settings, dt.datetime.now(dt.UTC))
         http.cookies.clear()
         signed = await sign_in(http, owner.username, owner.password, code=owner.recovery_codes[0])
