@@ -39,6 +39,7 @@ __all__ = [
     "find_member",
     "get_member",
     "list_members",
+    "member_of",
     "recheck_password",
     "set_active",
     "set_password",
@@ -81,6 +82,11 @@ def _member(row: dict[str, Any]) -> StaffMember:
         created_at=row["created_at"],
         last_login_at=row["last_login_at"],
     )
+
+
+def member_of(session: sessions.SessionInfo) -> StaffMember | None:
+    """The account a session belongs to, from the row read along with the session."""
+    return _member(session.user) if session.user else None
 
 
 async def get_member(user_id: int) -> StaffMember | None:

@@ -90,7 +90,7 @@ async def current_staff(connection: AnyConnection) -> SignedIn | None:
             token, now=app_state.clock(), settings=app_state.settings.security
         )
         if info is not None:
-            member = await accounts.get_member(info.user_id)
+            member = accounts.member_of(info)
             if member is not None and member.is_active:
                 signed = SignedIn(token=token, session=info, member=member)
     state["signed"] = signed
