@@ -22,6 +22,7 @@ from appliance.tokens import same
 __all__ = [
     "URL_LIFETIME",
     "VARIANTS",
+    "content_disposition",
     "gallery_keys",
     "media_url",
     "photo_file",
@@ -132,3 +133,10 @@ async def still_ready(photo_id: int, gallery_id: int) -> bool:
         .where(Photo.status == "ready")
         .run()
     )
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A Content-Disposition value whose file name is plain ASCII letters, digits, dots, dashes
+    and underscores: nothing in a name people chose can bend the header."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in filename)
+    return f'{disposition}; filename="{safe or "download"}"'

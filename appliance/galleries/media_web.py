@@ -33,7 +33,6 @@ async def _stream(store: ObjectStore, found: dict[str, Any], *, attachment: bool
     name = found["filename"]
     if found["content_type"] == "image/jpeg" and not name.lower().endswith((".jpg", ".jpeg")):
         name = name.rsplit(".", 1)[0] + ".jpg"  # a web-size copy of a PNG or TIFF is a JPEG
-    safe_name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
     disposition = "attachment" if attachment else "inline"
     return Stream(
         store.get(found["key"]),
@@ -41,7 +40,7 @@ async def _stream(store: ObjectStore, found: dict[str, Any], *, attachment: bool
         headers={
             "Content-Length": str(info.size),
             "Cache-Control": "private, max-age=300",
-            "Content-Disposition": f'{disposition}; filename="{safe_name}"',
+            "Content-Disposition": media.content_disposition(disposition, name),
         },
     )
 

@@ -28,6 +28,7 @@ __all__ = [
     "add_set",
     "create_gallery",
     "delete_set",
+    "gallery_from_row",
     "get_gallery",
     "list_for_client",
     "list_galleries",
@@ -113,7 +114,8 @@ _COLUMNS = (
 )
 
 
-def _record(row: dict[str, Any]) -> GalleryRecord:
+def gallery_from_row(row: dict[str, Any]) -> GalleryRecord:
+    """A gallery from a row with the columns of ``_COLUMNS`` (or a query aliased to them)."""
     return GalleryRecord(
         id=row["id"],
         client_id=row["client"],
@@ -164,7 +166,7 @@ async def get_gallery(gallery_id: int) -> GalleryRecord:
     row = await Gallery.select(*_COLUMNS).where(Gallery.id == gallery_id).first().run()
     if row is None:
         raise NotFound("There is no such gallery.")
-    return _record(row)
+    return gallery_from_row(row)
 
 
 async def list_galleries(*, status: str | None = None) -> list[GalleryRecord]:
@@ -174,7 +176,7 @@ async def list_galleries(*, status: str | None = None) -> list[GalleryRecord]:
         if status not in STATUSES:
             raise InvalidInput(f"Choose one of: {', '.join(STATUSES)}.", field="status")
         query = query.where(Gallery.status == status)
-    return [_record(row) for row in await query.run()]
+    return [gallery_from_row(row) for row in await query.run()]
 
 
 async def list_for_client(client_id: int) -> list[GalleryRecord]:
@@ -185,7 +187,7 @@ async def list_for_client(client_id: int) -> list[GalleryRecord]:
         .order_by(Gallery.created_at, ascending=False)
         .run()
     )
-    return [_record(row) for row in rows]
+    return [gallery_from_row(row) for row in rows]
 
 
 async def create_gallery(

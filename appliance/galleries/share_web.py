@@ -589,9 +589,7 @@ class ShareController(Controller):
             if not await media.still_ready(entry.ident, opened.gallery.id):
                 raise NotFound("A photo was taken out of the gallery meanwhile. Download again.")
 
-        filename = safe_entry_name(
-            None, opened.gallery.title, taken=set(), fallback="gallery", extension=".zip"
-        ).replace('"', "")
+        # Checked and taken with no await between, so two requests cannot both pass.
         slots: dict[int, int] = request.app.state.zip_slots
         if slots.get(link.id, 0) >= MAX_ZIPS_PER_LINK:
             raise TooManyAttempts(
@@ -603,7 +601,9 @@ class ShareController(Controller):
             _guarded(stream_zip(entries, before_entry=still_shared), link.id, slots),
             media_type="application/zip",
             headers={
-                "Content-Disposition": f'attachment; filename="{_ascii(filename)}"',
+                "Content-Disposition": media.content_disposition(
+                    "attachment", f"{opened.gallery.title}.zip"
+                ),
                 "Cache-Control": "no-store",
             },
         )
@@ -630,10 +630,6 @@ async def _guarded(
         slots[link_id] -= 1
         if not slots[link_id]:
             del slots[link_id]
-
-
-def _ascii(name: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in " ._-()") else "_" for c in name)
 
 
 async def _zip_entries(

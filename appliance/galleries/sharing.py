@@ -29,7 +29,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import ThrottleSettings
 from appliance.errors import Conflict, InvalidInput, NotFound, TooManyAttempts
-from appliance.galleries.service import GalleryRecord, get_gallery
+from appliance.galleries.service import GalleryRecord, gallery_from_row, get_gallery
 from appliance.galleries.tables import ShareEvent, ShareLink, ShareVisit
 from appliance.tokens import new_token, same, token_digest
 from appliance.validation import clean_email, clean_text
@@ -339,21 +339,9 @@ def _opening(row: dict[str, Any] | None, now: dt.datetime) -> Opening:
         raise NotFound("This link was withdrawn by the studio.")
     if state == "expired":
         raise NotFound("This link has expired. Ask the studio for a new one.")
-    gallery = GalleryRecord(
-        id=row["gallery"],
-        client_id=row["g_client"],
-        client_name=row["g_client_name"],
-        title=row["g_title"],
-        description=row["g_description"],
-        event_date=row["g_event_date"],
-        status=row["g_status"],
-        expires_on=row["g_expires_on"],
-        created_at=row["g_created_at"],
-        updated_at=row["g_updated_at"],
-        published_at=row["g_published_at"],
-        cover_photo_id=row["g_cover_photo"],
-        watermark=row["g_watermark"],
-        version=row["g_version"],
+    # The gallery's columns come aliased "g_<column>", as galleries.service reads them.
+    gallery = gallery_from_row(
+        {"id": row["gallery"], **{key[2:]: value for key, value in row.items() if key[:2] == "g_"}}
     )
     if gallery.expired(now.date()):
         raise NotFound("This gallery has expired. Ask the studio if you still need it.")
