@@ -545,3 +545,27 @@ async def test_opening_a_link_without_cookies_again_and_again_stays_bounded(
         assert await ShareVisit.count().run() == 3
     finally:
         sharing.MAX_VISITS_PER_LINK = original
+
+
+async def test_a_link_runs_at_most_two_zips_at_once(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A third "download all" while two run is refused with Retry-After; the slot comes back
+    when a download ends."""
+    await signed_in_owner(client, admin, clock)
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery)
+    link = await ShareLink.select(ShareLink.id).first().run()
+    assert link
+    slots = app.state.zip_slots
+    async with visitor(app) as browser:
+        assert (await browser.get(path)).status_code == 200
+        slots[link["id"]] = 2  # two downloads of this link under way
+        try:
+            busy = await browser.get(f"{path}/download?size=web")
+            assert busy.status_code == 429 and "Retry-After" in busy.headers
+        finally:
+            del slots[link["id"]]
+        done = await browser.get(f"{path}/download?size=web")
+        assert done.status_code == 200 and zipfile.ZipFile(io.BytesIO(done.content)).namelist()
+    assert link["id"] not in slots  # given back when the archive ended
