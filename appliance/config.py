@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,11 +22,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "BackupSettings",
     "ConfigError",
     "DatabaseSettings",
     "LoggingSettings",
     "PathSettings",
     "QueueSettings",
+    "RepositorySettings",
     "SecuritySettings",
     "ServerSettings",
     "Settings",
@@ -106,6 +109,48 @@ class QueueSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     workers: Annotated[int, msgspec.Meta(ge=1, le=32)] = 2
 
 
+class RepositorySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A restic repository: a local folder or NAS mount, ``sftp:``, ``rest:`` or ``s3:``."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")]
+    url: str
+    offsite: bool = False
+    access_key: str = ""  # for s3: repositories
+    secret_key: str = ""
+    region: str = ""
+    options: list[str] = msgspec.field(default_factory=list)  # restic -o key=value
+
+
+Clock = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class BackupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    restic: str = ""  # the restic binary; default: .tools/bin/restic, then $PATH
+    pg_bin_dir: str = ""  # pg_dump/pg_restore; default: the ones matching the server
+    password_file: str = ""  # default: <data>/backup/restic-password, made at first use
+    timezone: str = "UTC"  # the schedule below is in this time zone
+    daily_at: Clock = "02:30"
+    check_at: Clock = "05:00"
+    prune_weekday: Weekday = "sunday"
+    prune_at: Clock = "04:00"
+    drill_weekday: Weekday = "saturday"
+    drill_at: Clock = "06:00"
+    keep_daily: Annotated[int, msgspec.Meta(ge=0, le=366)] = 7
+    keep_weekly: Annotated[int, msgspec.Meta(ge=0, le=520)] = 4
+    keep_monthly: Annotated[int, msgspec.Meta(ge=0, le=240)] = 6
+    max_age_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 400
+    check_subsets: Annotated[int, msgspec.Meta(ge=1, le=365)] = 28
+    drill_sample: Annotated[int, msgspec.Meta(ge=1)] = 100
+    drill_overdue_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 8
+    timeout_minutes: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)] = 360
+    retries: Annotated[int, msgspec.Meta(ge=0, le=20)] = 3
+    alert_urls: list[str] = msgspec.field(default_factory=list)  # apprise URLs
+    ping_url: str = ""  # healthchecks-style: <url>/start, <url>, <url>/fail
+    repositories: list[RepositorySettings] = msgspec.field(default_factory=list)
+
+
 class LoggingSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     level: str = "INFO"
 
@@ -120,6 +165,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     uploads: UploadSettings = msgspec.field(default_factory=UploadSettings)
     sharing: SharingSettings = msgspec.field(default_factory=SharingSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
+    backups: BackupSettings = msgspec.field(default_factory=BackupSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     @property
@@ -221,18 +267,23 @@ def _env_value(key: str, value: str, is_list: bool) -> Any:
 
 def _resolve_secret_files(raw: dict[str, Any]) -> None:
     for section, key in SECRET_KEYS:
-        table = raw.get(section)
-        if not isinstance(table, dict) or f"{key}_file" not in table:
-            continue
-        file_name = str(table.pop(f"{key}_file"))
-        if not file_name:
-            continue
-        try:
-            table[key] = Path(file_name).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{section}.{key}_file: cannot read {file_name} ({exc.strerror})"
-            ) from None
+        _read_secret_file(raw.get(section), key, section)
+    backups = raw.get("backups")
+    repositories = backups.get("repositories") if isinstance(backups, dict) else None
+    for index, repository in enumerate(repositories if isinstance(repositories, list) else []):
+        _read_secret_file(repository, "secret_key", f"backups.repositories[{index}]")
+
+
+def _read_secret_file(table: Any, key: str, where: str) -> None:
+    if not isinstance(table, dict) or f"{key}_file" not in table:
+        return
+    file_name = str(table.pop(f"{key}_file"))
+    if not file_name:
+        return
+    try:
+        table[key] = Path(file_name).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}.{key}_file: cannot read {file_name} ({exc.strerror})") from None
 
 
 def _describe(exc: msgspec.ValidationError) -> str:
@@ -280,8 +331,40 @@ def _check(settings: Settings) -> None:
             raise ConfigError("storage.access_key: s3 needs access_key and secret_key")
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", storage.bucket):
             raise ConfigError("storage.bucket: 3 to 63 lower-case letters, digits, dots, dashes")
+    _check_backups(settings.backups)
     if settings.security.session_idle_minutes > settings.security.session_absolute_hours * 60:
         raise ConfigError("security.session_idle_minutes: must not exceed session_absolute_hours")
+
+
+def _check_backups(backups: BackupSettings) -> None:
+    try:
+        zoneinfo.ZoneInfo(backups.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"backups.timezone: unknown time zone {backups.timezone!r}") from None
+    names: set[str] = set()
+    for repository in backups.repositories:
+        where = f"backups.repositories.{repository.name}"
+        if repository.name in names:
+            raise ConfigError(f"{where}: two repositories have this name")
+        names.add(repository.name)
+        if not repository.url.strip():
+            raise ConfigError(f"{where}.url: must name a folder or a repository URL")
+        if repository.url.startswith("s3:") and not (
+            repository.access_key and repository.secret_key
+        ):
+            raise ConfigError(f"{where}.access_key: s3 needs access_key and secret_key")
+        for option in repository.options:
+            if "=" not in option:
+                raise ConfigError(f"{where}.options: {option!r} is not key=value")
+    if sum(not r.offsite for r in backups.repositories) > 1:
+        raise ConfigError("backups.repositories: only one may be the primary (offsite = false)")
+    if backups.repositories and all(r.offsite for r in backups.repositories):
+        raise ConfigError("backups.repositories: one must be the primary (offsite = false)")
+    for url in [*backups.alert_urls, backups.ping_url]:
+        if url and "://" not in url:
+            raise ConfigError(f"backups: {url.split(':')[0]!r} is not a URL")
+    if backups.ping_url and not backups.ping_url.startswith(("http://", "https://")):
+        raise ConfigError("backups.ping_url: must be an http:// or https:// URL")
 
 
 def ensure_secret_key(settings: Settings) -> str:

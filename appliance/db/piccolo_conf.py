@@ -25,5 +25,6 @@ APP_REGISTRY = AppRegistry(
         "appliance.setup.piccolo_app",
         "appliance.clients.piccolo_app",
         "appliance.galleries.piccolo_app",
+        "appliance.backups.piccolo_app",
     ]
 )

@@ -1,0 +1,1 @@
+"""Backups: restic repositories, recovery points, retention, off-site copies, checks, drills."""

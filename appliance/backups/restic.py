@@ -1,0 +1,485 @@
+"""The only code that runs restic: argv lists, a password file, ``--json`` parsed into events.
+
+restic's exit codes become typed errors that say whether trying again can help:
+
+=====  ==========================  =========
+code   meaning                     retryable
+=====  ==========================  =========
+1      fatal error (see stderr)    by message
+3      backup could not read all   yes
+10     repository does not exist   no
+11     repository lock failed      yes
+12     wrong password              no
+130    interrupted                 yes
+=====  ==========================  =========
+
+A run that outlives its time-out is stopped (SIGINT first, so restic removes its own lock, then
+SIGKILL) and raised as :class:`ResticTimeout`. Locks are only ever removed with plain
+``restic unlock``, which removes the locks restic itself judges stale, never all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "BackupSummary",
+    "IncompleteBackup",
+    "Repository",
+    "RepositoryLocked",
+    "RepositoryMissing",
+    "Restic",
+    "ResticError",
+    "ResticTimeout",
+    "Snapshot",
+    "WrongPassword",
+    "find_restic",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_VERSION = (0, 17)
+_STDERR_KEPT = 8000  # characters of stderr kept on an error
+_STOP_GRACE = 10.0  # seconds between SIGINT and SIGKILL at a time-out
+# Fatal errors that another try cannot fix: the repository or its settings are wrong.
+_PERMANENT_HINTS = (
+    "wrong password",
+    "no key found",
+    "invalid repository",
+    "config file already exists",
+    "access denied",
+    "accessdenied",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "nosuchbucket",
+    "permission denied",
+    "invalid backend",
+)
+
+
+class ResticError(Exception):
+    """restic failed; ``stderr`` is kept (shortened), ``retryable`` says if another try may help."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, code: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.stderr = stderr[-_STDERR_KEPT:]
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PermanentResticError(ResticError):
+    retryable = False
+
+
+class IncompleteBackup(ResticError):
+    """Exit 3: some files could not be read, so the snapshot is incomplete."""
+
+
+class RepositoryMissing(PermanentResticError):
+    """Exit 10: there is no repository at that location (or it cannot be opened)."""
+
+
+class RepositoryLocked(ResticError):
+    """Exit 11: another restic holds a lock; a stale one is cleared by :meth:`Restic.unlock`."""
+
+
+class WrongPassword(PermanentResticError):
+    """Exit 12: the password does not open the repository."""
+
+
+class ResticTimeout(ResticError):
+    """restic ran longer than allowed and was stopped."""
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    id: str
+    short_id: str
+    time: str
+    paths: list[str] = []
+    tags: list[str] = []
+    hostname: str = ""
+
+    def tag(self, prefix: str) -> str | None:
+        """The value of the first tag ``<prefix>:<value>``."""
+        for tag in self.tags:
+            if tag.startswith(prefix + ":"):
+                return tag[len(prefix) + 1 :]
+        return None
+
+
+class BackupSummary(msgspec.Struct, frozen=True):
+    snapshot_id: str
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    data_added: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    total_duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class Repository:
+    """Where a repository is and how to open it. ``env`` carries backend credentials only."""
+
+    name: str
+    url: str
+    password_file: Path
+    env: dict[str, str] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
+        return f"Repository(name={self.name!r}, url={self.url!r})"
+
+
+@dataclass
+class Result:
+    events: list[dict[str, Any]]
+    stdout: str
+    stderr: str
+
+
+def find_restic(configured: str = "") -> str:
+    """The restic binary: the configured one, else ``.tools/bin/restic``, else ``$PATH``."""
+    if configured:
+        return configured
+    here = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "restic"
+    if here.exists():
+        return str(here)
+    found = shutil.which("restic")
+    if found is None:
+        raise PermanentResticError("restic is not installed (see scripts/install-tools.sh)")
+    return found
+
+
+def _classify(code: int, stderr: str, what: str) -> ResticError:
+    last = _last_line(stderr) or f"restic exited with code {code}"
+    message = f"{what}: {last}"
+    if code == 3:
+        return IncompleteBackup(message, code=code, stderr=stderr)
+    if code == 10:
+        message = f"{what}: no repository at this location"
+        return RepositoryMissing(message, code=code, stderr=stderr)
+    if code == 11:
+        return RepositoryLocked(f"{what}: the repository is locked", code=code, stderr=stderr)
+    if code == 12:
+        return WrongPassword(f"{what}: wrong repository password", code=code, stderr=stderr)
+    if any(hint in stderr.lower() for hint in _PERMANENT_HINTS):
+        return PermanentResticError(message, code=code, stderr=stderr)
+    return ResticError(message, code=code, stderr=stderr)
+
+
+def _last_line(stderr: str) -> str:
+    """The most telling line of restic's stderr: its last ``Fatal:`` line, else the last one."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("Fatal:") or "error" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def _events(stdout: str) -> list[dict[str, Any]]:
+    events = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+class Restic:
+    """restic commands against one repository."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        binary: str = "",
+        cache_dir: Path | None = None,
+        timeout: float = 6 * 3600,
+    ) -> None:
+        self.repository = repository
+        self.binary = find_restic(binary)
+        self.cache_dir = cache_dir
+        self.timeout = timeout
+
+    def _env(self) -> dict[str, str]:
+        # A clean environment: nothing of the caller's (no RESTIC_PASSWORD, no proxies' secrets)
+        # reaches restic except what is named here.
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/"),
+            "RESTIC_PASSWORD_FILE": str(self.repository.password_file),
+            "RESTIC_PROGRESS_FPS": "1",
+            "LC_ALL": "C.UTF-8",
+        }
+        if os.environ.get("TMPDIR"):
+            env["TMPDIR"] = os.environ["TMPDIR"]
+        if self.cache_dir is not None:
+            env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
+        env.update(self.repository.env)
+        return env
+
+    def _argv(self, args: Sequence[str], *, repo: bool = True) -> list[str]:
+        argv = [self.binary]
+        if repo:
+            argv += ["--repo", self.repository.url]
+        for option in self.repository.options:
+            argv += ["--option", option]
+        if self.cache_dir is None:
+            argv.append("--no-cache")
+        return [*argv, *args]
+
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        what: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - restic is stopped, not just abandoned
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Result:
+        """Run ``restic <args>``; raise a typed :class:`ResticError` unless it exits 0."""
+        argv = self._argv(args)
+        env = self._env()
+        if extra_env:
+            env.update(extra_env)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # a time-out stops restic and whatever it started
+        )
+        assert process.stdout is not None and process.stderr is not None
+        out: list[str] = []
+
+        async def read_stdout() -> None:
+            assert process.stdout is not None
+            async for raw in process.stdout:
+                line = raw.decode("utf-8", "replace")
+                out.append(line)
+                if on_event is not None and line.startswith("{"):
+                    with contextlib.suppress(json.JSONDecodeError):
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            on_event(event)
+
+        reading = asyncio.gather(read_stdout(), process.stderr.read())
+        try:
+            _, err = await asyncio.wait_for(reading, timeout or self.timeout)
+        except TimeoutError:
+            await _stop(process)
+            raise ResticTimeout(
+                f"{what}: restic did not finish within {timeout or self.timeout:.0f} s"
+            ) from None
+        except asyncio.CancelledError:
+            await _stop(process)
+            raise
+        code = await process.wait()
+        stdout = "".join(out)
+        stderr = err.decode("utf-8", "replace")
+        if code != 0:
+            error = _classify(code, stderr + _json_error(stdout), what)
+            log.warning("restic %s failed (exit %s): %s", args[0], code, error)
+            raise error
+        return Result(events=_events(stdout), stdout=stdout, stderr=stderr)
+
+    async def version(self) -> tuple[int, int, int]:
+        result = await self.run(["version", "--json"], what="restic version", timeout=30)
+        text = str(json.loads(result.stdout).get("version", "0.0.0"))
+        parts = [int(p) for p in text.split(".")[:3] if p.isdigit()]
+        found = (*parts, 0, 0, 0)[:3]
+        if found[:2] < MIN_VERSION:
+            raise PermanentResticError(f"restic {text} is too old; 0.17 or newer is needed")
+        return found[0], found[1], found[2]
+
+    async def exists(self) -> bool:
+        """Whether the repository can be opened (``cat config``); a wrong password raises."""
+        try:
+            await self.run(["cat", "config", "--json"], what="open repository", timeout=120)
+        except RepositoryMissing:
+            return False
+        return True
+
+    async def init(self, *, copy_chunker_params_from: Restic | None = None) -> None:
+        """Create the repository; an off-site one shares the primary's chunker parameters so
+        that ``restic copy`` deduplicates."""
+        args = ["init", "--json"]
+        extra: dict[str, str] = {}
+        if copy_chunker_params_from is not None:
+            source = copy_chunker_params_from.repository
+            args += ["--from-repo", source.url, "--copy-chunker-params"]
+            extra = _from_env(source)
+            for option in source.options:
+                args += ["--option", option]
+        await self.run(args, what=f"create repository {self.repository.name}", extra_env=extra)
+
+    async def backup(
+        self,
+        paths: Sequence[Path],
+        *,
+        tags: Sequence[str],
+        host: str,
+        time: str | None = None,
+        exclude: Sequence[str] = (),
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> BackupSummary:
+        args = ["backup", "--json", "--host", host, *_tag_args(tags)]
+        if time:
+            args += ["--time", time]
+        for pattern in exclude:
+            args += ["--exclude", pattern]
+        args += ["--", *(str(p) for p in paths)]
+        result = await self.run(args, what="back up files", on_event=on_event)
+        return _summary(result)
+
+    async def backup_command(
+        self,
+        command: Sequence[str],
+        *,
+        filename: str,
+        tags: Sequence[str],
+        host: str,
+        time: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> BackupSummary:
+        """Back up what ``command`` prints. restic keeps no snapshot unless it exits 0, so a
+        dump that fails half-way never looks complete (unlike piping into ``--stdin``)."""
+        args = ["backup", "--json", "--host", host, "--stdin-filename", filename, *_tag_args(tags)]
+        if time:
+            args += ["--time", time]
+        args += ["--stdin-from-command", "--", *command]
+        result = await self.run(args, what="back up the database", extra_env=extra_env)
+        return _summary(result)
+
+    async def snapshots(self, *, tags: Sequence[str] = ()) -> list[Snapshot]:
+        args = ["snapshots", "--json", "--no-lock"]
+        if tags:
+            args += ["--tag", ",".join(tags)]
+        result = await self.run(args, what="list snapshots", timeout=600)
+        return msgspec.json.decode(result.stdout.strip() or "[]", type=list[Snapshot])
+
+    async def forget(self, snapshot_ids: Sequence[str]) -> None:
+        if not snapshot_ids:
+            return
+        await self.run(["forget", "--json", *snapshot_ids], what="forget snapshots")
+
+    async def prune(self) -> None:
+        await self.run(["prune"], what="prune")
+
+    async def unlock(self) -> None:
+        """Remove stale locks only (plain ``restic unlock``; never ``--remove-all``)."""
+        await self.run(["unlock"], what="remove stale locks", timeout=600)
+
+    async def check(self, *, subset: str | None = None) -> dict[str, Any]:
+        """``restic check``; with ``subset`` ("3/28") also read that part of the data."""
+        args = ["check", "--json"]
+        if subset:
+            args.append(f"--read-data-subset={subset}")
+        result = await self.run(args, what="check the repository")
+        summaries = [e for e in result.events if e.get("message_type") == "summary"]
+        return summaries[-1] if summaries else {}
+
+    async def copy(self, source: Restic, snapshot_ids: Sequence[str]) -> None:
+        """Copy snapshots from ``source`` into this repository (already copied ones are skipped)."""
+        args = ["copy", "--from-repo", source.repository.url]
+        for option in source.repository.options:
+            args += ["--option", option]
+        args += ["--", *snapshot_ids]
+        await self.run(
+            args,
+            what=f"copy to {self.repository.name}",
+            extra_env=_from_env(source.repository),
+        )
+
+    async def restore(
+        self,
+        snapshot_id: str,
+        target: Path,
+        *,
+        include: Sequence[str] = (),
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        args = ["restore", "--json", "--target", str(target)]
+        for pattern in include:
+            args += ["--include", pattern]
+        args.append(snapshot_id)
+        result = await self.run(args, what="restore", on_event=on_event)
+        summaries = [e for e in result.events if e.get("message_type") == "summary"]
+        return summaries[-1] if summaries else {}
+
+    async def stats(self) -> int:
+        """Bytes the repository stores (after deduplication and compression)."""
+        result = await self.run(
+            ["stats", "--json", "--no-lock", "--mode", "raw-data"], what="repository size"
+        )
+        return int(json.loads(result.stdout).get("total_size", 0))
+
+
+def _tag_args(tags: Sequence[str]) -> list[str]:
+    return ["--tag", ",".join(tags)] if tags else []
+
+
+def _from_env(source: Repository) -> dict[str, str]:
+    """The source repository of ``copy`` or ``init --from-repo``: its password and credentials."""
+    env = {"RESTIC_FROM_PASSWORD_FILE": str(source.password_file)}
+    for key, value in source.env.items():
+        # restic reads the source's S3 credentials from the same AWS_* variables; a copy between
+        # two S3 repositories with different keys is not supported by restic itself.
+        env.setdefault(key, value)
+    return env
+
+
+def _summary(result: Result) -> BackupSummary:
+    for event in reversed(result.events):
+        if event.get("message_type") == "summary" and event.get("snapshot_id"):
+            return msgspec.convert(event, BackupSummary, strict=False)
+    raise ResticError("backup: restic reported no snapshot", stderr=result.stderr)
+
+
+def _json_error(stdout: str) -> str:
+    """restic ``--json`` reports some fatal errors on stdout (``exit_error``)."""
+    messages = [
+        str(e.get("message", ""))
+        for e in _events(stdout)
+        if e.get("message_type") in {"exit_error", "error"}
+    ]
+    return ("\n" + "\n".join(messages)) if messages else ""
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGINT lets restic remove its lock; SIGKILL follows if it does not stop."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        await asyncio.wait_for(process.wait(), _STOP_GRACE)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
