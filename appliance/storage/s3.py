@@ -5,11 +5,13 @@ that hands the SDK one chunk at a time, so memory stays bounded by one multipart
 
 The parts of a multipart write (``put_part``) take another road, because they arrive with
 their SHA-256 already known (the browser sends it with each chunk): the request is signed
-with that SHA-256 by the SDK's signer and its body streamed on the event loop with httpx,
-1 MB at a time as it arrives (``SEND_PIECE``), so no part is held in memory and a server
-that checks payload hashes refuses a part whose bytes do not match (we check them too, since
-not every server does). A multipart write is found again by its key (S3 lists the open ones),
-so callers need to keep nothing but the key.
+with that SHA-256 by the SDK's signer and its body streamed on the event loop as it arrives,
+so no part is held in memory and a server that checks payload hashes refuses a part whose
+bytes do not match (we check them too, since not every server does). The request goes out
+through ``_PartSender``, a small HTTP/1.1 writer on asyncio streams: for bodies of megabytes
+a general HTTP client spent more CPU per byte than the sockets did, and every byte of every
+upload passes here. A multipart write is found again by its key (S3 lists the open ones), so
+callers need to keep nothing but the key.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-import httpx
+import msgspec
 from minio import Minio
 from minio.credentials.credentials import Credentials
 from minio.datatypes import Part
@@ -46,7 +49,6 @@ from appliance.storage.base import (
     StorageError,
     check_key,
     check_part,
-    gathered,
     verified_part,
 )
 
@@ -54,13 +56,16 @@ __all__ = ["S3Store"]
 
 PART_SIZE = 16 * 1024 * 1024  # one multipart part of ``put``: the most it holds in memory
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 refuses smaller parts, but for the last
-SEND_PIECE = 1024 * 1024  # a part's body is sent on in pieces of this size (see ``gathered``)
 _MISSING = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound", "NoSuchUpload"}
 _PERMANENT = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket"}
 _DAMAGED = {"XAmzContentSHA256Mismatch", "BadDigest", "IncompleteBody"}
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-# Waiting for the S3 server: connecting is quick or broken; answering a large part may not be.
-_HTTP_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=300.0, pool=60.0)
+# Waiting for the S3 server: connecting is quick or broken; taking or answering a large part
+# may not be.
+CONNECT_TIMEOUT = 10.0
+SEND_TIMEOUT = 300.0  # for one wait until the server takes more of the body, or answers
+IDLE_FOR = 4.0  # seconds a connection is kept for the next part (servers close idle ones)
+MAX_ANSWER = 1024 * 1024  # the most of an answer's body read (an error's XML is small)
 
 
 def _error(exc: Exception, what: str) -> StorageError:
@@ -98,6 +103,132 @@ class _ChunkReader:
         return out
 
 
+class _Answer(msgspec.Struct, frozen=True):
+    status: int
+    body: bytes
+
+
+class _PartSender:
+    """PUT requests with a streamed body to one S3 server over keep-alive HTTP/1.1, for the
+    parts of multipart writes on one event loop.
+
+    Only what those requests need: a body of a declared length (no ``Expect``: a part is
+    refused, if at all, after its bytes), and an answer with ``Content-Length``, chunked, or
+    ending with the connection. A connection is used again only after a complete answer
+    that does not close it; one interrupted in any way (an error, a refused part whose body
+    was cut short, a cancelled request) is dropped, so no stray bytes reach the next part.
+    """
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self._idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            since, reader, writer = self._idle.pop()
+            if now - since < IDLE_FOR and not reader.at_eof() and not writer.is_closing():
+                return reader, writer
+            writer.transport.abort()
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+
+    def close(self) -> None:
+        """Drop the connections kept for later parts."""
+        while self._idle:
+            self._idle.pop()[2].transport.abort()
+
+    async def put(
+        self, target: str, headers: dict[str, str], body: AsyncIterator[bytes]
+    ) -> _Answer:
+        """Send ``PUT target`` with ``headers`` (which must declare the Content-Length) and
+        the bytes of ``body``; the server's answer. OSError or TimeoutError when the
+        connection fails; whatever ``body`` raises, after dropping the connection."""
+        reader, writer = await self._connection()
+        kept = False
+        try:
+            lines = [f"PUT {target} HTTP/1.1"]
+            lines.extend(f"{name}: {value}" for name, value in headers.items())
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            transport = writer.transport
+            try:
+                async for piece in body:
+                    writer.write(piece)
+                    # Wait only when the server is behind (drain's own check, done here so
+                    # the timeout costs nothing while it keeps up).
+                    if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                        async with asyncio.timeout(SEND_TIMEOUT):
+                            await writer.drain()
+            except OSError:
+                # The server may have answered before taking the whole body (a refusal).
+                with contextlib.suppress(OSError, TimeoutError, ValueError, EOFError):
+                    async with asyncio.timeout(1.0):
+                        answer, _ = await _read_answer(reader)
+                        return answer
+                raise
+            async with asyncio.timeout(SEND_TIMEOUT):
+                answer, reusable = await _read_answer(reader)
+            if reusable:
+                self._idle.append((asyncio.get_running_loop().time(), reader, writer))
+                kept = True
+            return answer
+        finally:
+            if not kept:
+                writer.transport.abort()
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[_Answer, bool]:
+    """One HTTP/1.1 answer (after any interim 1xx ones), and whether the connection may be
+    used again. ValueError for something that is not HTTP; EOFError if it ends early."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            raise EOFError("the connection closed before an answer") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("an answer's header is too long") from exc
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+            raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+        status = int(rest[:3])
+        if not 100 <= status < 200:
+            break
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    reusable = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+    try:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await _read_chunked(reader)
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            if not 0 <= length <= MAX_ANSWER:
+                raise ValueError(f"an answer of {length} bytes")
+            body = await reader.readexactly(length)
+        else:
+            body, reusable = await reader.read(MAX_ANSWER), False
+    except asyncio.IncompleteReadError as exc:
+        raise EOFError("the connection closed within an answer") from exc
+    return _Answer(status=status, body=body), reusable
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
+                pass
+            return bytes(body)
+        if len(body) + size > MAX_ANSWER:
+            raise ValueError("an answer longer than it may be")
+        body += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
 class S3Store:
     """Objects in one bucket, which must not be public."""
 
@@ -121,8 +252,12 @@ class S3Store:
         self._signing_region = self.region
         # key -> id of its open multipart upload; found again by listing when not here.
         self._upload_ids: dict[str, str] = {}
-        # One connection pool per event loop (the worker runs each job on a loop of its own).
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        # Where parts go, and the connections there: one set per event loop (the worker runs
+        # each job on a loop of its own).
+        self._part_host = parts.hostname or "localhost"
+        self._part_port = parts.port or (443 if secure else 80)
+        self._part_tls = ssl.create_default_context() if secure else None
+        self._senders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PartSender] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -253,13 +388,13 @@ class S3Store:
 
     min_part_size = MIN_PART_SIZE
 
-    def _http(self) -> httpx.AsyncClient:
+    def _sender(self) -> _PartSender:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(timeout=_HTTP_TIMEOUT)
-            self._clients[loop] = client
-        return client
+        sender = self._senders.get(loop)
+        if sender is None:
+            sender = _PartSender(self._part_host, self._part_port, self._part_tls)
+            self._senders[loop] = sender
+        return sender
 
     async def _region(self) -> str:
         if self._signing_region is None:
@@ -340,17 +475,17 @@ class S3Store:
             content_sha256=sha256,
             date=date,
         )
-        body = verified_part(gathered(chunks, SEND_PIECE), length=length, sha256=sha256)
+        body = verified_part(chunks, length=length, sha256=sha256)
         what = f"put part {number} of {key!r}"
         sent = {name: str(value) for name, value in headers.items()}
         try:
-            response = await self._http().put(urlunsplit(url), content=body, headers=sent)
-        except httpx.HTTPError as exc:
+            answer = await self._sender().put(f"{url.path}?{url.query}", sent, body)
+        except (OSError, TimeoutError, ValueError, EOFError) as exc:
             raise StorageError(f"{what}: {type(exc).__name__}") from exc
-        if response.status_code == 200:
+        if answer.status == 200:
             return
-        found = _CODE.search(response.content)
-        code = found.group(1).decode() if found else f"HTTP {response.status_code}"
+        found = _CODE.search(answer.body)
+        code = found.group(1).decode() if found else f"HTTP {answer.status}"
         if code == "NoSuchUpload":
             self._upload_ids.pop(key, None)
             raise ObjectNotFound(key)

@@ -4,6 +4,7 @@ through testcontainers where a Docker engine answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -21,7 +22,7 @@ from appliance.storage.base import (
     StorageError,
 )
 from appliance.storage.filesystem import FilesystemStore
-from appliance.storage.s3 import PART_SIZE, S3Store
+from appliance.storage.s3 import PART_SIZE, S3Store, _PartSender
 from tests.conftest import S3Server
 
 
@@ -338,17 +339,45 @@ async def test_unsafe_part_numbers_and_checksums_are_refused(store: ObjectStore)
         assert refused.value.permanent
 
 
-async def test_part_requests_are_signed_as_botocore_signs_them(
-    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A part goes out signed with its SHA-256 as the payload hash (so S3 checks the bytes),
-    and its signature is the one botocore computes for the same request: moto does not check
-    signatures, so an independent signer does."""
-    import httpx
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
+class _Recorder:
+    """A loopback HTTP server that keeps each request's raw bytes and answers every one with
+    ``answer``, keeping the connection open."""
 
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *rest = head.removesuffix("\r\n\r\n").split("\r\n")
+                headers = {n.lower(): v.strip() for n, _, v in (h.partition(":") for h in rest)}
+                body = await reader.readexactly(int(headers["content-length"]))
+                self.requests.append((line, headers, body))
+                writer.write(self.answer)
+                await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def recorder(store: S3Store, answer: bytes) -> AsyncIterator[_Recorder]:
+    """Parts of ``store`` go to a recording server instead of its S3 server."""
+    recording = _Recorder(answer)
+    server = await asyncio.start_server(recording.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = store._senders[asyncio.get_running_loop()] = _PartSender("127.0.0.1", port, None)
+    async with server:
+        try:
+            yield recording
+        finally:
+            sender.close()
+            del store._senders[asyncio.get_running_loop()]
+
+
+async def signature_store(s3_server: S3Server, key: str) -> S3Store:
     store = S3Store(
         endpoint=s3_server.endpoint,
         access_key=s3_server.access_key,
@@ -357,39 +386,94 @@ async def test_part_requests_are_signed_as_botocore_signs_them(
         region="eu-central-1",
     )
     await store.ensure_ready()
-    await store.start_multipart("originals/1/a_b.jpg", content_type="image/jpeg")
-    seen: list[httpx.Request] = []
+    await store.start_multipart(key, content_type="image/jpeg")
+    return store
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, headers={"ETag": '"x"'})
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-    monkeypatch.setattr(store, "_http", lambda: client)
+async def test_part_requests_are_signed_as_botocore_signs_them(s3_server: S3Server) -> None:
+    """A part goes out signed with its SHA-256 as the payload hash (so S3 checks the bytes),
+    and its signature is the one botocore computes for the same request: moto does not check
+    signatures, so an independent signer does."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    store = await signature_store(s3_server, "originals/1/a_b.jpg")
     data = os.urandom(10_000)
-    await put_part(store, "originals/1/a_b.jpg", 7, data)
+    ok = b'HTTP/1.1 200 OK\r\nETag: "x"\r\nContent-Length: 0\r\n\r\n'
+    async with recorder(store, ok) as recording:
+        await put_part(store, "originals/1/a_b.jpg", 7, data)
     await store.abort_multipart("originals/1/a_b.jpg")
-    (request,) = seen
-    assert request.content == data
-    assert request.headers["x-amz-content-sha256"] == sha(data)
-    assert request.headers["content-length"] == str(len(data))
-    assert "partNumber=7" in str(request.url) and "uploadId=" in str(request.url)
+    ((line, headers, body),) = recording.requests
+    method, target, version = line.split(" ")
+    assert (method, version) == ("PUT", "HTTP/1.1")
+    assert body == data
+    assert headers["x-amz-content-sha256"] == sha(data)
+    assert headers["content-length"] == str(len(data))
+    assert headers["host"] == s3_server.endpoint.removeprefix("http://")
+    assert "partNumber=7" in target and "uploadId=" in target
     # botocore takes the payload hash from the header spelt this way.
     names = {"host": "host", "content-length": "content-length", "x-amz-date": "x-amz-date"}
     names["x-amz-content-sha256"] = "X-Amz-Content-SHA256"
     signed = AWSRequest(
         method="PUT",
-        url=str(request.url),
-        headers={spelt: request.headers[name] for name, spelt in names.items()},
+        url=f"http://{headers['host']}{target}",
+        headers={spelt: headers[name] for name, spelt in names.items()},
     )
-    signed.context["timestamp"] = request.headers["x-amz-date"]
+    signed.context["timestamp"] = headers["x-amz-date"]
     signer = S3SigV4Auth(
         Credentials(s3_server.access_key, s3_server.secret_key), "s3", "eu-central-1"
     )
     expected = signer.signature(
         signer.string_to_sign(signed, signer.canonical_request(signed)), signed
     )
-    assert request.headers["authorization"].endswith(f"Signature={expected}")
+    assert headers["authorization"].endswith(f"Signature={expected}")
+
+
+async def test_parts_share_a_kept_open_connection(s3_server: S3Server) -> None:
+    """Parts one after another go over one connection while the server keeps it open (its
+    answer read to the end, so the next request starts clean), and over a new one after it
+    says it closes."""
+    store = await signature_store(s3_server, "originals/1/c.jpg")
+    kept = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfine\n"
+    async with recorder(store, kept) as recording:
+        for number in (1, 2, 3):
+            await put_part(store, "originals/1/c.jpg", number, os.urandom(1000 * number))
+    assert [len(body) for _, _, body in recording.requests] == [1000, 2000, 3000]
+    assert recording.connections == 1
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    async with recorder(store, closing) as recording:
+        for number in (1, 2):
+            await put_part(store, "originals/1/c.jpg", number, os.urandom(100))
+    assert recording.connections == 2
+    await store.abort_multipart("originals/1/c.jpg")
+
+
+async def test_refused_part_reports_the_servers_code(s3_server: S3Server) -> None:
+    """An error answer, chunked as some servers send them, becomes the error its S3 code
+    means: a checksum mismatch a rejected part, a vanished upload ObjectNotFound."""
+    store = await signature_store(s3_server, "originals/1/d.jpg")
+
+    def chunked(code: str) -> bytes:
+        xml = f"<Error><Code>{code}</Code></Error>".encode()
+        return (
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(xml):x}\r\n".encode()
+            + xml
+            + b"\r\n0\r\n\r\n"
+        )
+
+    async with recorder(store, chunked("XAmzContentSHA256Mismatch")) as recording:
+        with pytest.raises(PartRejected) as rejected:
+            await put_part(store, "originals/1/d.jpg", 1, b"abc")
+        assert rejected.value.reason == "checksum"
+        with pytest.raises(PartRejected):  # the same connection, read cleanly to the end
+            await put_part(store, "originals/1/d.jpg", 1, b"abc")
+    assert recording.connections == 1
+    async with recorder(store, chunked("NoSuchUpload")):
+        with pytest.raises(ObjectNotFound):
+            await put_part(store, "originals/1/d.jpg", 1, b"abc")
+    await store.abort_multipart("originals/1/d.jpg")
 
 
 async def test_public_bucket_is_refused(s3_server: S3Server) -> None:
