@@ -1,0 +1,488 @@
+"""Admin alerts of the backups domain: a message when a check starts failing, a daily reminder
+while it stays broken, one when it works again, a healthchecks-style ping, the overdue-drill watch.
+
+Successes send nothing: an admin who gets a message every night stops reading them, and then
+misses the one that matters. An outside service that expects the ping notices when nothing ran.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import anyio
+import apprise
+import msgspec
+
+from appliance.backups.tables import BackupAlert, BackupSetting, DrillReport
+from appliance.config import Settings
+
+__all__ = [
+    "FailingCheck",
+    "Notifier",
+    "check_drill_overdue",
+    "describe",
+    "effective_targets",
+    "failing",
+    "load_notifier",
+    "report",
+]
+
+log = logging.getLogger(__name__)
+
+DRILL_OVERDUE_KEY = "drill-overdue"
+# Daily jobs finish a few minutes earlier or later each day; with a strict 24 hours, a run that
+# finishes earlier than yesterday's would skip its reminder and the admin hear nothing for two.
+REMINDER_EVERY = dt.timedelta(hours=23)
+PING_BODY_BYTES = 10_000
+_MESSAGE_KEPT = 4000  # characters of an error kept in the table and in a message
+_ADMIN_HINT = "Open Admin → Backups on the appliance to see the job, its log and its error."
+
+PingState = Literal["start", "success", "fail"]
+NotifyKind = Literal["info", "success", "warning", "failure"]
+
+
+class _Redaction:
+    """The pieces of every alert and ping URL this process was given, masked in log records:
+    apprise URLs carry tokens and passwords (a Telegram bot token is its "host"), and apprise
+    and urllib3 name hosts and paths in their messages."""
+
+    def __init__(self) -> None:
+        # Longest first, so that a whole URL is masked before the pieces it contains. Replaced
+        # as a whole, never changed in place: apprise's worker threads read it meanwhile.
+        self.parts: tuple[str, ...] = ()
+        self.installed = False
+
+    def remember(self, urls: Sequence[str]) -> None:
+        parts = set(self.parts)
+        for url in urls:
+            if not url:
+                continue
+            parts.add(url)
+            for piece in re.split(r"[/:@?&=#,;+]", url.split("://", 1)[-1]):
+                # Pieces shorter than 4 characters ("80", "v1") would mask ordinary words and
+                # numbers in every message, and hide nothing worth hiding.
+                parts.update(
+                    form for form in (piece, urllib.parse.unquote(piece)) if len(form) >= 4
+                )
+        self.parts = tuple(sorted(parts, key=len, reverse=True))
+        if not self.installed:
+            # Below WARNING, apprise's records are routine ("Sent JSON POST notification") or
+            # print the URL itself (DEBUG): dropped.
+            logging.getLogger("apprise").addFilter(_RedactingFilter(drop_below=logging.WARNING))
+            # apprise posts through requests; urllib3 logs host and path at DEBUG.
+            logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
+            self.installed = True
+
+    def apply(self, text: str) -> str:
+        for part in self.parts:
+            text = text.replace(part, "[redacted]")
+        return text
+
+
+_redaction = _Redaction()
+
+
+class _RedactingFilter(logging.Filter):
+    def __init__(self, *, drop_below: int = 0) -> None:
+        super().__init__()
+        self.drop_below = drop_below
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.drop_below:
+            return False
+        if not _redaction.parts:
+            return True
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            # A traceback may quote the URL; the error's type and masked message are enough.
+            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = _redaction.apply(text)
+        record.args = ()
+        return True
+
+
+class Notifier:
+    """Sends admin alerts through apprise URLs and pings a healthchecks-style URL.
+
+    Neither method raises: an alert that cannot be sent must never fail the backup that
+    reported it. Failures are logged without the URLs.
+    """
+
+    def __init__(
+        self,
+        alert_urls: Sequence[str],
+        ping_url: str = "",
+        *,
+        timeout: float = 20.0,
+        ping_timeout: float = 10.0,
+    ) -> None:
+        self.alert_urls = [url for url in alert_urls if url.strip()]
+        self.ping_url = ping_url.strip()
+        self.timeout = timeout
+        self.ping_timeout = ping_timeout
+        _redaction.remember([*self.alert_urls, self.ping_url])
+
+    async def send(self, title: str, body: str, *, kind: NotifyKind = "info") -> bool:
+        """Send one message to every alert URL; True when every one accepted it (False too
+        when no URL is set)."""
+        if not self.alert_urls:
+            log.debug("backup alert not sent: no alert URLs are set")
+            return False
+        # The thread is abandoned at the time-out: apprise cannot be interrupted, and its own
+        # socket time-outs (set to the same value) end it soon after.
+        with anyio.move_on_after(self.timeout):
+            return await anyio.to_thread.run_sync(
+                self._send_blocking, title, body, kind, abandon_on_cancel=True
+            )
+        log.warning("backup alert %r not sent: no answer within %.0f s", title, self.timeout)
+        return False
+
+    def _send_blocking(self, title: str, body: str, kind: NotifyKind) -> bool:
+        try:
+            targets = apprise.Apprise()
+            for number, url in enumerate(self.alert_urls, start=1):
+                service = apprise.Apprise.instantiate(url)
+                if service is None:
+                    log.warning("backup alert URL number %d cannot be used; check it", number)
+                    continue
+                service.socket_connect_timeout = self.timeout
+                service.socket_read_timeout = self.timeout
+                targets.add(service)
+            if len(targets) == 0:
+                return False
+            result = bool(
+                targets.notify(body=body, title=title, notify_type=apprise.NotifyType(kind))
+            )
+        except Exception as error:  # noqa: BLE001 - a plugin may raise anything; never the caller
+            log.warning("backup alert %r not sent: %s", title, _redaction.apply(repr(error)))
+            return False
+        if not result:
+            log.warning("backup alert %r not accepted by every alert URL", title)
+        return result
+
+    async def ping(self, state: PingState, body: str = "") -> bool:
+        """POST ``body`` (its last 10 kB) to the ping URL: ``<url>/start``, ``<url>`` for
+        success, ``<url>/fail``. True when the URL answered 2xx; False too when none is set."""
+        if not self.ping_url:
+            return False
+        parts = urllib.parse.urlsplit(self.ping_url)
+        if parts.scheme not in ("http", "https"):
+            log.warning("backup ping not sent: the ping URL must start with http:// or https://")
+            return False
+        suffix = {"start": "/start", "success": "", "fail": "/fail"}[state]
+        url = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
+        data = _tail_bytes(body, PING_BODY_BYTES)
+        with anyio.move_on_after(self.ping_timeout + 1):
+            try:
+                return await anyio.to_thread.run_sync(
+                    _post, url, data, self.ping_timeout, abandon_on_cancel=True
+                )
+            except urllib.error.HTTPError as error:
+                log.warning("backup ping %r refused: HTTP %d", state, error.code)
+                return False
+            except Exception as error:  # noqa: BLE001 - network errors of every kind
+                log.warning("backup ping %r not sent: %s", state, _redaction.apply(repr(error)))
+                return False
+        log.warning("backup ping %r not sent: no answer within %.0f s", state, self.ping_timeout)
+        return False
+
+
+def _post(url: str, data: bytes, timeout: float) -> bool:
+    request = urllib.request.Request(  # noqa: S310 - the scheme was checked to be http(s)
+        url,
+        data=data,
+        method="POST",
+        headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": "fotostudio"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        return 200 <= int(response.status) < 300
+
+
+def _tail_bytes(text: str, limit: int) -> bytes:
+    """The last ``limit`` bytes of ``text`` in UTF-8 (an error's cause is usually at the end),
+    cut on a character boundary."""
+    data = text.encode()
+    if len(data) <= limit:
+        return data
+    return data[-limit:].decode(errors="ignore").encode()
+
+
+async def effective_targets(settings: Settings) -> tuple[list[str], str]:
+    """The alert URLs and the ping URL: what admins set on the backups page (even when they
+    cleared it), else what the settings file says."""
+    alert_urls = list(settings.backups.alert_urls)
+    ping_url = settings.backups.ping_url
+    rows = (
+        await BackupSetting.select(BackupSetting.key, BackupSetting.value)
+        .where(BackupSetting.key.is_in(["alert_urls", "ping_url"]))
+        .output(load_json=True)
+        .run()
+    )
+    for row in rows:
+        value = row["value"]
+        if value is None:
+            continue
+        if row["key"] == "alert_urls" and isinstance(value, list):
+            alert_urls = [str(url) for url in value if isinstance(url, str)]
+        elif row["key"] == "ping_url" and isinstance(value, str):
+            ping_url = value
+        else:
+            log.warning("backup setting %r has a value of the wrong type; ignored", row["key"])
+    return alert_urls, ping_url
+
+
+async def load_notifier(settings: Settings) -> Notifier:
+    """A Notifier for the URLs in effect now (see :func:`effective_targets`)."""
+    alert_urls, ping_url = await effective_targets(settings)
+    return Notifier(alert_urls, ping_url)
+
+
+class _Message(msgspec.Struct, frozen=True):
+    kind: Literal["problem", "reminder", "recovered"]
+    title: str
+    body: str
+    previous_notified_at: dt.datetime | None
+
+
+async def report(key: str, *, ok: bool, message: str, notifier: Notifier, now: dt.datetime) -> None:
+    """Record whether the check ``key`` ("backup", "copy:offsite", "drill", ...) works, and
+    tell the admins when that changed, or once a day while it stays broken.
+
+    ``message`` is the error (ignored when ``ok``). Steps:
+    1. in one transaction, lock the key's row and decide (this is the claim: of two workers
+       reporting the same key at once, the second sees the first one's decision);
+    2. send the message after the commit, so no lock is held across the network;
+    3. if a problem or reminder could not be delivered, give the claim back, so the next report
+       tries again instead of waiting a day.
+    """
+    decided = await _decide(key, ok=ok, message=message.strip()[-_MESSAGE_KEPT:], now=now)
+    if decided is None:
+        return
+    kind: NotifyKind = "success" if decided.kind == "recovered" else "failure"
+    delivered = await notifier.send(decided.title, decided.body, kind=kind)
+    if delivered or decided.kind == "recovered":
+        return
+    await BackupAlert.raw(
+        "UPDATE backup_alert SET notified_at = {} WHERE key = {} AND failing AND notified_at = {}",
+        decided.previous_notified_at,
+        key,
+        now,
+    )
+
+
+async def _decide(key: str, *, ok: bool, message: str, now: dt.datetime) -> _Message | None:
+    select = (
+        "SELECT failing, since, message, notified_at FROM backup_alert WHERE key = {} FOR UPDATE"
+    )
+    async with BackupAlert._meta.db.transaction():
+        rows = await BackupAlert.raw(select, key)
+        if not rows:
+            if ok:
+                return None  # never failed: nothing to remember
+            # Two first failures at once: the second INSERT waits for the first to commit,
+            # does nothing, and its SELECT then sees the first one's claim.
+            await BackupAlert.raw(
+                "INSERT INTO backup_alert (key, failing, since, message) VALUES ({}, false, {}, '')"
+                " ON CONFLICT (key) DO NOTHING",
+                key,
+                now,
+            )
+            rows = await BackupAlert.raw(select, key)
+        row = rows[0]
+        previous = row["notified_at"]
+        if ok:
+            if not row["failing"]:
+                return None
+            await BackupAlert.raw(
+                "UPDATE backup_alert SET failing = false, since = {}, notified_at = {}"
+                " WHERE key = {}",
+                now,
+                now,
+                key,
+            )
+            return _recovered(key, since=row["since"], error=row["message"], now=now)
+        if not row["failing"]:
+            await BackupAlert.raw(
+                "UPDATE backup_alert SET failing = true, since = {}, message = {},"
+                " notified_at = {} WHERE key = {}",
+                now,
+                message,
+                now,
+                key,
+            )
+            return _problem(key, error=message, now=now, previous=previous)
+        remind = previous is None or now - previous >= REMINDER_EVERY
+        await BackupAlert.raw(
+            "UPDATE backup_alert SET message = {}, notified_at = {} WHERE key = {}",
+            message,
+            now if remind else previous,
+            key,
+        )
+        if not remind:
+            return None
+        return _reminder(key, since=row["since"], error=message, now=now, previous=previous)
+
+
+# --- what the messages say -------------------------------------------------------------------
+
+_ADVICE = {
+    "backup": "Until this is fixed, new photos and changes are in no backup. Common causes: a "
+    "full disk, a NAS or cloud storage that cannot be reached, changed credentials.",
+    "copy": "The primary backup is not affected; only the off-site copy is missing. It is "
+    "retried automatically; check that the off-site storage can be reached and has room.",
+    "check": "The repository may be damaged. Do not delete or prune anything by hand; look at "
+    "the check's output, and take a new backup to another repository if the damage is real.",
+    "prune": "Old backups are not being removed, so the repository keeps growing. A lock left "
+    "by a crashed run is the usual cause.",
+    "drill": "The latest test restore did not prove that the backups can be restored. The "
+    "drill's report names the step that failed.",
+    DRILL_OVERDUE_KEY: "Nobody knows whether the backups can still be restored. Look at the "
+    "last drill's report and start one with “Drill now”.",
+}
+
+
+def describe(key: str) -> str:
+    """The check a key stands for, in words ("copy:offsite" → "Off-site copy to “offsite”")."""
+    kind, _, repository = key.partition(":")
+    names = {
+        "backup": "Backup",
+        "copy": "Off-site copy",
+        "check": "Repository check",
+        "prune": "Clean-up of old backups",
+        "drill": "Restore drill",
+        DRILL_OVERDUE_KEY: "Restore drills",
+    }
+    name = names.get(kind, key if not repository else kind.capitalize())
+    if not repository:
+        return name
+    preposition = {"backup": "to", "copy": "to", "drill": "from"}.get(kind, "of")
+    return f"{name} {preposition} “{repository}”"
+
+
+def _body(key: str, first: str, error: str) -> str:
+    kind, _, repository = key.partition(":")
+    lines = [first, ""]
+    if repository:
+        lines.append(f"Repository: {repository}")
+    lines += [f"Error: {error or '(no details were recorded)'}", ""]
+    if kind in _ADVICE:
+        lines += [_ADVICE[kind], ""]
+    lines.append(f"What to do: {_ADMIN_HINT}")
+    return "\n".join(lines)
+
+
+def _problem(key: str, *, error: str, now: dt.datetime, previous: dt.datetime | None) -> _Message:
+    what = describe(key)
+    first = f"{what} failed at {_when(now)}."
+    body = _body(key, first, error) + (
+        "\n\nYou will be reminded once a day while it stays broken, and told when it works again."
+    )
+    return _Message("problem", f"Backup problem: {what}", body, previous)
+
+
+def _reminder(
+    key: str, *, since: dt.datetime, error: str, now: dt.datetime, previous: dt.datetime | None
+) -> _Message:
+    what = describe(key)
+    first = f"{what} has been failing since {_when(since)} ({_duration(now - since)})."
+    return _Message("reminder", f"Still failing: {what}", _body(key, first, error), previous)
+
+
+def _recovered(key: str, *, since: dt.datetime, error: str, now: dt.datetime) -> _Message:
+    what = describe(key)
+    body = (
+        f"{what} works again as of {_when(now)}.\n\n"
+        f"It had been failing since {_when(since)} ({_duration(now - since)}).\n"
+        f"The last error was: {error or '(no details were recorded)'}\n\n"
+        "Nothing needs to be done."
+    )
+    return _Message("recovered", f"Recovered: {what}", body, None)
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(span: dt.timedelta) -> str:
+    minutes = max(0, int(span.total_seconds() // 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} day{'s' * (days != 1)}, {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+# --- the overdue drill and the admin page ----------------------------------------------------
+
+
+async def check_drill_overdue(now: dt.datetime, *, overdue_days: int, notifier: Notifier) -> bool:
+    """Report "drill-overdue" failing when no drill has passed within ``overdue_days``; True
+    when overdue.
+
+    The days count from the newest passed drill or, when none ever passed, from the oldest
+    backup job, so a fresh install is not alarmed before its first drill was due. With no job
+    at all, backups never started and there is nothing to judge.
+    """
+    rows: list[dict[str, Any]] = await DrillReport.raw(
+        "SELECT (SELECT max(finished_at) FROM backup_drill WHERE passed) AS passed_at,"
+        " (SELECT min(created_at) FROM backup_job) AS first_job_at"
+    )
+    passed_at: dt.datetime | None = rows[0]["passed_at"]
+    first_job_at: dt.datetime | None = rows[0]["first_job_at"]
+    reference = passed_at or first_job_at
+    if reference is None:
+        return False
+    overdue = now - reference > dt.timedelta(days=overdue_days)
+    if passed_at is None:
+        message = f"No restore drill has passed since backups began on {_when(reference)}."
+    else:
+        message = (
+            f"No restore drill has passed for {_duration(now - reference)}; the last one "
+            f"that passed finished at {_when(reference)}. Drills should pass at least every "
+            f"{overdue_days} days."
+        )
+    await report(DRILL_OVERDUE_KEY, ok=not overdue, message=message, notifier=notifier, now=now)
+    return overdue
+
+
+class FailingCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """A check that is failing now, for the admin page."""
+
+    key: str
+    title: str
+    since: dt.datetime
+    message: str
+    notified_at: dt.datetime | None
+
+
+async def failing() -> list[FailingCheck]:
+    """The checks failing now, the longest-failing first."""
+    rows = (
+        await BackupAlert.select(
+            BackupAlert.key, BackupAlert.since, BackupAlert.message, BackupAlert.notified_at
+        )
+        .where(BackupAlert.failing.eq(True))
+        .order_by(BackupAlert.since)
+        .run()
+    )
+    return [
+        FailingCheck(
+            key=row["key"],
+            title=describe(row["key"]),
+            since=row["since"],
+            message=row["message"],
+            notified_at=row["notified_at"],
+        )
+        for row in rows
+    ]
