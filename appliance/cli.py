@@ -198,11 +198,19 @@ def worker(obj: Context) -> None:
         huey = make_huey(settings)
         jobs = JobLoop(settings)
         jobs.start()
+        backups = None
+        if settings.backups.enabled:
+            from appliance.backups.service import BackupLoop
+
+            backups = BackupLoop(settings)
+            backups.start()
         consumer = huey.create_consumer(workers=settings.queue.workers, periodic=True)
         try:
             consumer.run()  # returns on SIGTERM / SIGINT
         finally:
             jobs.stop()
+            if backups is not None:
+                backups.stop()
 
 
 @cli.command()
@@ -310,6 +318,16 @@ def staff_unblock(obj: Context, username: str) -> None:
 def check_config(obj: Context) -> None:
     """Load and validate the settings, then say where data lives."""
     click.echo(f"configuration OK; data folder: {Path(obj.settings.data_dir)}")
+
+
+def _add_backup_commands() -> None:
+    from appliance.backups import commands
+
+    for command in (commands.backup, commands.drill, commands.restore):
+        cli.add_command(command)
+
+
+_add_backup_commands()
 
 
 def main() -> None:

@@ -7,7 +7,17 @@ admin page and the alerts never have to ask a remote repository.
 
 from __future__ import annotations
 
-from piccolo.columns import JSONB, BigInt, Boolean, Integer, Real, Text, Timestamptz, Varchar
+from piccolo.columns import (
+    JSONB,
+    BigInt,
+    Boolean,
+    Integer,
+    Real,
+    Serial,
+    Text,
+    Timestamptz,
+    Varchar,
+)
 from piccolo.table import Table
 
 __all__ = [
@@ -27,6 +37,7 @@ class BackupJob(Table, tablename="backup_job"):
     unique, so a schedule seen twice, or by two workers, queues the job once.
     """
 
+    id: Serial  # added by Piccolo; declared for the type checker
     kind = Varchar(length=16)  # "backup", "copy", "check", "prune", "drill", "watch"
     repository = Varchar(length=64, default="")
     slot = Varchar(length=160, unique=True)

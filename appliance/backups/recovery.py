@@ -1,0 +1,263 @@
+"""A recovery point: the database, the objects it refers to, and a manifest, under one id.
+
+Steps of :func:`take_recovery_point`:
+
+1. open a read-only REPEATABLE READ transaction and export its snapshot; in that snapshot, count
+   the rows of every table, read the applied migrations and the objects the rows refer to;
+2. ``pg_dump -Fc --snapshot=<it>`` through ``restic backup --stdin-from-command``: the dump is
+   exactly the state counted in step 1, and a dump that fails leaves no snapshot at all;
+3. meanwhile bring the object mirror up to date with those references (:mod:`.mirror`) and
+   write ``manifest.json`` beside it: time, app version, migrations, row counts, and every
+   object's key, size and SHA-256;
+4. back up the mirror and the manifest as the second snapshot.
+
+Both snapshots carry the tags ``fotostudio``, ``point:<id>`` and ``part:db`` / ``part:files``,
+and the same time. A point is complete when both exist; a failure forgets whatever part of it
+was stored, so no half point is ever offered for a restore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from appliance import __version__
+from appliance.backups import pgtools
+from appliance.backups.mirror import MirrorResult, Reference, sync_mirror
+from appliance.backups.repositories import HOST, TAG, Target, backup_dir, restic_for
+from appliance.backups.restic import BackupSummary, Restic, ResticError
+from appliance.config import Settings
+from appliance.storage.base import ObjectStore
+
+__all__ = [
+    "DB_FILENAME",
+    "MANIFEST_NAME",
+    "REFERENCE_QUERIES",
+    "Manifest",
+    "PointOutcome",
+    "take_recovery_point",
+]
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "appliance-db.dump"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+# Every column that holds an object key, with the content type the object was stored with.
+# A domain that stores objects adds its query here; the drill checks every key they return.
+REFERENCE_QUERIES = (
+    "SELECT original_key AS key, content_type FROM photo",
+    "SELECT thumb_key AS key, 'image/jpeg' AS content_type FROM photo WHERE thumb_key <> ''",
+    "SELECT preview_key AS key, 'image/jpeg' AS content_type FROM photo WHERE preview_key <> ''",
+)
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    format: int = MANIFEST_FORMAT
+    point_id: str
+    taken_at: str  # ISO 8601, UTC
+    app_version: str
+    migrations: list[str]  # "app:id", applied in the dumped database
+    row_counts: dict[str, int]
+    objects: list[dict[str, Any]]  # {"key", "size", "sha256", "content_type"}
+    deleted_during_backup: list[str] = []  # rows deleted before their object was read
+    missing: list[str] = []  # referred to by the database but absent from the store
+    server_version: int = 0
+
+
+@dataclass
+class PointOutcome:
+    point_id: str
+    repository: str
+    taken_at: dt.datetime
+    db_snapshot: str
+    files_snapshot: str
+    manifest: Manifest
+    mirror: MirrorResult
+    seconds: float
+    db_summary: BackupSummary
+    files_summary: BackupSummary
+
+
+def new_point_id(now: dt.datetime) -> str:
+    return f"{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class _Capture:
+    snapshot_name: str
+    row_counts: dict[str, int]
+    migrations: list[str]
+    references: list[Reference]
+    server_version: int
+
+
+async def _capture(conn: asyncpg.Connection) -> _Capture:
+    snapshot_name = await conn.fetchval("SELECT pg_export_snapshot()")
+    tables = await conn.fetch(
+        "SELECT quote_ident(table_name) AS name, table_name FROM information_schema.tables "
+        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"
+    )
+    counts = {}
+    for table in tables:
+        counts[table["table_name"]] = await conn.fetchval(f"SELECT count(*) FROM {table['name']}")  # noqa: S608 - quoted names from the catalogue
+    migrations = []
+    if "migration" in counts:
+        rows = await conn.fetch("SELECT app_name, name FROM migration ORDER BY app_name, name")
+        migrations = [f"{r['app_name']}:{r['name']}" for r in rows]
+    references = []
+    for query in REFERENCE_QUERIES:
+        with contextlib.suppress(asyncpg.UndefinedTableError):
+            async with conn.transaction():  # a savepoint: a missing table must not end the snapshot
+                rows = await conn.fetch(query)
+            references += [Reference(r["key"], r["content_type"]) for r in rows if r["key"]]
+    version = int(await conn.fetchval("SHOW server_version_num")) // 10000
+    return _Capture(snapshot_name, counts, migrations, references, version)
+
+
+async def _still_referenced(dsn: str, keys: list[str]) -> set[str]:
+    """Of ``keys``, those the live database still refers to."""
+    if not keys:
+        return set()
+    conn = await asyncpg.connect(dsn)
+    try:
+        found: set[str] = set()
+        for query in REFERENCE_QUERIES:
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                rows = await conn.fetch(f"SELECT key FROM ({query}) AS r WHERE key = ANY($1)", keys)  # noqa: S608 - fixed queries
+                found |= {r["key"] for r in rows}
+        return found
+    finally:
+        await conn.close()
+
+
+def restic_time(now: dt.datetime) -> str:
+    """restic's ``--time`` format, in UTC (restic runs with TZ=UTC)."""
+    return f"{now.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+
+async def take_recovery_point(
+    settings: Settings,
+    store: ObjectStore,
+    target: Target,
+    *,
+    now: dt.datetime,
+) -> PointOutcome:
+    """Make one recovery point in ``target`` (the primary); raise on any failure."""
+    started = time.monotonic()
+    point_id = new_point_id(now)
+    restic = restic_for(settings, target)
+    await restic.unlock()  # a backup killed earlier left a stale lock: restic judges which
+    mirror_root = backup_dir(settings) / "mirror"
+    objects_dir = mirror_root / "objects"
+    tags = [TAG, f"point:{point_id}"]
+    stamp = restic_time(now)
+    dsn = settings.database.url
+    conn = await asyncpg.connect(dsn)
+    dump_task: asyncio.Task[BackupSummary] | None = None
+    try:
+        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+        await transaction.start()
+        capture = await _capture(conn)
+        tools = pgtools.find_pg_tools(capture.server_version, settings.backups.pg_bin_dir)
+        url, env = pgtools.libpq_target(dsn)
+        command = [
+            tools.pg_dump,
+            "--format=custom",
+            "--no-owner",
+            "--no-privileges",
+            f"--snapshot={capture.snapshot_name}",
+            f"--dbname={url}",
+        ]
+        dump_task = asyncio.create_task(
+            restic.backup_command(
+                command,
+                filename=DB_FILENAME,
+                tags=[*tags, "part:db"],
+                host=HOST,
+                time=stamp,
+                extra_env={**env, "TZ": "UTC"},
+            )
+        )
+        mirror = await sync_mirror(store, objects_dir, capture.references)
+        db_summary = await dump_task
+    except BaseException:
+        if dump_task is not None and not dump_task.done():
+            dump_task.cancel()
+            with contextlib.suppress(BaseException):
+                await dump_task
+        await _forget_point(restic, point_id)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()  # ends the exported snapshot
+
+    try:
+        gone = await _still_referenced(dsn, mirror.missing)
+        manifest = Manifest(
+            point_id=point_id,
+            taken_at=now.astimezone(dt.UTC).isoformat(),
+            app_version=__version__,
+            migrations=capture.migrations,
+            row_counts=capture.row_counts,
+            objects=[msgspec.to_builtins(entry) for entry in mirror.objects],
+            deleted_during_backup=sorted(set(mirror.missing) - gone),
+            missing=sorted(gone),
+            server_version=capture.server_version,
+        )
+        manifest_path = mirror_root / MANIFEST_NAME
+        _write_json(manifest_path, msgspec.to_builtins(manifest))
+        files_summary = await restic.backup(
+            [objects_dir, manifest_path],
+            tags=[*tags, "part:files"],
+            host=HOST,
+            time=stamp,
+        )
+    except BaseException:
+        await _forget_point(restic, point_id)
+        raise
+    return PointOutcome(
+        point_id=point_id,
+        repository=target.name,
+        taken_at=now,
+        db_snapshot=db_summary.snapshot_id,
+        files_snapshot=files_summary.snapshot_id,
+        manifest=manifest,
+        mirror=mirror,
+        seconds=time.monotonic() - started,
+        db_summary=db_summary,
+        files_summary=files_summary,
+    )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+async def _forget_point(restic: Restic, point_id: str) -> None:
+    """Forget the parts of a failed point that were stored, so it never looks complete."""
+    try:
+        parts = await restic.snapshots(tags=[TAG, f"point:{point_id}"])
+        await restic.forget([s.id for s in parts])
+    except ResticError as exc:
+        # Points are only offered when both parts exist, so a leftover part is harmless;
+        # retention removes it later.
+        log.warning("could not forget the parts of failed point %s: %s", point_id, exc)

@@ -1,0 +1,363 @@
+"""What each backup job does, and the loop in the worker that runs them.
+
+Jobs: ``backup`` (a recovery point in the primary, its retention, then a ``copy`` job per
+off-site repository), ``copy``, ``check`` (a rotating read-data subset), ``prune``, ``drill``
+and ``watch`` (the overdue-drill alert and repository sizes). Each reports to the alerts, which
+speak only when something starts or stops failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from appliance.backups import alerts, jobs
+from appliance.backups.drill import run_drill
+from appliance.backups.points import Point, RetentionRules, complete_points, leftover_parts, to_keep
+from appliance.backups.recovery import take_recovery_point
+from appliance.backups.repositories import (
+    TAG,
+    Target,
+    ensure_initialised,
+    primary,
+    restic_for,
+    targets,
+)
+from appliance.backups.restic import PermanentResticError, Restic, ResticError
+from appliance.backups.tables import DrillReport, RecoveryPointCopy, RepositorySample
+from appliance.config import Settings
+from appliance.storage.base import ObjectStore
+
+__all__ = ["BackupLoop", "JobFailed", "run_job"]
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]
+
+
+class JobFailed(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def rules(settings: Settings) -> RetentionRules:
+    b = settings.backups
+    return RetentionRules(
+        daily=b.keep_daily,
+        weekly=b.keep_weekly,
+        monthly=b.keep_monthly,
+        max_age_days=b.max_age_days,
+        timezone=b.timezone,
+    )
+
+
+def _named(found: list[Target], name: str) -> Target:
+    for target in found:
+        if target.name == name:
+            return target
+    raise JobFailed(f"no repository named {name!r} is configured", retryable=False)
+
+
+async def record_points(name: str, points: list[Point], now: dt.datetime) -> None:
+    """Make ``recovery_point_copy`` match what the repository holds."""
+    have = {
+        row["copy_key"]
+        for row in await RecoveryPointCopy.select(RecoveryPointCopy.copy_key)
+        .where(RecoveryPointCopy.repository == name)
+        .run()
+    }
+    wanted = {f"{p.point_id}@{name}": p for p in points}
+    gone = have - wanted.keys()
+    if gone:
+        await RecoveryPointCopy.delete().where(RecoveryPointCopy.copy_key.is_in(list(gone))).run()
+    new = [
+        RecoveryPointCopy(
+            point_id=p.point_id,
+            repository=name,
+            copy_key=key,
+            taken_at=p.taken_at,
+            db_snapshot=p.db_snapshot,
+            files_snapshot=p.files_snapshot,
+            seen_at=now,
+        )
+        for key, p in wanted.items()
+        if key not in have
+    ]
+    if new:
+        await RecoveryPointCopy.insert(*new).on_conflict(action="DO NOTHING").run()
+
+
+async def apply_retention(settings: Settings, restic: Restic, now: dt.datetime) -> list[Point]:
+    """Forget the points the rules drop and leftovers of failed points; return those kept."""
+    snapshots = await restic.snapshots(tags=[TAG])
+    points = complete_points(snapshots)
+    keep = to_keep(points, rules(settings), now)
+    drop = [s for p in points if p.point_id not in keep for s in (p.db_snapshot, p.files_snapshot)]
+    grace = dt.timedelta(minutes=2 * settings.backups.timeout_minutes)
+    drop += leftover_parts(snapshots, before=now - grace)
+    await restic.forget(drop)
+    kept = [p for p in points if p.point_id in keep]
+    await record_points(restic.repository.name, kept, now)
+    return kept
+
+
+async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[str, Any]:
+    found = await targets(settings)
+    await ensure_initialised(settings, found)
+    first = primary(found)
+    outcome = await take_recovery_point(settings, store, first, now=now())
+    restic = restic_for(settings, first)
+    kept = await apply_retention(settings, restic, now())
+    await (
+        RecoveryPointCopy.update(
+            {
+                RecoveryPointCopy.object_count: len(outcome.manifest.objects),
+                RecoveryPointCopy.object_bytes: sum(o["size"] for o in outcome.manifest.objects),
+            }
+        )
+        .where(RecoveryPointCopy.point_id == outcome.point_id)
+        .run()
+    )
+    for target in found:
+        if target.offsite:
+            await jobs.enqueue(
+                "copy", f"copy:{target.name}:{outcome.point_id}", now(), repository=target.name
+            )
+    return {
+        "point_id": outcome.point_id,
+        "repository": first.name,
+        "seconds": round(outcome.seconds, 2),
+        "objects": len(outcome.manifest.objects),
+        "fetched": outcome.mirror.fetched,
+        "missing": outcome.manifest.missing[:50],
+        "data_added": outcome.db_summary.data_added + outcome.files_summary.data_added,
+        "kept": len(kept),
+    }
+
+
+async def do_copy(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
+    """Copy every point the primary keeps and ``name`` lacks; then ``name``'s own retention."""
+    found = await targets(settings)
+    source = restic_for(settings, primary(found))
+    target = restic_for(settings, _named(found, name))
+    await ensure_initialised(settings, found)
+    wanted = complete_points(await source.snapshots(tags=[TAG]))
+    wanted = [p for p in wanted if p.point_id in to_keep(wanted, rules(settings), now())]
+    there = {p.point_id for p in complete_points(await target.snapshots(tags=[TAG]))}
+    missing = [p for p in wanted if p.point_id not in there]
+    if missing:
+        await target.unlock()
+        ids = [s for p in missing for s in (p.db_snapshot, p.files_snapshot)]
+        await target.copy(source, ids)
+    kept = await apply_retention(settings, target, now())
+    return {"copied": [p.point_id for p in missing], "kept": len(kept)}
+
+
+def check_subset(now: dt.datetime, subsets: int) -> str:
+    """Today's part of the data: a different one each day, all of them every ``subsets`` days."""
+    return f"{now.toordinal() % subsets + 1}/{subsets}"
+
+
+async def do_check(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
+    found = await targets(settings)
+    await ensure_initialised(settings, found)
+    restic = restic_for(settings, _named(found, name))
+    await restic.unlock()
+    subset = check_subset(now(), settings.backups.check_subsets)
+    summary = await restic.check(subset=subset)
+    if summary.get("num_errors") or summary.get("broken_packs"):
+        raise JobFailed(f"check of {name} found damage: {summary}", retryable=False)
+    size = await restic.stats()
+    points = await apply_retention(settings, restic, now())
+    await RepositorySample.insert(
+        RepositorySample(repository=name, at=now(), stored_bytes=size, snapshots=len(points))
+    ).run()
+    return {"subset": subset, "stored_bytes": size}
+
+
+async def do_prune(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
+    found = await targets(settings)
+    await ensure_initialised(settings, found)
+    restic = restic_for(settings, _named(found, name))
+    await restic.unlock()
+    await restic.prune()
+    return {"pruned": name}
+
+
+async def do_drill(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
+    found = await targets(settings)
+    result = await run_drill(settings, _named(found, name), now=now)
+    await DrillReport.insert(
+        DrillReport(
+            repository=result.repository,
+            point_id=result.point_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            passed=result.passed,
+            rto_seconds=result.rto_seconds,
+            rpo_seconds=result.rpo_seconds,
+            report=result.report(),
+        )
+    ).run()
+    if not result.passed:
+        raise JobFailed(f"restore drill of {name} failed: {result.failure}", retryable=False)
+    return {"point_id": result.point_id, "rto_seconds": round(result.rto_seconds, 1)}
+
+
+async def do_watch(settings: Settings, notifier: alerts.Notifier, now: Clock) -> dict[str, Any]:
+    await alerts.check_drill_overdue(
+        now(), overdue_days=settings.backups.drill_overdue_days, notifier=notifier
+    )
+    return {}
+
+
+_LABELS = {
+    "backup": "Backup",
+    "copy": "Off-site copy",
+    "check": "Repository check",
+    "prune": "Prune",
+    "drill": "Restore drill",
+}
+
+
+async def _dispatch(
+    settings: Settings, store: ObjectStore, job: jobs.Job, notifier: alerts.Notifier, now: Clock
+) -> dict[str, Any]:
+    if job.kind == "backup":
+        return await do_backup(settings, store, now)
+    if job.kind == "watch":
+        return await do_watch(settings, notifier, now)
+    steps = {"copy": do_copy, "check": do_check, "prune": do_prune, "drill": do_drill}
+    step = steps.get(job.kind)
+    if step is None:
+        raise JobFailed(f"unknown job kind {job.kind!r}", retryable=False)
+    return await step(settings, job.repository, now)
+
+
+async def run_job(
+    settings: Settings, store: ObjectStore, job: jobs.Job, now: Clock, worker: str
+) -> str:
+    """Run a claimed job with heartbeats, record it, report it; return its new state."""
+    urls, ping_url = await alerts.effective_targets(settings)
+    notifier = alerts.Notifier(urls, ping_url)
+    if job.kind == "backup":
+        await notifier.ping("start")
+    beat = asyncio.create_task(_heartbeats(job, worker, now))
+    ok, error, retryable, result = True, "", False, {}
+    try:
+        result = await _dispatch(settings, store, job, notifier, now)
+    except JobFailed as exc:
+        ok, error, retryable = False, str(exc), exc.retryable
+    except PermanentResticError as exc:
+        ok, error, retryable = False, str(exc), False
+    except ResticError as exc:
+        ok, error, retryable = False, str(exc), exc.retryable
+    except Exception as exc:  # a job must end recorded, whatever went wrong
+        log.exception("backup job %s failed", job.slot)
+        ok, error, retryable = False, f"{type(exc).__name__}: {exc}", True
+    finally:
+        beat.cancel()
+    state = await jobs.finish(
+        job,
+        worker,
+        now(),
+        ok=ok,
+        error=error,
+        retryable=retryable,
+        result=result,
+        settings=settings.backups,
+    )
+    if job.kind == "watch":
+        return state
+    key = job.kind if not job.repository else f"{job.kind}:{job.repository}"
+    label = _LABELS.get(job.kind, job.kind)
+    where = f" ({job.repository})" if job.repository else ""
+    if ok:
+        await alerts.report(
+            key, ok=True, message=f"{label}{where} works again.", notifier=notifier, now=now()
+        )
+    elif state == "failed":
+        await alerts.report(
+            key,
+            ok=False,
+            message=f"{label}{where} failed: {error}\nOpen Admin → Backups for details.",
+            notifier=notifier,
+            now=now(),
+        )
+    if job.kind == "backup" and state != "queued":
+        await notifier.ping("success" if ok else "fail", str(result) if ok else error)
+    return state
+
+
+async def _heartbeats(job: jobs.Job, worker: str, now: Clock) -> None:
+    while True:
+        await asyncio.sleep(jobs.HEARTBEAT_SECONDS)
+        try:
+            if not await jobs.heartbeat(job, worker, now()):
+                log.warning("backup job %s was taken over by another worker", job.slot)
+                return
+        except Exception:  # the next beat tries again
+            log.exception("could not record the heartbeat of %s", job.slot)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class BackupLoop(threading.Thread):
+    """Queues scheduled backup jobs and runs them until stopped: at most ``parallel`` at once
+    and one per repository, so an off-site copy that takes hours never delays the backup."""
+
+    def __init__(self, settings: Settings, *, interval: float = 15.0, parallel: int = 2) -> None:
+        super().__init__(name="backup-jobs", daemon=True)
+        self.settings = settings
+        self.interval = interval
+        self.parallel = parallel
+        self.stopping = threading.Event()
+        self.worker = worker_name()
+
+    async def tick(self, store: ObjectStore, now: Clock, running: set[asyncio.Task[str]]) -> None:
+        found = await targets(self.settings)
+        await jobs.schedule_due(now(), self.settings.backups, [(t.name, t.offsite) for t in found])
+        while len(running) < self.parallel:
+            job = await jobs.claim(self.worker, now())
+            if job is None:
+                return
+            log.info("backup job %s started", job.slot)
+            task = asyncio.create_task(run_job(self.settings, store, job, now, self.worker))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def main(self) -> None:
+        from appliance.clock import utcnow
+        from appliance.storage import open_store
+
+        store = open_store(self.settings)
+        running: set[asyncio.Task[str]] = set()
+        while not self.stopping.is_set():
+            try:
+                await self.tick(store, utcnow, running)
+            except Exception:  # the loop must survive a database outage
+                log.exception("backup jobs: could not schedule or claim; trying again")
+            for _ in range(int(self.interval * 10)):
+                if self.stopping.is_set():
+                    break
+                await asyncio.sleep(0.1)
+        for task in running:
+            task.cancel()  # restic is stopped; the job is taken again after a restart
+        await asyncio.gather(*running, return_exceptions=True)
+
+    def run(self) -> None:
+        from appliance.worker import run_async
+
+        run_async(self.main())
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.stopping.set()
+        self.join(timeout)

@@ -1,0 +1,177 @@
+"""Recovery points, retention, drills and restores against real restic and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from litestar import Litestar
+
+from appliance.backups import jobs
+from appliance.backups.drill import run_drill
+from appliance.backups.points import complete_points
+from appliance.backups.repositories import TAG, configured, primary, restic_for
+from appliance.backups.restore import choose_point, restore
+from appliance.backups.service import do_backup, run_job
+from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
+from appliance.config import Settings
+from appliance.galleries.tables import Photo
+from tests.conftest import FakeClock
+from tests.integration.flows import Admin
+from tests.integration.sharing_flows import published_gallery
+from tests.integration.test_clients import ANNA, signed_in_owner
+
+
+@pytest.fixture
+def backup_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """The suite's settings with a repository and password of this test's own."""
+    repository = {"name": "primary", "url": str(tmp_path / "repository")}
+    backups = msgspec.convert(
+        {"password_file": str(tmp_path / "password"), "repositories": [repository]},
+        type=type(settings.backups),
+    )
+    return msgspec.structs.replace(settings, backups=backups)
+
+
+async def _photos_with_originals(app: Litestar) -> dict[str, bytes]:
+    store = app.state.store
+    found = {}
+    for row in await Photo.select(Photo.original_key).run():
+        found[row["original_key"]] = b"".join([c async for c in store.get(row["original_key"])])
+    return found
+
+
+async def test_point_holds_dump_objects_and_manifest_and_drill_passes(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """A point stores both parts under one id; its manifest counts every table's rows and
+    names every object with its digest; the drill restores it and passes every check."""
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg", "c.jpg"])
+    originals = await _photos_with_originals(app)
+    result = await do_backup(backup_settings, app.state.store, clock)
+
+    target = primary(configured(backup_settings))
+    restic = restic_for(backup_settings, target)
+    points = complete_points(await restic.snapshots(tags=[TAG]))
+    assert [p.point_id for p in points] == [result["point_id"]]
+    manifest = json.loads(
+        (backup_settings.data_dir / "backup" / "mirror" / "manifest.json").read_text()
+    )
+    assert manifest["row_counts"]["photo"] == 3
+    assert manifest["row_counts"]["gallery"] == 1
+    by_key = {o["key"]: o for o in manifest["objects"]}
+    assert len(by_key) == 9  # three originals, three thumbnails, three previews
+    for key, data in originals.items():
+        assert by_key[key]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert by_key[key]["size"] == len(data)
+    rows = await RecoveryPointCopy.select().run()
+    assert [r["point_id"] for r in rows] == [result["point_id"]]
+
+    drill = await run_drill(backup_settings, target, now=clock)
+    assert drill.passed, drill.failure
+    names = [c["check"] for c in drill.checks]
+    assert {"row counts", "migrations current", "sampled objects match their SHA-256"} <= set(names)
+    sampled = next(c for c in drill.checks if c["check"].startswith("sampled"))
+    assert sampled["detail"]["sampled"] == 9
+    # The scratch database is gone afterwards.
+    conn = await asyncpg.connect(backup_settings.database.url)
+    try:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'appliance_drill_%'"
+        )
+    finally:
+        await conn.close()
+    assert left == 0
+
+
+async def test_drill_fails_closed_when_an_object_was_damaged_in_the_repository(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """A byte flipped inside a pack: the drill fails (its restore or its digest check)."""
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await do_backup(backup_settings, app.state.store, clock)
+    data = Path(backup_settings.backups.repositories[0].url) / "data"
+    pack = max(data.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(raw))
+    drill = await run_drill(backup_settings, primary(configured(backup_settings)), now=clock)
+    assert not drill.passed
+    assert drill.failure
+
+
+async def test_restore_into_scratch_gives_the_same_rows_and_bytes_beside_live_data(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """--into-scratch: a database of its own with the same photo rows, a folder with
+    byte-identical originals; the live database is untouched."""
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    originals = await _photos_with_originals(app)
+    live = await Photo.select(Photo.id, Photo.original_key, Photo.sha256).order_by(Photo.id).run()
+    await do_backup(backup_settings, app.state.store, clock)
+    target = primary(configured(backup_settings))
+    point = await choose_point(backup_settings, target, None)
+
+    outcome = await restore(backup_settings, app.state.store, target, point, into_scratch=True)
+    assert outcome.folder is not None
+    server = backup_settings.database.url.rsplit("/", 1)[0]
+    conn = await asyncpg.connect(f"{server}/{outcome.database}")
+    try:
+        rows = await conn.fetch("SELECT id, original_key, sha256 FROM photo ORDER BY id")
+    finally:
+        await conn.close()
+    assert [dict(r) for r in rows] == live
+    objects = next(outcome.folder.rglob("objects"))
+    for key, data in originals.items():
+        assert (objects / key).read_bytes() == data
+    assert await Photo.count().run() == 2
+    conn = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE "{outcome.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    shutil.rmtree(outcome.folder)
+
+
+async def test_jobs_run_once_and_a_dead_workers_job_is_taken_again(
+    clean_db: None, backup_settings: Settings, clock: FakeClock, app: Litestar
+) -> None:
+    now = clock()
+    assert await jobs.enqueue("check", "check:primary:x", now, repository="primary")
+    assert not await jobs.enqueue("check", "check:primary:x", now, repository="primary")
+    first = await jobs.claim("w1", now)
+    assert first is not None and first.slot == "check:primary:x"
+    assert await jobs.claim("w2", now) is None  # nothing else is due, and w1's is alive
+    # w1 dies: no heartbeat for longer than STALE_SECONDS; w2 takes it over.
+    later = now + dt.timedelta(seconds=jobs.STALE_SECONDS + 1)
+    second = await jobs.claim("w2", later)
+    assert second is not None and second.id == first.id and second.attempts == 2
+    assert not await jobs.heartbeat(first, "w1", later)  # w1's late heartbeat is refused
+    state = await run_job(backup_settings, app.state.store, second, lambda: later, "w2")
+    assert state == "done"
+    row = await BackupJob.select().where(BackupJob.id == first.id).first().run()
+    assert row is not None and row["state"] == "done" and row["claimed_by"] == "w2"
+    assert await DrillReport.count().run() == 0
