@@ -9,11 +9,14 @@ Steps of :func:`take_recovery_point`:
 3. meanwhile bring the object mirror up to date with those references (:mod:`.mirror`) and
    write ``manifest.json`` beside it: time, app version, migrations, row counts, and every
    object's key, size and SHA-256;
-4. back up the mirror and the manifest as the second snapshot.
+4. back up the mirror and the manifest as the second snapshot, while the dump may still run
+   (two restic processes: each spends about half a second opening the repository, and an
+   incremental point is mostly that).
 
 Both snapshots carry the tags ``fotostudio``, ``point:<id>`` and ``part:db`` / ``part:files``,
 and the same time. A point is complete when both exist; a failure forgets whatever part of it
-was stored, so no half point is ever offered for a restore.
+was stored, so no half point is ever offered for a restore. A point that finds the
+repository locked has restic remove the locks it judges stale and is tried once more.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from appliance import __version__
 from appliance.backups import pgtools
 from appliance.backups.mirror import MirrorResult, Reference, sync_mirror
 from appliance.backups.repositories import HOST, TAG, Target, backup_dir, restic_for
-from appliance.backups.restic import BackupSummary, Restic, ResticError
+from appliance.backups.restic import BackupSummary, RepositoryLocked, Restic, ResticError
 from appliance.config import Settings
 from appliance.storage.base import ObjectStore
 
@@ -157,17 +160,29 @@ async def take_recovery_point(
     now: dt.datetime,
 ) -> PointOutcome:
     """Make one recovery point in ``target`` (the primary); raise on any failure."""
+    restic = restic_for(settings, target)
+    try:
+        return await _take_point(settings, store, target, restic, now)
+    except RepositoryLocked:
+        # A restic killed earlier left a stale lock. Clearing stale locks only when one is in
+        # the way saves opening the repository (about half a second of key derivation) on
+        # every point; a live lock stays and fails this point again, to be retried later.
+        await restic.unlock()
+        return await _take_point(settings, store, target, restic, now)
+
+
+async def _take_point(
+    settings: Settings, store: ObjectStore, target: Target, restic: Restic, now: dt.datetime
+) -> PointOutcome:
     started = time.monotonic()
     point_id = new_point_id(now)
-    restic = restic_for(settings, target)
-    await restic.unlock()  # a backup killed earlier left a stale lock: restic judges which
     mirror_root = backup_dir(settings) / "mirror"
     objects_dir = mirror_root / "objects"
     tags = [TAG, f"point:{point_id}"]
     stamp = restic_time(now)
     dsn = settings.database.url
     conn = await asyncpg.connect(dsn)
-    dump_task: asyncio.Task[BackupSummary] | None = None
+    tasks: list[asyncio.Task[BackupSummary]] = []
     try:
         transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         await transaction.start()
@@ -192,20 +207,8 @@ async def take_recovery_point(
                 extra_env={**env, "TZ": "UTC"},
             )
         )
+        tasks.append(dump_task)
         mirror = await sync_mirror(store, objects_dir, capture.references)
-        db_summary = await dump_task
-    except BaseException:
-        if dump_task is not None and not dump_task.done():
-            dump_task.cancel()
-            with contextlib.suppress(BaseException):
-                await dump_task
-        await _forget_point(restic, point_id)
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            await conn.close()  # ends the exported snapshot
-
-    try:
         gone = await _still_referenced(dsn, mirror.missing)
         manifest = Manifest(
             point_id=point_id,
@@ -220,15 +223,28 @@ async def take_recovery_point(
         )
         manifest_path = mirror_root / MANIFEST_NAME
         _write_json(manifest_path, msgspec.to_builtins(manifest))
-        files_summary = await restic.backup(
-            [objects_dir, manifest_path],
-            tags=[*tags, "part:files"],
-            host=HOST,
-            time=stamp,
+        files_task = asyncio.create_task(
+            restic.backup(
+                [objects_dir, manifest_path],
+                tags=[*tags, "part:files"],
+                host=HOST,
+                time=stamp,
+            )
         )
+        tasks.append(files_task)
+        db_summary, files_summary = await asyncio.gather(dump_task, files_task)
     except BaseException:
+        for task in tasks:
+            if not task.done():
+                task.cancel()  # restic is stopped; its part, if stored, is forgotten below
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
         await _forget_point(restic, point_id)
         raise
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()  # ends the exported snapshot, after pg_dump has finished
     return PointOutcome(
         point_id=point_id,
         repository=target.name,

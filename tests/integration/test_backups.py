@@ -175,3 +175,41 @@ async def test_jobs_run_once_and_a_dead_workers_job_is_taken_again(
     row = await BackupJob.select().where(BackupJob.id == first.id).first().run()
     assert row is not None and row["state"] == "done" and row["claimed_by"] == "w2"
     assert await DrillReport.count().run() == 0
+
+
+async def test_point_in_a_locked_repository_clears_stale_locks_and_tries_once_more(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Locks are cleared only when a point finds the repository locked; then the point is
+    made again and is complete, and the failed try leaves no part behind."""
+    from appliance.backups.restic import RepositoryLocked, Restic
+
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    calls: list[str] = []
+    backup_command, unlock = Restic.backup_command, Restic.unlock
+
+    async def locked_once(self: Restic, *args: object, **kwargs: object) -> object:
+        calls.append("dump")
+        if calls.count("dump") == 1:
+            raise RepositoryLocked("back up the database: the repository is locked", code=11)
+        return await backup_command(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def counted_unlock(self: Restic) -> None:
+        calls.append("unlock")
+        await unlock(self)
+
+    monkeypatch.setattr(Restic, "backup_command", locked_once)
+    monkeypatch.setattr(Restic, "unlock", counted_unlock)
+    result = await do_backup(backup_settings, app.state.store, clock)
+
+    assert calls == ["dump", "unlock", "dump"]
+    restic = restic_for(backup_settings, primary(configured(backup_settings)))
+    snapshots = await restic.snapshots(tags=[TAG])
+    assert [p.point_id for p in complete_points(snapshots)] == [result["point_id"]]
+    assert len(snapshots) == 2  # the failed try's files part was forgotten
