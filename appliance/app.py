@@ -18,6 +18,7 @@ from appliance import __version__
 from appliance.accounts.admin_web import StaffAdminController
 from appliance.accounts.web import AccountController, LinkController, SignInController
 from appliance.audit.web import AuditController
+from appliance.backups.web import BackupsController
 from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StaffAdminController,
             StudioSettingsController,
             AuditController,
+            BackupsController,
             ClientController,
             GalleryController,
             UploadController,
