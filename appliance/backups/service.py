@@ -25,11 +25,18 @@ from appliance.backups.repositories import (
     TAG,
     Target,
     ensure_initialised,
+    ensure_password,
     primary,
     restic_for,
     targets,
 )
-from appliance.backups.restic import PermanentResticError, Restic, ResticError
+from appliance.backups.restic import (
+    PermanentResticError,
+    RepositoryLocked,
+    RepositoryMissing,
+    Restic,
+    ResticError,
+)
 from appliance.backups.tables import DrillReport, RecoveryPointCopy, RepositorySample
 from appliance.config import Settings
 from appliance.storage.base import ObjectStore
@@ -101,7 +108,14 @@ async def apply_retention(settings: Settings, restic: Restic, now: dt.datetime) 
     drop = [s for p in points if p.point_id not in keep for s in (p.db_snapshot, p.files_snapshot)]
     grace = dt.timedelta(minutes=2 * settings.backups.timeout_minutes)
     drop += leftover_parts(snapshots, before=now - grace)
-    await restic.forget(drop)
+    if drop:
+        try:
+            await restic.forget(drop)
+        except RepositoryLocked:
+            # forget needs an exclusive lock, which a stale lock of a killed run (even a
+            # backup's) blocks; restic removes the locks it judges stale, then one more try.
+            await restic.unlock()
+            await restic.forget(drop)
     kept = [p for p in points if p.point_id in keep]
     await record_points(restic.repository.name, kept, now)
     return kept
@@ -109,9 +123,15 @@ async def apply_retention(settings: Settings, restic: Restic, now: dt.datetime) 
 
 async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
-    await ensure_initialised(settings, found)
     first = primary(found)
-    outcome = await take_recovery_point(settings, store, first, now=now())
+    ensure_password(settings)
+    try:
+        outcome = await take_recovery_point(settings, store, first, now=now())
+    except RepositoryMissing:
+        # Only a new appliance (or a lost repository) gets here: making sure it exists before
+        # every point would cost a repository open (about half a second) each night.
+        await ensure_initialised(settings, found)
+        outcome = await take_recovery_point(settings, store, first, now=now())
     restic = restic_for(settings, first)
     kept = await apply_retention(settings, restic, now())
     await (
