@@ -277,16 +277,29 @@ class Restic:
         assert process.stdout is not None and process.stderr is not None
         out: list[str] = []
 
+        def take(raw: bytes) -> None:
+            line = raw.decode("utf-8", "replace")
+            out.append(line)
+            if on_event is not None and line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    event = json.loads(line)
+                    if isinstance(event, dict):
+                        on_event(event)
+
         async def read_stdout() -> None:
+            # Not line by line through the stream reader: its lines are limited to 64 KiB, and
+            # ``snapshots --json`` prints the whole list as one line (a few months of snapshots).
             assert process.stdout is not None
-            async for raw in process.stdout:
-                line = raw.decode("utf-8", "replace")
-                out.append(line)
-                if on_event is not None and line.startswith("{"):
-                    with contextlib.suppress(json.JSONDecodeError):
-                        event = json.loads(line)
-                        if isinstance(event, dict):
-                            on_event(event)
+            pending = bytearray()
+            while chunk := await process.stdout.read(1 << 16):
+                pending += chunk
+                end = pending.rfind(b"\n", len(pending) - len(chunk)) + 1
+                if end:
+                    for raw in bytes(pending[: end - 1]).split(b"\n"):
+                        take(raw + b"\n")
+                    del pending[:end]
+            if pending:
+                take(bytes(pending))
 
         reading = asyncio.gather(read_stdout(), process.stderr.read())
         try:
@@ -296,7 +309,8 @@ class Restic:
             raise ResticTimeout(
                 f"{what}: restic did not finish within {timeout or self.timeout:.0f} s"
             ) from None
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or the caller's ``on_event`` failed: restic must not run on unwatched.
             await _stop(process)
             raise
         code = await process.wait()
