@@ -301,14 +301,14 @@ class Restic:
             if pending:
                 take(bytes(pending))
 
+        # A command's own limit only ever shortens the one this wrapper was made with.
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
         reading = asyncio.gather(read_stdout(), process.stderr.read())
         try:
-            _, err = await asyncio.wait_for(reading, timeout or self.timeout)
+            _, err = await asyncio.wait_for(reading, limit)
         except TimeoutError:
             await _stop(process)
-            raise ResticTimeout(
-                f"{what}: restic did not finish within {timeout or self.timeout:.0f} s"
-            ) from None
+            raise ResticTimeout(f"{what}: restic did not finish within {limit:.0f} s") from None
         except BaseException:
             # Cancelled, or the caller's ``on_event`` failed: restic must not run on unwatched.
             await _stop(process)
