@@ -88,7 +88,9 @@ class PermanentResticError(ResticError):
 
 
 class IncompleteBackup(ResticError):
-    """Exit 3: some files could not be read, so the snapshot is incomplete."""
+    """Exit 3: some files could not be read; restic still saved the snapshot ``snapshot_id``."""
+
+    snapshot_id: str | None = None
 
 
 class RepositoryMissing(PermanentResticError):
@@ -318,6 +320,8 @@ class Restic:
         stderr = err.decode("utf-8", "replace")
         if code != 0:
             error = _classify(code, stderr + _json_error(stdout), what)
+            if isinstance(error, IncompleteBackup):
+                error.snapshot_id = _snapshot_id(_events(stdout))
             log.warning("restic %s failed (exit %s): %s", args[0], code, error)
             raise error
         return Result(events=_events(stdout), stdout=stdout, stderr=stderr)
@@ -381,8 +385,15 @@ class Restic:
         time: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> BackupSummary:
-        """Back up what ``command`` prints. restic keeps no snapshot unless it exits 0, so a
-        dump that fails half-way never looks complete (unlike piping into ``--stdin``)."""
+        """Back up what ``command`` prints. restic keeps no snapshot when the command exits
+        non-zero, so a dump that fails half-way never looks complete (unlike piping into
+        ``--stdin``).
+
+        A command that exits 0 without printing anything is different: restic saves a snapshot
+        of an empty file and exits 3. :class:`IncompleteBackup` names that snapshot in
+        ``snapshot_id``; the caller forgets it (a forget here would take the exclusive lock
+        while the caller's other backups may be running).
+        """
         args = ["backup", "--json", "--host", host, "--stdin-filename", filename, *_tag_args(tags)]
         if time:
             args += ["--time", time]
@@ -466,6 +477,13 @@ def _from_env(source: Repository) -> dict[str, str]:
         # two S3 repositories with different keys is not supported by restic itself.
         env.setdefault(key, value)
     return env
+
+
+def _snapshot_id(events: list[dict[str, Any]]) -> str | None:
+    for event in reversed(events):
+        if event.get("message_type") == "summary" and event.get("snapshot_id"):
+            return str(event["snapshot_id"])
+    return None
 
 
 def _summary(result: Result) -> BackupSummary:
