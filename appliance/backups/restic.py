@@ -189,11 +189,27 @@ def _classify(code: int, stderr: str, what: str) -> ResticError:
 
 def _last_line(stderr: str) -> str:
     """The most telling line of restic's stderr: its last ``Fatal:`` line, else the last one."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    lines = [_readable(line.strip()) for line in stderr.splitlines() if line.strip()]
     for line in reversed(lines):
         if line.startswith("Fatal:") or "error" in line.lower():
             return line[:300]
     return lines[-1][:300] if lines else ""
+
+
+def _readable(line: str) -> str:
+    """With ``--json`` restic writes its errors to stderr as JSON; keep just their message."""
+    if not line.startswith("{"):
+        return line
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    if not isinstance(event, dict):
+        return line
+    message = event.get("message")
+    if message is None and isinstance(event.get("error"), dict):
+        message = event["error"].get("message")
+    return str(message) if message else line
 
 
 def _events(stdout: str) -> list[dict[str, Any]]:
