@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.backups.restic import Repository, Restic
+from appliance.backups.restic import Repository, RepositoryMissing, Restic
 from appliance.config import RepositorySettings, Settings
 
 __all__ = [
@@ -162,6 +162,19 @@ def restic_for(settings: Settings, target: Target, *, timeout: float | None = No
     )
 
 
+async def _refuse_if_lost(target: Target) -> None:
+    """Raise when a repository that held recovery points is gone (an unmounted disk, a deleted
+    bucket): making a new empty one in its place would hide the loss of every point in it."""
+    from appliance.backups.tables import RecoveryPointCopy
+
+    held = await RecoveryPointCopy.count().where(RecoveryPointCopy.repository == target.name).run()
+    if held:
+        raise RepositoryMissing(
+            f"repository {target.name}: no repository at {target.repository.url}, though it "
+            f"held {held} recovery point(s); it is not made anew (is its disk mounted?)"
+        )
+
+
 async def ensure_initialised(settings: Settings, found: list[Target]) -> list[str]:
     """Create missing repositories (off-site ones with the primary's chunker parameters, so
     copies deduplicate); return the names created. Wrong passwords raise."""
@@ -170,6 +183,7 @@ async def ensure_initialised(settings: Settings, found: list[Target]) -> list[st
     first = primary(found)
     source = restic_for(settings, first, timeout=600)
     if not await source.exists():
+        await _refuse_if_lost(first)
         if first.repository.url.startswith("/"):
             Path(first.repository.url).parent.mkdir(parents=True, exist_ok=True)
         await source.init()
@@ -179,6 +193,7 @@ async def ensure_initialised(settings: Settings, found: list[Target]) -> list[st
             continue
         restic = restic_for(settings, target, timeout=600)
         if not await restic.exists():
+            await _refuse_if_lost(target)
             await restic.init(copy_chunker_params_from=source)
             made.append(target.name)
     return made
