@@ -121,6 +121,15 @@ async def apply_retention(settings: Settings, restic: Restic, now: dt.datetime) 
     return kept
 
 
+def _needed(found: list[Target], name: str = "") -> list[Target]:
+    """The primary, and ``name`` when it is another: all a job on ``name`` touches. Other
+    repositories are left alone, so an unreachable off-site one never holds up the primary."""
+    first = primary(found)
+    if not name or name == first.name:
+        return [first]
+    return [first, _named(found, name)]
+
+
 async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
     first = primary(found)
@@ -130,7 +139,7 @@ async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[
     except RepositoryMissing:
         # Only a new appliance (or a lost repository) gets here: making sure it exists before
         # every point would cost a repository open (about half a second) each night.
-        await ensure_initialised(settings, found)
+        await ensure_initialised(settings, _needed(found))
         outcome = await take_recovery_point(settings, store, first, now=now())
     restic = restic_for(settings, first)
     kept = await apply_retention(settings, restic, now())
@@ -166,7 +175,7 @@ async def do_copy(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
     source = restic_for(settings, primary(found))
     target = restic_for(settings, _named(found, name))
-    await ensure_initialised(settings, found)
+    await ensure_initialised(settings, _needed(found, name))
     wanted = complete_points(await source.snapshots(tags=[TAG]))
     wanted = [p for p in wanted if p.point_id in to_keep(wanted, rules(settings), now())]
     there = {p.point_id for p in complete_points(await target.snapshots(tags=[TAG]))}
@@ -186,7 +195,7 @@ def check_subset(now: dt.datetime, subsets: int) -> str:
 
 async def do_check(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
-    await ensure_initialised(settings, found)
+    await ensure_initialised(settings, _needed(found, name))
     restic = restic_for(settings, _named(found, name))
     await restic.unlock()
     subset = check_subset(now(), settings.backups.check_subsets)
@@ -203,7 +212,7 @@ async def do_check(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
 
 async def do_prune(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
-    await ensure_initialised(settings, found)
+    await ensure_initialised(settings, _needed(found, name))
     restic = restic_for(settings, _named(found, name))
     await restic.unlock()
     await restic.prune()
