@@ -199,7 +199,14 @@ async def do_check(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     restic = restic_for(settings, _named(found, name))
     await restic.unlock()
     subset = check_subset(now(), settings.backups.check_subsets)
-    summary = await restic.check(subset=subset)
+    try:
+        summary = await restic.check(subset=subset)
+    except ResticError as exc:
+        # restic exits 1 when it found damage; trying again cannot repair it, and waiting for
+        # the retries would only delay the alert.
+        if "repository contains errors" in str(exc) + exc.stderr:
+            raise JobFailed(f"check of {name} found damage: {exc}", retryable=False) from None
+        raise
     if summary.get("num_errors") or summary.get("broken_packs"):
         raise JobFailed(f"check of {name} found damage: {summary}", retryable=False)
     size = await restic.stats()
