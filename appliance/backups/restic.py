@@ -319,14 +319,27 @@ class Restic:
             if pending:
                 take(bytes(pending))
 
+        err = bytearray()
+
+        async def read_stderr() -> None:
+            # Kept as it arrives: at a time-out it tells why (e.g. "connection refused").
+            assert process.stderr is not None
+            while chunk := await process.stderr.read(1 << 16):
+                err.extend(chunk)
+
         # A command's own limit only ever shortens the one this wrapper was made with.
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
-        reading = asyncio.gather(read_stdout(), process.stderr.read())
         try:
-            _, err = await asyncio.wait_for(reading, limit)
+            await asyncio.wait_for(asyncio.gather(read_stdout(), read_stderr()), limit)
         except TimeoutError:
             await _stop(process)
-            raise ResticTimeout(f"{what}: restic did not finish within {limit:.0f} s") from None
+            so_far = err.decode("utf-8", "replace")
+            last = _last_line(so_far)
+            raise ResticTimeout(
+                f"{what}: restic did not finish within {limit:.0f} s"
+                + (f" ({last})" if last else ""),
+                stderr=so_far,
+            ) from None
         except BaseException:
             # Cancelled, or the caller's ``on_event`` failed: restic must not run on unwatched.
             await _stop(process)
@@ -406,7 +419,7 @@ class Restic:
         ``--stdin``).
 
         A command that exits 0 without printing anything is different: restic saves a snapshot
-        of an empty file and exits 3. :class:`IncompleteBackup` names that snapshot in
+        without the file and exits 3. :class:`IncompleteBackup` names that snapshot in
         ``snapshot_id``; the caller forgets it (a forget here would take the exclusive lock
         while the caller's other backups may be running).
         """
