@@ -8,11 +8,13 @@ Steps:
    multipart write of its original; it hands out an upload token.
 2. ``receive_chunk`` streams one chunk straight into its part, while the store counts and
    hashes it: a chunk whose length or SHA-256 is wrong is refused and changes nothing; sending
-   the same chunk again replaces it, so a dropped connection simply resends.
+   the same chunk again replaces it, so a dropped connection simply resends. The first bytes
+   of chunk 0 are remembered for a while (``_Heads``).
 3. ``complete_upload`` claims the upload, has the store join the parts into the original,
    sniffs the type from the first bytes and reads only the image's header (type, dimensions,
-   the pixel bound), then writes the photo row and removes the upload's record in one
-   transaction. A refused file is removed with its parts: nothing half-written stays behind.
+   the pixel bound), from the remembered first bytes where they reach and from the original
+   beyond, then writes the photo row and removes the upload's record in one transaction. A
+   refused file is removed with its parts: nothing half-written stays behind.
 
 What moved to the worker: decoding every pixel (which catches truncated and corrupt files)
 and the file's SHA-256 (which needs every byte). Both happen in the derivative job, which
@@ -106,6 +108,8 @@ COMPLETING_FOR = dt.timedelta(minutes=15)  # a claim older than this was a reque
 MAX_OPEN_UPLOADS = 1000  # per person: a whole shoot at once, not an unbounded pile of chunks
 HEADER_BLOCK = 64 * 1024  # the header of an upload is read in blocks of this size...
 HEADER_LIMIT = 4 * 1024 * 1024  # ...and no more than this (a real header needs a few KB)
+HEAD_KEPT = 4 * HEADER_BLOCK  # the first bytes of a file remembered from its chunk 0...
+HEADS_KEPT = 32  # ...for this many files at most (the latest): 8 MB
 
 
 def sniff_type(head: bytes) -> str | None:
@@ -131,6 +135,36 @@ def _clean_filename(name: str) -> str:
     if any(unicodedata.category(char) in {"Cc", "Cf", "Cs"} for char in name):
         raise InvalidInput("The file name contains control characters.", field="filename")
     return name
+
+
+class _Heads:
+    """The first bytes of the files whose chunk 0 passed through this process lately, by
+    the key of their original.
+
+    Reading an upload's header back from the store costs a request, and on some S3 servers
+    (moto among them) a ranged read loads the whole object. The first HEAD_KEPT bytes hold
+    nearly every header (a camera's EXIF with its thumbnail, XMP, a colour profile) and pass
+    through here anyway; only bytes of a chunk the store has taken whole, so checked against
+    its SHA-256, are remembered; a chunk sent again carries the same bytes, so which send is
+    remembered does not matter. Only a shortcut: a file whose head is not here (sent through
+    another process, forgotten, or the process restarted) is read from the store.
+    """
+
+    def __init__(self) -> None:
+        self._heads: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def keep(self, key: str, head: bytes) -> None:
+        self._heads[key] = head
+        self._heads.move_to_end(key)
+        while len(self._heads) > HEADS_KEPT:
+            self._heads.popitem(last=False)
+
+    def take(self, key: str) -> bytes:
+        """The head of ``key`` (forgotten here), or nothing."""
+        return self._heads.pop(key, b"")
+
+
+_heads = _Heads()
 
 
 def _chunk_count(size: int, chunk_size: int) -> int:
@@ -268,7 +302,8 @@ async def receive_chunk(
 ) -> UploadState:
     """Store chunk ``index`` if its length and SHA-256 are right; idempotent per index.
 
-    The bytes go straight on into the chunk's part as they arrive; nothing holds the chunk.
+    The bytes go straight on into the chunk's part as they arrive; nothing holds the chunk
+    (of chunk 0, the first HEAD_KEPT bytes, see ``_Heads``).
     """
     row = await _upload_row(token, gallery_id)
     count = _chunk_count(row["size"], row["chunk_size"])
@@ -281,6 +316,9 @@ async def receive_chunk(
         raise Conflict(f"{row['filename']} is being finished; it takes no more chunks.")
     expected = min(row["chunk_size"], row["size"] - index * row["chunk_size"])
     key = _original_key(gallery_id, row["token"])
+    head = bytearray()
+    if index == 0:
+        body = _keeping(body, head)
     try:
         await store.put_part(key, index + 1, body, length=expected, sha256=digest)
     except PartRejected as exc:
@@ -293,6 +331,8 @@ async def receive_chunk(
         raise InvalidInput(f"{problem} Send it again.", field="chunk") from None
     except ObjectNotFound:
         raise NotFound("This upload no longer exists.") from None
+    if head:
+        _heads.keep(key, bytes(head))
     try:
         received = await _record_chunk(row["id"], index, expected, digest)
     except asyncpg.ForeignKeyViolationError:
@@ -306,6 +346,14 @@ async def receive_chunk(
         chunks=count,
         received=received,
     )
+
+
+async def _keeping(chunks: AsyncIterator[bytes], head: bytearray) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` on, copying their first HEAD_KEPT bytes into ``head``."""
+    async for piece in chunks:
+        if len(head) < HEAD_KEPT:
+            head += piece[: HEAD_KEPT - len(head)]
+        yield piece
 
 
 async def _record_chunk(upload_id: int, index: int, size: int, sha256: str) -> list[int]:
@@ -336,6 +384,7 @@ async def _discard(row: dict[str, Any], store: ObjectStore) -> None:
     """Remove an upload whole: its open write (parts), its original if it was joined, chunk
     objects of the kind uploads kept before they were multipart writes, and its record."""
     key = _original_key(row["gallery"], row["token"])
+    _heads.take(key)
     await store.abort_multipart(key)
     await store.delete(key)
     await store.delete_prefix(f"uploads/{row['id']}/")
@@ -345,13 +394,16 @@ async def _discard(row: dict[str, Any], store: ObjectStore) -> None:
 class _Blocks:
     """A blocking, seekable reader over one stored object, for libvips on a worker thread.
 
-    Each block is fetched once, with a ranged read on the event loop; a loader that wants more
-    than HEADER_LIMIT (no header needs that) reads an early end instead. Errors cannot cross
-    libvips' callbacks, so a storage failure is kept in ``error`` and raised afterwards.
+    The blocks that ``head`` (the object's first bytes, where known) covers are read from it;
+    each other block is fetched once, with a ranged read on the event loop; a loader that
+    wants more than HEADER_LIMIT (no header needs that) reads an early end instead. Errors
+    cannot cross libvips' callbacks, so a storage failure is kept in ``error`` and raised
+    afterwards.
     """
 
-    def __init__(self, store: ObjectStore, key: str, size: int) -> None:
+    def __init__(self, store: ObjectStore, key: str, size: int, head: bytes = b"") -> None:
         self.store, self.key, self.size = store, key, size
+        self.head = head[:size]
         self.position = 0
         self.fetched = 0
         self.error: StorageError | None = None
@@ -362,6 +414,9 @@ class _Blocks:
         return b"".join(pieces)
 
     def _block(self, number: int) -> bytes:
+        start, end = number * HEADER_BLOCK, min((number + 1) * HEADER_BLOCK, self.size)
+        if end <= len(self.head):
+            return self.head[start:end]
         if number in self._cache:
             self._cache.move_to_end(number)
             return self._cache[number]
@@ -575,7 +630,7 @@ async def _complete_claimed(
         )
     try:
         content_type, width, height = await anyio.to_thread.run_sync(
-            _inspect, _Blocks(store, key, size), rules
+            _inspect, _Blocks(store, key, size, _heads.take(key)), rules
         )
     except InvalidInput as exc:
         raise InvalidInput(f"{row['filename']}: {exc.message}", field=exc.field) from None

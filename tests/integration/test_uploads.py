@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,39 @@ async def api_upload(
         assert sent.status_code == 200, sent.text
     return await client.post(
         f"/api/v1/galleries/{gallery}/uploads/{state['token']}/complete", headers=headers
+    )
+
+
+async def sent_in_one_chunk(
+    store: ObjectStore, gallery: int, set_id: int, name: str, data: bytes, clock: FakeClock
+) -> uploads.UploadState:
+    """An upload started through the service with all of ``data`` sent as its chunk 0."""
+    state = await uploads.start_upload(
+        gallery,
+        set_id,
+        filename=name,
+        size=len(data),
+        rules=UploadSettings(),
+        store=store,
+        actor=OWNER,
+        now=clock(),
+    )
+
+    async def once() -> AsyncIterator[bytes]:
+        yield data
+
+    await uploads.receive_chunk(
+        state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
+    )
+    return state
+
+
+async def finish(
+    store: ObjectStore, gallery: int, token: str, clock: FakeClock
+) -> uploads.PhotoRecord:
+    """Complete an upload through the service, as the owner."""
+    return await uploads.complete_upload(
+        token, gallery, store=store, rules=UploadSettings(), actor=OWNER, address="x", now=clock()
     )
 
 
@@ -643,23 +677,7 @@ async def test_completing_the_same_upload_twice_makes_one_photo(
     gallery, set_id = await gallery_with_set(client, admin, clock)
     store = app.state.store
     data = image_bytes(".jpg", 1600, 1200)
-    state = await uploads.start_upload(
-        gallery,
-        set_id,
-        filename="twice.jpg",
-        size=len(data),
-        rules=UploadSettings(),
-        store=store,
-        actor=OWNER,
-        now=clock(),
-    )
-
-    async def once():  # type: ignore[no-untyped-def]
-        yield data
-
-    await uploads.receive_chunk(
-        state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
-    )
+    state = await sent_in_one_chunk(store, gallery, set_id, "twice.jpg", data, clock)
 
     async def complete() -> object:
         try:
@@ -681,6 +699,37 @@ async def test_completing_the_same_upload_twice_makes_one_photo(
     assert await Photo.count().run() == 1
     originals = [i.key async for i in store.list("originals/")]
     assert len(originals) == 1
+
+
+@pytest.mark.parametrize("remembered", [True, False])
+async def test_header_comes_from_the_first_chunk_or_else_from_the_store(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    remembered: bool,
+) -> None:
+    """Finishing reads the image's header from the first bytes the process saw in chunk 0,
+    without reading the original back; without them (another process took the chunk, or
+    this one restarted) it reads the header from the store, to the same result."""
+    gallery, set_id = await gallery_with_set(client, admin, clock)
+    store = app.state.store
+    data = image_bytes(".jpg", 1600, 1200)
+    state = await sent_in_one_chunk(store, gallery, set_id, "head.jpg", data, clock)
+    if not remembered:
+        monkeypatch.setattr(uploads, "_heads", uploads._Heads())
+    reads: list[str] = []
+    get = store.get
+
+    def counted(key: str, **kwargs: int) -> object:
+        reads.append(key)
+        return get(key, **kwargs)
+
+    monkeypatch.setattr(store, "get", counted)
+    photo = await finish(store, gallery, state.token, clock)
+    assert (photo.content_type, photo.width, photo.height) == ("image/jpeg", 1600, 1200)
+    assert (reads == []) is remembered
 
 
 async def test_set_with_uploads_in_progress_cannot_be_deleted(
@@ -753,23 +802,7 @@ async def test_full_disk_keeps_the_upload_for_later(
     gallery, set_id = await gallery_with_set(client, admin, clock)
     store = app.state.store
     data = image_bytes(".jpg")
-    state = await uploads.start_upload(
-        gallery,
-        set_id,
-        filename="a.jpg",
-        size=len(data),
-        rules=UploadSettings(),
-        store=store,
-        actor=OWNER,
-        now=clock(),
-    )
-
-    async def once():  # type: ignore[no-untyped-def]
-        yield data
-
-    await uploads.receive_chunk(
-        state.token, gallery, 0, once(), sha256=hashlib.sha256(data).hexdigest(), store=store
-    )
+    state = await sent_in_one_chunk(store, gallery, set_id, "a.jpg", data, clock)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1024))
     with pytest.raises(Conflict, match="disk is too full"):
@@ -783,15 +816,7 @@ async def test_full_disk_keeps_the_upload_for_later(
             now=clock(),
         )
     monkeypatch.undo()
-    photo = await uploads.complete_upload(
-        state.token,
-        gallery,
-        store=store,
-        rules=UploadSettings(),
-        actor=OWNER,
-        address="x",
-        now=clock(),
-    )
+    photo = await finish(store, gallery, state.token, clock)
     assert photo.size == len(data)
 
 
