@@ -29,7 +29,6 @@ __all__ = [
     "StorageError",
     "check_key",
     "check_part",
-    "gathered",
     "verified_part",
 ]
 
@@ -112,26 +111,6 @@ def check_part(number: int, length: int, sha256: str) -> None:
         raise StorageError(f"a part must have at least one byte, not {length}", permanent=True)
     if not _SHA256.fullmatch(sha256):
         raise StorageError("a part's SHA-256 must be 64 lower-case hex digits", permanent=True)
-
-
-async def gathered(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Pass ``chunks`` on in pieces of at least ``size`` bytes (the last may be shorter).
-
-    A request body arrives in pieces of some tens of KB; handing each on by itself costs a
-    pass through the HTTP client, a hash update and a send system call per piece, which for a
-    large part is more than the one copy that joining them takes. Memory: one piece.
-    """
-    pending: list[bytes] = []
-    held = 0
-    async for piece in chunks:
-        pending.append(piece)
-        held += len(piece)
-        if held >= size:
-            yield pending[0] if len(pending) == 1 else b"".join(pending)
-            pending.clear()
-            held = 0
-    if held:
-        yield pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 async def verified_part(

@@ -9,7 +9,9 @@ then "complete" for each file. The batch goes in groups of about GROUP_BYTES; ri
 group, the same files go straight into the same bucket with ``fput_object`` (the SDK's
 defaults: 5 MB parts, three at a time), one after the other, so both sides meet the S3 server
 in the same state. Printed, not asserted on time; every file must arrive whole (SHA-256 of the
-stored object).
+stored object). Also printed: the CPU time the S3 server, the web process and this test (the
+browser on one side, the SDK on the other) spent on each side, and the machine's load average,
+since every process here shares the same cores.
 
 ``UPLOAD_BENCH_MB`` sets the size of the batch (default 512; the recorded figures use 2048).
 """
@@ -89,6 +91,21 @@ def _memory_kb(pid: int, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} for process {pid}")
+
+
+def _s3_server_pid(endpoint: str) -> int:
+    """The process of the moto server listening at ``endpoint`` (started by the fixtures)."""
+    port = endpoint.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"moto_server") for arg in argv) and port.encode() in argv:
+            return int(entry.name)
+    raise AssertionError(f"no S3 server process for {endpoint}")
 
 
 def _sha256_of(path: Path) -> str:
@@ -247,13 +264,26 @@ async def test_upload_throughput_against_direct_s3_put(
     assert row is not None
     csrf = csrf_of((await staff.get(f"/galleries/{gallery}")).text)
 
+    s3_pid = _s3_server_pid(s3_server.endpoint)
+
+    def cpu_now() -> tuple[float, float, float]:
+        """CPU seconds so far of the S3 server, the web process and this process."""
+        return (
+            sum(cpu_seconds(s3_pid)),
+            sum(cpu_seconds(web.process.pid)),
+            sum(cpu_seconds(os.getpid())),
+        )
+
+    load_before = os.getloadavg()[0]
     peak_before = _memory_kb(web.process.pid, "VmHWM")
     cpu_before = cpu_seconds(web.process.pid)
     peak_first = 0
     through_app = completing = straight = 0.0
     chunk_size = 0
     answers: dict[str, dict[str, Any]] = {}
+    app_cpu, direct_cpu = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     for group in _groups(photos, sizes):
+        first = cpu_now()
         started = time.perf_counter()
         group_answers, seconds, chunk_size = await _upload_group(
             staff, gallery, row["id"], csrf, group
@@ -262,10 +292,16 @@ async def test_upload_throughput_against_direct_s3_put(
         answers.update(group_answers)
         completing += seconds
         peak_first = peak_first or _memory_kb(web.process.pid, "VmHWM")
+        between = cpu_now()
         started = time.perf_counter()
         for path in group:
             direct.fput_object(bucket, f"direct/{path.name}", str(path), content_type="image/jpeg")
         straight += time.perf_counter() - started
+        last = cpu_now()
+        for side in range(3):
+            app_cpu[side] += between[side] - first[side]
+            direct_cpu[side] += last[side] - between[side]
+    load_after = os.getloadavg()[0]
     peak_after = _memory_kb(web.process.pid, "VmHWM")
     cpu_after = cpu_seconds(web.process.pid)
     web_user, web_system = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
@@ -293,6 +329,11 @@ async def test_upload_throughput_against_direct_s3_put(
         f"\n  throughput ratio (appliance / direct): {straight / through_app:.2f}"
         f"\n  web process CPU: {web_cpu:.1f} s ({web_cpu / total * 1000:.2f} ms a MB; "
         f"user {web_user:.1f} s, system {web_system:.1f} s)"
+        f"\n  CPU through the appliance: S3 server {app_cpu[0]:.1f} s, web process "
+        f"{app_cpu[1]:.1f} s, this test as the browser {app_cpu[2]:.1f} s"
+        f"\n  CPU of the direct put:     S3 server {direct_cpu[0]:.1f} s, this test as the "
+        f"SDK {direct_cpu[2]:.1f} s"
+        f"\n  load average (1 min): {load_before:.1f} before, {load_after:.1f} after"
         f"\n  web process peak memory (VmHWM): {peak_before / 1024:.0f} MB before, "
         f"{peak_first / 1024:.0f} MB after the first file, {peak_after / 1024:.0f} MB after "
         f"the batch (resident at the end: {resident_after / 1024:.0f} MB)"
