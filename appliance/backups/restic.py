@@ -329,8 +329,12 @@ class Restic:
 
         # A command's own limit only ever shortens the one this wrapper was made with.
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        reading = asyncio.gather(read_stdout(), read_stderr())
+        # A cancelled reader ends the gathering future with an exception that nobody awaits
+        # once wait_for has given up on it; fetched here, asyncio does not log it as lost.
+        reading.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            await asyncio.wait_for(asyncio.gather(read_stdout(), read_stderr()), limit)
+            await asyncio.wait_for(reading, limit)
         except TimeoutError:
             await _stop(process)
             so_far = err.decode("utf-8", "replace")

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+
 from appliance.backups import alerts, jobs
 from appliance.backups.drill import run_drill
 from appliance.backups.points import Point, RetentionRules, complete_points, leftover_parts, to_keep
@@ -134,6 +136,10 @@ async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[
     found = await targets(settings)
     first = primary(found)
     ensure_password(settings)
+    url = first.repository.url
+    if url.startswith("/") and not await anyio.Path(url, "config").exists():
+        # A local folder tells for free that it holds no repository yet (a new appliance).
+        await ensure_initialised(settings, _needed(found))
     try:
         outcome = await take_recovery_point(settings, store, first, now=now())
     except RepositoryMissing:
