@@ -69,6 +69,10 @@ _PERMANENT_HINTS = (
 )
 
 
+# What restic prints, retrying, when the bucket of an s3: repository does not exist yet.
+_MISSING_BUCKET = ("the specified bucket does not exist", "nosuchbucket")
+
+
 class ResticError(Exception):
     """restic failed; ``stderr`` is kept (shortened), ``retryable`` says if another try may help."""
 
@@ -278,8 +282,14 @@ class Restic:
         timeout: float | None = None,  # noqa: ASYNC109 - restic is stopped, not just abandoned
         on_event: Callable[[dict[str, Any]], None] | None = None,
         extra_env: dict[str, str] | None = None,
+        missing_when: Sequence[str] = (),
     ) -> Result:
-        """Run ``restic <args>``; raise a typed :class:`ResticError` unless it exits 0."""
+        """Run ``restic <args>``; raise a typed :class:`ResticError` unless it exits 0.
+
+        restic retries some answers that will not change for minutes (an S3 bucket that does
+        not exist); when stderr shows one of ``missing_when``, restic is stopped and
+        :class:`RepositoryMissing` raised at once.
+        """
         argv = self._argv(args)
         env = self._env()
         if extra_env:
@@ -321,11 +331,18 @@ class Restic:
 
         err = bytearray()
 
+        missing: list[str] = []
+
         async def read_stderr() -> None:
             # Kept as it arrives: at a time-out it tells why (e.g. "connection refused").
             assert process.stderr is not None
             while chunk := await process.stderr.read(1 << 16):
                 err.extend(chunk)
+                text = err.decode("utf-8", "replace").lower()
+                found = [pattern for pattern in missing_when if pattern.lower() in text]
+                if found and not missing:
+                    missing.append(found[0])
+                    await _stop(process)
 
         # A command's own limit only ever shortens the one this wrapper was made with.
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
@@ -351,6 +368,9 @@ class Restic:
         code = await process.wait()
         stdout = "".join(out)
         stderr = err.decode("utf-8", "replace")
+        if missing:
+            message = f"{what}: no repository at this location ({missing[0]})"
+            raise RepositoryMissing(message, code=code, stderr=stderr)
         if code != 0:
             error = _classify(code, stderr + _json_error(stdout), what)
             if isinstance(error, IncompleteBackup):
@@ -371,7 +391,12 @@ class Restic:
     async def exists(self) -> bool:
         """Whether the repository can be opened (``cat config``); a wrong password raises."""
         try:
-            await self.run(["cat", "config", "--json"], what="open repository", timeout=120)
+            await self.run(
+                ["cat", "config", "--json"],
+                what="open repository",
+                timeout=120,
+                missing_when=_MISSING_BUCKET,
+            )
         except RepositoryMissing:
             return False
         return True

@@ -593,3 +593,20 @@ async def test_unreachable_s3_times_out_as_retryable(s3_server: S3Server, tmp_pa
     assert raised.value.retryable is True
     assert isinstance(raised.value, ResticTimeout)
     assert "connection refused" in str(raised.value)  # restic's retries, kept for the alert
+
+
+async def test_a_bucket_that_does_not_exist_is_missing_at_once_and_init_creates_it(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """restic retries a missing bucket for minutes; exists() stops it at the first answer and
+    says False, so a new off-site repository is created instead of timing out."""
+    bucket = f"fresh-{secrets.token_hex(4)}"
+    restic = Restic(
+        s3_repository(s3_server.endpoint, tmp_path, s3_server, place=f"{bucket}/studio"),
+        timeout=120,
+    )
+    started = time.monotonic()
+    assert await restic.exists() is False
+    assert time.monotonic() - started < 30
+    await restic.init()
+    assert await restic.exists() is True
