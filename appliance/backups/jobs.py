@@ -28,6 +28,7 @@ __all__ = [
     "claim",
     "enqueue",
     "finish",
+    "give_up_dead",
     "heartbeat",
     "schedule_due",
 ]
@@ -147,6 +148,22 @@ async def claim_job(job_id: int, worker: str, now: dt.datetime) -> Job | None:
             now,
         )
     return Job(**dict(claimed)) if claimed else None
+
+
+async def give_up_dead(now: dt.datetime, *, max_attempts: int) -> list[Job]:
+    """Fail the running jobs whose worker died during each of ``max_attempts`` tries (a job
+    that kills its worker, say by running out of memory, must not be taken again forever)."""
+    stale = now - dt.timedelta(seconds=STALE_SECONDS)
+    rows = await BackupJob.raw(
+        "UPDATE backup_job SET state = 'failed', finished_at = {}, "
+        "error = 'its worker stopped answering during each of ' || attempts || ' tries' "
+        "WHERE state = 'running' AND heartbeat_at < {} AND attempts >= {} "
+        "RETURNING id, kind, repository, slot, attempts, requested_by",
+        now,
+        stale,
+        max_attempts,
+    ).run()
+    return [Job(**row) for row in rows]
 
 
 async def heartbeat(job: Job, worker: str, now: dt.datetime) -> bool:

@@ -317,24 +317,26 @@ async def run_job(
     )
     if job.kind == "watch":
         return state
-    key = job.kind if not job.repository else f"{job.kind}:{job.repository}"
-    label = _LABELS.get(job.kind, job.kind)
-    where = f" ({job.repository})" if job.repository else ""
-    if ok:
-        await alerts.report(
-            key, ok=True, message=f"{label}{where} works again.", notifier=notifier, now=now()
-        )
-    elif state == "failed":
-        await alerts.report(
-            key,
-            ok=False,
-            message=f"{label}{where} failed: {error}\nOpen Admin → Backups for details.",
-            notifier=notifier,
-            now=now(),
-        )
+    await report_outcome(job, state, error, notifier, now())
     if job.kind == "backup" and state != "queued":
         await notifier.ping("success" if ok else "fail", str(result) if ok else error)
     return state
+
+
+async def report_outcome(
+    job: jobs.Job, state: str, error: str, notifier: alerts.Notifier, now: dt.datetime
+) -> None:
+    """Tell the alerts: a failure when the job has failed for good, a success when done."""
+    if state not in {"done", "failed"}:
+        return
+    key = job.kind if not job.repository else f"{job.kind}:{job.repository}"
+    label = _LABELS.get(job.kind, job.kind)
+    where = f" ({job.repository})" if job.repository else ""
+    if state == "done":
+        message = f"{label}{where} works again."
+    else:
+        message = f"{label}{where} failed: {error}\nOpen Admin → Backups for details."
+    await alerts.report(key, ok=state == "done", message=message, notifier=notifier, now=now)
 
 
 async def _heartbeats(job: jobs.Job, worker: str, now: Clock) -> None:
@@ -367,6 +369,14 @@ class BackupLoop(threading.Thread):
     async def tick(self, store: ObjectStore, now: Clock, running: set[asyncio.Task[str]]) -> None:
         found = await targets(self.settings)
         await jobs.schedule_due(now(), self.settings.backups, [(t.name, t.offsite) for t in found])
+        dead = await jobs.give_up_dead(now(), max_attempts=self.settings.backups.retries + 1)
+        if dead:
+            notifier = await alerts.load_notifier(self.settings)
+            for lost in dead:
+                log.error("backup job %s failed: its worker kept dying", lost.slot)
+                if lost.kind != "watch":
+                    error = f"its worker stopped answering during each of {lost.attempts} tries"
+                    await report_outcome(lost, "failed", error, notifier, now())
         while len(running) < self.parallel:
             job = await jobs.claim(self.worker, now())
             if job is None:

@@ -213,3 +213,21 @@ async def test_point_in_a_locked_repository_clears_stale_locks_and_tries_once_mo
     snapshots = await restic.snapshots(tags=[TAG])
     assert [p.point_id for p in complete_points(snapshots)] == [result["point_id"]]
     assert len(snapshots) == 2  # the failed try's files part was forgotten
+
+
+async def test_a_job_whose_worker_keeps_dying_fails_instead_of_running_forever(
+    clean_db: None, clock: FakeClock
+) -> None:
+    """Taken again after each death until the tries are spent; then failed, never claimed."""
+    now = clock()
+    await jobs.enqueue("check", "check:primary:y", now, repository="primary")
+    for attempt in range(1, 4):
+        assert await jobs.give_up_dead(now, max_attempts=3) == []
+        job = await jobs.claim(f"w{attempt}", now)
+        assert job is not None and job.attempts == attempt
+        now += dt.timedelta(seconds=jobs.STALE_SECONDS + 1)  # the worker died: no heartbeat
+    given_up = await jobs.give_up_dead(now, max_attempts=3)
+    assert [(j.slot, j.attempts) for j in given_up] == [("check:primary:y", 3)]
+    assert await jobs.claim("w4", now) is None
+    row = await BackupJob.select().where(BackupJob.slot == "check:primary:y").first().run()
+    assert row is not None and row["state"] == "failed" and "3 tries" in row["error"]
