@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +25,9 @@ from appliance.backups.service import do_backup, run_job
 from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
 from appliance.config import Settings
 from appliance.galleries.tables import Photo
-from tests.conftest import FakeClock
+from appliance.storage.filesystem import FilesystemStore
+from appliance.storage.s3 import S3Store
+from tests.conftest import FakeClock, S3Server
 from tests.integration.flows import Admin
 from tests.integration.sharing_flows import published_gallery
 from tests.integration.test_clients import ANNA, signed_in_owner
@@ -38,6 +42,10 @@ def backup_settings(settings: Settings, tmp_path: Path) -> Settings:
         type=type(settings.backups),
     )
     return msgspec.structs.replace(settings, backups=backups)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _photos_with_originals(app: Litestar) -> dict[str, bytes]:
@@ -231,3 +239,73 @@ async def test_a_job_whose_worker_keeps_dying_fails_instead_of_running_forever(
     assert await jobs.claim("w4", now) is None
     row = await BackupJob.select().where(BackupJob.slot == "check:primary:y").first().run()
     assert row is not None and row["state"] == "failed" and "3 tries" in row["error"]
+
+
+async def test_a_point_of_the_s3_store_fetches_only_new_objects_and_restores_onto_files(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    s3_server: S3Server,
+    tmp_path: Path,
+) -> None:
+    """With S3 the mirror downloads each object once; a deleted photo's objects leave the
+    mirror; the point restores onto the filesystem store, byte for byte."""
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    s3 = S3Store(
+        endpoint=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        bucket=f"backup-{secrets.token_hex(4)}",
+        region="",
+    )
+    await s3.ensure_ready()
+    content: dict[str, bytes] = {}
+    async for info in app.state.store.list(""):
+        data = b"".join([c async for c in app.state.store.get(info.key)])
+        await s3.put(info.key, _once(data), content_type=info.content_type)
+        content[info.key] = data
+    first = await do_backup(backup_settings, s3, clock)
+    assert first["fetched"] == 6
+    clock.advance(days=1)  # nightly points: retention keeps one a day
+    again = await do_backup(backup_settings, s3, clock)
+    assert again["fetched"] == 0  # nothing new: nothing downloaded
+
+    gone = await Photo.select().order_by(Photo.id).first().run()
+    assert gone is not None
+    await Photo.delete().where(Photo.id == gone["id"]).run()
+    clock.advance(days=1)
+    third = await do_backup(backup_settings, s3, clock)
+    assert third["objects"] == 3
+    mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
+    assert not (mirror / gone["original_key"]).exists()
+
+    target = primary(configured(backup_settings))
+    point = await choose_point(backup_settings, target, first["point_id"])
+    files = FilesystemStore(tmp_path / "restored-objects")
+    await files.ensure_ready()
+    # A full restore, into a database of the test's own (the suite's stays as it is).
+    server = backup_settings.database.url.rsplit("/", 1)[0]
+    name = f"restore_{secrets.token_hex(4)}_test"
+    conn = await asyncpg.connect(f"{server}/postgres")
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        elsewhere = msgspec.structs.replace(
+            backup_settings,
+            database=msgspec.structs.replace(backup_settings.database, url=f"{server}/{name}"),
+        )
+        outcome = await restore(elsewhere, files, target, point, into_scratch=False)
+        restored = await asyncpg.connect(f"{server}/{name}")
+        try:
+            photos = await restored.fetchval("SELECT count(*) FROM photo")
+        finally:
+            await restored.close()
+    finally:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+    assert photos == 2  # the point was taken before the deletion
+    assert outcome.objects == 6 and not outcome.mismatched
+    for key, data in content.items():
+        assert b"".join([c async for c in files.get(key)]) == data
