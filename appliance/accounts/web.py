@@ -141,12 +141,18 @@ class SignInController(Controller):
         if signed is None or signed.session.stage != "full":
             return redirect("/login")
         now = request.app.state.clock()
+        backups = None
+        if signed.member.is_admin:
+            from appliance.backups.admin import attention
+
+            backups = await attention()
         return render(
             request,
             "accounts/home.html",
             {
                 "studio": await setup.get_studio(),
                 "received": await selections.received(since=now - RECENT_SELECTIONS),
+                "backups": backups,
             },
         )
 

@@ -201,6 +201,18 @@ async def confirm_password(*, actor: Actor, address: str, now: dt.datetime) -> b
 # --- alert targets ----------------------------------------------------------------------------
 
 
+class Attention(msgspec.Struct, frozen=True):
+    """What the home page tells an admin about backups."""
+
+    password_stored: bool
+    failing: list[str]  # the checks failing now, in words
+
+
+async def attention() -> Attention:
+    failing = [alerts.describe(check.key) for check in await alerts.failing()]
+    return Attention(password_stored=await password_confirmed_at() is not None, failing=failing)
+
+
 async def alert_targets(settings: Settings) -> AlertTargets:
     urls, ping_url = await alerts.effective_targets(settings)
     from_page = await BackupSetting.exists().where(

@@ -528,3 +528,30 @@ def test_next_runs_follow_the_schedule_in_its_time_zone() -> None:
     assert runs["drill"].repositories == [["local", "offsite"][week % 2]]
     assert runs["check"].repositories == ["local", "offsite"]
     assert runs["backup"].repositories == ["local"]
+
+
+async def test_home_page_tells_admins_what_backups_need(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """Until the password is stored, and while a check fails, an admin's home page says so and
+    links to the backups page; once both are dealt with it says nothing."""
+    await signed_in_owner(client, admin, clock)
+    home = await client.get("/")
+    assert "store the repository password" in home.text
+    assert "Backups need attention" not in home.text
+    await alerts.report(
+        "copy:offsite",
+        ok=False,
+        message="Off-site copy failed",
+        notifier=alerts.Notifier([], ""),
+        now=clock(),
+    )
+    await post(client, f"{PAGE}/password-stored", {})
+    home = await client.get("/")
+    assert "store the repository password" not in home.text
+    assert "Backups need attention" in home.text and "offsite" in home.text
+    await alerts.report(
+        "copy:offsite", ok=True, message="works", notifier=alerts.Notifier([], ""), now=clock()
+    )
+    home = await client.get("/")
+    assert "Backups need attention" not in home.text
