@@ -208,11 +208,22 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[_Answer, bool]:
             if not 0 <= length <= MAX_ANSWER:
                 raise ValueError(f"an answer of {length} bytes")
             body = await reader.readexactly(length)
-        else:
-            body, reusable = await reader.read(MAX_ANSWER), False
+        else:  # the answer ends with the connection
+            body, reusable = await _read_to_end(reader), False
     except asyncio.IncompleteReadError as exc:
         raise EOFError("the connection closed within an answer") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise ValueError("an answer's chunk header is too long") from exc
     return _Answer(status=status, body=body), reusable
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while piece := await reader.read(MAX_ANSWER - len(body)):
+        body += piece
+        if len(body) >= MAX_ANSWER:
+            raise ValueError("an answer longer than it may be")
+    return bytes(body)
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

@@ -341,10 +341,10 @@ async def test_unsafe_part_numbers_and_checksums_are_refused(store: ObjectStore)
 
 class _Recorder:
     """A loopback HTTP server that keeps each request's raw bytes and answers every one with
-    ``answer``, keeping the connection open."""
+    ``answer``, then keeps the connection open (or closes it: ``closing``)."""
 
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
+    def __init__(self, answer: bytes, *, closing: bool = False) -> None:
+        self.answer, self.closing = answer, closing
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.connections = 0
 
@@ -359,13 +359,17 @@ class _Recorder:
                 self.requests.append((line, headers, body))
                 writer.write(self.answer)
                 await writer.drain()
+                if self.closing:
+                    break
         writer.close()
 
 
 @contextlib.asynccontextmanager
-async def recorder(store: S3Store, answer: bytes) -> AsyncIterator[_Recorder]:
+async def recorder(
+    store: S3Store, answer: bytes, *, closing: bool = False
+) -> AsyncIterator[_Recorder]:
     """Parts of ``store`` go to a recording server instead of its S3 server."""
-    recording = _Recorder(answer)
+    recording = _Recorder(answer, closing=closing)
     server = await asyncio.start_server(recording.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sender = store._senders[asyncio.get_running_loop()] = _PartSender("127.0.0.1", port, None)
@@ -474,6 +478,21 @@ async def test_refused_part_reports_the_servers_code(s3_server: S3Server) -> Non
         with pytest.raises(ObjectNotFound):
             await put_part(store, "originals/1/d.jpg", 1, b"abc")
     await store.abort_multipart("originals/1/d.jpg")
+
+
+async def test_answer_that_ends_with_its_connection_is_read_whole(s3_server: S3Server) -> None:
+    """An answer without a length runs to the connection's end: its code is read from all of
+    it, and the next part goes over a new connection."""
+    store = await signature_store(s3_server, "originals/1/e.jpg")
+    filler = b"<!-- " + b"x" * 300_000 + b" -->"  # more than one read's worth before the code
+    denied = b"HTTP/1.1 403 Forbidden\r\n\r\n" + filler + b"<Error><Code>AccessDenied</Code>"
+    async with recorder(store, denied, closing=True) as recording:
+        for number in (1, 2):
+            with pytest.raises(StorageError) as refused:
+                await put_part(store, "originals/1/e.jpg", number, b"abc")
+            assert refused.value.permanent and "AccessDenied" in str(refused.value)
+    assert recording.connections == 2
+    await store.abort_multipart("originals/1/e.jpg")
 
 
 async def test_public_bucket_is_refused(s3_server: S3Server) -> None:
