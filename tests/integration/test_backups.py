@@ -18,6 +18,7 @@ from litestar import Litestar
 
 from appliance.backups import jobs
 from appliance.backups.drill import run_drill
+from appliance.backups.pgtools import with_database
 from appliance.backups.points import complete_points
 from appliance.backups.repositories import TAG, configured, primary, restic_for
 from appliance.backups.restore import choose_point, restore
@@ -145,8 +146,8 @@ async def test_restore_into_scratch_gives_the_same_rows_and_bytes_beside_live_da
 
     outcome = await restore(backup_settings, app.state.store, target, point, into_scratch=True)
     assert outcome.folder is not None
-    server = backup_settings.database.url.rsplit("/", 1)[0]
-    conn = await asyncpg.connect(f"{server}/{outcome.database}")
+    url = backup_settings.database.url
+    conn = await asyncpg.connect(with_database(url, outcome.database))
     try:
         rows = await conn.fetch("SELECT id, original_key, sha256 FROM photo ORDER BY id")
     finally:
@@ -156,7 +157,7 @@ async def test_restore_into_scratch_gives_the_same_rows_and_bytes_beside_live_da
     for key, data in originals.items():
         assert (objects / key).read_bytes() == data
     assert await Photo.count().run() == 2
-    conn = await asyncpg.connect(f"{server}/postgres")
+    conn = await asyncpg.connect(url)
     try:
         await conn.execute(f'DROP DATABASE "{outcome.database}" WITH (FORCE)')
     finally:
@@ -287,17 +288,15 @@ async def test_a_point_of_the_s3_store_fetches_only_new_objects_and_restores_ont
     files = FilesystemStore(tmp_path / "restored-objects")
     await files.ensure_ready()
     # A full restore, into a database of the test's own (the suite's stays as it is).
-    server = backup_settings.database.url.rsplit("/", 1)[0]
+    url = backup_settings.database.url
     name = f"restore_{secrets.token_hex(4)}_test"
-    conn = await asyncpg.connect(f"{server}/postgres")
+    conn = await asyncpg.connect(url)
     await conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        elsewhere = msgspec.structs.replace(
-            backup_settings,
-            database=msgspec.structs.replace(backup_settings.database, url=f"{server}/{name}"),
-        )
+        database = msgspec.structs.replace(backup_settings.database, url=with_database(url, name))
+        elsewhere = msgspec.structs.replace(backup_settings, database=database)
         outcome = await restore(elsewhere, files, target, point, into_scratch=False)
-        restored = await asyncpg.connect(f"{server}/{name}")
+        restored = await asyncpg.connect(with_database(url, name))
         try:
             photos = await restored.fetchval("SELECT count(*) FROM photo")
         finally:
