@@ -149,7 +149,7 @@ async def _sync_remote(
         if info is None:
             result.missing.append(ref.key)
             continue
-        ident = [info.size, getattr(info, "etag", "") or ""]
+        ident = [info.size, info.etag]
         target = folder / ref.key
         known = hashes.get(ref.key)
         have = await anyio.Path(target).exists()

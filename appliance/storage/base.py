@@ -87,6 +87,8 @@ class ObjectInfo(msgspec.Struct, frozen=True):
     key: str
     size: int
     content_type: str
+    # Changes whenever the object's bytes do (S3's ETag); "" where the backend has none.
+    etag: str = ""
 
 
 class MultipartInfo(msgspec.Struct, frozen=True):

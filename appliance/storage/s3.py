@@ -366,6 +366,7 @@ class S3Store:
             key=key,
             size=int(result.size or 0),
             content_type=result.content_type or "application/octet-stream",
+            etag=(result.etag or "").strip('"'),
         )
 
     async def delete(self, key: str) -> None:
@@ -384,6 +385,7 @@ class S3Store:
                 key=item.object_name,
                 size=int(item.size or 0),
                 content_type=item.content_type or "application/octet-stream",
+                etag=(item.etag or "").strip('"'),
             )
 
     async def delete_prefix(self, prefix: str) -> int:

@@ -274,17 +274,28 @@ async def test_a_point_of_the_s3_store_fetches_only_new_objects_and_restores_ont
     again = await do_backup(backup_settings, s3, clock)
     assert again["fetched"] == 0  # nothing new: nothing downloaded
 
+    # A preview made again under the same key, with as many bytes: its ETag tells.
+    preview = await Photo.select(Photo.preview_key).order_by(Photo.id).first().run()
+    assert preview is not None
+    remade = bytes(reversed(content[preview["preview_key"]]))
+    await s3.put(preview["preview_key"], _once(remade), content_type="image/jpeg")
+    content[preview["preview_key"]] = remade
+    clock.advance(days=1)
+    changed = await do_backup(backup_settings, s3, clock)
+    assert changed["fetched"] == 1
+    mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
+    assert (mirror / preview["preview_key"]).read_bytes() == remade
+
     gone = await Photo.select().order_by(Photo.id).first().run()
     assert gone is not None
     await Photo.delete().where(Photo.id == gone["id"]).run()
     clock.advance(days=1)
     third = await do_backup(backup_settings, s3, clock)
     assert third["objects"] == 3
-    mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
     assert not (mirror / gone["original_key"]).exists()
 
     target = primary(configured(backup_settings))
-    point = await choose_point(backup_settings, target, first["point_id"])
+    point = await choose_point(backup_settings, target, changed["point_id"])
     files = FilesystemStore(tmp_path / "restored-objects")
     await files.ensure_ready()
     # A full restore, into a database of the test's own (the suite's stays as it is).
