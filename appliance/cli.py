@@ -123,6 +123,11 @@ def up(obj: Context) -> None:
     configure_logging(settings.logging.level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret_key(settings)  # made once here, before two children race to make it
+    if settings.backups.enabled:
+        from appliance.backups.repositories import ensure_password
+
+        # Made at the first start, so the backups page can ask an admin to store it at once.
+        ensure_password(settings)
     with database(settings) as (resolved, _):
 
         async def prepare() -> str | None:

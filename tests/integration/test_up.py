@@ -79,6 +79,10 @@ def test_up_serves_stops_on_sigterm_and_reuses_its_data(workdir: Path) -> None:
         assert not (workdir / "data" / "postgres" / "postmaster.pid").exists()
     finally:
         first.kill()
+    # The backup repository's password is made at the first start, private to the appliance.
+    password_file = workdir / "data" / "backup" / "restic-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text()
 
     second = AppProcess(["up"], workdir=workdir, port=port)
     try:
@@ -93,3 +97,4 @@ def test_up_serves_stops_on_sigterm_and_reuses_its_data(workdir: Path) -> None:
         assert took < STOP_LIMIT_SECONDS
     finally:
         second.kill()
+    assert password_file.read_text() == password  # never made anew
