@@ -386,12 +386,24 @@ class BackupLoop(threading.Thread):
             running.add(task)
             task.add_done_callback(running.discard)
 
+    async def check_restic(self) -> None:
+        """Say at start-up, in one line, when restic is missing or too old; the jobs then fail
+        with the same message and alert."""
+        try:
+            found = await targets(self.settings)
+            await restic_for(self.settings, primary(found), timeout=30).version()
+        except ResticError as exc:
+            log.error("backups cannot run: %s", exc)  # noqa: TRY400 - one line says it all
+        except Exception:
+            log.exception("backups: could not check the restic binary")
+
     async def main(self) -> None:
         from appliance.clock import utcnow
         from appliance.storage import open_store
 
         store = open_store(self.settings)
         running: set[asyncio.Task[str]] = set()
+        await self.check_restic()
         while not self.stopping.is_set():
             try:
                 await self.tick(store, utcnow, running)
