@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 from collections.abc import Callable, Sequence
@@ -151,7 +153,12 @@ class Repository:
     options: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
-        return f"Repository(name={self.name!r}, url={self.url!r})"
+        return f"Repository(name={self.name!r}, url={display_url(self.url)!r})"
+
+
+def display_url(url: str) -> str:
+    """A repository URL fit for messages: any ``user:password@`` replaced by ``***@``."""
+    return re.sub(r"//[^/@\s]*@", "//***@", url)
 
 
 @dataclass
@@ -262,12 +269,13 @@ class Restic:
         if self.cache_dir is not None:
             env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
         env.update(self.repository.env)
+        env["RESTIC_REPOSITORY"] = self.repository.url
         return env
 
-    def _argv(self, args: Sequence[str], *, repo: bool = True) -> list[str]:
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        # The repository goes in RESTIC_REPOSITORY, not on the command line: a rest: URL may
+        # carry a password, and any local user can read a process's arguments.
         argv = [self.binary]
-        if repo:
-            argv += ["--repo", self.repository.url]
         for option in self.repository.options:
             argv += ["--option", option]
         if self.cache_dir is None:
@@ -291,9 +299,8 @@ class Restic:
         :class:`RepositoryMissing` raised at once.
         """
         argv = self._argv(args)
-        env = self._env()
-        if extra_env:
-            env.update(extra_env)
+        # This repository's own variables win over those of a copy's source.
+        env = {**(extra_env or {}), **self._env()}
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -301,6 +308,7 @@ class Restic:
             stderr=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,  # a time-out stops restic and whatever it started
+            preexec_fn=_die_with_parent,
         )
         assert process.stdout is not None and process.stderr is not None
         out: list[str] = []
@@ -408,7 +416,7 @@ class Restic:
         extra: dict[str, str] = {}
         if copy_chunker_params_from is not None:
             source = copy_chunker_params_from.repository
-            args += ["--from-repo", source.url, "--copy-chunker-params"]
+            args.append("--copy-chunker-params")
             extra = _from_env(source)
             for option in source.options:
                 args += ["--option", option]
@@ -489,7 +497,7 @@ class Restic:
 
     async def copy(self, source: Restic, snapshot_ids: Sequence[str]) -> None:
         """Copy snapshots from ``source`` into this repository (already copied ones are skipped)."""
-        args = ["copy", "--from-repo", source.repository.url]
+        args = ["copy"]
         for option in source.repository.options:
             args += ["--option", option]
         args += ["--", *snapshot_ids]
@@ -529,12 +537,14 @@ def _tag_args(tags: Sequence[str]) -> list[str]:
 
 def _from_env(source: Repository) -> dict[str, str]:
     """The source repository of ``copy`` or ``init --from-repo``: its password and credentials."""
-    env = {"RESTIC_FROM_PASSWORD_FILE": str(source.password_file)}
-    for key, value in source.env.items():
-        # restic reads the source's S3 credentials from the same AWS_* variables; a copy between
-        # two S3 repositories with different keys is not supported by restic itself.
-        env.setdefault(key, value)
-    return env
+    # restic reads the source's S3 credentials from the same AWS_* variables as the target's;
+    # where both set them the target's win (Restic.run), so a copy between two S3 repositories
+    # with different keys is not possible (a limit of restic itself).
+    return {
+        **source.env,
+        "RESTIC_FROM_REPOSITORY": source.url,
+        "RESTIC_FROM_PASSWORD_FILE": str(source.password_file),
+    }
 
 
 def _snapshot_id(events: list[dict[str, Any]]) -> str | None:
@@ -559,6 +569,26 @@ def _json_error(stdout: str) -> str:
         if e.get("message_type") in {"exit_error", "error"}
     ]
     return ("\n" + "\n".join(messages)) if messages else ""
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Looked up once here: between fork and exec only a plain C call is safe in a threaded process.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: have the kernel kill restic when the thread that started it
+    dies (the worker, even by SIGKILL), so no restic is left holding a lock and reading the
+    mirror while a retry of its job runs."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:

@@ -29,6 +29,7 @@ from appliance.backups.restic import (
     ResticError,
     ResticTimeout,
     WrongPassword,
+    display_url,
     find_restic,
 )
 from tests.conftest import S3Server
@@ -349,7 +350,9 @@ async def test_password_reaches_restic_only_through_the_file(
     environment = json.loads(text)
 
     assert environment["RESTIC_PASSWORD_FILE"] == str(restic.repository.password_file)
-    for name in ("RESTIC_PASSWORD", "RESTIC_REPOSITORY", "AWS_SECRET_ACCESS_KEY"):
+    # The repository is named by the wrapper (not on the command line), never the caller's.
+    assert environment["RESTIC_REPOSITORY"] == restic.repository.url
+    for name in ("RESTIC_PASSWORD", "AWS_SECRET_ACCESS_KEY"):
         assert name not in environment
     assert PASSWORD not in text
     assert "the-callers" not in text
@@ -610,3 +613,77 @@ async def test_a_bucket_that_does_not_exist_is_missing_at_once_and_init_creates_
     assert time.monotonic() - started < 30
     await restic.init()
     assert await restic.exists() is True
+
+
+def test_repository_urls_stay_off_the_command_line_and_out_of_messages(tmp_path: Path) -> None:
+    """A rest: URL with a password is handed over in the environment (``ps`` shows argv to
+    every local user) and shown masked."""
+    secret_url = "rest:https://studio:hunter2-secret@backup.example.eu/fotostudio"
+    repository = Repository(name="site2", url=secret_url, password_file=tmp_path / "pw")
+    restic = Restic(repository)
+    argv = restic._argv(["snapshots", "--json"])
+    assert not any("hunter2" in part for part in argv)
+    assert restic._env()["RESTIC_REPOSITORY"] == secret_url
+    assert "hunter2" not in repr(repository)
+    assert display_url(secret_url) == "rest:https://***@backup.example.eu/fotostudio"
+
+
+def test_restic_dies_with_the_thread_that_started_it(tmp_path: Path) -> None:
+    """A worker killed by SIGKILL takes its restic with it: no orphan keeps a lock or reads
+    the mirror while the job's retry runs."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from pathlib import Path\n"
+        "from appliance.backups.restic import Repository, Restic\n"
+        "async def main():\n"
+        # A server nobody answers: restic keeps retrying for minutes.
+        f"    url = 'rest:http://127.0.0.1:{free_port()}/'\n"
+        f"    r = Restic(Repository('x', url, Path({str(tmp_path / 'pw')!r})))\n"
+        "    task = asyncio.create_task(r.run(['snapshots'], what='x'))\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    (tmp_path / "pw").write_text("pw\n")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 20
+        children: list[int] = []
+        while time.monotonic() < deadline and not children:
+            time.sleep(0.2)
+            children = _children(parent.pid)
+        assert children, "restic did not start"
+        # restic's retries grow apart (0.6, 1.8, 3.7, 9.5 s...): after 8 s its next message, the
+        # write that would end an orphan by SIGPIPE, is several seconds away.
+        time.sleep(8)
+        assert all(_alive(pid) for pid in children)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        parent.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
