@@ -173,6 +173,7 @@ async def heartbeat(job: Job, worker: str, now: dt.datetime) -> bool:
         .where(
             (BackupJob.id == job.id)
             & (BackupJob.claimed_by == worker)
+            & (BackupJob.attempts == job.attempts)  # a claim taken again is another claim
             & (BackupJob.state == "running")
         )
         .returning(BackupJob.id)
@@ -192,13 +193,14 @@ async def finish(
     result: dict[str, Any] | None = None,
     settings: BackupSettings,
 ) -> str:
-    """Record the outcome; return the job's new state ("done", "queued" again, or "failed")."""
+    """Record the outcome; return the job's new state ("done", "queued" again, or "failed"),
+    or "lost" when the claim is no longer this run's (the job was taken over)."""
     state = "done" if ok else "failed"
     not_before = now
     if not ok and retryable and job.attempts <= settings.retries:
         state = "queued"
         not_before = now + dt.timedelta(minutes=5 * 2 ** (job.attempts - 1))
-    await (
+    rows = await (
         BackupJob.update(
             {
                 BackupJob.state: state,
@@ -208,10 +210,16 @@ async def finish(
                 BackupJob.result: msgspec.json.encode(result or {}).decode(),
             }
         )
-        .where((BackupJob.id == job.id) & (BackupJob.claimed_by == worker))
+        .where(
+            (BackupJob.id == job.id)
+            & (BackupJob.claimed_by == worker)
+            & (BackupJob.attempts == job.attempts)
+            & (BackupJob.state == "running")
+        )
+        .returning(BackupJob.id)
         .run()
     )
-    return state
+    return state if rows else "lost"
 
 
 def _local(now: dt.datetime, settings: BackupSettings) -> dt.datetime:

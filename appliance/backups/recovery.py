@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,14 +163,32 @@ async def take_recovery_point(
 ) -> PointOutcome:
     """Make one recovery point in ``target`` (the primary); raise on any failure."""
     restic = restic_for(settings, target)
-    try:
-        return await _take_point(settings, store, target, restic, now)
-    except RepositoryLocked:
-        # A restic killed earlier left a stale lock. Clearing stale locks only when one is in
-        # the way saves opening the repository (about half a second of key derivation) on
-        # every point; a live lock stays and fails this point again, to be retried later.
-        await restic.unlock()
-        return await _take_point(settings, store, target, restic, now)
+    with _mirror_lock(backup_dir(settings) / "mirror"):
+        try:
+            return await _take_point(settings, store, target, restic, now)
+        except RepositoryLocked:
+            # A restic killed earlier left a stale lock. Clearing stale locks only when one is
+            # in the way saves opening the repository (about half a second of key derivation)
+            # on every point; a live lock stays and fails this point again, to be retried.
+            await restic.unlock()
+            return await _take_point(settings, store, target, restic, now)
+
+
+@contextlib.contextmanager
+def _mirror_lock(folder: Path) -> Iterator[None]:
+    """One point at a time per mirror, across processes: two would link, prune and describe
+    the same folder under each other (the job queue already runs one backup at a time; this
+    holds even if a claim were ever taken twice)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (folder / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResticError("another recovery point is being made right now") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def _take_point(

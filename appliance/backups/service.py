@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -290,10 +291,17 @@ async def run_job(
     notifier = alerts.Notifier(urls, ping_url)
     if job.kind == "backup":
         await notifier.ping("start")
-    beat = asyncio.create_task(_heartbeats(job, worker, now))
+    work = asyncio.create_task(_dispatch(settings, store, job, notifier, now))
+    beat = asyncio.create_task(_heartbeats(job, worker, now, work))
     ok, error, retryable, result = True, "", False, {}
     try:
-        result = await _dispatch(settings, store, job, notifier, now)
+        result = await work
+    except asyncio.CancelledError:
+        if not beat.done() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise  # the worker is stopping: the job is taken again after a restart
+        # The claim was lost (another worker took the job over): the outcome is not ours.
+        log.warning("backup job %s stopped: another worker runs it now", job.slot)
+        return "lost"
     except JobFailed as exc:
         ok, error, retryable = False, str(exc), exc.retryable
     except PermanentResticError as exc:
@@ -315,7 +323,7 @@ async def run_job(
         result=result,
         settings=settings.backups,
     )
-    if job.kind == "watch":
+    if job.kind == "watch" or state == "lost":
         return state
     await report_outcome(job, state, error, notifier, now())
     if job.kind == "backup" and state != "queued":
@@ -339,15 +347,25 @@ async def report_outcome(
     await alerts.report(key, ok=state == "done", message=message, notifier=notifier, now=now)
 
 
-async def _heartbeats(job: jobs.Job, worker: str, now: Clock) -> None:
-    while True:
+async def _heartbeats(job: jobs.Job, worker: str, now: Clock, work: asyncio.Task[Any]) -> None:
+    """Keep the claim alive; stop ``work`` once the claim is lost or can no longer be kept
+    (the database away for most of STALE_SECONDS: another worker may take the job then), so
+    two runs of one job never overlap."""
+    kept = time.monotonic()
+    while not work.done():
         await asyncio.sleep(jobs.HEARTBEAT_SECONDS)
         try:
             if not await jobs.heartbeat(job, worker, now()):
                 log.warning("backup job %s was taken over by another worker", job.slot)
+                work.cancel()
                 return
+            kept = time.monotonic()
         except Exception:  # the next beat tries again
             log.exception("could not record the heartbeat of %s", job.slot)
+            if time.monotonic() - kept > jobs.STALE_SECONDS - 2 * jobs.HEARTBEAT_SECONDS:
+                log.warning("backup job %s stopped: its claim could not be kept", job.slot)
+                work.cancel()
+                return
 
 
 def worker_name() -> str:

@@ -319,3 +319,32 @@ async def test_a_point_of_the_s3_store_fetches_only_new_objects_and_restores_ont
     assert outcome.objects == 6 and not outcome.mismatched
     for key, data in content.items():
         assert b"".join([c async for c in files.get(key)]) == data
+
+
+async def test_a_run_that_lost_its_claim_records_nothing(
+    clean_db: None, backup_settings: Settings, clock: FakeClock
+) -> None:
+    """w1 stalls past STALE_SECONDS and w2 takes the job; w1's late outcome is refused, even
+    when w1 took the job again itself (the claim is per try, not per worker)."""
+    now = clock()
+    await jobs.enqueue("check", "check:primary:z", now, repository="primary")
+    first = await jobs.claim("w1", now)
+    assert first is not None
+    later = now + dt.timedelta(seconds=jobs.STALE_SECONDS + 1)
+    again = await jobs.claim("w1", later)  # the same worker, a new try
+    assert again is not None and again.attempts == 2
+    state = await jobs.finish(
+        first,
+        "w1",
+        later,
+        ok=False,
+        error="late",
+        retryable=False,
+        settings=backup_settings.backups,
+    )
+    assert state == "lost"
+    assert not await jobs.heartbeat(first, "w1", later)
+    row = await BackupJob.select().where(BackupJob.slot == "check:primary:z").first().run()
+    assert row is not None and row["state"] == "running" and row["error"] == ""
+    done = await jobs.finish(again, "w1", later, ok=True, settings=backup_settings.backups)
+    assert done == "done"
