@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,13 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from appliance.storage.base import ObjectNotFound, ObjectStore
+from appliance.storage.base import ObjectNotFound, ObjectStore, StorageError, check_key
 
 __all__ = ["MirrorResult", "ObjectEntry", "Reference", "file_sha256", "sync_mirror"]
 
 log = logging.getLogger(__name__)
 _HASH_CHUNK = 1024 * 1024
+_hard_link = os.link  # a name of its own, so a test can play a store on another file system
 
 
 class Reference(msgspec.Struct, frozen=True):
@@ -99,10 +101,10 @@ def _link_into(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
     try:
-        os.link(source, temporary)
+        _hard_link(source, temporary)
+    except FileNotFoundError:
+        raise
     except OSError:  # another file system, or one without hard links: copy instead
-        import shutil
-
         shutil.copy2(source, temporary)
     temporary.replace(target)
 
@@ -110,33 +112,47 @@ def _link_into(source: Path, target: Path) -> None:
 def _sync_filesystem(
     root: Path, folder: Path, references: list[Reference], hashes: dict[str, list[Any]]
 ) -> MirrorResult:
+    """Hard links where the mirror and the store share a file system, copies elsewhere.
+
+    ``hashes`` keeps, per key, the mirror file's (inode, size, mtime), its SHA-256 and the
+    store file's (inode, mtime) it came from: a copy (which has an inode of its own) is then
+    made again only when the store's file changed, not every night.
+    """
     result = MirrorResult(objects=[], missing=[])
     for ref in references:
-        source = root / ref.key
+        source = root / check_key(ref.key)
         target = folder / ref.key
         try:
             stat = source.stat()
         except FileNotFoundError:
             result.missing.append(ref.key)
             continue
+        origin = [stat.st_ino, stat.st_mtime_ns]
+        known = hashes.get(ref.key)
         try:
             current = target.stat()
-            linked = current.st_ino == stat.st_ino and current.st_size == stat.st_size
+            same_file = current.st_ino == stat.st_ino  # a hard link to it
+            copied = known is not None and known[:3] == _ident(current) and known[4:6] == origin
+            fresh = current.st_size == stat.st_size and (same_file or copied)
         except FileNotFoundError:
-            linked = False
-        if not linked:
-            _link_into(source, target)
+            fresh = False
+        if not fresh:
+            try:
+                _link_into(source, target)
+            except FileNotFoundError:  # deleted since the stat above
+                result.missing.append(ref.key)
+                continue
             result.fetched += 1
             current = target.stat()
-        ident = [current.st_ino, current.st_size, current.st_mtime_ns]
-        known = hashes.get(ref.key)
-        if known and known[:3] == ident:
-            sha = str(known[3])
-        else:
-            sha = file_sha256(target)
-            hashes[ref.key] = [*ident, sha]
+        ident = _ident(current)
+        sha = str(known[3]) if known and known[:3] == ident else file_sha256(target)
+        hashes[ref.key] = [*ident, sha, *origin]
         result.objects.append(ObjectEntry(ref.key, current.st_size, sha, ref.content_type))
     return result
+
+
+def _ident(stat: os.stat_result) -> list[int]:
+    return [stat.st_ino, stat.st_size, stat.st_mtime_ns]
 
 
 async def _sync_remote(
@@ -150,7 +166,7 @@ async def _sync_remote(
             result.missing.append(ref.key)
             continue
         ident = [info.size, info.etag]
-        target = folder / ref.key
+        target = folder / check_key(ref.key)
         known = hashes.get(ref.key)
         have = await anyio.Path(target).exists()
         if not (have and known and known[:2] == ident):
@@ -191,6 +207,9 @@ async def sync_mirror(
     hashes_file = folder.parent / "hashes.json"
     hashes = await anyio.to_thread.run_sync(_load_hashes, hashes_file)
     root = getattr(store, "root", None)
+    if isinstance(root, Path) and refs and not await anyio.Path(root).is_dir():
+        # An unmounted share: do not empty the mirror (the next point would copy it all again).
+        raise StorageError(f"the object store folder {root} is not there", permanent=True)
     if isinstance(root, Path):
         result = await anyio.to_thread.run_sync(_sync_filesystem, root, folder, refs, hashes)
     else:

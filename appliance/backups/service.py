@@ -42,7 +42,7 @@ from appliance.backups.restic import (
 )
 from appliance.backups.tables import DrillReport, RecoveryPointCopy, RepositorySample
 from appliance.config import Settings
-from appliance.storage.base import ObjectStore
+from appliance.storage.base import ObjectStore, StorageError
 
 __all__ = ["BackupLoop", "JobFailed", "run_job"]
 
@@ -165,6 +165,15 @@ async def do_backup(settings: Settings, store: ObjectStore, now: Clock) -> dict[
             await jobs.enqueue(
                 "copy", f"copy:{target.name}:{outcome.point_id}", now(), repository=target.name
             )
+    missing = outcome.manifest.missing
+    if missing:
+        # The point is kept (its database is worth having), but a studio must hear of photos
+        # its database names and its store does not hold: a lost disk, an unmounted share.
+        raise JobFailed(
+            f"recovery point {outcome.point_id} made, but {len(missing)} objects the database "
+            f"refers to are not in the store (first: {missing[0]}); is the storage mounted?",
+            retryable=False,
+        )
     return {
         "point_id": outcome.point_id,
         "repository": first.name,
@@ -308,6 +317,8 @@ async def run_job(
         ok, error, retryable = False, str(exc), False
     except ResticError as exc:
         ok, error, retryable = False, str(exc), exc.retryable
+    except StorageError as exc:
+        ok, error, retryable = False, f"object store: {exc}", not exc.permanent
     except Exception as exc:  # a job must end recorded, whatever went wrong
         log.exception("backup job %s failed", job.slot)
         ok, error, retryable = False, f"{type(exc).__name__}: {exc}", True

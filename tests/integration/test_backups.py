@@ -22,10 +22,11 @@ from appliance.backups.pgtools import with_database
 from appliance.backups.points import complete_points
 from appliance.backups.repositories import TAG, configured, primary, restic_for
 from appliance.backups.restore import choose_point, restore
-from appliance.backups.service import do_backup, run_job
+from appliance.backups.service import JobFailed, do_backup, run_job
 from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
 from appliance.config import Settings
 from appliance.galleries.tables import Photo
+from appliance.storage.base import StorageError
 from appliance.storage.filesystem import FilesystemStore
 from appliance.storage.s3 import S3Store
 from tests.conftest import FakeClock, S3Server
@@ -348,3 +349,71 @@ async def test_a_run_that_lost_its_claim_records_nothing(
     assert row is not None and row["state"] == "running" and row["error"] == ""
     done = await jobs.finish(again, "w1", later, ok=True, settings=backup_settings.backups)
     assert done == "done"
+
+
+async def test_photos_missing_from_the_store_fail_the_job_and_any_drill_of_that_point(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """A point made while originals are gone keeps its database but fails the job (alerted),
+    and a drill of it fails: its rows name photos it does not hold."""
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    lost = await Photo.select(Photo.original_key).order_by(Photo.id).first().run()
+    assert lost is not None
+    (app.state.store.root / lost["original_key"]).unlink()
+    with pytest.raises(JobFailed, match="not in the store") as failed:
+        await do_backup(backup_settings, app.state.store, clock)
+    assert failed.value.retryable is False
+    drill = await run_drill(backup_settings, primary(configured(backup_settings)), now=clock)
+    assert not drill.passed
+    assert "every referenced object is in the point" in drill.failure
+
+
+async def test_an_unmounted_store_folder_fails_the_point_and_leaves_the_mirror(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await do_backup(backup_settings, app.state.store, clock)
+    mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
+    before = sorted(p for p in mirror.rglob("*") if p.is_file())
+    gone = FilesystemStore(tmp_path / "unmounted")
+    with pytest.raises(StorageError, match="is not there"):
+        await do_backup(backup_settings, gone, clock)
+    assert sorted(p for p in mirror.rglob("*") if p.is_file()) == before
+
+
+async def test_a_mirror_on_another_file_system_copies_each_object_once(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where hard links fail (EXDEV), objects are copied, and copied again only when the
+    store's file changes, not every night."""
+    import errno
+
+    from appliance.backups import mirror
+
+    def no_links(*_: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg", "b.jpg"])
+    monkeypatch.setattr(mirror, "_hard_link", no_links)
+    first = await do_backup(backup_settings, app.state.store, clock)
+    assert first["fetched"] == 6
+    clock.advance(days=1)
+    second = await do_backup(backup_settings, app.state.store, clock)
+    assert second["fetched"] == 0
