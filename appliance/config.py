@@ -341,6 +341,8 @@ def _check_backups(backups: BackupSettings) -> None:
         zoneinfo.ZoneInfo(backups.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"backups.timezone: unknown time zone {backups.timezone!r}") from None
+    if not (backups.keep_daily or backups.keep_weekly or backups.keep_monthly):
+        raise ConfigError("backups.keep_daily: at least one of keep_daily/weekly/monthly above 0")
     names: set[str] = set()
     for repository in backups.repositories:
         where = f"backups.repositories.{repository.name}"

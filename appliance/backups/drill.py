@@ -176,7 +176,8 @@ async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = 
 async def migrate_database(settings: Settings, dsn: str) -> None:
     """Apply the code's migrations to ``dsn`` in a process of its own (the ORM engine of this
     process stays on the live database)."""
-    env = {**os.environ, "APPLIANCE_DATABASE__URL": dsn}
+    env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_DATABASE__URL_FILE"}
+    env["APPLIANCE_DATABASE__URL"] = dsn  # a *_FILE secret would win over it: dropped above
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -79,8 +79,8 @@ def leftover_parts(snapshots: Iterable[Snapshot], *, before: dt.datetime) -> lis
 
 def to_keep(points: Iterable[Point], rules: RetentionRules, now: dt.datetime) -> set[str]:
     """Point ids kept: the newest point of each of the last ``daily`` days that have one, of
-    the last ``weekly`` ISO weeks and ``monthly`` months (in the studio's time zone), and never
-    anything older than ``max_age_days``."""
+    the last ``weekly`` ISO weeks and ``monthly`` months (in the studio's time zone), always the
+    newest point, and never anything older than ``max_age_days``."""
     zone = zoneinfo.ZoneInfo(rules.timezone)
     oldest = now - dt.timedelta(days=rules.max_age_days)
     candidates = sorted(
@@ -100,4 +100,6 @@ def to_keep(points: Iterable[Point], rules: RetentionRules, now: dt.datetime) ->
             if key not in seen:
                 seen.add(key)
                 kept.add(point.point_id)
+    if candidates:
+        kept.add(candidates[0].point_id)  # whatever the rules say, the newest point stays
     return kept

@@ -184,8 +184,16 @@ async def ensure_initialised(settings: Settings, found: list[Target]) -> list[st
     source = restic_for(settings, first, timeout=600)
     if not await source.exists():
         await _refuse_if_lost(first)
+        folder = Path(first.repository.url)
         if first.repository.url.startswith("/"):
-            Path(first.repository.url).parent.mkdir(parents=True, exist_ok=True)
+            if folder == backup_dir(settings) / "repository":
+                folder.parent.mkdir(parents=True, exist_ok=True)
+            elif not folder.parent.is_dir():
+                # An unmounted NAS share: a repository made in its place would fill the
+                # system disk and hide that the share is gone.
+                raise RepositoryMissing(
+                    f"repository {first.name}: {folder.parent} does not exist (is it mounted?)"
+                )
         await source.init()
         made.append(first.name)
     for target in found:

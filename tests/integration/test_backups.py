@@ -21,6 +21,7 @@ from appliance.backups.drill import run_drill
 from appliance.backups.pgtools import with_database
 from appliance.backups.points import complete_points
 from appliance.backups.repositories import TAG, configured, primary, restic_for
+from appliance.backups.restic import RepositoryMissing
 from appliance.backups.restore import choose_point, restore
 from appliance.backups.service import JobFailed, do_backup, run_job
 from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
@@ -417,3 +418,20 @@ async def test_a_mirror_on_another_file_system_copies_each_object_once(
     clock.advance(days=1)
     second = await do_backup(backup_settings, app.state.store, clock)
     assert second["fetched"] == 0
+
+
+async def test_a_primary_on_an_unmounted_share_is_not_made_on_the_system_disk(
+    clean_db: None, settings: Settings, clock: FakeClock, app: Litestar, tmp_path: Path
+) -> None:
+    share = tmp_path / "mnt" / "nas"  # the mount point itself is missing
+    backups = msgspec.convert(
+        {
+            "password_file": str(tmp_path / "password"),
+            "repositories": [{"name": "nas", "url": str(share / "fotostudio")}],
+        },
+        type=type(settings.backups),
+    )
+    on_share = msgspec.structs.replace(settings, backups=backups)
+    with pytest.raises(RepositoryMissing, match="is it mounted"):
+        await do_backup(on_share, app.state.store, clock)
+    assert not share.exists()

@@ -127,3 +127,21 @@ def test_schedule_uses_the_configured_time_zone() -> None:
 def test_read_data_subsets_cover_everything_over_the_cycle() -> None:
     seen = {check_subset(NOW + dt.timedelta(days=d), 28) for d in range(28)}
     assert seen == {f"{n}/28" for n in range(1, 29)}
+
+
+def test_the_newest_point_stays_whatever_the_rules_unless_past_the_maximum_age() -> None:
+    points = [point(d) for d in (0, 1, 2)]
+    assert to_keep(points, RetentionRules(daily=0, weekly=0, monthly=0), NOW) == {"p0"}
+    assert to_keep([point(500)], RetentionRules(max_age_days=400), NOW) == set()
+
+
+def test_settings_refuse_rules_that_keep_nothing() -> None:
+    from appliance.config import ConfigError, load_settings
+
+    environ = {
+        "APPLIANCE_BACKUPS__KEEP_DAILY": "0",
+        "APPLIANCE_BACKUPS__KEEP_WEEKLY": "0",
+        "APPLIANCE_BACKUPS__KEEP_MONTHLY": "0",
+    }
+    with pytest.raises(ConfigError, match=r"backups\.keep_daily"):
+        load_settings(environ=environ)
