@@ -89,27 +89,39 @@ async def pending(kind: str) -> bool:
     )
 
 
-async def claim(worker: str, now: dt.datetime, *, kinds: list[str] | None = None) -> Job | None:
+async def claim(
+    worker: str,
+    now: dt.datetime,
+    *,
+    kinds: list[str] | None = None,
+    primary: str = "",
+) -> Job | None:
     """Take the next job that is due, or whose worker died; None if there is none whose
-    repository is free."""
+    repository is free.
+
+    One job at a time per repository: a prune's exclusive lock, a backup and a drill should
+    not compete. An off-site copy reads the ``primary`` under a shared lock for as long as it
+    runs, which a backup tolerates (it runs beside it) but a check or a prune of the primary,
+    needing an exclusive lock, does not: they wait for the copy, and a copy for them.
+    """
     stale = now - dt.timedelta(seconds=STALE_SECONDS)
-    kinds_filter = "AND kind = ANY($3)" if kinds else ""
     engine = _engine()
     async with engine.transaction() as transaction:
         connection = transaction.connection
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _CLAIM_LOCK)
-        args: list[Any] = [now, stale]
-        if kinds:
-            args.append(kinds)
-        # One job at a time per repository: a prune's exclusive lock, a backup and a drill
-        # should not compete; an off-site copy runs beside the primary's backup.
         row = await connection.fetchrow(
-            "SELECT id FROM backup_job j WHERE ((state = 'queued' AND not_before <= $1) "  # noqa: S608 - a fixed fragment
-            f"OR (state = 'running' AND heartbeat_at < $2)) {kinds_filter} "
+            "SELECT id FROM backup_job j WHERE ((state = 'queued' AND not_before <= $1) "
+            "OR (state = 'running' AND heartbeat_at < $2)) "
+            "AND ($3::text[] IS NULL OR kind = ANY($3)) "
             "AND NOT EXISTS (SELECT 1 FROM backup_job r WHERE r.state = 'running' "
-            "AND r.heartbeat_at >= $2 AND r.repository = j.repository AND r.id <> j.id) "
+            "AND r.heartbeat_at >= $2 AND r.id <> j.id AND (r.repository = j.repository "
+            "OR (r.kind = 'copy' AND j.repository = $4 AND j.kind IN ('check', 'prune')) "
+            "OR (j.kind = 'copy' AND r.repository = $4 AND r.kind IN ('check', 'prune')))) "
             "ORDER BY not_before, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            *args,
+            now,
+            stale,
+            kinds,
+            primary,
         )
         if row is None:
             return None

@@ -118,7 +118,13 @@ async def apply_retention(settings: Settings, restic: Restic, now: dt.datetime) 
             # forget needs an exclusive lock, which a stale lock of a killed run (even a
             # backup's) blocks; restic removes the locks it judges stale, then one more try.
             await restic.unlock()
-            await restic.forget(drop)
+            try:
+                await restic.forget(drop)
+            except RepositoryLocked as exc:
+                # A live lock: an off-site copy reading this repository. Nothing is lost by
+                # waiting; the next backup or the day's check applies the rules again.
+                log.warning("retention of %s postponed: %s", restic.repository.name, exc)
+                keep = {p.point_id for p in points}
     kept = [p for p in points if p.point_id in keep]
     await record_points(restic.repository.name, kept, now)
     return kept
@@ -407,7 +413,7 @@ class BackupLoop(threading.Thread):
                     error = f"its worker stopped answering during each of {lost.attempts} tries"
                     await report_outcome(lost, "failed", error, notifier, now())
         while len(running) < self.parallel:
-            job = await jobs.claim(self.worker, now())
+            job = await jobs.claim(self.worker, now(), primary=primary(found).name)
             if job is None:
                 return
             log.info("backup job %s started", job.slot)

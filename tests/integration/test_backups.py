@@ -25,7 +25,7 @@ from appliance.backups.restic import RepositoryMissing
 from appliance.backups.restore import choose_point, restore
 from appliance.backups.service import JobFailed, do_backup, run_job
 from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
-from appliance.config import Settings
+from appliance.config import BackupSettings, Settings
 from appliance.galleries.tables import Photo
 from appliance.storage.base import StorageError
 from appliance.storage.filesystem import FilesystemStore
@@ -435,3 +435,22 @@ async def test_a_primary_on_an_unmounted_share_is_not_made_on_the_system_disk(
     with pytest.raises(RepositoryMissing, match="is it mounted"):
         await do_backup(on_share, app.state.store, clock)
     assert not share.exists()
+
+
+async def test_a_running_copy_lets_the_backup_run_but_holds_the_primarys_check_and_prune(
+    clean_db: None, clock: FakeClock
+) -> None:
+    now = clock()
+    await jobs.enqueue("copy", "copy:offsite:p1", now, repository="offsite")
+    copy = await jobs.claim("w1", now, primary="local")
+    assert copy is not None and copy.kind == "copy"
+    later = now + dt.timedelta(seconds=1)
+    await jobs.enqueue("check", "check:local:d", later, repository="local")
+    await jobs.enqueue("backup", "backup:d", later + dt.timedelta(seconds=1), repository="local")
+    taken = await jobs.claim("w2", later + dt.timedelta(seconds=2), primary="local")
+    assert taken is not None and taken.kind == "backup"  # the check, queued first, waits
+    await jobs.finish(taken, "w2", later, ok=True, settings=BackupSettings())
+    assert await jobs.claim("w2", later + dt.timedelta(seconds=3), primary="local") is None
+    await jobs.finish(copy, "w1", later, ok=True, settings=BackupSettings())
+    check = await jobs.claim("w2", later + dt.timedelta(seconds=4), primary="local")
+    assert check is not None and check.kind == "check"
