@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import asyncpg
 import click
 import msgspec
 
@@ -121,7 +122,7 @@ def restore(
     from appliance.backups.drill import DrillFailed
     from appliance.backups.restic import ResticError
     from appliance.clock import utcnow
-    from appliance.storage import open_store
+    from appliance.storage import StorageError, open_store
 
     configure_logging(obj.settings.logging.level)
     with database(_with_password_file(obj.settings, password_file)) as (settings, _):
@@ -168,8 +169,11 @@ def restore(
 
             try:
                 outcome = asyncio.run(run())
-            except (ResticError, DrillFailed) as exc:
-                raise click.ClickException(f"restore failed: {exc}") from None
+            except (ResticError, DrillFailed, StorageError, asyncpg.PostgresError, OSError) as exc:
+                raise click.ClickException(
+                    f"restore failed: {exc} (the recovery point is unharmed: fix the cause and "
+                    "run the command again)"
+                ) from None
     if outcome.mismatched:
         raise click.ClickException(
             f"{len(outcome.mismatched)} objects did not match their SHA-256, e.g. "

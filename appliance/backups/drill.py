@@ -142,14 +142,60 @@ async def restore_point(
     return RestoredPoint(folder, dump, objects, manifest, time.monotonic() - started)
 
 
-async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = False) -> None:
-    """Load ``dump`` into the database ``dsn``; any error fails (no partial load passes)."""
+async def _tools(settings: Settings, dsn: str) -> pgtools.PgTools:
     conn = await asyncpg.connect(dsn)
     try:
         major = int(await conn.fetchval("SHOW server_version_num")) // 10000
     finally:
         await conn.close()
-    tools = pgtools.find_pg_tools(major, settings.backups.pg_bin_dir)
+    try:
+        return pgtools.find_pg_tools(major, settings.backups.pg_bin_dir)
+    except pgtools.PgToolsMissing as exc:
+        raise DrillFailed(str(exc)) from None
+
+
+async def check_dump(settings: Settings, dump: Path, dsn: str) -> None:
+    """The right pg_restore is there and reads ``dump`` (its table of contents)."""
+    tools = await _tools(settings, dsn)
+    await _run_tool(
+        [tools.pg_restore, "--list", str(dump)],
+        dict(os.environ),
+        what="the dump cannot be read",
+        limit=600,
+    )
+
+
+async def _run_tool(argv: list[str], env: dict[str, str], *, what: str, limit: float) -> None:
+    """Run a tool (pg_restore, the migrations) with the environment ``env``; stopped at
+    ``limit`` seconds or when the job is cancelled."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), limit)
+    except TimeoutError:
+        await _kill(process)
+        raise DrillFailed(f"{what}: stopped after {limit:.0f} s") from None
+    except asyncio.CancelledError:  # the job was stopped: the tool must not run on
+        await _kill(process)
+        raise
+    if process.returncode != 0:
+        lines = err.decode("utf-8", "replace").strip().splitlines()
+        raise DrillFailed(f"{what}: {lines[-1] if lines else process.returncode}")
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()
+
+
+async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = False) -> None:
+    """Load ``dump`` into the database ``dsn``; any error fails (no partial load passes)."""
+    tools = await _tools(settings, dsn)
     url, env = pgtools.libpq_target(dsn)
     argv = [
         tools.pg_restore,
@@ -161,16 +207,8 @@ async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = 
     if clean:
         argv += ["--clean", "--if-exists"]
     argv += [f"--dbname={url}", str(dump)]
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    _, err = await process.communicate()
-    if process.returncode != 0:
-        message = err.decode("utf-8", "replace").strip().splitlines()
-        raise DrillFailed(f"pg_restore failed: {message[-1] if message else process.returncode}")
+    limit = settings.backups.timeout_minutes * 60.0
+    await _run_tool(argv, {**os.environ, **env}, what="pg_restore failed", limit=limit)
 
 
 async def migrate_database(settings: Settings, dsn: str) -> None:
@@ -178,19 +216,9 @@ async def migrate_database(settings: Settings, dsn: str) -> None:
     process stays on the live database)."""
     env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_DATABASE__URL_FILE"}
     env["APPLIANCE_DATABASE__URL"] = dsn  # a *_FILE secret would win over it: dropped above
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "appliance",
-        "migrate",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        text = (err or out).decode("utf-8", "replace").strip().splitlines()
-        raise DrillFailed(f"migrations do not apply: {text[-1] if text else process.returncode}")
+    argv = [sys.executable, "-m", "appliance", "migrate"]
+    limit = settings.backups.timeout_minutes * 60.0
+    await _run_tool(argv, env, what="migrations do not apply", limit=limit)
 
 
 def code_migrations() -> list[str]:

@@ -24,15 +24,18 @@ import asyncpg
 from appliance.backups import pgtools
 from appliance.backups.drill import (
     DrillFailed,
+    check_dump,
     find_point,
     migrate_database,
     pg_restore,
     restore_point,
 )
+from appliance.backups.mirror import file_sha256
 from appliance.backups.points import Point
 from appliance.backups.repositories import Target, backup_dir, restic_for
+from appliance.backups.restic import Restic
 from appliance.config import Settings
-from appliance.storage.base import ObjectStore
+from appliance.storage.base import ObjectStore, check_key
 
 __all__ = ["Progress", "RestoreOutcome", "choose_point", "restore"]
 
@@ -86,11 +89,35 @@ async def restore(
             total = float(event.get("total_bytes") or 0)
             report("download", float(event.get("bytes_restored") or 0), total)
 
+    try:
+        return await _restore_into(
+            settings, store, restic, point, folder, on_event, report, into_scratch=into_scratch
+        )
+    except BaseException:
+        # A failed restore leaves no full-size copy of the photos behind in scratch space.
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+        raise
+
+
+async def _restore_into(
+    settings: Settings,
+    store: ObjectStore,
+    restic: Restic,
+    point: Point,
+    folder: Path,
+    on_event: Callable[[dict[str, Any]], None],
+    report: Progress,
+    *,
+    into_scratch: bool,
+) -> RestoreOutcome:
     restored = await restore_point(restic, point, folder, on_event=on_event)
     manifest = restored.manifest
     total = float(sum(o["size"] for o in manifest.objects))
     report("download", total, total)
     dsn = settings.database.url
+    # Everything that can be checked is checked before the live database is touched: the
+    # tools are there and the dump reads.
+    await check_dump(settings, restored.dump, dsn)
     if into_scratch:
         name = f"appliance_restored_{point.point_id.lower().replace('-', '_')}"
         admin = await asyncpg.connect(dsn)
@@ -114,15 +141,16 @@ async def restore(
         for entry in manifest.objects:
             if entry["key"] in skipped:
                 continue
-            digest = hashlib.sha256()
-            path = restored.objects / entry["key"]
-            if not path.exists():
+            path = restored.objects / check_key(entry["key"])
+            if not await anyio.Path(path).exists():
                 raise DrillFailed(f"the point lacks object {entry['key']}")
-            await store.put(
-                entry["key"], _file_chunks(path, digest), content_type=entry["content_type"]
-            )
-            if digest.hexdigest() != entry["sha256"]:
+            # Checked before it is written: a damaged copy must not replace a good object
+            # that may still be in the store.
+            if await anyio.to_thread.run_sync(file_sha256, path) != entry["sha256"]:
                 mismatched.append(entry["key"])
+                continue
+            chunks = _file_chunks(path, hashlib.sha256())
+            await store.put(entry["key"], chunks, content_type=entry["content_type"])
             written += entry["size"]
             report("objects", written, total)
     report("migrations", 0, 1)
