@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
+import asyncpg
 
 from appliance.backups import alerts, jobs
 from appliance.backups.drill import run_drill
@@ -27,6 +30,7 @@ from appliance.backups.recovery import take_recovery_point
 from appliance.backups.repositories import (
     TAG,
     Target,
+    backup_dir,
     ensure_initialised,
     ensure_password,
     primary,
@@ -40,7 +44,7 @@ from appliance.backups.restic import (
     Restic,
     ResticError,
 )
-from appliance.backups.tables import DrillReport, RecoveryPointCopy, RepositorySample
+from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy, RepositorySample
 from appliance.config import Settings
 from appliance.storage.base import ObjectStore, StorageError
 
@@ -250,6 +254,7 @@ async def do_prune(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
 
 async def do_drill(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     found = await targets(settings)
+    await sweep_drill_leftovers(settings, now())
     result = await run_drill(settings, _named(found, name), now=now)
     await DrillReport.insert(
         DrillReport(
@@ -266,6 +271,39 @@ async def do_drill(settings: Settings, name: str, now: Clock) -> dict[str, Any]:
     if not result.passed:
         raise JobFailed(f"restore drill of {name} failed: {result.failure}", retryable=False)
     return {"point_id": result.point_id, "rto_seconds": round(result.rto_seconds, 1)}
+
+
+async def sweep_drill_leftovers(settings: Settings, now: dt.datetime) -> None:
+    """Remove the scratch databases and folders of drills whose worker died mid-way (a full
+    copy of the photos each), unless another drill is running right now."""
+    stale = now - dt.timedelta(seconds=jobs.STALE_SECONDS)
+    others = (
+        await BackupJob.count()
+        .where(
+            (BackupJob.kind == "drill")
+            & (BackupJob.state == "running")
+            & (BackupJob.heartbeat_at >= stale)
+        )
+        .run()
+    )
+    if others > 1:  # the one running this sweep is one of them
+        return
+    conn = await asyncpg.connect(settings.database.url)
+    try:
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname ~ '^appliance_drill_[0-9a-f]{8}$'"
+        )
+        for row in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    scratch = backup_dir(settings) / "scratch"
+
+    def remove_folders() -> None:
+        for folder in scratch.glob("drill-*") if scratch.is_dir() else []:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    await anyio.to_thread.run_sync(remove_folders)
 
 
 async def do_watch(settings: Settings, notifier: alerts.Notifier, now: Clock) -> dict[str, Any]:

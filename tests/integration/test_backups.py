@@ -23,7 +23,7 @@ from appliance.backups.points import complete_points
 from appliance.backups.repositories import TAG, configured, primary, restic_for
 from appliance.backups.restic import RepositoryMissing
 from appliance.backups.restore import choose_point, restore
-from appliance.backups.service import JobFailed, do_backup, run_job
+from appliance.backups.service import JobFailed, do_backup, do_drill, run_job
 from appliance.backups.tables import BackupJob, DrillReport, RecoveryPointCopy
 from appliance.config import BackupSettings, Settings
 from appliance.galleries.tables import Photo
@@ -454,3 +454,30 @@ async def test_a_running_copy_lets_the_backup_run_but_holds_the_primarys_check_a
     await jobs.finish(copy, "w1", later, ok=True, settings=BackupSettings())
     check = await jobs.claim("w2", later + dt.timedelta(seconds=4), primary="local")
     assert check is not None and check.kind == "check"
+
+
+async def test_a_drill_sweeps_what_a_dead_drill_left_behind(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    await signed_in_owner(client, admin, clock)
+    await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await do_backup(backup_settings, app.state.store, clock)
+    left = backup_settings.data_dir / "backup" / "scratch" / "drill-0badf00d"
+    (left / "files").mkdir(parents=True)
+    conn = await asyncpg.connect(backup_settings.database.url)
+    try:
+        await conn.execute('CREATE DATABASE "appliance_drill_0badf00d"')
+        result = await do_drill(backup_settings, "primary", clock)
+        assert result["point_id"]
+        leftover = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = 'appliance_drill_0badf00d'"
+        )
+    finally:
+        await conn.execute('DROP DATABASE IF EXISTS "appliance_drill_0badf00d"')
+        await conn.close()
+    assert leftover == 0
+    assert not left.exists()
