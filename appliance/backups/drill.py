@@ -38,7 +38,7 @@ import msgspec
 
 from appliance.backups import pgtools
 from appliance.backups.mirror import file_sha256
-from appliance.backups.points import Point, complete_points
+from appliance.backups.points import POINT_ID, Point, complete_points
 from appliance.backups.recovery import DB_FILENAME, MANIFEST_NAME, REFERENCE_QUERIES, Manifest
 from appliance.backups.repositories import TAG, Target, backup_dir, restic_for
 from appliance.backups.restic import Restic
@@ -111,6 +111,8 @@ async def latest_point(restic: Restic) -> Point:
 async def find_point(restic: Restic, point_id: str | None) -> Point:
     if point_id is None:
         return await latest_point(restic)
+    if not POINT_ID.match(point_id):
+        raise DrillFailed(f"{point_id!r} is not a recovery point id (like 20261129T023000Z-3fa1)")
     for point in complete_points(await restic.snapshots(tags=[TAG, f"point:{point_id}"])):
         if point.point_id == point_id:
             return point

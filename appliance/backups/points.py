@@ -9,6 +9,7 @@ for different days; here the rules pick points and both parts go or stay togethe
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 from collections.abc import Iterable
 
@@ -45,12 +46,16 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
 
 
+POINT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
+
+
 def complete_points(snapshots: Iterable[Snapshot]) -> list[Point]:
-    """The complete points among ``snapshots``, newest first."""
+    """The complete points among ``snapshots``, newest first. Ids not of the appliance's own
+    form are ignored: they end up in folder and database names."""
     parts: dict[str, dict[str, Snapshot]] = {}
     for snapshot in snapshots:
         point_id, part = snapshot.tag("point"), snapshot.tag("part")
-        if point_id and part in {"db", "files"}:
+        if point_id and POINT_ID.match(point_id) and part in {"db", "files"}:
             parts.setdefault(point_id, {})[part] = snapshot
     points = [
         Point(

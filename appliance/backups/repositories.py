@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.backups.restic import Repository, RepositoryMissing, Restic
+from appliance.backups.restic import Repository, RepositoryMissing, Restic, display_url
 from appliance.config import RepositorySettings, Settings
 
 __all__ = [
@@ -170,7 +170,8 @@ async def _refuse_if_lost(target: Target) -> None:
     held = await RecoveryPointCopy.count().where(RecoveryPointCopy.repository == target.name).run()
     if held:
         raise RepositoryMissing(
-            f"repository {target.name}: no repository at {target.repository.url}, though it "
+            f"repository {target.name}: no repository at {display_url(target.repository.url)}, "
+            "though it "
             f"held {held} recovery point(s); it is not made anew (is its disk mounted?)"
         )
 

@@ -74,16 +74,26 @@ def snap(sid: str, point_id: str, part: str, time: str = "2026-11-29T02:30:00Z")
     )
 
 
+A, B, C = "20261129T023000Z-aaaa", "20261128T023000Z-bbbb", "20261129T115900Z-cccc"
+
+
 def test_a_point_is_complete_only_with_both_parts_and_leftovers_are_found() -> None:
     snapshots = [
-        snap("a1", "A", "db"),
-        snap("a2", "A", "files"),
-        snap("b1", "B", "db", "2026-11-28T02:30:00Z"),  # files never stored
-        snap("c1", "C", "db", "2026-11-29T11:59:00Z"),  # being made right now
+        snap("a1", A, "db"),
+        snap("a2", A, "files"),
+        snap("b1", B, "db", "2026-11-28T02:30:00Z"),  # files never stored
+        snap("c1", C, "db", "2026-11-29T11:59:00Z"),  # being made right now
     ]
     points = complete_points(snapshots)
-    assert [(p.point_id, p.db_snapshot, p.files_snapshot) for p in points] == [("A", "a1", "a2")]
+    assert [(p.point_id, p.db_snapshot, p.files_snapshot) for p in points] == [(A, "a1", "a2")]
     assert leftover_parts(snapshots, before=NOW - dt.timedelta(hours=12)) == ["b1"]
+
+
+def test_point_ids_not_of_the_appliances_form_are_ignored() -> None:
+    """They end up in folder and database names: "../x" or a quote must never get there."""
+    hostile = ["../../etc", 'x"; DROP DATABASE y; --', "20261129T023000Z-AAAA"]
+    snapshots = [snap(f"{n}{part}", n, part) for n in hostile for part in ("db", "files")]
+    assert complete_points(snapshots) == []
 
 
 @pytest.mark.parametrize(
