@@ -460,17 +460,18 @@ async def request_run(
         repository = repositories.primary(found).name
     elif repository not in {t.name for t in found}:
         raise InvalidInput("Choose one of the repositories.", field="repository")
-    # Two admins clicking at the same moment may both pass this check and queue two jobs; the
-    # queue runs one job per repository at a time, so the second only repeats the first.
-    if await jobs.pending(kind):
-        return False
-    queued = await jobs.enqueue(
-        kind,
-        f"{kind}:now:{now:%Y%m%dT%H%M%S}",
-        now,
-        repository=repository,
-        requested_by=actor.id,
-    )
+    # Under the page's lock: two admins clicking at the same moment queue one job.
+    async with BackupSetting._meta.db.transaction(allow_nested=True):
+        await _lock()
+        if await jobs.pending(kind):
+            return False
+        queued = await jobs.enqueue(
+            kind,
+            f"{kind}:now:{now:%Y%m%dT%H%M%S}",
+            now,
+            repository=repository,
+            requested_by=actor.id,
+        )
     if queued:
         await audit.record(
             f"backup.{kind}.request",

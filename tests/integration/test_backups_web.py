@@ -555,3 +555,22 @@ async def test_home_page_tells_admins_what_backups_need(
     )
     home = await client.get("/")
     assert "Backups need attention" not in home.text
+
+
+async def test_two_admins_pressing_back_up_now_at_once_queue_one_backup(
+    clean_db: None, settings: Settings, clock: FakeClock
+) -> None:
+    import asyncio
+
+    from appliance.audit.service import Actor
+    from appliance.backups.admin import request_run
+
+    async def press(i: int) -> bool:
+        # A second apart: slots of their own, so only the lock can keep it to one.
+        at = clock() + dt.timedelta(seconds=i)
+        actor = Actor(id=None, name=f"admin{i}")
+        return await request_run(settings, "backup", actor=actor, address="192.0.2.1", now=at)
+
+    results = await asyncio.gather(*(press(i) for i in range(4)))
+    assert sorted(results) == [False, False, False, True]
+    assert await BackupJob.count().where(BackupJob.kind == "backup").run() == 1
