@@ -12,7 +12,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 
 from appliance.config import Settings
 
-__all__ = ["JobLoop", "make_huey", "run_async"]
+__all__ = ["JobLoop", "close_thread_loop", "make_huey", "run_async"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -49,6 +49,16 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return loop.run_until_complete(coro)
 
 
+def close_thread_loop() -> None:
+    """Close this thread's loop; a thread that ends should, or the loop is left to the garbage
+    collector, which may finalise its sockets first and then fail to close it."""
+    loop = getattr(_local, "loop", None)
+    _local.loop = None
+    if loop is not None and not loop.is_closed():
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 class JobLoop(threading.Thread):
     """Claims photo jobs from the database every ``interval`` seconds until stopped.
 
@@ -81,6 +91,7 @@ class JobLoop(threading.Thread):
                 taken = 0
             if not taken:
                 self.stopping.wait(self.interval)
+        close_thread_loop()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()

@@ -491,9 +491,12 @@ class BackupLoop(threading.Thread):
         await asyncio.gather(*running, return_exceptions=True)
 
     def run(self) -> None:
-        from appliance.worker import run_async
+        from appliance.worker import close_thread_loop, run_async
 
-        run_async(self.main())
+        try:
+            run_async(self.main())
+        finally:
+            close_thread_loop()
 
     def stop(self, timeout: float = 15.0) -> None:
         self.stopping.set()

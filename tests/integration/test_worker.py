@@ -12,7 +12,7 @@ from appliance.accounts import sessions, throttle
 from appliance.accounts.tables import LoginThrottle, StaffSession, StaffUser
 from appliance.config import Settings
 from appliance.db.engine import engine
-from appliance.worker import make_huey
+from appliance.worker import close_thread_loop, make_huey
 from tests.conftest import FakeClock
 
 
@@ -71,7 +71,14 @@ async def test_purge_task_removes_expired_sessions_and_old_throttle_rows(
     db = engine()
     pool, db.pool = db.pool, None
     try:
-        await asyncio.to_thread(huey.execute, tasks[0]())
+
+        def execute_once() -> None:
+            try:
+                huey.execute(tasks[0]())
+            finally:
+                close_thread_loop()  # as a worker thread does when it ends
+
+        await asyncio.to_thread(execute_once)
     finally:
         db.pool = pool
 
