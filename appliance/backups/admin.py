@@ -21,6 +21,7 @@ import msgspec
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.backups import alerts, jobs, repositories
+from appliance.backups.restic import display_url
 from appliance.backups.tables import BackupSetting
 from appliance.config import RepositorySettings, Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
@@ -38,7 +39,6 @@ __all__ = [
     "confirm_password",
     "fingerprint",
     "list_repositories",
-    "mask_repository_url",
     "mask_url",
     "password_confirmed_at",
     "remove_alert_url",
@@ -58,7 +58,6 @@ _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,30}")
 # A host shown beside a masked URL: only a DNS name or an address. Several apprise schemes put
 # a token where the host goes (a Telegram bot token, a Discord webhook id), and those are hidden.
 _SHOWN_HOST = re.compile(r"([a-z0-9-]+\.)+[a-z]{2,63}(:\d{1,5})?|\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?")
-_USERINFO = re.compile(r"//[^/@]*@")
 # One lock for every edit on the page: the JSON values are read, changed and written back, and
 # two admins saving at once must not lose one of the changes.
 _EDIT_LOCK = 0x6B61_6D02
@@ -103,11 +102,6 @@ def mask_url(url: str) -> str:
     if _SHOWN_HOST.fullmatch(host):
         return f"{scheme}://{host}/…"
     return f"{scheme}://…"
-
-
-def mask_repository_url(url: str) -> str:
-    """A restic repository URL without the user and password a rest: URL may carry."""
-    return _USERINFO.sub("//…@", url)
 
 
 def _clean_text(value: str, field: str, label: str, *, limit: int) -> str:
@@ -328,7 +322,7 @@ async def list_repositories(settings: Settings) -> list[RepositoryView]:
     return [
         RepositoryView(
             name=target.name,
-            url=mask_repository_url(target.repository.url),
+            url=display_url(target.repository.url),
             offsite=target.offsite,
             from_admin=target.from_admin,
             kind=_kind(target.repository.url),

@@ -43,9 +43,7 @@ def _run_backup_job(settings: Settings, kind: str, repository: str) -> tuple[str
         store = open_store(settings)
         await store.ensure_ready()
         found = await repositories.targets(settings)
-        name = repository or (repositories.primary(found).name if kind != "drill" else "")
-        if kind == "drill" and not name:
-            name = repositories.primary(found).name
+        name = repository or repositories.primary(found).name
         slot = f"{kind}:cli:{utcnow():%Y%m%dT%H%M%S.%f}"
         # Due only in a year: the worker's loop never takes it before this process does.
         later = utcnow() + dt.timedelta(days=365)
@@ -129,12 +127,10 @@ def restore(
 
         async def pick() -> tuple[repositories.Target, Any]:
             found = repositories.configured(settings)
-            target = repositories.primary(found)
-            if repository:
-                named = [t for t in found if t.name == repository]
-                if not named:
-                    raise click.ClickException(f"no repository named {repository!r}")
-                target = named[0]
+            target = repositories.named(found, repository) if repository else None
+            if repository and target is None:
+                raise click.ClickException(f"no repository named {repository!r}")
+            target = target or repositories.primary(found)
             return target, await restoring.choose_point(settings, target, point_id)
 
         try:

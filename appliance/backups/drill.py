@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import random
@@ -37,12 +36,19 @@ import asyncpg
 import msgspec
 
 from appliance.backups import pgtools
-from appliance.backups.mirror import file_sha256
+from appliance.backups.mirror import file_sha256, write_json
 from appliance.backups.points import POINT_ID, Point, complete_points
-from appliance.backups.recovery import DB_FILENAME, MANIFEST_NAME, REFERENCE_QUERIES, Manifest
+from appliance.backups.recovery import (
+    DB_FILENAME,
+    MANIFEST_NAME,
+    REFERENCE_QUERIES,
+    Manifest,
+    table_counts,
+)
 from appliance.backups.repositories import TAG, Target, backup_dir, restic_for
 from appliance.backups.restic import Restic
 from appliance.config import Settings
+from appliance.db.engine import code_migrations
 
 __all__ = ["DrillFailed", "DrillResult", "RestoredPoint", "restore_point", "run_drill"]
 
@@ -195,7 +201,7 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
-async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = False) -> None:
+async def pg_restore(settings: Settings, dump: Path, dsn: str) -> None:
     """Load ``dump`` into the database ``dsn``; any error fails (no partial load passes)."""
     tools = await _tools(settings, dsn)
     url, env = pgtools.libpq_target(dsn)
@@ -206,8 +212,6 @@ async def pg_restore(settings: Settings, dump: Path, dsn: str, *, clean: bool = 
         "--no-privileges",
         "--single-transaction",
     ]
-    if clean:
-        argv += ["--clean", "--if-exists"]
     argv += [f"--dbname={url}", str(dump)]
     limit = settings.backups.timeout_minutes * 60.0
     await _run_tool(argv, {**os.environ, **env}, what="pg_restore failed", limit=limit)
@@ -221,29 +225,6 @@ async def migrate_database(settings: Settings, dsn: str) -> None:
     argv = [sys.executable, "-m", "appliance", "migrate"]
     limit = settings.backups.timeout_minutes * 60.0
     await _run_tool(argv, env, what="migrations do not apply", limit=limit)
-
-
-def code_migrations() -> list[str]:
-    from piccolo.apps.migrations.commands.base import BaseMigrationManager
-
-    manager = BaseMigrationManager()
-    found = []
-    for app_module in manager.get_app_modules():
-        config = app_module.APP_CONFIG
-        modules = manager.get_migration_modules(config.resolved_migrations_folder_path)
-        found += [f"{config.app_name}:{m}" for m in manager.get_migration_ids(modules)]
-    return sorted(found)
-
-
-async def _table_counts(conn: asyncpg.Connection) -> dict[str, int]:
-    tables = await conn.fetch(
-        "SELECT quote_ident(table_name) AS name, table_name FROM information_schema.tables "
-        "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
-    )
-    return {
-        t["table_name"]: await conn.fetchval(f"SELECT count(*) FROM {t['name']}")  # noqa: S608 - catalogue names, quoted
-        for t in tables
-    }
 
 
 def _check_objects(
@@ -289,7 +270,7 @@ async def verify(settings: Settings, restored: RestoredPoint, dsn: str) -> list[
 
     conn = await asyncpg.connect(dsn)
     try:
-        counts = await _table_counts(conn)
+        counts = await table_counts(conn)
         wrong = {
             table: {"manifest": expected, "restored": counts.get(table)}
             for table, expected in manifest.row_counts.items()
@@ -401,5 +382,5 @@ def _save_evidence(settings: Settings, result: DrillResult) -> Path:
     folder = backup_dir(settings) / "drills"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / f"{result.started_at:%Y%m%dT%H%M%SZ}-{result.repository}.json"
-    path.write_text(json.dumps(result.report(), indent=1), encoding="utf-8")
+    write_json(path, result.report())
     return path

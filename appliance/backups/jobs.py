@@ -281,13 +281,24 @@ def due_slots(
 
 
 async def schedule_due(
-    now: dt.datetime, settings: BackupSettings, repositories: list[tuple[str, bool]]
+    now: dt.datetime,
+    settings: BackupSettings,
+    repositories: list[tuple[str, bool]],
+    seen: set[str] | None = None,
 ) -> list[str]:
-    """Queue every due job not queued before; return their slots."""
+    """Queue every due job not queued before; return their slots. Slots in ``seen`` (those
+    this process already queued or found queued) are not tried again, and are added to it:
+    the loop looks every 15 seconds and need not insert the day's slots each time."""
     if not settings.enabled:
         return []
+    seen = set() if seen is None else seen
+    due = due_slots(now, settings, repositories)
+    seen.intersection_update(slot for _, _, slot in due)  # yesterday's slots are not due again
     queued = []
-    for kind, repository, slot in due_slots(now, settings, repositories):
+    for kind, repository, slot in due:
+        if slot in seen:
+            continue
         if await enqueue(kind, slot, now, repository=repository):
             queued.append(slot)
+        seen.add(slot)
     return queued

@@ -32,7 +32,14 @@ import msgspec
 
 from appliance.storage.base import ObjectNotFound, ObjectStore, StorageError, check_key
 
-__all__ = ["MirrorResult", "ObjectEntry", "Reference", "file_sha256", "sync_mirror"]
+__all__ = [
+    "MirrorResult",
+    "ObjectEntry",
+    "Reference",
+    "file_sha256",
+    "sync_mirror",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 _HASH_CHUNK = 1024 * 1024
@@ -76,9 +83,13 @@ def _load_hashes(path: Path) -> dict[str, list[Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def _save_hashes(path: Path, hashes: dict[str, list[Any]]) -> None:
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` whole or not at all: a temporary file, synced, renamed into place."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    temporary.write_text(json.dumps(hashes, separators=(",", ":")), encoding="utf-8")
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
     temporary.replace(path)
 
 
@@ -219,7 +230,7 @@ async def sync_mirror(
     for key in list(hashes):
         if key not in wanted:
             del hashes[key]
-    await anyio.to_thread.run_sync(_save_hashes, hashes_file, hashes)
+    await anyio.to_thread.run_sync(write_json, hashes_file, hashes)
     if result.missing:
         log.warning("%d referenced objects are not in the store", len(result.missing))
     return result

@@ -25,9 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -40,7 +38,7 @@ import msgspec
 
 from appliance import __version__
 from appliance.backups import pgtools
-from appliance.backups.mirror import MirrorResult, Reference, sync_mirror
+from appliance.backups.mirror import MirrorResult, Reference, sync_mirror, write_json
 from appliance.backups.repositories import HOST, TAG, Target, backup_dir, restic_for
 from appliance.backups.restic import BackupSummary, RepositoryLocked, Restic, ResticError
 from appliance.config import Settings
@@ -110,8 +108,8 @@ class _Capture:
     server_version: int
 
 
-async def _capture(conn: asyncpg.Connection) -> _Capture:
-    snapshot_name = await conn.fetchval("SELECT pg_export_snapshot()")
+async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """The rows of every table of the public schema, as ``conn`` sees them."""
     tables = await conn.fetch(
         "SELECT quote_ident(table_name) AS name, table_name FROM information_schema.tables "
         "WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"
@@ -119,6 +117,12 @@ async def _capture(conn: asyncpg.Connection) -> _Capture:
     counts = {}
     for table in tables:
         counts[table["table_name"]] = await conn.fetchval(f"SELECT count(*) FROM {table['name']}")  # noqa: S608 - quoted names from the catalogue
+    return counts
+
+
+async def _capture(conn: asyncpg.Connection) -> _Capture:
+    snapshot_name = await conn.fetchval("SELECT pg_export_snapshot()")
+    counts = await table_counts(conn)
     migrations = []
     if "migration" in counts:
         rows = await conn.fetch("SELECT app_name, name FROM migration ORDER BY app_name, name")
@@ -242,7 +246,7 @@ async def _take_point(
             server_version=capture.server_version,
         )
         manifest_path = mirror_root / MANIFEST_NAME
-        _write_json(manifest_path, msgspec.to_builtins(manifest))
+        write_json(manifest_path, msgspec.to_builtins(manifest))
         files_task = asyncio.create_task(
             restic.backup(
                 [objects_dir, manifest_path],
@@ -277,15 +281,6 @@ async def _take_point(
         db_summary=db_summary,
         files_summary=files_summary,
     )
-
-
-def _write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
 
 
 async def _forget_point(restic: Restic, point_id: str) -> None:

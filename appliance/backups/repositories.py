@@ -25,6 +25,7 @@ __all__ = [
     "Target",
     "backup_dir",
     "ensure_password",
+    "named",
     "password_path",
     "primary",
     "restic_for",
@@ -149,6 +150,10 @@ async def targets(settings: Settings) -> list[Target]:
 
 def primary(found: list[Target]) -> Target:
     return next(t for t in found if not t.offsite)
+
+
+def named(found: list[Target], name: str) -> Target | None:
+    return next((t for t in found if t.name == name), None)
 
 
 def restic_for(settings: Settings, target: Target, *, timeout: float | None = None) -> Restic:

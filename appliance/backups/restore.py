@@ -10,7 +10,6 @@ inspection, and changes nothing that is live.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -56,10 +55,9 @@ async def choose_point(settings: Settings, target: Target, point_id: str | None)
     return await find_point(restic_for(settings, target), point_id)
 
 
-async def _file_chunks(path: Path, digest: Any) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     async with await anyio.open_file(path, "rb") as handle:
         while chunk := await handle.read(1024 * 1024):
-            digest.update(chunk)
             yield chunk
 
 
@@ -149,8 +147,7 @@ async def _restore_into(
             if await anyio.to_thread.run_sync(file_sha256, path) != entry["sha256"]:
                 mismatched.append(entry["key"])
                 continue
-            chunks = _file_chunks(path, hashlib.sha256())
-            await store.put(entry["key"], chunks, content_type=entry["content_type"])
+            await store.put(entry["key"], _file_chunks(path), content_type=entry["content_type"])
             written += entry["size"]
             report("objects", written, total)
     report("migrations", 0, 1)

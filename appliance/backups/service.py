@@ -33,6 +33,7 @@ from appliance.backups.repositories import (
     backup_dir,
     ensure_initialised,
     ensure_password,
+    named,
     primary,
     restic_for,
     targets,
@@ -72,10 +73,10 @@ def rules(settings: Settings) -> RetentionRules:
 
 
 def _named(found: list[Target], name: str) -> Target:
-    for target in found:
-        if target.name == name:
-            return target
-    raise JobFailed(f"no repository named {name!r} is configured", retryable=False)
+    target = named(found, name)
+    if target is None:
+        raise JobFailed(f"no repository named {name!r} is configured", retryable=False)
+    return target
 
 
 async def record_points(name: str, points: list[Point], now: dt.datetime) -> None:
@@ -438,10 +439,13 @@ class BackupLoop(threading.Thread):
         self.parallel = parallel
         self.stopping = threading.Event()
         self.worker = worker_name()
+        self.scheduled: set[str] = set()  # slots already queued, by anyone
 
     async def tick(self, store: ObjectStore, now: Clock, running: set[asyncio.Task[str]]) -> None:
         found = await targets(self.settings)
-        await jobs.schedule_due(now(), self.settings.backups, [(t.name, t.offsite) for t in found])
+        await jobs.schedule_due(
+            now(), self.settings.backups, [(t.name, t.offsite) for t in found], self.scheduled
+        )
         dead = await jobs.give_up_dead(now(), max_attempts=self.settings.backups.retries + 1)
         if dead:
             notifier = await alerts.load_notifier(self.settings)

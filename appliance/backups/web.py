@@ -11,6 +11,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery
 
 from appliance.backups import admin, overview, repositories
+from appliance.backups.restic import display_url
 from appliance.config import Settings
 from appliance.errors import ApplianceError
 from appliance.setup import service as setup
@@ -251,7 +252,7 @@ class BackupsController(Controller):
             )
         except ApplianceError as exc:
             # Keys are typed again; a URL is kept only when it carries no password.
-            url = data.url if admin.mask_repository_url(data.url) == data.url else ""
+            url = data.url if display_url(data.url) == data.url else ""
             kept = RepositoryForm(name=data.name, url=url, region=data.region)
             return await self._refused(request, exc, repository_form=kept)
         return redirect(f"{PAGE}?done=repository")

@@ -122,17 +122,19 @@ async def run_migrations(dsn: str, *, quiet: bool = True) -> list[str]:
 
 async def pending_migrations() -> list[str]:
     """Migrations present in the code but not yet applied, as ``app:id``."""
-    manager = BaseMigrationManager()
-    if not await Migration.table_exists().run():
-        ran: set[tuple[str, str]] = set()
-    else:
+    ran: set[str] = set()
+    if await Migration.table_exists().run():
         rows = await Migration.select(Migration.app_name, Migration.name).run()
-        ran = {(row["app_name"], row["name"]) for row in rows}
-    missing = []
+        ran = {f"{row['app_name']}:{row['name']}" for row in rows}
+    return [m for m in code_migrations() if m not in ran]
+
+
+def code_migrations() -> list[str]:
+    """Every migration the code holds, as ``app:id``, app by app in dependency order."""
+    manager = BaseMigrationManager()
+    found = []
     for app_module in manager.get_app_modules():
         config = app_module.APP_CONFIG
         modules = manager.get_migration_modules(config.resolved_migrations_folder_path)
-        for migration_id in manager.get_migration_ids(modules):
-            if (config.app_name, migration_id) not in ran:
-                missing.append(f"{config.app_name}:{migration_id}")
-    return missing
+        found += [f"{config.app_name}:{m}" for m in manager.get_migration_ids(modules)]
+    return found
