@@ -25,6 +25,7 @@ from litestar import Litestar
 
 from appliance.app import create_app
 from appliance.config import Settings, load_settings
+from tests.receiver import Receiver
 
 if TYPE_CHECKING:
     from tests.integration.flows import Admin
@@ -245,6 +246,18 @@ class S3Server:
             bucket, json.dumps({"Version": "2012-10-17", "Statement": [statement]})
         )
         return bucket
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A recording HTTP server for alert and ping URLs, for one test."""
+    server = Receiver()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["AppProcess", "free_port"]
+__all__ = ["AppProcess", "alive", "child_pids", "free_port"]
 
 
 def free_port() -> int:
@@ -83,3 +83,27 @@ class AppProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Every process whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

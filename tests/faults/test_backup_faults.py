@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,10 @@ from appliance.config import Settings
 from appliance.storage import open_store
 from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
-from tests.integration.test_backup_alerts import Receiver
-from tests.processes import free_port
+from tests.processes import child_pids, free_port
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.usefixtures("clean_db")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 def _backups(settings: Settings, tmp_path: Path, **values: Any) -> Settings:
@@ -109,21 +97,6 @@ async def _pg_tools_with(tmp_path: Path, dsn: str, pg_dump_body: str) -> Path:
     return folder
 
 
-def _children(pid: int) -> list[int]:
-    """Every process whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_gone(pids: list[int]) -> None:
     """Until the processes ``pids`` are reaped (a lock counts as stale only then)."""
     deadline = time.monotonic() + 30
@@ -151,7 +124,7 @@ def _start_and_kill_mid_dump(env: dict[str, str], workdir: Path, repository: Pat
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, f"the dump never started:\n{log.read_text()}"
             dumping = [
-                pid for pid in _children(process.pid) if b"--stdin-from-command" in _cmdline(pid)
+                pid for pid in child_pids(process.pid) if b"--stdin-from-command" in _cmdline(pid)
             ]
             if dumping and any((repository / "locks").glob("*")):
                 break
@@ -159,7 +132,7 @@ def _start_and_kill_mid_dump(env: dict[str, str], workdir: Path, repository: Pat
         # Everything at once, as a power cut or the container being killed would: the worker
         # first (so it cannot react), then restic with the dump it runs (restic has a process
         # group of its own).
-        restics = _children(process.pid)
+        restics = child_pids(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         for pid in restics:

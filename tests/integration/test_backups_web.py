@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 import zoneinfo
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,25 +27,14 @@ from appliance.backups.tables import (
 from appliance.config import BackupSettings, Settings
 from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
-from tests.integration.test_backup_alerts import Receiver
 from tests.integration.test_clients import signed_in_owner
 from tests.integration.test_sign_in import invite_photographer
+from tests.receiver import Receiver
 
 PAGE = "/admin/backups"
 HOOK_TOKEN = "hook-token-9f3c1a77e2"
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SECRET_KEY = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.thread.start()
-    try:
-        yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 async def post(client: httpx.AsyncClient, action: str, data: dict[str, str]) -> httpx.Response:

@@ -33,7 +33,7 @@ from appliance.backups.restic import (
     find_restic,
 )
 from tests.conftest import S3Server
-from tests.processes import free_port
+from tests.processes import alive, child_pids, free_port
 
 PASSWORD = "correct horse battery staple"
 HOST = "studio-test"
@@ -651,39 +651,17 @@ def test_restic_dies_with_the_thread_that_started_it(tmp_path: Path) -> None:
         children: list[int] = []
         while time.monotonic() < deadline and not children:
             time.sleep(0.2)
-            children = _children(parent.pid)
+            children = child_pids(parent.pid)
         assert children, "restic did not start"
         # restic's retries grow apart (0.6, 1.8, 3.7, 9.5 s...): after 8 s its next message, the
         # write that would end an orphan by SIGPIPE, is several seconds away.
         time.sleep(8)
-        assert all(_alive(pid) for pid in children)
+        assert all(alive(pid) for pid in children)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        while time.monotonic() < deadline and any(alive(pid) for pid in children):
             time.sleep(0.05)
-        assert not any(_alive(pid) for pid in children)
+        assert not any(alive(pid) for pid in children)
     finally:
         parent.kill()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
