@@ -7,7 +7,6 @@ points call :func:`load_settings` and hand the result down.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -37,6 +36,7 @@ __all__ = [
     "UploadSettings",
     "ensure_secret_key",
     "load_settings",
+    "publish_private_file",
 ]
 
 ENV_PREFIX = "APPLIANCE_"
@@ -385,20 +385,30 @@ def ensure_secret_key(settings: Settings) -> str:
     if existing is not None and len(existing) >= 32:
         return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Written in full to a private temporary file, then linked into place: a reader never sees
-    # a half-written key, and when two processes start together exactly one key wins.
-    temporary = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
+    # An empty or truncated key file (a crash) is replaced; when two processes start together
+    # exactly one key wins and both read it.
+    publish_private_file(path, secrets.token_urlsafe(48), replace=existing is not None)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def publish_private_file(path: Path, text: str, *, replace: bool = False) -> bool:
+    """Write ``text`` to ``path``, readable by this user only, whole or not at all: a private
+    temporary file, synced, then linked into place. Unless ``replace``, an existing file
+    stays (another process was first) and False is returned."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secrets.token_urlsafe(48))
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     try:
-        if existing is None:
-            with contextlib.suppress(FileExistsError):  # another process won: read its key
-                os.link(temporary, path)
-        else:
-            temporary.replace(path)  # an empty or truncated key file (crash) is replaced
+        if replace:
+            temporary.replace(path)
+            return True
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
     finally:
         temporary.unlink(missing_ok=True)
-    return path.read_text(encoding="utf-8").strip()

@@ -9,7 +9,6 @@ repository lives in the data folder, so a fresh appliance is backed up from the 
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from appliance.backups.restic import Repository, RepositoryMissing, Restic, display_url
-from appliance.config import RepositorySettings, Settings
+from appliance.config import RepositorySettings, Settings, publish_private_file
 
 __all__ = [
     "HOST",
@@ -70,20 +69,9 @@ def ensure_password(settings: Settings) -> bool:
             raise ValueError(f"the repository password file {path} is empty")
         return False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        # Six groups of five: easy to copy onto paper, 150 bits.
-        handle.write("-".join(secrets.token_hex(3)[:5] for _ in range(6)) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    finally:
-        temporary.unlink(missing_ok=True)
-    return True
+    # Six groups of five hex digits: easy to copy onto paper, 120 bits.
+    password = "-".join(secrets.token_hex(3)[:5] for _ in range(6))
+    return publish_private_file(path, password + "\n")
 
 
 def read_password(settings: Settings) -> str:
