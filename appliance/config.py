@@ -25,6 +25,8 @@ __all__ = [
     "ConfigError",
     "DatabaseSettings",
     "LoggingSettings",
+    "MonitoringSettings",
+    "NotifySettings",
     "PathSettings",
     "QueueSettings",
     "RepositorySettings",
@@ -151,6 +153,46 @@ class BackupSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_f
     repositories: list[RepositorySettings] = msgspec.field(default_factory=list)
 
 
+class NotifySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The outbox: e-mail over SMTP and admin alerts through apprise URLs. Admins may set the
+    SMTP relay and add alert channels on Admin → Notifications; those win over this file."""
+
+    smtp_host: str = ""  # empty: e-mail waits in the outbox until a relay is set
+    smtp_port: Port = 587
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = ""  # the From address; required once smtp_host is set
+    mail_from_name: str = "Fotostudio"
+    language: Literal["en", "de"] = "en"  # for recipients whose language is not known
+    alert_urls: list[str] = msgspec.field(default_factory=list)  # apprise URLs
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 12
+    retry_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 30  # first back-off, doubling
+    retry_max_minutes: Annotated[int, msgspec.Meta(ge=1, le=24 * 60)] = 120
+    timeout_seconds: Annotated[int, msgspec.Meta(ge=1, le=300)] = 30
+
+
+class MonitoringSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Probes, uptime, the status page, ``/metrics``."""
+
+    probe_interval_seconds: Annotated[int, msgspec.Meta(ge=10, le=3600)] = 60
+    flap_threshold: Annotated[int, msgspec.Meta(ge=1, le=20)] = 2  # results before a change
+    worker_stale_seconds: Annotated[int, msgspec.Meta(ge=30, le=3600)] = 180
+    status_page: Literal["public", "lan", "off"] = "lan"
+    metrics_token: str = ""  # empty: /metrics is off
+    heartbeat_url: str = ""  # pinged after every probe round (healthchecks.io and the like)
+    disk_warn_percent: Annotated[int, msgspec.Meta(ge=1, le=90)] = 10
+    disk_down_percent: Annotated[int, msgspec.Meta(ge=0, le=90)] = 3
+    queue_warn: Annotated[int, msgspec.Meta(ge=1)] = 200
+    queue_down: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    tls_url: str = ""  # https:// address whose certificate is watched; default server.public_url
+    cert_warn_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 14
+    backup_max_age_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 14)] = 30
+    sla_target_percent: Annotated[float, msgspec.Meta(ge=90, le=100)] = 99.9
+    maintenance_notice_days: Annotated[int, msgspec.Meta(ge=0, le=60)] = 7
+    results_kept_days: Annotated[int, msgspec.Meta(ge=1, le=90)] = 7
+
+
 class LoggingSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     level: str = "INFO"
 
@@ -166,6 +208,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     sharing: SharingSettings = msgspec.field(default_factory=SharingSettings)
     queue: QueueSettings = msgspec.field(default_factory=QueueSettings)
     backups: BackupSettings = msgspec.field(default_factory=BackupSettings)
+    notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
+    monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     @property
@@ -179,6 +223,8 @@ SECRET_KEYS = {
     ("security", "secret_key"),
     ("queue", "url"),
     ("storage", "secret_key"),
+    ("notify", "smtp_password"),
+    ("monitoring", "metrics_token"),
 }
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR"}
 
@@ -332,6 +378,7 @@ def _check(settings: Settings) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", storage.bucket):
             raise ConfigError("storage.bucket: 3 to 63 lower-case letters, digits, dots, dashes")
     _check_backups(settings.backups)
+    _check_notify(settings.notify, settings.monitoring)
     if settings.security.session_idle_minutes > settings.security.session_absolute_hours * 60:
         raise ConfigError("security.session_idle_minutes: must not exceed session_absolute_hours")
 
@@ -367,6 +414,28 @@ def _check_backups(backups: BackupSettings) -> None:
             raise ConfigError(f"backups: {url.split(':')[0]!r} is not a URL")
     if backups.ping_url and not backups.ping_url.startswith(("http://", "https://")):
         raise ConfigError("backups.ping_url: must be an http:// or https:// URL")
+
+
+def _check_notify(notify: NotifySettings, monitoring: MonitoringSettings) -> None:
+    if notify.smtp_host and "@" not in notify.mail_from:
+        raise ConfigError("notify.mail_from: an e-mail address is needed once smtp_host is set")
+    if bool(notify.smtp_username) != bool(notify.smtp_password):
+        raise ConfigError("notify.smtp_username: set both smtp_username and smtp_password")
+    for url in notify.alert_urls:
+        if "://" not in url:
+            raise ConfigError(f"notify.alert_urls: {url.split(':')[0]!r} is not a URL")
+    for key in ("heartbeat_url", "tls_url"):
+        url = getattr(monitoring, key)
+        if url and not url.startswith("https://" if key == "tls_url" else ("http://", "https://")):
+            raise ConfigError(
+                f"monitoring.{key}: must be an {'https' if key == 'tls_url' else 'http(s)'}:// URL"
+            )
+    if monitoring.disk_down_percent >= monitoring.disk_warn_percent:
+        raise ConfigError("monitoring.disk_down_percent: must be below disk_warn_percent")
+    if monitoring.queue_down <= monitoring.queue_warn:
+        raise ConfigError("monitoring.queue_down: must be above queue_warn")
+    if monitoring.metrics_token and len(monitoring.metrics_token) < 24:
+        raise ConfigError("monitoring.metrics_token: must be at least 24 characters")
 
 
 def ensure_secret_key(settings: Settings) -> str:

@@ -26,5 +26,7 @@ APP_REGISTRY = AppRegistry(
         "appliance.clients.piccolo_app",
         "appliance.galleries.piccolo_app",
         "appliance.backups.piccolo_app",
+        "appliance.notify.piccolo_app",
+        "appliance.monitoring.piccolo_app",
     ]
 )

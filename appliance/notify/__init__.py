@@ -1,0 +1,1 @@
+"""The outbox: e-mail over SMTP and admin alerts through apprise, delivered with retries."""
