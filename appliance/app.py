@@ -29,7 +29,13 @@ from appliance.galleries.share_staff_web import ShareLinkController
 from appliance.galleries.share_web import ShareController
 from appliance.galleries.upload_web import UploadController
 from appliance.galleries.web import GalleryController
+from appliance.monitoring.admin_web import MonitoringAdminController
+from appliance.monitoring.incidents_web import IncidentAdminController
+from appliance.monitoring.metrics_web import MetricsController
+from appliance.monitoring.status_web import StatusController
 from appliance.monitoring.web import HealthController
+from appliance.notify.web import NotifyAdminController
+from appliance.privacy.web import SecurityIncidentController
 from appliance.setup.web import SetupController, StudioSettingsController
 from appliance.storage import open_store
 from appliance.web.csrf import csrf_guard
@@ -73,6 +79,12 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StudioSettingsController,
             AuditController,
             BackupsController,
+            NotifyAdminController,
+            MonitoringAdminController,
+            IncidentAdminController,
+            SecurityIncidentController,
+            StatusController,
+            MetricsController,
             ClientController,
             GalleryController,
             UploadController,

@@ -195,6 +195,8 @@ def web(obj: Context, host: str | None, port: int | None, migrate: bool, setup_t
 def worker(obj: Context) -> None:
     """Run the background worker alone (as the worker container does)."""
     from appliance.db.engine import configure
+    from appliance.monitoring.loop import MonitorLoop
+    from appliance.notify.delivery import DeliveryLoop
     from appliance.worker import JobLoop, make_huey
 
     configure_logging(obj.settings.logging.level)
@@ -203,6 +205,10 @@ def worker(obj: Context) -> None:
         huey = make_huey(settings)
         jobs = JobLoop(settings)
         jobs.start()
+        outbox = DeliveryLoop(settings)
+        outbox.start()
+        monitor = MonitorLoop(settings)
+        monitor.start()
         backups = None
         if settings.backups.enabled:
             from appliance.backups.service import BackupLoop
@@ -214,6 +220,8 @@ def worker(obj: Context) -> None:
             consumer.run()  # returns on SIGTERM / SIGINT
         finally:
             jobs.stop()
+            outbox.stop()
+            monitor.stop()
             if backups is not None:
                 backups.stop()
 

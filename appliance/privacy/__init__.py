@@ -1,0 +1,1 @@
+"""Privacy: the security-incident register now; exports, erasure and requests later."""
