@@ -14,7 +14,7 @@ async def open_automatic(component: str, title: str, detail: str, now: dt.dateti
     """Open an incident for ``component`` unless one of its own is still open; the new id."""
     existing = await Incident.exists().where(
         Incident.automatic.eq(True),
-        Incident.component.eq(component),
+        Incident.component == component,
         Incident.resolved_at.is_null(),
     )
     if existing:
@@ -45,7 +45,7 @@ async def resolve_automatic(component: str, message: str, now: dt.datetime) -> i
         await Incident.select(Incident.id)
         .where(
             Incident.automatic.eq(True),
-            Incident.component.eq(component),
+            Incident.component == component,
             Incident.resolved_at.is_null(),
         )
         .first()
