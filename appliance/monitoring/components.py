@@ -1,0 +1,62 @@
+"""The components the probes watch, the names people see, and how the status page groups them.
+
+Component keys are stored in probe results, states and spans; off-site repositories add one
+key each (``offsite:<repository name>``), so the set is open and a key outside the table below
+still gets a readable label.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = [
+    "CORE",
+    "GROUPS",
+    "LABELS",
+    "SpanState",
+    "State",
+    "group_of",
+    "label",
+]
+
+State = Literal["up", "degraded", "down"]
+SpanState = Literal["degraded", "down", "unknown"]
+
+LABELS = {
+    "web": "Website and galleries",
+    "database": "Database",
+    "object-store": "Photo storage",
+    "worker": "Background worker",
+    "queue": "Job queue",
+    "disk:data": "Disk space (data)",
+    "disk:backup": "Disk space (backups)",
+    "tls": "TLS certificate",
+    "backup": "Daily backup",
+    "drill": "Restore drill",
+}
+
+# The components without which clients cannot open their galleries: the overall uptime is down
+# whenever one of them is.
+CORE = ("web", "database", "object-store")
+
+# Status page sections, in order.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Galleries and website": ("web", "database", "object-store"),
+    "Background work": ("worker", "queue"),
+    "Storage": ("disk:data", "disk:backup"),
+    "Backups": ("backup", "drill", "offsite:"),
+    "Security": ("tls",),
+}
+
+
+def label(component: str) -> str:
+    if component.startswith("offsite:"):
+        return f"Off-site copy ({component.partition(':')[2]})"
+    return LABELS.get(component, component)
+
+
+def group_of(component: str) -> str:
+    for group, members in GROUPS.items():
+        if any(component == m or (m.endswith(":") and component.startswith(m)) for m in members):
+            return group
+    return "Other"
