@@ -125,6 +125,12 @@ class MaintenanceWindow(Table, tablename="maintenance_window"):
     starts_at = Timestamptz(index=True)
     ends_at = Timestamptz()
     notify_clients = Boolean(default=False)
+    # Raised by every edit that changes what people were told (times, title, components):
+    # notices are keyed by it, so a changed window is announced again, once.
+    revision = Integer(default=0)
+    # Everyone a notice went to, [{"email": ..., "audience": "staff" | "client"}]: a
+    # cancellation goes to exactly these people, whoever is on staff or has a link by then.
+    told = JSONB(default="[]")
     notice_sent_at = Timestamptz(null=True, default=None)
     reminder_sent_at = Timestamptz(null=True, default=None)
     cancelled_at = Timestamptz(null=True, default=None)
