@@ -1,6 +1,5 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import Integer
-from piccolo.columns.column_types import JSONB
+from piccolo.columns.column_types import JSONB, Integer
 from piccolo.columns.indexes import IndexMethod
 
 ID = "2026-11-29T20:18:24:767336"
