@@ -424,12 +424,12 @@ def _check_notify(notify: NotifySettings, monitoring: MonitoringSettings) -> Non
     for url in notify.alert_urls:
         if "://" not in url:
             raise ConfigError(f"notify.alert_urls: {url.split(':')[0]!r} is not a URL")
-    for key in ("heartbeat_url", "tls_url"):
-        url = getattr(monitoring, key)
-        if url and not url.startswith("https://" if key == "tls_url" else ("http://", "https://")):
-            raise ConfigError(
-                f"monitoring.{key}: must be an {'https' if key == 'tls_url' else 'http(s)'}:// URL"
-            )
+    if monitoring.heartbeat_url and not monitoring.heartbeat_url.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigError("monitoring.heartbeat_url: must be an http:// or https:// URL")
+    if monitoring.tls_url and not monitoring.tls_url.startswith("https://"):
+        raise ConfigError("monitoring.tls_url: must be an https:// URL")
     if monitoring.disk_down_percent >= monitoring.disk_warn_percent:
         raise ConfigError("monitoring.disk_down_percent: must be below disk_warn_percent")
     if monitoring.queue_down <= monitoring.queue_warn:

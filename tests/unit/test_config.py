@@ -342,6 +342,45 @@ BAD_VALUES = [
     pytest.param({}, "[throttle]\nfree_failures = 21\n", "throttle.free_failures: ", id="fails"),
     pytest.param({"APPLIANCE_QUEUE__WORKERS": "33"}, "", "queue.workers: ", id="workers-33"),
     pytest.param({}, "server = 5\n", "server: ", id="section-not-a-table"),
+    pytest.param(
+        {}, '[notify]\nsmtp_host = "mail.example"\n', "notify.mail_from: ", id="smtp-no-from"
+    ),
+    pytest.param(
+        {}, '[notify]\nsmtp_username = "studio"\n', "notify.smtp_username: ", id="user-no-pw"
+    ),
+    pytest.param({}, '[notify]\nsmtp_security = "ssl"\n', "notify.smtp_security: ", id="sec"),
+    pytest.param({}, '[notify]\nalert_urls = ["ntfy"]\n', "notify.alert_urls: ", id="alert"),
+    pytest.param({}, '[notify]\nlanguage = "fr"\n', "notify.language: ", id="language"),
+    pytest.param(
+        {}, '[monitoring]\nstatus_page = "open"\n', "monitoring.status_page: ", id="status"
+    ),
+    pytest.param(
+        {}, "[monitoring]\nprobe_interval_seconds = 5\n", "monitoring.probe_interval", id="5s"
+    ),
+    pytest.param(
+        {}, '[monitoring]\ntls_url = "http://a.example"\n', "monitoring.tls_url: ", id="tls"
+    ),
+    pytest.param(
+        {}, '[monitoring]\nheartbeat_url = "hc.example"\n', "monitoring.heartbeat_url", id="hb"
+    ),
+    pytest.param(
+        {},
+        "[monitoring]\ndisk_warn_percent = 5\ndisk_down_percent = 5\n",
+        "monitoring.disk_down_percent: ",
+        id="disk-order",
+    ),
+    pytest.param(
+        {}, "[monitoring]\nqueue_down = 100\n", "monitoring.queue_down: ", id="queue-order"
+    ),
+    pytest.param(
+        {"APPLIANCE_MONITORING__METRICS_TOKEN": "short"},
+        "",
+        "monitoring.metrics_token: ",
+        id="metrics-token-short",
+    ),
+    pytest.param(
+        {}, "[monitoring]\nsla_target_percent = 100.5\n", "monitoring.sla_target", id="sla"
+    ),
 ]
 
 
