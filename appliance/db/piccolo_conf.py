@@ -28,5 +28,6 @@ APP_REGISTRY = AppRegistry(
         "appliance.backups.piccolo_app",
         "appliance.notify.piccolo_app",
         "appliance.monitoring.piccolo_app",
+        "appliance.privacy.piccolo_app",
     ]
 )
