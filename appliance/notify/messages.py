@@ -24,6 +24,7 @@ __all__ = [
     "channel_keys",
     "config_channel_key",
     "queue_alert",
+    "queue_channel_alert",
     "queue_email",
     "render_email",
 ]
@@ -135,6 +136,24 @@ async def queue_alert(
         )
         queued += await _insert(row) is not None
     return queued
+
+
+async def queue_channel_alert(
+    channel: str, title: str, body: str, *, severity: Severity, source: str, now: dt.datetime
+) -> int:
+    """Queue an alert for one channel only (a test from the admin page); the id of its row."""
+    row = OutboxMessage(
+        kind="alert",
+        channel=channel,
+        subject=title[:500],
+        body_text=body,
+        severity=severity,
+        source=source,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    await row.save().run()
+    return int(row.id)
 
 
 async def _insert(row: OutboxMessage) -> int | None:
