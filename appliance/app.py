@@ -33,6 +33,7 @@ from appliance.monitoring.admin_web import MonitoringAdminController
 from appliance.monitoring.incidents_web import IncidentAdminController
 from appliance.monitoring.metrics_web import MetricsController
 from appliance.monitoring.status_web import StatusController
+from appliance.monitoring.watcher import watch_worker
 from appliance.monitoring.web import HealthController
 from appliance.notify.web import NotifyAdminController
 from appliance.privacy.web import SecurityIncidentController
@@ -66,7 +67,9 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
     async def database(_: Litestar) -> AsyncIterator[None]:
         async with connection_pool():
             await store.ensure_ready()
-            yield
+            # The web process watches the worker's heartbeat: a dead worker cannot say so.
+            async with watch_worker(settings, clock):
+                yield
 
     app = Litestar(
         route_handlers=[
