@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from appliance.errors import (
     Unauthenticated,
 )
 from appliance.logs import redact_path
+from appliance.monitoring.maintenance import BannerCache, format_when
 from appliance.storage.base import ObjectNotFound, StorageError
 from appliance.web.auth import AdminRequired, LoginRequired
 from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
@@ -34,8 +36,11 @@ from appliance.web.security import parse_address
 __all__ = [
     "EXCEPTION_HANDLERS",
     "FORM",
+    "banner_cache",
     "client_address",
     "error_context",
+    "load_maintenance_banner",
+    "maintenance_banner",
     "redirect",
     "render",
     "retry_after",
@@ -93,6 +98,7 @@ def render(
         "csrf_value": csrf_token(request),
         "csrf_field": CSRF_FIELD,
         "signed": request.state.get("signed"),
+        **maintenance_banner(request),
         **(context or {}),
     }
     return Template(
@@ -102,6 +108,59 @@ def render(
         cookies=[*request.state.get("set_cookies", []), *cookies],
         headers=dict(headers or {}),
     )
+
+
+BANNER_STATE = "maintenance_banner"
+# How long before it starts a window is shown to admins on the home page.
+UPCOMING_ON_HOME = dt.timedelta(days=14)
+
+
+def banner_cache(request: AnyRequest) -> BannerCache:
+    """This app's cache of the maintenance windows the banner may show."""
+    cache: BannerCache | None = request.app.state.get(BANNER_STATE)
+    if cache is None:
+        cache = BannerCache()
+        request.app.state[BANNER_STATE] = cache
+    return cache
+
+
+async def load_maintenance_banner(request: AnyRequest) -> None:
+    """A ``before_request`` hook: reload the banner's windows when older than 30 s, so the
+    page about to render shows a change made in another process."""
+    await banner_cache(request).refresh_if_stale(request.app.state.clock())
+
+
+def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
+    """Template values of the banner: ``maintenance_now`` (the running window and when it
+    ends, for every page) and ``maintenance_next`` (the next one, for admins on the home
+    page). Read from the cache; a stale cache is reloaded in the background."""
+    cache = banner_cache(request)
+    now = request.app.state.clock()
+    cache.refresh_soon(now)
+    running = cache.active(now)
+    zone = request.app.state.settings.backups.timezone
+    values: dict[str, Any] = {"maintenance_now": None, "maintenance_next": None}
+    if running is not None:
+        values["maintenance_now"] = {
+            "title": running.title,
+            "until": format_when(running.ends_at, zone),
+            "components": running.component_labels,
+        }
+    signed = request.state.get("signed")
+    if (
+        request.url.path == "/"
+        and signed is not None
+        and signed.session.stage == "full"
+        and signed.member.is_admin
+    ):
+        coming = cache.upcoming(now, UPCOMING_ON_HOME)
+        if coming is not None:
+            values["maintenance_next"] = {
+                "title": coming.title,
+                "starts": format_when(coming.starts_at, zone),
+                "ends": format_when(coming.ends_at, zone),
+            }
+    return values
 
 
 def redirect(path: str, *, cookies: Iterable[Cookie] = ()) -> Redirect:

@@ -1,0 +1,570 @@
+"""Maintenance windows: scheduling with clear refusals, e-mail notices, reminders and
+cancellations in the outbox as the clock moves, and the banner while a window runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+
+from appliance.accounts.tables import StaffUser
+from appliance.audit.service import Actor, list_entries
+from appliance.errors import InvalidInput
+from appliance.galleries.tables import ShareLink
+from appliance.monitoring import maintenance
+from appliance.monitoring.tables import MaintenanceWindow
+from appliance.notify.tables import OutboxMessage
+from appliance.web.pages import BANNER_STATE
+from tests.conftest import FakeClock
+from tests.integration.flows import Admin, csrf_of, submit
+from tests.integration.sharing_flows import published_gallery, share, visitor
+from tests.integration.test_clients import ANNA, BEN, signed_in_owner
+
+PAGE = "/admin/incidents/maintenance"
+OWNER_EMAIL = "owner@lumen.example"
+SYSTEM = Actor(id=None, name="system")
+
+
+@pytest.fixture(autouse=True)
+def fresh_banner(app: Litestar) -> Any:
+    """Each test starts and ends with an empty banner cache (the app outlives the test)."""
+    app.state.pop(BANNER_STATE, None)
+    yield
+    app.state.pop(BANNER_STATE, None)
+
+
+def local(moment: dt.datetime) -> str:
+    """A ``datetime-local`` form value in UTC (the test settings' studio time zone)."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%dT%H:%M}"
+
+
+def minute(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+async def add_staff(username: str, email: str, *, active: bool = True) -> None:
+    """A staff account as the accounts domain stores it (its password is never used here)."""
+    await StaffUser.insert(
+        StaffUser(
+            username=username,
+            email=email,
+            display_name=username.title(),
+            role="photographer",
+            password_hash="unused",
+            is_active=active,
+            password_changed_at=dt.datetime.now(dt.UTC),
+            created_at=dt.datetime.now(dt.UTC),
+        )
+    ).run()
+
+
+async def schedule(client: httpx.AsyncClient, **form: str) -> httpx.Response:
+    return await submit(client, PAGE, form, action=PAGE)
+
+
+async def mails(template: str | None = None) -> list[dict[str, Any]]:
+    query = OutboxMessage.select().where(OutboxMessage.kind == "email").order_by(OutboxMessage.id)
+    rows = await query.run()
+    return [row for row in rows if template is None or row["template"] == template]
+
+
+async def run_task(clock: FakeClock, *, language: str = "en") -> maintenance.NoticeReport:
+    """What the periodic task does, at the test clock's time."""
+    return await maintenance.send_due_notices(
+        notice_days=7, language=language, studio="Studio Lumen", zone="UTC", now=clock()
+    )
+
+
+async def only_window() -> dict[str, Any]:
+    rows = await MaintenanceWindow.select().output(load_json=True).run()
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+@pytest.fixture
+async def owner(client: httpx.AsyncClient, admin: Admin, clock: FakeClock) -> AsyncIterator[Admin]:
+    await signed_in_owner(client, admin, clock)
+    yield admin
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+async def test_admin_schedules_a_window_stored_in_utc_and_audited(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """A window typed in the studio's zone is stored in UTC with its components, listed on the
+    page with the zone shown, and the scheduling is audit-logged."""
+    starts = minute(clock() + dt.timedelta(days=3))
+    response = await schedule(
+        client,
+        title="Database upgrade",
+        description="PostgreSQL 17.\nGalleries stay readable.",
+        starts=local(starts),
+        ends=local(starts + dt.timedelta(hours=2)),
+        components="database",  # one checkbox arrives as a plain string
+        notify_clients="on",
+    )
+    assert response.status_code == 303, response.text[-2000:]
+    assert response.headers["location"] == f"{PAGE}?done=scheduled"
+    row = await only_window()
+    assert row["title"] == "Database upgrade"
+    assert row["description"] == "PostgreSQL 17.\nGalleries stay readable."
+    assert row["starts_at"] == starts
+    assert row["ends_at"] == starts + dt.timedelta(hours=2)
+    assert row["components"] == ["database"]
+    assert row["notify_clients"] is True
+    assert row["notice_sent_at"] is None and row["cancelled_at"] is None
+    page = await client.get(PAGE)
+    assert "Database upgrade" in page.text
+    assert f"{starts:%Y-%m-%d %H:%M} UTC" in page.text
+    entry = next(e for e in await list_entries() if e.action == "maintenance.scheduled")
+    assert entry.actor == "owner"
+    assert entry.target == f"maintenance:{row['id']}"
+    assert entry.details["components"] == ["database"]
+
+
+async def test_times_in_the_studio_zone_become_utc(clean_db: None, clock: FakeClock) -> None:
+    """A Berlin wall-clock time is stored as the right UTC instant and shown with both zones;
+    a time skipped by the daylight-saving change is refused."""
+    year = clock().year + 1
+    window = await maintenance.schedule_window(
+        maintenance.MaintenanceInput(
+            title="Move", starts=f"{year}-01-10T22:00", ends=f"{year}-01-11T02:00"
+        ),
+        zone="Europe/Berlin",
+        actor=SYSTEM,
+        address="",
+        now=clock(),
+    )
+    assert window.starts_at == dt.datetime(year, 1, 10, 21, 0, tzinfo=dt.UTC)
+    shown = maintenance.format_when(window.starts_at, "Europe/Berlin")
+    assert shown == f"{year}-01-10 22:00 CET (21:00 UTC)"
+    last_of_march = dt.date(year, 3, 31)
+    switch = last_of_march - dt.timedelta(days=(last_of_march.weekday() - 6) % 7)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        await maintenance.schedule_window(
+            maintenance.MaintenanceInput(
+                title="Gap", starts=f"{switch}T02:30", ends=f"{switch}T05:00"
+            ),
+            zone="Europe/Berlin",
+            actor=SYSTEM,
+            address="",
+            now=clock(),
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"title": "  "}, "Give the maintenance a title."),
+        ({"starts": "past"}, "The start is in the past."),
+        ({"ends": "before"}, "The end must come after the start."),
+        ({"ends": "long"}, "at most 7 days"),
+        ({"components": "mainframe"}, "Unknown component: &#39;mainframe&#39;"),
+        ({"starts": "tomorrow at noon"}, "Enter the time as YYYY-MM-DD HH:MM."),
+        ({"starts": "2031-02-30T10:00"}, "This date does not exist."),
+        ({"title": "Update\u202eevil"}, "Remove the invisible or control characters."),
+        ({"title": "x" * 201}, "Use at most 200 characters."),
+        ({"starts": "next-year"}, "at most a year ahead"),
+    ],
+)
+async def test_bad_windows_are_refused_with_a_clear_message(
+    client: httpx.AsyncClient,
+    owner: Admin,
+    clock: FakeClock,
+    change: dict[str, str],
+    message: str,
+) -> None:
+    """Each bad value gets a 400 naming the problem, the form keeps what was typed, and no
+    window is stored."""
+    starts = minute(clock() + dt.timedelta(days=2))
+    special = {
+        "past": local(clock() - dt.timedelta(hours=1)),
+        "before": local(starts - dt.timedelta(minutes=30)),
+        "long": local(starts + dt.timedelta(days=7, minutes=1)),
+        "next-year": local(clock() + dt.timedelta(days=400)),
+    }
+    form = {
+        "title": "Disk swap",
+        "starts": local(starts),
+        "ends": local(starts + dt.timedelta(hours=1)),
+        **{key: special.get(value, value) for key, value in change.items()},
+    }
+    response = await schedule(client, **form)
+    assert response.status_code == 400
+    assert message in response.text
+    assert 'aria-invalid="true"' in response.text or "field-error" in response.text
+    assert await MaintenanceWindow.count().run() == 0
+
+
+async def test_maintenance_pages_refuse_other_people(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """Signed out is sent to sign in; a form without its CSRF token is refused; an unknown
+    window is a 404; nothing is stored."""
+    signed_out = await client.get(PAGE)
+    assert signed_out.status_code in (302, 303)
+    await signed_in_owner(client, admin, clock)
+    forged = await client.post(PAGE, data={"title": "x", "starts": "", "ends": ""})
+    assert forged.status_code == 403
+    missing = await client.get(f"{PAGE}/999999")
+    assert missing.status_code == 404
+    page = await client.get(PAGE)
+    cancel = await client.post(f"{PAGE}/999999/cancel", data={"_csrf": csrf_of(page.text)})
+    assert cancel.status_code == 404
+    huge = await client.post(f"{PAGE}/99999999999/cancel", data={"_csrf": csrf_of(page.text)})
+    assert huge.status_code in (400, 404)
+    assert await MaintenanceWindow.count().run() == 0
+
+
+# --- notices and reminders -------------------------------------------------------------------
+
+
+async def test_staff_are_told_days_ahead_reminded_the_day_before_each_once(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Active staff with an address get the notice 7 days ahead and the reminder 24 h ahead,
+    in text and HTML; running the task again queues nothing; disabled staff get nothing."""
+    await add_staff("pia", "pia@lumen.example")
+    await add_staff("gone", "gone@lumen.example", active=False)
+    await add_staff("nomail", "")
+    starts = minute(clock() + dt.timedelta(days=10))
+    await schedule(
+        client,
+        title="Server move",
+        description="New rack.",
+        starts=local(starts),
+        ends=local(starts + dt.timedelta(hours=3)),
+        components="web",
+    )
+    assert (await run_task(clock)).notices == 0
+    assert await mails() == []
+
+    clock.now = starts - dt.timedelta(days=7, minutes=1)
+    assert (await run_task(clock)).notices == 0  # a minute early
+
+    clock.now = starts - dt.timedelta(days=7)
+    report = await run_task(clock)
+    assert report.notices == 2
+    notices = await mails("maintenance_notice")
+    assert sorted(m["recipient"] for m in notices) == [OWNER_EMAIL, "pia@lumen.example"]
+    for mail in notices:
+        assert mail["language"] == "en"
+        assert mail["source"] == "monitoring"
+        assert mail["subject"] == f"Planned maintenance {starts:%Y-%m-%d %H:%M} UTC: Server move"
+        assert "Server move" in mail["body_text"] and "New rack." in mail["body_text"]
+        assert f"To:   {starts + dt.timedelta(hours=3):%Y-%m-%d %H:%M} UTC" in mail["body_text"]
+        assert "Website and galleries" in mail["body_text"]
+        assert "reminder the day before" in mail["body_text"]
+        assert "<strong>Server move</strong>" in mail["body_html"]
+        assert "Website and galleries" in mail["body_html"]
+    row = await only_window()
+    assert row["notice_sent_at"] == clock() and row["reminder_sent_at"] is None
+    assert sorted(item["email"] for item in row["told"]) == [OWNER_EMAIL, "pia@lumen.example"]
+
+    clock.advance(minutes=5)
+    assert await run_task(clock) == maintenance.NoticeReport()  # the task ran again
+    assert len(await mails()) == 2
+
+    clock.now = starts - dt.timedelta(hours=24, minutes=1)
+    assert (await run_task(clock)).reminders == 0
+    clock.now = starts - dt.timedelta(hours=24)
+    assert (await run_task(clock)).reminders == 2
+    assert (await run_task(clock)).reminders == 0
+    reminders = await mails("maintenance_reminder")
+    assert sorted(m["recipient"] for m in reminders) == [OWNER_EMAIL, "pia@lumen.example"]
+    assert reminders[0]["subject"].startswith("Reminder: maintenance ")
+    assert "begins within a day" in reminders[0]["body_text"]
+    assert "begins within a day" in reminders[0]["body_html"]
+
+    clock.now = starts + dt.timedelta(hours=4)
+    assert await run_task(clock) == maintenance.NoticeReport()
+    assert len(await mails()) == 4
+
+
+async def test_a_window_scheduled_late_is_announced_at_once_without_a_second_mail(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Scheduled 3 hours ahead: the notice goes at the next run and counts as the reminder,
+    so nobody gets two mails for it."""
+    starts = minute(clock() + dt.timedelta(hours=3))
+    await schedule(
+        client,
+        title="Quick patch",
+        starts=local(starts),
+        ends=local(starts + dt.timedelta(hours=1)),
+    )
+    assert (await run_task(clock)).notices == 1
+    clock.advance(hours=1)
+    assert await run_task(clock) == maintenance.NoticeReport()
+    assert [m["template"] for m in await mails()] == ["maintenance_notice"]
+    row = await only_window()
+    assert row["reminder_sent_at"] is not None
+
+
+async def test_the_notice_is_written_in_the_configured_language(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """With ``notify.language = de`` the mails are German, text and HTML."""
+    starts = minute(clock() + dt.timedelta(hours=5))
+    await schedule(
+        client, title="Umzug", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    await run_task(clock, language="de")
+    (mail,) = await mails()
+    assert mail["language"] == "de"
+    assert mail["subject"] == f"Geplante Wartung {starts:%Y-%m-%d %H:%M} UTC: Umzug"
+    assert "plant eine Wartung" in mail["body_text"]
+    assert 'lang="de"' in mail["body_html"] and "Umzug" in mail["body_html"]
+
+
+async def test_a_changed_window_is_announced_again_once(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Moving a window after its notice makes a new revision: everyone told gets one
+    "Changed" notice with the new time; a description-only edit announces nothing."""
+    starts = minute(clock() + dt.timedelta(days=2))
+    await schedule(
+        client, title="Upgrade", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    await run_task(clock)
+    row = await only_window()
+    edit = f"{PAGE}/{row['id']}"
+    later = starts + dt.timedelta(days=1)
+    moved = await submit(
+        client,
+        edit,
+        {"title": "Upgrade", "starts": local(later), "ends": local(later + dt.timedelta(hours=2))},
+    )
+    assert moved.status_code == 303, moved.text[-2000:]
+    row = await only_window()
+    assert row["revision"] == 1 and row["notice_sent_at"] is None
+    await run_task(clock)
+    await run_task(clock)
+    notices = await mails("maintenance_notice")
+    assert len(notices) == 2
+    assert (
+        notices[1]["subject"] == f"Changed: planned maintenance {later:%Y-%m-%d %H:%M} UTC: Upgrade"
+    )
+    assert "has changed" in notices[1]["body_text"]
+
+    same = await submit(
+        client,
+        edit,
+        {
+            "title": "Upgrade",
+            "description": "Only words.",
+            "starts": local(later),
+            "ends": local(later + dt.timedelta(hours=2)),
+        },
+    )
+    assert same.status_code == 303
+    assert (await only_window())["revision"] == 1
+    await run_task(clock)
+    assert len(await mails("maintenance_notice")) == 2
+    actions = [e.action for e in await list_entries()]
+    assert actions.count("maintenance.changed") == 2
+
+
+async def test_cancellation_goes_to_those_told_and_only_them(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Cancelling sends a cancellation to everyone the notice reached (not to staff who joined
+    since), audit-logs it, removes the window from the status queries, and a second cancel is
+    refused with a message."""
+    await add_staff("pia", "pia@lumen.example")
+    starts = minute(clock() + dt.timedelta(days=1, hours=6))
+    await schedule(
+        client, title="Rewiring", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    await run_task(clock)
+    await add_staff("newbie", "newbie@lumen.example")
+    row = await only_window()
+    page = await client.get(PAGE)
+    cancelled = await client.post(f"{PAGE}/{row['id']}/cancel", data={"_csrf": csrf_of(page.text)})
+    assert cancelled.status_code == 303
+    sent = await mails("maintenance_cancelled")
+    assert sorted(m["recipient"] for m in sent) == [OWNER_EMAIL, "pia@lumen.example"]
+    assert sent[0]["subject"] == f"Cancelled: maintenance {starts:%Y-%m-%d %H:%M} UTC: Rewiring"
+    assert "is cancelled" in sent[0]["body_text"] and "is cancelled" in sent[0]["body_html"]
+    assert (await only_window())["cancelled_at"] == clock()
+    assert await maintenance.upcoming_maintenance(clock()) == []
+    entry = next(e for e in await list_entries() if e.action == "maintenance.cancelled")
+    assert entry.details == {"title": "Rewiring", "cancellations": 2}
+
+    again = await client.post(f"{PAGE}/{row['id']}/cancel", data={"_csrf": csrf_of(page.text)})
+    assert again.status_code == 409
+    assert "already cancelled" in again.text
+    clock.now = starts - dt.timedelta(hours=2)
+    await run_task(clock)
+    assert len(await mails()) == 4  # two notices, two cancellations, no reminder
+
+
+async def test_a_window_cancelled_before_its_notice_mails_nobody(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Nobody was told, so nobody gets a cancellation, and the notice never goes out."""
+    starts = minute(clock() + dt.timedelta(days=20))
+    await schedule(
+        client, title="Far off", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    row = await only_window()
+    page = await client.get(PAGE)
+    await client.post(f"{PAGE}/{row['id']}/cancel", data={"_csrf": csrf_of(page.text)})
+    clock.now = starts - dt.timedelta(days=3)
+    await run_task(clock)
+    assert await mails() == []
+
+
+async def test_clients_with_active_links_are_told_when_chosen(
+    client: httpx.AsyncClient, app: Litestar, owner: Admin, clock: FakeClock
+) -> None:
+    """With "also tell clients", the addresses of active links are told (a link without an
+    address reaches its client's); revoked and expired links are not; each address once."""
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await share(client, gallery, recipient="Anna", email="anna.links@example.org")
+    await share(client, gallery, recipient="Anna again")  # no address: the client's
+    await share(client, gallery, recipient="Old", email="old@example.org")
+    await share(client, gallery, recipient="Later", email="later@example.org")
+    await (
+        ShareLink.update({ShareLink.revoked_at: clock()})
+        .where(ShareLink.email == "old@example.org")
+        .run()
+    )
+    await (
+        ShareLink.update({ShareLink.expires_at: clock() - dt.timedelta(minutes=1)})
+        .where(ShareLink.email == "later@example.org")
+        .run()
+    )
+    other, _ = await published_gallery(client, app, clock, BEN, ["b.jpg"], title="Portraits")
+    await share(client, other, recipient="Ben", email=OWNER_EMAIL.upper())  # staff already
+
+    starts = minute(clock() + dt.timedelta(hours=6))
+    await schedule(
+        client,
+        title="Storage swap",
+        starts=local(starts),
+        ends=local(starts + dt.timedelta(hours=1)),
+        notify_clients="on",
+    )
+    await run_task(clock)
+    by_address = {m["recipient"]: m for m in await mails("maintenance_notice")}
+    assert sorted(by_address) == sorted([OWNER_EMAIL, "anna.links@example.org", ANNA["email"]])
+    client_mail = by_address["anna.links@example.org"]
+    assert "Your gallery links may be slow" in client_mail["body_text"]
+    assert "Your gallery links may be slow" in client_mail["body_html"]
+    assert "A banner shows" not in client_mail["body_text"]
+    assert "A banner shows" in by_address[OWNER_EMAIL]["body_text"]
+
+
+async def test_clients_are_not_told_unless_chosen(
+    client: httpx.AsyncClient, app: Litestar, owner: Admin, clock: FakeClock
+) -> None:
+    """Without the choice only staff hear of the maintenance."""
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await share(client, gallery, recipient="Anna", email="anna.links@example.org")
+    starts = minute(clock() + dt.timedelta(hours=6))
+    await schedule(
+        client, title="Quiet", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    await run_task(clock)
+    assert [m["recipient"] for m in await mails()] == [OWNER_EMAIL]
+
+
+# --- the banner and the status queries ------------------------------------------------------
+
+
+async def test_banner_shows_during_the_window_only_on_staff_and_client_pages(
+    client: httpx.AsyncClient, app: Litestar, owner: Admin, clock: FakeClock
+) -> None:
+    """Before the window no banner; during it staff pages and a client's link page say until
+    when; after it, none again. Admins see the upcoming window on the home page."""
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery, recipient="Anna", password="blue harbour ledge 51")
+    # Steps shorter than the staff session's 30 idle minutes, so the owner stays signed in.
+    starts = minute(clock() + dt.timedelta(minutes=20))
+    ends = starts + dt.timedelta(minutes=25)
+    await schedule(
+        client,
+        title="Disk replacement",
+        starts=local(starts),
+        ends=local(ends),
+        components="object-store",
+    )
+    banner = f"Planned maintenance until {ends:%Y-%m-%d %H:%M} UTC:"
+    async with visitor(app) as anna:
+        before = await client.get("/clients")
+        assert "maintenance-banner" not in before.text
+        assert "maintenance-banner" not in (await anna.get(path)).text
+        home = await client.get("/")
+        assert "maintenance-upcoming" in home.text and "Disk replacement" in home.text
+
+        clock.now = starts
+        during = await client.get("/clients")
+        assert banner in during.text
+        assert "Disk replacement (Photo storage)" in during.text
+        client_page = await anna.get(path)
+        assert client_page.status_code == 200
+        assert banner in client_page.text
+
+        clock.now = ends
+        assert "maintenance-banner" not in (await client.get("/clients")).text
+        assert "maintenance-banner" not in (await anna.get(path)).text
+
+
+async def test_a_cancelled_window_shows_no_banner(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Cancelling reloads the banner at once: during the cancelled window no page shows it."""
+    starts = minute(clock() + dt.timedelta(hours=1))
+    await schedule(
+        client, title="Called off", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    row = await only_window()
+    page = await client.get(PAGE)
+    await client.post(f"{PAGE}/{row['id']}/cancel", data={"_csrf": csrf_of(page.text)})
+    clock.now = starts + dt.timedelta(minutes=10)
+    assert "maintenance-banner" not in (await client.get("/clients")).text
+
+
+async def test_status_queries_return_complete_windows(clean_db: None, clock: FakeClock) -> None:
+    """upcoming, active and between see only windows that are not cancelled, with their
+    components, and ``between`` finds every window overlapping the period."""
+    now = clock()
+
+    async def add(title: str, start_hours: float, hours: float, **extra: Any) -> int:
+        row = MaintenanceWindow(
+            title=title,
+            components=["database"],
+            starts_at=now + dt.timedelta(hours=start_hours),
+            ends_at=now + dt.timedelta(hours=start_hours + hours),
+            created_at=now,
+            updated_at=now,
+            **extra,
+        )
+        await row.save().run()
+        return int(row.id)
+
+    past = await add("past", -10, 2)
+    running = await add("running", -1, 2)
+    soon = await add("soon", 3, 1)
+    await add("cancelled", 5, 1, cancelled_at=now)
+    assert [w.id for w in await maintenance.active_maintenance(now)] == [running]
+    upcoming = await maintenance.upcoming_maintenance(now)
+    assert [w.id for w in upcoming] == [soon]
+    assert upcoming[0].components == ["database"]
+    assert upcoming[0].component_labels == ["Database"]
+    overlapping = await maintenance.maintenance_between(
+        now - dt.timedelta(hours=9), now + dt.timedelta(hours=6)
+    )
+    assert [w.title for w in overlapping] == ["past", "running", "soon"]
+    edge = await maintenance.maintenance_between(
+        now - dt.timedelta(hours=8), now - dt.timedelta(hours=1)
+    )
+    assert [w.id for w in edge] == []  # [past start, past end) touches neither end
+    assert past not in [w.id for w in await maintenance.active_maintenance(now)]
