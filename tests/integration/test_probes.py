@@ -1,0 +1,471 @@
+"""Probe rounds against the real database, a real HTTP and TLS server, and the receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import http.server
+import os
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from appliance.backups.tables import BackupJob, DrillReport
+from appliance.config import RepositorySettings, Settings
+from appliance.db.engine import engine
+from appliance.monitoring import probes, states
+from appliance.monitoring.loop import MonitorLoop
+from appliance.monitoring.probes import Outcome
+from appliance.monitoring.tables import (
+    ComponentSpan,
+    ComponentStatus,
+    Incident,
+    ProbeResult,
+    ProcessHeartbeat,
+)
+from appliance.monitoring.watcher import watch_worker
+from appliance.notify.tables import OutboxMessage
+from appliance.storage import open_store
+from tests.conftest import FakeClock
+from tests.receiver import TOKEN, Receiver
+
+CORE_ROUND = {"web", "database", "object-store", "worker", "queue", "disk:data"}
+
+
+class Healthz:
+    """A stand-in for the web process: answers ``GET /healthz`` with ``status``."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                code = owner.status if self.path == "/healthz" else 404
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def healthz() -> Iterator[Healthz]:
+    server = Healthz()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def monitor_settings(settings: Settings, receiver: Receiver, healthz: Healthz) -> Settings:
+    """Settings whose web server is ``healthz``, alerts go to ``receiver``, backups are off."""
+    return msgspec.structs.replace(
+        settings,
+        server=msgspec.structs.replace(settings.server, host="0.0.0.0", port=healthz.port),  # noqa: S104 - only mapped to loopback by the probe
+        notify=msgspec.structs.replace(settings.notify, alert_urls=[receiver.alert_url()]),
+        monitoring=msgspec.structs.replace(
+            settings.monitoring, flap_threshold=2, heartbeat_url=receiver.ping_url()
+        ),
+        backups=msgspec.structs.replace(settings.backups, enabled=False),
+    )
+
+
+@pytest.fixture
+async def watched(
+    settings: Settings, receiver: Receiver, healthz: Healthz, clean_db: None
+) -> Settings:
+    watched = monitor_settings(settings, receiver, healthz)
+    await open_store(watched).ensure_ready()  # as the web process does when it starts
+    return watched
+
+
+async def statuses() -> dict[str, str]:
+    rows = await ComponentStatus.select(ComponentStatus.component, ComponentStatus.state).run()
+    return {row["component"]: row["state"] for row in rows}
+
+
+async def alerts() -> list[dict[str, object]]:
+    return list(
+        await OutboxMessage.select(
+            OutboxMessage.subject, OutboxMessage.severity, OutboxMessage.state
+        )
+        .where(OutboxMessage.kind == "alert")
+        .order_by(OutboxMessage.id)
+        .run()
+    )
+
+
+async def test_round_records_every_component_beats_and_pings(
+    watched: Settings, clock: FakeClock, receiver: Receiver
+) -> None:
+    """A round stores a result for each component, all up, the heartbeat, and pings outside."""
+    loop = MonitorLoop(watched, clock=clock)
+    assert await loop.round() == []
+    rows = await ProbeResult.select().run()
+    assert {row["component"] for row in rows} == CORE_ROUND
+    assert {row["state"] for row in rows} == {"up"}, [r["detail"] for r in rows]
+    assert all(row["latency_ms"] is not None for row in rows)
+    assert await statuses() == dict.fromkeys(CORE_ROUND, "up")
+    beat = await ProcessHeartbeat.select().where(ProcessHeartbeat.name == "worker").first()
+    assert beat is not None
+    assert (beat["beat_at"], beat["pid"]) == (clock(), os.getpid())
+    assert [r.path for r in receiver.requests] == [f"/ping/{TOKEN}"]
+    assert await alerts() == []
+    assert await ComponentSpan.count() == 0
+
+
+async def test_web_down_alerts_once_then_recovers(
+    watched: Settings, clock: FakeClock, healthz: Healthz
+) -> None:
+    """A failing /healthz is confirmed after two rounds: one alert, one incident, one span;
+    its return resolves the incident and queues one recovery alert."""
+    loop = MonitorLoop(watched, clock=clock)
+    await loop.round()
+    healthz.status = 503
+    clock.advance(seconds=60)
+    first_failure = clock()
+    assert await loop.round() == []
+    clock.advance(seconds=60)
+    [change] = await loop.round()
+    assert (change.component, change.previous, change.current) == ("web", "up", "down")
+    clock.advance(seconds=60)
+    assert await loop.round() == []  # still down: nothing new
+    queued = await alerts()
+    assert [(a["subject"], a["severity"]) for a in queued] == [
+        ("Website and galleries is down", "failure")
+    ]
+    [incident] = await Incident.select().run()
+    assert (incident["component"], incident["state"], incident["started_at"]) == (
+        "web",
+        "investigating",
+        first_failure,
+    )
+    healthz.status = 200
+    clock.advance(seconds=60)
+    back = clock()
+    await loop.round()
+    clock.advance(seconds=60)
+    [change] = await loop.round()
+    assert (change.previous, change.current) == ("down", "up")
+    queued = await alerts()
+    assert [a["subject"] for a in queued] == [
+        "Website and galleries is down",
+        "Website and galleries is up again",
+    ]
+    [span] = await ComponentSpan.select().run()
+    assert (span["component"], span["state"], span["started_at"], span["ended_at"]) == (
+        "web",
+        "down",
+        first_failure,
+        back,
+    )
+    [incident] = await Incident.select().run()
+    assert (incident["state"], incident["resolved_at"]) == ("resolved", clock())
+    status = await ComponentStatus.select().where(ComponentStatus.component == "web").first()
+    assert status is not None and (status["state"], status["since"]) == ("up", back)
+
+
+async def test_gap_while_the_worker_was_off_is_unknown(watched: Settings, clock: FakeClock) -> None:
+    """A heartbeat an hour old marks the hour unknown; an open down span is cut around it."""
+    loop = MonitorLoop(watched, clock=clock)
+    await loop.round()
+    hour_ago = clock() - dt.timedelta(hours=1)
+    two_hours_ago = clock() - dt.timedelta(hours=2)
+    await ProcessHeartbeat.update({ProcessHeartbeat.beat_at: hour_ago}, force=True).run()
+    await (
+        ComponentStatus.update(
+            {ComponentStatus.state: "down", ComponentStatus.since: two_hours_ago}
+        )
+        .where(ComponentStatus.component == "object-store")
+        .run()
+    )
+    await (
+        ComponentSpan(component="object-store", state="down", started_at=two_hours_ago, detail="x")
+        .save()
+        .run()
+    )
+    fresh = MonitorLoop(watched, clock=clock)  # a worker that just started
+    await fresh.round()
+    spans = await ComponentSpan.select().order_by(ComponentSpan.started_at).run()
+    unknown = [s for s in spans if s["state"] == "unknown"]
+    assert {s["component"] for s in unknown} == CORE_ROUND
+    assert {(s["started_at"], s["ended_at"]) for s in unknown} == {(hour_ago, clock())}
+    store = [
+        (s["state"], s["started_at"], s["ended_at"])
+        for s in spans
+        if s["component"] == "object-store"
+    ]
+    # Down until the gap, unknown through it, down again from now (until probes confirm up).
+    assert store == [
+        ("down", two_hours_ago, hour_ago),
+        ("unknown", hour_ago, clock()),
+        ("down", clock(), None),
+    ]
+
+
+async def test_components_no_longer_probed_are_retired(watched: Settings, clock: FakeClock) -> None:
+    """A removed off-site repository's state goes, its open span and incident end."""
+    earlier = clock() - dt.timedelta(hours=3)
+    await (
+        ComponentStatus(component="offsite:old", state="down", since=earlier, checked_at=earlier)
+        .save()
+        .run()
+    )
+    await ComponentSpan(component="offsite:old", state="down", started_at=earlier).save().run()
+    await states.confirm_down("offsite:other", "gone", earlier, earlier)
+    await MonitorLoop(watched, clock=clock).round()
+    assert "offsite:old" not in await statuses()
+    spans = await ComponentSpan.select(ComponentSpan.component, ComponentSpan.ended_at).run()
+    assert {s["component"]: s["ended_at"] for s in spans} == {
+        "offsite:old": clock(),
+        "offsite:other": clock(),
+    }
+    [incident] = await Incident.select().run()
+    assert incident["state"] == "resolved"
+
+
+async def test_crashed_and_hanging_probes_are_their_component_down() -> None:
+    """A probe that raises or hangs marks only its own component down, with the reason."""
+    now = dt.datetime.now(dt.UTC)
+
+    async def crash() -> Outcome:
+        raise RuntimeError("boom")
+
+    async def hang() -> Outcome:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    async def fine() -> Outcome:
+        return Outcome("up", "fine")
+
+    started = time.monotonic()
+    results = await probes.run_probes({"a": crash, "b": hang, "c": fine}, limit=0.5, now=now)
+    assert time.monotonic() - started < 5
+    assert [(r.component, r.state) for r in results] == [("a", "down"), ("b", "down"), ("c", "up")]
+    assert "RuntimeError: boom" in results[0].detail
+    assert "no answer within" in results[1].detail
+
+
+async def test_queue_backlog_thresholds(watched: Settings, clock: FakeClock) -> None:
+    """Waiting backup jobs count against queue_warn and queue_down; future ones do not."""
+    tight = msgspec.structs.replace(
+        watched, monitoring=msgspec.structs.replace(watched.monitoring, queue_warn=2, queue_down=4)
+    )
+    context = probes.ProbeContext(settings=tight, store=open_store(tight))
+    now = clock()
+    for number in range(3):
+        await (
+            BackupJob(
+                kind="check", repository="x", slot=f"check:{number}", not_before=now, created_at=now
+            )
+            .save()
+            .run()
+        )
+    await (
+        BackupJob(
+            kind="check",
+            repository="x",
+            slot="later",
+            not_before=now + dt.timedelta(hours=1),
+            created_at=now,
+        )
+        .save()
+        .run()
+    )
+    outcome = await probes.probe_queue(context, now)
+    assert outcome.state == "degraded"
+    assert "3 backup jobs" in outcome.detail
+    await (
+        BackupJob(kind="check", repository="x", slot="more", not_before=now, created_at=now)
+        .save()
+        .run()
+    )
+    assert (await probes.probe_queue(context, now)).state == "down"
+
+
+async def test_backup_probes_read_what_the_backups_recorded(
+    watched: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Last backup, drill and off-site copy come from the job tables; the local repository's
+    disk is probed."""
+    backups = msgspec.structs.replace(
+        watched.backups,
+        enabled=True,
+        repositories=[
+            RepositorySettings(name="local", url=str(tmp_path / "repo")),
+            RepositorySettings(name="nas", url=str(tmp_path / "nas"), offsite=True),
+        ],
+    )
+    enabled = msgspec.structs.replace(watched, backups=backups)
+    now = clock()
+    hours = dt.timedelta(hours=1)
+
+    async def job(kind: str, repository: str, state: str, finished: dt.datetime, slot: str) -> None:
+        await (
+            BackupJob(
+                kind=kind,
+                repository=repository,
+                slot=slot,
+                state=state,
+                not_before=finished,
+                finished_at=finished,
+                created_at=finished,
+            )
+            .save()
+            .run()
+        )
+
+    await job("backup", "", "done", now - 40 * hours, "b1")
+    await job("copy", "nas", "done", now - 39 * hours, "c1")
+    await job("copy", "nas", "failed", now - 10 * hours, "c2")
+    await (
+        DrillReport(
+            repository="local",
+            started_at=now - 24 * hours,
+            finished_at=now - 23 * hours,
+            passed=True,
+        )
+        .save()
+        .run()
+    )
+    context = probes.ProbeContext(settings=enabled, store=open_store(enabled))
+    planned, complete = await probes.plan_probes(context, now)
+    assert complete
+    assert {"backup", "drill", "disk:backup", "offsite:nas"} <= set(planned)
+    results = {r.component: r for r in await probes.run_probes(planned, limit=5, now=now)}
+    assert results["backup"].state == "down"  # 40 h > backup_max_age_hours (30)
+    assert "40.0 h ago" in results["backup"].detail
+    assert results["drill"].state == "up"
+    assert results["offsite:nas"].state == "down"
+    assert "copy failed" in results["offsite:nas"].detail
+    assert results["disk:backup"].state in {"up", "degraded", "down"}
+    assert "GB free" in results["disk:backup"].detail
+    await job("backup", "", "done", now - 2 * hours, "b2")
+    await job("copy", "nas", "done", now - hours, "c3")
+    results = {r.component: r for r in await probes.run_probes(planned, limit=5, now=now)}
+    assert (results["backup"].state, results["offsite:nas"].state) == ("up", "up")
+
+
+def make_certificate(folder: Path, not_after: dt.datetime) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1 valid until ``not_after``."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - dt.timedelta(days=365))
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+async def tls_server(context: ssl.SSLContext) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+
+
+@pytest.mark.parametrize(("days_left", "state"), [(60, "up"), (5, "degraded"), (-1, "down")])
+async def test_tls_certificate_expiry_of_a_real_server(
+    days_left: int, state: str, tmp_path: Path
+) -> None:
+    """The certificate of a real TLS server is read: far off up, near degraded, past down."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    expires = now + dt.timedelta(days=days_left)
+    server = await tls_server(make_certificate(tmp_path, expires))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outcome = await probes.probe_tls(f"https://127.0.0.1:{port}/", now, 14)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert outcome.state == state, outcome
+    assert expires.strftime("%Y-%m-%d") in outcome.detail
+
+
+async def test_tls_unreachable_is_down(tmp_path: Path) -> None:
+    """Nobody listening on the TLS address is down, naming the address."""
+    server = await tls_server(make_certificate(tmp_path, dt.datetime.now(dt.UTC)))
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    outcome = await probes.probe_tls(f"https://127.0.0.1:{port}/", dt.datetime.now(dt.UTC), 14)
+    assert outcome.state == "down"
+    assert f"127.0.0.1:{port}" in outcome.detail
+
+
+async def test_monitor_thread_runs_rounds_and_stops(watched: Settings) -> None:
+    """The worker's thread runs a round on its own loop, writes results, and stops when told."""
+    db = engine()
+    # The worker process has no connection pool; this test process's app may have one.
+    pool, db.pool = db.pool, None
+    loop = MonitorLoop(watched, interval=3600)
+    try:
+        loop.start()
+        deadline = time.monotonic() + 30
+        while loop.rounds < 1 and time.monotonic() < deadline:  # noqa: ASYNC110 - another thread
+            await asyncio.sleep(0.1)
+        loop.stop(timeout=15)
+    finally:
+        db.pool = pool
+    assert loop.rounds == 1
+    assert not loop.is_alive()
+    components = {row["component"] for row in await ProbeResult.select(ProbeResult.component).run()}
+    assert components == CORE_ROUND
+    assert await ProcessHeartbeat.count() == 1
+
+
+async def test_watcher_runs_for_the_life_of_the_context(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """The web process's watch starts with the lifespan and is cancelled when it ends."""
+    async with watch_worker(settings, clock) as watch:
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "worker-watch"]
+        assert len(tasks) == 1 and not tasks[0].done()
+        assert watch.started_at == clock()
+    await asyncio.sleep(0)
+    assert tasks[0].done()
