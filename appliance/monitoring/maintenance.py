@@ -238,11 +238,12 @@ async def _clean(
     ends_at = _parse_local(data.ends, zone, "ends")
     # A running window keeps its start (it may be extended or shortened); a new start must
     # lie ahead, or nobody could have been told.
-    if (current is None or starts_at != current.starts_at) and starts_at <= now:
-        if current is not None and current.starts_at <= now:
-            raise InvalidInput(
-                "This maintenance has begun; its start can no longer change.", field="starts"
-            )
+    moved = current is None or starts_at != current.starts_at
+    if moved and current is not None and current.starts_at <= now:
+        raise InvalidInput(
+            "This maintenance has begun; its start can no longer change.", field="starts"
+        )
+    if moved and starts_at <= now:
         raise InvalidInput("The start is in the past. Choose a time ahead.", field="starts")
     if starts_at - now > MAX_AHEAD:
         raise InvalidInput("Schedule maintenance at most a year ahead.", field="starts")

@@ -568,3 +568,41 @@ async def test_status_queries_return_complete_windows(clean_db: None, clock: Fak
     )
     assert [w.id for w in edge] == []  # [past start, past end) touches neither end
     assert past not in [w.id for w in await maintenance.active_maintenance(now)]
+
+
+async def test_running_and_finished_windows_only_change_as_far_as_sensible(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """A running window may be extended but its start stays; a finished or cancelled one
+    cannot change; each refusal is a 4xx with the reason and changes nothing."""
+    starts = minute(clock() + dt.timedelta(minutes=10))
+    ends = starts + dt.timedelta(minutes=20)
+    await schedule(client, title="Patch", starts=local(starts), ends=local(ends))
+    edit = f"{PAGE}/{(await only_window())['id']}"
+    clock.now = starts + dt.timedelta(minutes=5)
+    moved = await submit(
+        client,
+        edit,
+        {"title": "Patch", "starts": local(starts + dt.timedelta(minutes=10)), "ends": local(ends)},
+    )
+    assert moved.status_code == 400
+    assert "has begun; its start can no longer change" in moved.text
+    longer = await submit(
+        client,
+        edit,
+        {"title": "Patch", "starts": local(starts), "ends": local(ends + dt.timedelta(minutes=10))},
+    )
+    assert longer.status_code == 303
+    assert (await only_window())["ends_at"] == ends + dt.timedelta(minutes=10)
+
+    # Within the staff session's 30 idle minutes of the last request.
+    clock.now = ends + dt.timedelta(minutes=11)
+    token = csrf_of((await client.get(PAGE)).text)
+    late = await client.post(
+        edit,
+        data={"title": "Patch", "starts": local(starts), "ends": local(ends), "_csrf": token},
+    )
+    assert late.status_code == 409 and "is over" in late.text
+    over = await client.post(f"{edit}/cancel", data={"_csrf": token})
+    assert over.status_code == 409 and "nothing to cancel" in over.text
+    assert (await only_window())["cancelled_at"] is None
