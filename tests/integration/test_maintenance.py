@@ -3,22 +3,29 @@ cancellations in the outbox as the clock moves, and the banner while a window ru
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+from huey.api import PeriodicTask
 from litestar import Litestar
 
 from appliance.accounts.tables import StaffUser
 from appliance.audit.service import Actor, list_entries
+from appliance.config import Settings
+from appliance.db.engine import engine
 from appliance.errors import InvalidInput
 from appliance.galleries.tables import ShareLink
 from appliance.monitoring import maintenance
 from appliance.monitoring.tables import MaintenanceWindow
 from appliance.notify.tables import OutboxMessage
 from appliance.web.pages import BANNER_STATE
+from appliance.worker import close_thread_loop, make_huey
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of, submit
 from tests.integration.sharing_flows import published_gallery, share, visitor
@@ -606,3 +613,48 @@ async def test_running_and_finished_windows_only_change_as_far_as_sensible(
     over = await client.post(f"{edit}/cancel", data={"_csrf": token})
     assert over.status_code == 409 and "nothing to cancel" in over.text
     assert (await only_window())["cancelled_at"] is None
+
+
+async def test_the_periodic_task_sends_due_notices_once_through_huey(
+    clean_db: None, settings: Settings, tmp_path: Path
+) -> None:
+    """The worker's ``monitoring.maintenance_notices`` task, run twice as huey runs it on a
+    loop of its own, queues the due notice once."""
+    await add_staff("pia", "pia@lumen.example")
+    now = dt.datetime.now(dt.UTC)
+    await maintenance.schedule_window(
+        maintenance.MaintenanceInput(
+            title="Night work",
+            starts=local(now + dt.timedelta(hours=2)),
+            ends=local(now + dt.timedelta(hours=3)),
+        ),
+        zone="UTC",
+        actor=SYSTEM,
+        address="",
+        now=now,
+    )
+    data = msgspec.structs.replace(settings.paths, data_dir=str(tmp_path))
+    huey = make_huey(msgspec.structs.replace(settings, paths=data), immediate=True)
+    (task,) = [
+        t
+        for t in huey._registry._registry.values()
+        if issubclass(t, PeriodicTask) and t.__name__ == "monitoring.maintenance_notices"
+    ]
+    # As in tests/integration/test_worker.py: the worker has no pool of the web app.
+    db = engine()
+    pool, db.pool = db.pool, None
+    try:
+
+        def execute_twice() -> None:
+            try:
+                huey.execute(task())
+                huey.execute(task())
+            finally:
+                close_thread_loop()
+
+        await asyncio.to_thread(execute_twice)
+    finally:
+        db.pool = pool
+    sent = await mails("maintenance_notice")
+    assert [m["recipient"] for m in sent] == ["pia@lumen.example"]
+    assert sent[0]["subject"].endswith("UTC: Night work")
