@@ -2,10 +2,514 @@
 
 from __future__ import annotations
 
-from litestar import Controller
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, QueryParameter
+
+from appliance.config import Settings
+from appliance.errors import ApplianceError, InvalidInput
+from appliance.privacy import authority, people, report, service
+from appliance.privacy.authority import AuthorityInput
+from appliance.privacy.service import Incident, IncidentInput
+from appliance.setup import service as setup
+from appliance.web.auth import require_admin, signed_in
+from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.requests import AnyRequest
 
 __all__ = ["SecurityIncidentController"]
 
+PAGE = "/admin/security-incidents"
+# The register holds what went wrong and whom it concerns: no copy in any cache.
+NO_STORE = {"Cache-Control": "no-store"}
+NOTICES = {
+    "created": "Incident recorded.",
+    "saved": "Changes saved.",
+    "unchanged": "Nothing was changed.",
+    "authority": "The notification to the authority is recorded.",
+    "added": "The people chosen are on the list.",
+    "removed": "The person was taken off the list.",
+}
+_SCRIPT = Path(__file__).parent.parent / "web" / "templates" / "privacy" / "countdown.js"
+
+
+def _listed(value: list[str] | str) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+class IncidentForm(msgspec.Struct):
+    kind: str = ""
+    title: str = ""
+    detected_at: str = ""
+    occurred_at: str = ""
+    timezone: str = "UTC"
+    description: str = ""
+    analysis: str = ""
+    measures: str = ""
+    status: str = "open"
+    personal_data: str = ""
+    data_categories: str = ""
+    people_count: str = ""
+    records_count: str = ""
+    consequences: str = ""
+    risk: str = "low"
+
+    def input(self) -> IncidentInput:
+        return IncidentInput(
+            kind=self.kind,
+            title=self.title,
+            detected_at=self.detected_at,
+            occurred_at=self.occurred_at,
+            timezone=self.timezone,
+            description=self.description,
+            analysis=self.analysis,
+            measures=self.measures,
+            status=self.status,
+            personal_data=self.personal_data == "1",
+            data_categories=self.data_categories,
+            people_count=self.people_count,
+            records_count=self.records_count,
+            consequences=self.consequences,
+            risk=self.risk,
+        )
+
+    @classmethod
+    def of(cls, incident: Incident) -> IncidentForm:
+        def local(moment: dt.datetime | None) -> str:
+            return "" if moment is None else f"{incident.local(moment):%Y-%m-%dT%H:%M}"
+
+        return cls(
+            kind=incident.kind,
+            title=incident.title,
+            detected_at=local(incident.detected_at),
+            occurred_at=local(incident.occurred_at),
+            timezone=incident.timezone,
+            description=incident.description,
+            analysis=incident.analysis,
+            measures=incident.measures,
+            status=incident.status,
+            personal_data="1" if incident.personal_data else "",
+            data_categories=incident.data_categories,
+            people_count="" if incident.people_count is None else str(incident.people_count),
+            records_count="" if incident.records_count is None else str(incident.records_count),
+            consequences=incident.consequences,
+            risk=incident.risk,
+        )
+
+
+class AuthorityForm(msgspec.Struct):
+    authority: str = ""
+    notified_at: str = ""
+    timezone: str = "UTC"
+    reference: str = ""
+    nature: str = ""
+    data_categories: str = ""
+    people_count: str = ""
+    records_count: str = ""
+    contact_name: str = ""
+    contact_details: str = ""
+    consequences: str = ""
+    measures: str = ""
+    delay_reasons: str = ""
+
+    def input(self) -> AuthorityInput:
+        return msgspec.convert(msgspec.structs.asdict(self), AuthorityInput)
+
+
+class PeopleForm(msgspec.Struct):
+    people: list[str] | str = msgspec.field(default_factory=list)
+
+
+class NotifyForm(msgspec.Struct):
+    subject: str = ""
+    body: str = ""
+    people: list[str] | str = msgspec.field(default_factory=list)
+    again: str = ""
+
+
+def _when(incident: Incident, moment: dt.datetime | None) -> str:
+    """A time in the incident's zone, with the zone, and in UTC when that differs."""
+    if moment is None:
+        return ""
+    local = incident.local(moment)
+    utc = moment.astimezone(dt.UTC)
+    if local.utcoffset() == dt.timedelta(0) and incident.timezone in ("UTC", "Etc/UTC"):
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({incident.timezone}; {utc:%H:%M} UTC)"
+
+
+@functools.cache
+def _script() -> bytes:
+    return _SCRIPT.read_bytes()
+
 
 class SecurityIncidentController(Controller):
-    path = "/admin/security-incidents"
+    path = PAGE
+    guards = [require_admin]
+
+    def _base(self, request: AnyRequest) -> dict[str, Any]:
+        return {
+            "now": request.app.state.clock(),
+            "kinds": service.KINDS,
+            "statuses": service.STATUSES,
+            "risks": service.RISKS,
+            "when": _when,
+            "countdown": service.countdown,
+            "max_text": service.MAX_TEXT,
+        }
+
+    def _page(
+        self, request: AnyRequest, template: str, context: dict[str, Any], status_code: int = 200
+    ) -> Response[Any]:
+        return render(
+            request,
+            f"privacy/{template}",
+            {**self._base(request), **context},
+            status_code=status_code,
+            headers=NO_STORE,
+        )
+
+    @get("/", name="security_incidents")
+    async def index(self, request: AnyRequest) -> Response[Any]:
+        return self._page(request, "index.html", {"incidents": await service.list_incidents()})
+
+    @get("/countdown.js", name="security_incidents_script", media_type="text/javascript")
+    async def script(self) -> Response[bytes]:
+        return Response(_script(), media_type="text/javascript")
+
+    # --- the incident ---------------------------------------------------------------------
+
+    def _form(
+        self,
+        request: AnyRequest,
+        form: IncidentForm,
+        incident: Incident | None,
+        **extra: Any,
+    ) -> Response[Any]:
+        status = status_of(extra["exc"]) if "exc" in extra else 200
+        context = error_context(extra.pop("exc")) if "exc" in extra else {}
+        return self._page(
+            request, "form.html", {"form": form, "incident": incident, **context}, status
+        )
+
+    @get("/new", name="security_incident_new")
+    async def new(self, request: AnyRequest) -> Response[Any]:
+        settings: Settings = request.app.state.settings
+        now = request.app.state.clock()
+        # The zone of the studio's schedule is the best guess of where the studio is.
+        zone = settings.backups.timezone
+        local = service.local_time(now, zone)
+        form = IncidentForm(timezone=zone, detected_at=f"{local:%Y-%m-%dT%H:%M}")
+        return self._form(request, form, None)
+
+    @post("/new", name="security_incident_create")
+    async def create(
+        self, request: AnyRequest, data: Annotated[IncidentForm, FORM]
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            incident = await service.create_incident(
+                data.input(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return self._form(request, data, None, exc=exc)
+        return redirect(f"{PAGE}/{incident.id}?done=created")
+
+    @get("/{incident_id:int}", name="security_incident")
+    async def show(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        done: Annotated[str, QueryParameter(max_length=20)] = "",
+        told: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+        already: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+        without: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> Response[Any]:
+        notice = NOTICES.get(done)
+        if done == "told":
+            notice = _told(people.NoticeResult(told, already, without))
+        return await self._show(request, incident_id, notice=notice)
+
+    async def _show(
+        self, request: AnyRequest, incident_id: int, *, status_code: int = 200, **extra: Any
+    ) -> Response[Any]:
+        incident = await service.get_incident(incident_id)
+        context = {
+            "incident": incident,
+            "changes": await service.list_changes(incident_id),
+            "submissions": await authority.list_submissions(incident_id),
+            "affected": await people.list_affected(incident_id),
+            **extra,
+        }
+        return self._page(request, "show.html", context, status_code)
+
+    @get("/{incident_id:int}/edit", name="security_incident_edit")
+    async def edit(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[Any]:
+        incident = await service.get_incident(incident_id)
+        return self._form(request, IncidentForm.of(incident), incident)
+
+    @post("/{incident_id:int}/edit", name="security_incident_update")
+    async def update(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[IncidentForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        before = await service.get_incident(incident_id)
+        try:
+            after = await service.update_incident(
+                incident_id,
+                data.input(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return self._form(request, data, before, exc=exc)
+        done = "unchanged" if after == before else "saved"
+        return redirect(f"{PAGE}/{incident_id}?done={done}")
+
+    # --- the authority --------------------------------------------------------------------
+
+    async def _authority_page(
+        self,
+        request: AnyRequest,
+        incident: Incident,
+        form: AuthorityForm,
+        exc: ApplianceError | None = None,
+    ) -> Response[Any]:
+        context: dict[str, Any] = {
+            "incident": incident,
+            "form": form,
+            "submissions": await authority.list_submissions(incident.id),
+        }
+        if exc is not None:
+            context.update(error_context(exc))
+        return self._page(
+            request, "authority.html", context, status_of(exc) if exc is not None else 200
+        )
+
+    @get("/{incident_id:int}/authority", name="security_incident_authority")
+    async def authority_form(
+        self, request: AnyRequest, incident_id: FromPath[int]
+    ) -> Response[Any]:
+        incident = await service.get_incident(incident_id)
+        submissions = await authority.list_submissions(incident_id)
+        defaults = authority.form_defaults(
+            incident,
+            submissions[-1] if submissions else None,
+            await setup.get_studio(),
+            request.app.state.clock(),
+        )
+        form = msgspec.convert(msgspec.structs.asdict(defaults), AuthorityForm)
+        return await self._authority_page(request, incident, form)
+
+    @post("/{incident_id:int}/authority", name="security_incident_authority_record")
+    async def authority_record(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[AuthorityForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        incident = await service.get_incident(incident_id)
+        try:
+            await authority.record_submission(
+                incident_id,
+                data.input(),
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._authority_page(request, incident, data, exc)
+        return redirect(f"{PAGE}/{incident_id}?done=authority")
+
+    # --- affected people ------------------------------------------------------------------
+
+    @get("/{incident_id:int}/people", name="security_incident_people")
+    async def people_page(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        q: Annotated[str, QueryParameter(max_length=100)] = "",
+    ) -> Response[Any]:
+        incident = await service.get_incident(incident_id)
+        try:
+            found = await people.search_people(incident_id, q)
+        except ApplianceError as exc:
+            return self._page(
+                request,
+                "people.html",
+                {"incident": incident, "q": "", "found": [], **error_context(exc)},
+                status_of(exc),
+            )
+        return self._page(request, "people.html", {"incident": incident, "q": q, "found": found})
+
+    @post("/{incident_id:int}/people", name="security_incident_people_add")
+    async def people_add(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[PeopleForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await people.add_people(
+                incident_id,
+                [key for key in _listed(data.people) if key],
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._show(
+                request, incident_id, status_code=status_of(exc), **error_context(exc)
+            )
+        return redirect(f"{PAGE}/{incident_id}?done=added")
+
+    @post("/{incident_id:int}/people/{row_id:int}/remove", name="security_incident_person_remove")
+    async def person_remove(
+        self, request: AnyRequest, incident_id: FromPath[int], row_id: FromPath[int]
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await people.remove_person(
+                incident_id,
+                row_id,
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._show(
+                request, incident_id, status_code=status_of(exc), **error_context(exc)
+            )
+        return redirect(f"{PAGE}/{incident_id}?done=removed")
+
+    async def _notify_page(
+        self,
+        request: AnyRequest,
+        incident: Incident,
+        form: NotifyForm,
+        exc: ApplianceError | None = None,
+    ) -> Response[Any]:
+        context: dict[str, Any] = {
+            "incident": incident,
+            "form": form,
+            "chosen": set(_listed(form.people)),
+            "affected": await people.list_affected(incident.id),
+        }
+        if exc is not None:
+            context.update(error_context(exc))
+        return self._page(
+            request, "notify.html", context, status_of(exc) if exc is not None else 200
+        )
+
+    @get("/{incident_id:int}/notify", name="security_incident_notify")
+    async def notify_form(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[Any]:
+        settings: Settings = request.app.state.settings
+        incident = await service.get_incident(incident_id)
+        subject, body = people.default_notice(
+            incident, await setup.get_studio(), settings.notify.language
+        )
+        untold = [str(p.id) for p in await people.list_affected(incident_id) if not p.times_told]
+        form = NotifyForm(subject=subject, body=body, people=untold)
+        return await self._notify_page(request, incident, form)
+
+    @post("/{incident_id:int}/notify", name="security_incident_notify_send")
+    async def notify_send(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[NotifyForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        settings: Settings = request.app.state.settings
+        incident = await service.get_incident(incident_id)
+        studio = await setup.get_studio()
+        try:
+            chosen = [_row_id(key) for key in _listed(data.people) if key]
+            result = await people.notify_people(
+                incident_id,
+                chosen,
+                subject=data.subject,
+                body=data.body,
+                again=data.again == "1",
+                language=settings.notify.language,
+                studio=studio.name if studio else "",
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._notify_page(request, incident, data, exc)
+        return redirect(
+            f"{PAGE}/{incident_id}?done=told&told={result.told}"
+            f"&already={result.already_told}&without={result.without_email}"
+        )
+
+    # --- the report -----------------------------------------------------------------------
+
+    @get("/{incident_id:int}/report.json", name="security_incident_report_json")
+    async def report_json(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[bytes]:
+        signed = await signed_in(request)
+        await service.get_incident(incident_id)
+        data = await report.export_json(
+            incident_id,
+            actor=signed.member.actor,
+            address=client_address(request),
+            now=request.app.state.clock(),
+        )
+        return _download(data, f"security-incident-{incident_id}.json", "application/json")
+
+    @get("/{incident_id:int}/report.pdf", name="security_incident_report_pdf")
+    async def report_pdf(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[bytes]:
+        signed = await signed_in(request)
+        await service.get_incident(incident_id)
+        studio = await setup.get_studio()
+        data = await report.export_pdf(
+            incident_id,
+            actor=signed.member.actor,
+            address=client_address(request),
+            studio=studio.name if studio else "",
+            now=request.app.state.clock(),
+        )
+        return _download(data, f"security-incident-{incident_id}.pdf", "application/pdf")
+
+
+def _row_id(key: str) -> int:
+    if not key.isdigit() or len(key) > 9:
+        raise InvalidInput("Choose people from the list.", field="people")
+    return int(key)
+
+
+def _told(result: people.NoticeResult) -> str:
+    parts = [
+        f"{result.told} notice{'s' if result.told != 1 else ''} queued; the outbox sends them "
+        "within a minute"
+    ]
+    if result.already_told:
+        parts.append(
+            f"{result.already_told} already told before (not sent again; tick “send again” "
+            "to repeat)"
+        )
+    if result.without_email:
+        parts.append(f"{result.without_email} without an e-mail address: tell them another way")
+    return "; ".join(parts) + "."
+
+
+def _download(data: bytes, filename: str, media_type: str) -> Response[bytes]:
+    return Response(
+        data,
+        media_type=media_type,
+        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{filename}"'},
+    )

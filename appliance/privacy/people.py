@@ -1,0 +1,457 @@
+"""The people affected by a security incident, and telling them (GDPR Art. 34).
+
+People are the studio's clients and staff, found and read through the clients and accounts
+services; the register keeps only their ids and when each was told. A notice goes through the
+outbox once per person: telling someone a second time takes an explicit "send again".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from appliance.accounts import service as accounts
+from appliance.audit import service as audit
+from appliance.audit.service import Actor
+from appliance.clients import service as clients
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.notify.messages import queue_email
+from appliance.privacy.service import (
+    MAX_TEXT,
+    Incident,
+    clean_multiline,
+    lock_incident,
+    record_change,
+)
+from appliance.privacy.tables import AffectedPerson, PersonNotice
+from appliance.setup.service import StudioProfile
+from appliance.validation import clean_text
+
+__all__ = [
+    "MAX_PEOPLE_AT_ONCE",
+    "Affected",
+    "Candidate",
+    "NoticeResult",
+    "add_people",
+    "default_notice",
+    "list_affected",
+    "notify_people",
+    "parse_person",
+    "remove_person",
+    "search_people",
+]
+
+PersonKind = Literal["client", "staff"]
+MAX_PEOPLE_AT_ONCE = 200
+MAX_SUBJECT = 200
+_NO_PERSONAL_DATA = (
+    "This incident is not marked as involving personal data, so there is nobody to tell "
+    "about it. Edit the incident first if it does."
+)
+
+
+class Candidate(msgspec.Struct, frozen=True):
+    """A person found by a search, to be chosen as affected."""
+
+    kind: str
+    person_id: int
+    name: str
+    email: str
+    detail: str
+    affected: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.person_id}"
+
+
+class Affected(msgspec.Struct, frozen=True, kw_only=True):
+    """An affected person with their current name and address (empty when they are gone)."""
+
+    id: int
+    kind: str
+    person_id: int
+    name: str
+    email: str
+    on_record: bool
+    added_at: dt.datetime
+    first_told_at: dt.datetime | None
+    last_told_at: dt.datetime | None
+    times_told: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.person_id}"
+
+
+class NoticeResult(msgspec.Struct, frozen=True):
+    told: int
+    already_told: int
+    without_email: int
+
+
+def parse_person(key: str) -> tuple[PersonKind, int]:
+    """``client:12`` or ``staff:3`` as chosen on the page."""
+    kind, _, number = key.strip().partition(":")
+    if kind not in ("client", "staff") or not number.isdigit() or len(number) > 9:
+        raise InvalidInput(f"{key[:40]!r} does not name a client or staff member.", field="people")
+    return ("client" if kind == "client" else "staff"), int(number)
+
+
+async def _lookup(kind: str, person_id: int) -> tuple[str, str] | None:
+    """Name and e-mail address through the owning domain's service; None when gone."""
+    if kind == "client":
+        try:
+            client = await clients.get_client(person_id)
+        except NotFound:
+            return None
+        return client.name, client.email
+    member = await accounts.get_member(person_id)
+    return None if member is None else (member.display_name, member.email)
+
+
+async def search_people(incident_id: int, query: str) -> list[Candidate]:
+    """Clients (active and archived) and staff whose name or e-mail contains ``query``."""
+    text = clean_text(query, field="q", max_length=100, required=False)
+    if not text:
+        return []
+    taken = {
+        (row["kind"], row["person_id"])
+        for row in await AffectedPerson.select(AffectedPerson.kind, AffectedPerson.person_id)
+        .where(AffectedPerson.incident == incident_id)
+        .run()
+    }
+    found: list[Candidate] = []
+    for archived in (False, True):
+        page = await clients.search_clients(text, archived=archived)
+        found.extend(
+            Candidate(
+                "client",
+                c.id,
+                c.name,
+                c.email,
+                "client (archived)" if archived else "client",
+                ("client", c.id) in taken,
+            )
+            for c in page.clients
+        )
+    needle = text.casefold()
+    found.extend(
+        Candidate(
+            "staff",
+            m.id,
+            m.display_name,
+            m.email,
+            f"staff ({m.role})",
+            ("staff", m.id) in taken,
+        )
+        for m in await accounts.list_members()
+        if needle in m.display_name.casefold()
+        or needle in m.email.casefold()
+        or needle in m.username
+    )
+    return found
+
+
+async def list_affected(incident_id: int) -> list[Affected]:
+    rows = (
+        await AffectedPerson.select()
+        .where(AffectedPerson.incident == incident_id)
+        .order_by(AffectedPerson.id)
+        .run()
+    )
+    people = []
+    for row in rows:
+        found = await _lookup(row["kind"], row["person_id"])
+        people.append(
+            Affected(
+                id=row["id"],
+                kind=row["kind"],
+                person_id=row["person_id"],
+                name=found[0] if found else "",
+                email=found[1] if found else "",
+                on_record=found is not None,
+                added_at=row["added_at"],
+                first_told_at=row["first_told_at"],
+                last_told_at=row["last_told_at"],
+                times_told=row["times_told"],
+            )
+        )
+    return people
+
+
+def _require_personal_data(incident: Incident) -> None:
+    if not incident.personal_data:
+        raise Conflict(_NO_PERSONAL_DATA)
+
+
+async def add_people(
+    incident_id: int,
+    keys: Sequence[str],
+    *,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+) -> int:
+    """Mark people as affected; every one must exist, or nothing is added. Returns how many
+    were new (someone already on the list is not added twice)."""
+    if not keys:
+        raise InvalidInput("Choose at least one person.", field="people")
+    if len(keys) > MAX_PEOPLE_AT_ONCE:
+        raise InvalidInput(f"Add at most {MAX_PEOPLE_AT_ONCE} people at once.", field="people")
+    chosen = list(dict.fromkeys(parse_person(key) for key in keys))
+    for kind, person_id in chosen:
+        if await _lookup(kind, person_id) is None:
+            label = "client" if kind == "client" else "staff member"
+            raise InvalidInput(f"There is no {label} #{person_id}.", field="people")
+    async with AffectedPerson._meta.db.transaction(allow_nested=True):
+        _require_personal_data(await lock_incident(incident_id))
+        added = await (
+            AffectedPerson.insert(
+                *(
+                    AffectedPerson(
+                        incident=incident_id,
+                        kind=kind,
+                        person_id=person_id,
+                        added_at=now,
+                        added_by=actor.id,
+                    )
+                    for kind, person_id in chosen
+                )
+            )
+            .on_conflict(action="DO NOTHING")
+            .returning(AffectedPerson.kind, AffectedPerson.person_id)
+            .run()
+        )
+        if added:
+            people = [f"{row['kind']}:{row['person_id']}" for row in added]
+            await record_change(
+                incident_id, "people_added", {"people": people}, actor=actor, now=now
+            )
+            await audit.record(
+                "security_incident.people_add",
+                actor=actor,
+                target=f"security_incident:{incident_id}",
+                address=address,
+                details={"people": people},
+                at=now,
+            )
+    return len(added)
+
+
+async def remove_person(
+    incident_id: int, row_id: int, *, actor: Actor, address: str, now: dt.datetime
+) -> None:
+    """Take someone off the list who was added by mistake; someone already told stays."""
+    async with AffectedPerson._meta.db.transaction(allow_nested=True):
+        await lock_incident(incident_id)
+        row = (
+            await AffectedPerson.select()
+            .where(AffectedPerson.id == row_id, AffectedPerson.incident == incident_id)
+            .first()
+            .run()
+        )
+        if row is None:
+            raise NotFound("This person is not on the list of this incident.")
+        if row["times_told"]:
+            raise Conflict("This person was already told; they stay on the record.")
+        await AffectedPerson.delete().where(AffectedPerson.id == row_id).run()
+        person = f"{row['kind']}:{row['person_id']}"
+        await record_change(incident_id, "person_removed", {"person": person}, actor=actor, now=now)
+        await audit.record(
+            "security_incident.person_remove",
+            actor=actor,
+            target=f"security_incident:{incident_id}",
+            address=address,
+            details={"person": person},
+            at=now,
+        )
+
+
+# --- the notice ----------------------------------------------------------------------------
+
+_DEFAULTS: dict[str, tuple[str, str]] = {
+    "en": (
+        "Security incident at {studio}: what happened and what we are doing",
+        """Hello,
+
+we are writing to tell you about a security incident at {studio} that concerns your personal data.
+
+What happened
+{nature}
+
+It was detected on {detected}.
+
+Which of your data is concerned
+{categories}
+
+What this may mean for you
+{consequences}
+
+What we have done and will do
+{measures}
+
+Whom to ask
+{contact}
+
+We are sorry for this, and we will let you know if we learn anything that matters to you.
+
+{studio}
+""",
+    ),
+    "de": (
+        "Sicherheitsvorfall bei {studio}: was passiert ist und was wir tun",
+        """Guten Tag,
+
+wir informieren Sie über einen Sicherheitsvorfall bei {studio}, der Ihre personenbezogenen Daten betrifft.
+
+Was passiert ist
+{nature}
+
+Der Vorfall wurde am {detected} festgestellt.
+
+Welche Ihrer Daten betroffen sind
+{categories}
+
+Was das für Sie bedeuten kann
+{consequences}
+
+Was wir getan haben und tun werden
+{measures}
+
+An wen Sie sich wenden können
+{contact}
+
+Wir bedauern diesen Vorfall und melden uns, sobald wir etwas erfahren, das für Sie wichtig ist.
+
+{studio}
+""",  # noqa: E501 - a letter's lines are as long as its sentences
+    ),
+}
+_MISSING = {"en": "(to be added)", "de": "(noch zu ergänzen)"}
+
+
+def default_notice(
+    incident: Incident, studio: StudioProfile | None, language: str
+) -> tuple[str, str]:
+    """Subject and text prefilled from the register, covering what Art. 34(2) asks: the
+    nature of the breach, a contact point, the likely consequences and the measures."""
+    language = language if language in _DEFAULTS else "en"
+    subject, body = _DEFAULTS[language]
+    missing = _MISSING[language]
+    name = studio.name if studio and studio.name else "Fotostudio"
+    contact = "\n".join(
+        part
+        for part in (
+            name,
+            studio.contact_email if studio else "",
+            studio.contact_phone if studio else "",
+        )
+        if part
+    )
+    detected = incident.local(incident.detected_at)
+    values = {
+        "studio": name,
+        "nature": incident.description or incident.title,
+        "detected": f"{detected:%Y-%m-%d %H:%M} ({incident.timezone})",
+        "categories": incident.data_categories or missing,
+        "consequences": incident.consequences or missing,
+        "measures": incident.measures or missing,
+        "contact": contact,
+    }
+    return subject.format(**values), body.format(**values)
+
+
+async def notify_people(
+    incident_id: int,
+    row_ids: Sequence[int],
+    *,
+    subject: str,
+    body: str,
+    again: bool,
+    language: str,
+    studio: str,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+) -> NoticeResult:
+    """Queue the notice for the chosen affected people (ids of their rows on the list).
+
+    Someone already told is skipped unless ``again``; someone without an e-mail address is
+    counted and left for the studio to reach another way. Each notice's outbox key names the
+    person and the how-manieth notice it is, so a request sent twice queues one e-mail.
+    """
+    clean_subject = clean_text(subject, field="subject", max_length=MAX_SUBJECT)
+    clean_body = clean_multiline(body, field="body", max_length=MAX_TEXT, required=True)
+    wanted = list(dict.fromkeys(row_ids))
+    if not wanted:
+        raise InvalidInput("Choose at least one person to tell.", field="people")
+    told: list[str] = []
+    already = without = 0
+    async with AffectedPerson._meta.db.transaction(allow_nested=True):
+        _require_personal_data(await lock_incident(incident_id))
+        rows: dict[int, dict[str, Any]] = {
+            row["id"]: row
+            for row in await AffectedPerson.select()
+            .where(AffectedPerson.incident == incident_id)
+            .run()
+        }
+        strangers = [row_id for row_id in wanted if row_id not in rows]
+        if strangers:
+            raise InvalidInput(
+                f"Person #{strangers[0]} is not on the list of this incident.", field="people"
+            )
+        for row_id in wanted:
+            row = rows[row_id]
+            if row["times_told"] and not again:
+                already += 1
+                continue
+            found = await _lookup(row["kind"], row["person_id"])
+            if found is None or not found[1]:
+                without += 1
+                continue
+            count = row["times_told"] + 1
+            outbox_id = await queue_email(
+                to=found[1],
+                template="security_notice",
+                context={"subject": clean_subject, "body": clean_body, "studio": studio},
+                language=language,
+                source="privacy",
+                now=now,
+                dedupe_key=f"security-notice:{incident_id}:{row_id}:{count}",
+            )
+            await (
+                AffectedPerson.update(
+                    {
+                        AffectedPerson.times_told: count,
+                        AffectedPerson.first_told_at: row["first_told_at"] or now,
+                        AffectedPerson.last_told_at: now,
+                    }
+                )
+                .where(AffectedPerson.id == row_id)
+                .run()
+            )
+            await PersonNotice.insert(
+                PersonNotice(person=row_id, outbox_id=outbox_id, sent_by=actor.id, queued_at=now)
+            ).run()
+            told.append(f"{row['kind']}:{row['person_id']}")
+        if told:
+            await record_change(
+                incident_id,
+                "people_told",
+                {"people": told, "subject": clean_subject, "again": again},
+                actor=actor,
+                now=now,
+            )
+            await audit.record(
+                "security_incident.people_notify",
+                actor=actor,
+                target=f"security_incident:{incident_id}",
+                address=address,
+                details={"people": told, "again": again},
+                at=now,
+            )
+    return NoticeResult(told=len(told), already_told=already, without_email=without)

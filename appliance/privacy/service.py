@@ -1,0 +1,571 @@
+"""The security-incident register: record, edit and close incidents, with their history, and
+watch the 72-hour deadline for notifying the supervisory authority (GDPR Art. 33(1)).
+
+Every change is written with its history entry (field, value before, value after) and its audit
+entry in one transaction. The audit entry names the fields that changed, never their values:
+the audit log is kept for good, while the register is the place for what happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import unicodedata
+import zoneinfo
+from typing import Any
+
+import msgspec
+
+from appliance.audit import service as audit
+from appliance.audit.service import Actor
+from appliance.config import Settings
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.privacy.tables import (
+    AffectedPerson,
+    SecurityIncident,
+    SecurityIncidentChange,
+)
+from appliance.validation import clean_text
+
+__all__ = [
+    "ALERT_HOURS",
+    "DEADLINE",
+    "KINDS",
+    "MAX_TEXT",
+    "RISKS",
+    "STATUSES",
+    "Change",
+    "Countdown",
+    "Incident",
+    "IncidentInput",
+    "check_deadlines",
+    "clean_multiline",
+    "clean_zone",
+    "countdown",
+    "create_incident",
+    "get_incident",
+    "list_changes",
+    "list_incidents",
+    "local_time",
+    "lock_incident",
+    "parse_count",
+    "parse_time",
+    "record_change",
+    "span",
+    "update_incident",
+]
+
+log = logging.getLogger(__name__)
+
+KINDS = {
+    "leak": "Data leak",
+    "unauthorised_access": "Unauthorised access",
+    "accidental_deletion": "Accidental deletion",
+    "other": "Other",
+}
+STATUSES = {"open": "Open", "contained": "Contained", "closed": "Closed"}
+RISKS = {
+    "none": "None (unlikely to result in a risk)",
+    "low": "Low",
+    "high": "High (Art. 34: the people must be told)",
+}
+# Art. 33(1): "without undue delay and, where feasible, not later than 72 hours after having
+# become aware of it".
+DEADLINE = dt.timedelta(hours=72)
+# Hours after detection at which admins are alerted while the authority has not been told.
+ALERT_HOURS = (24, 48, 66)
+MAX_TITLE = 200
+MAX_TEXT = 10_000
+MAX_COUNT = 1_000_000_000
+# Detection "now" typed in a browser whose clock runs a little ahead is not in the future.
+_CLOCK_SLACK = dt.timedelta(minutes=2)
+# 1200, 1,200, 1.200 or 1 200 (thousands separators of English and German).
+_NUMBER = re.compile(r"\d{1,10}|\d{1,3}(?:[,. ']\d{3}){1,3}")
+_FIELDS = (
+    "kind",
+    "title",
+    "description",
+    "analysis",
+    "measures",
+    "status",
+    "detected_at",
+    "occurred_at",
+    "timezone",
+    "personal_data",
+    "data_categories",
+    "people_count",
+    "records_count",
+    "consequences",
+    "risk",
+)
+
+
+class IncidentInput(msgspec.Struct, frozen=True, kw_only=True):
+    """What an admin types; times as typed (``YYYY-MM-DDTHH:MM``) in ``timezone``."""
+
+    kind: str
+    title: str
+    detected_at: str
+    timezone: str = "UTC"
+    occurred_at: str = ""
+    description: str = ""
+    analysis: str = ""
+    measures: str = ""
+    status: str = "open"
+    personal_data: bool = False
+    data_categories: str = ""
+    people_count: str = ""
+    records_count: str = ""
+    consequences: str = ""
+    risk: str = "low"
+
+
+class Incident(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    kind: str
+    title: str
+    description: str
+    analysis: str
+    measures: str
+    status: str
+    detected_at: dt.datetime
+    occurred_at: dt.datetime | None
+    timezone: str
+    personal_data: bool
+    data_categories: str
+    people_count: int | None
+    records_count: int | None
+    consequences: str
+    risk: str
+    authority_notified_at: dt.datetime | None
+    alerted_hours: int
+    closed_at: dt.datetime | None
+    created_by: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def kind_label(self) -> str:
+        return KINDS.get(self.kind, self.kind)
+
+    @property
+    def deadline(self) -> dt.datetime | None:
+        """When the authority must have been notified; None without personal data."""
+        return self.detected_at + DEADLINE if self.personal_data else None
+
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        """``moment`` in the incident's time zone."""
+        return moment.astimezone(_zone(self.timezone))
+
+
+class Change(msgspec.Struct, frozen=True):
+    at: dt.datetime
+    action: str
+    actor: str
+    changes: dict[str, Any]
+
+
+class Countdown(msgspec.Struct, frozen=True):
+    """The 72-hour deadline as shown: ``state`` is running, overdue, met or late."""
+
+    deadline: dt.datetime
+    state: str
+    text: str
+    seconds_left: int
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def local_time(moment: dt.datetime, zone: str) -> dt.datetime:
+    """``moment`` in the time zone named ``zone`` (UTC when the name is unknown)."""
+    return moment.astimezone(_zone(zone))
+
+
+def span(seconds: float) -> str:
+    """A duration for people: 5 min, 41 h 12 min, 4 days 3 h."""
+    minutes = max(0, int(seconds)) // 60
+    hours, minutes = divmod(minutes, 60)
+    if hours == 0:
+        return f"{minutes} min"
+    if hours < 100:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} days {hours} h"
+
+
+def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
+    """The deadline for notifying the authority, as text; None without personal data."""
+    deadline = incident.deadline
+    if deadline is None:
+        return None
+    notified = incident.authority_notified_at
+    if notified is not None:
+        late = (notified - deadline).total_seconds()
+        if late > 0:
+            return Countdown(deadline, "late", f"authority notified {span(late)} late", 0)
+        return Countdown(deadline, "met", "authority notified in time", 0)
+    left = int((deadline - now).total_seconds())
+    if left >= 0:
+        return Countdown(deadline, "running", f"{span(left)} left", left)
+    return Countdown(deadline, "overdue", f"overdue by {span(-left)}", left)
+
+
+# --- cleaning what people type -------------------------------------------------------------
+
+
+def clean_multiline(value: str, *, field: str, max_length: int, required: bool = False) -> str:
+    """Text that may span lines: line breaks and tabs are kept, other control characters
+    refused, at most ``max_length`` characters."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if len(text) > max_length:
+        raise InvalidInput(f"Use at most {max_length:,} characters.", field=field)
+    if required and not text:
+        raise InvalidInput("This field is required.", field=field)
+    if any(ch not in "\n\t" and unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in text):
+        raise InvalidInput("Remove the invisible or control characters.", field=field)
+    return text
+
+
+def clean_zone(value: str, *, field: str = "timezone") -> str:
+    name = value.strip() or "UTC"
+    if len(name) > 64:
+        raise InvalidInput("Choose a time zone such as Europe/Berlin.", field=field)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"Unknown time zone {name[:64]!r}; use a name such as Europe/Berlin or UTC.",
+            field=field,
+        ) from None
+    return name
+
+
+def _iso_time(text: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+    except ValueError:
+        return None
+
+
+def parse_time(
+    value: str, *, zone: str, field: str, now: dt.datetime, required: bool = True
+) -> dt.datetime | None:
+    """A time typed as ``YYYY-MM-DDTHH:MM`` (a browser's datetime-local) in ``zone``, or with
+    an explicit offset; never in the future."""
+    text = value.strip()
+    if not text:
+        if required:
+            raise InvalidInput("Enter the date and time.", field=field)
+        return None
+    moment = _iso_time(text) if len(text) <= 40 else None
+    if moment is None:
+        raise InvalidInput(
+            "Enter the date and time as YYYY-MM-DD HH:MM, e.g. 2026-11-29 14:05.", field=field
+        )
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_zone(zone))
+    moment = moment.astimezone(dt.UTC)
+    if moment > now + _CLOCK_SLACK:
+        raise InvalidInput("This time is in the future.", field=field)
+    return moment
+
+
+def parse_count(value: str, field: str) -> int | None:
+    """An approximate number of people or records as typed ("~1.200"); None when empty."""
+    text = value.strip().lstrip("~").strip()
+    if not text:
+        return None
+    if not _NUMBER.fullmatch(text) or int(re.sub(r"\D", "", text)) > MAX_COUNT:
+        raise InvalidInput("Enter a whole number, e.g. 120 (an estimate is fine).", field=field)
+    return int(re.sub(r"\D", "", text))
+
+
+def _choice(value: str, options: dict[str, str], field: str) -> str:
+    if value not in options:
+        raise InvalidInput(f"Choose one of: {', '.join(options.values())}.", field=field)
+    return value
+
+
+def _clean(data: IncidentInput, now: dt.datetime) -> dict[str, Any]:
+    zone = clean_zone(data.timezone)
+    detected = parse_time(data.detected_at, zone=zone, field="detected_at", now=now)
+    occurred = parse_time(data.occurred_at, zone=zone, field="occurred_at", now=now, required=False)
+    if occurred is not None and detected is not None and occurred > detected:
+        raise InvalidInput("It cannot have happened after it was detected.", field="occurred_at")
+    values: dict[str, Any] = {
+        "kind": _choice(data.kind, KINDS, "kind"),
+        "title": clean_text(data.title, field="title", max_length=MAX_TITLE),
+        "status": _choice(data.status, STATUSES, "status"),
+        "risk": _choice(data.risk, RISKS, "risk"),
+        "detected_at": detected,
+        "occurred_at": occurred,
+        "timezone": zone,
+        "personal_data": bool(data.personal_data),
+        "people_count": parse_count(data.people_count, "people_count"),
+        "records_count": parse_count(data.records_count, "records_count"),
+    }
+    for name in ("description", "analysis", "measures", "data_categories", "consequences"):
+        values[name] = clean_multiline(getattr(data, name), field=name, max_length=MAX_TEXT)
+    if values["status"] == "closed":
+        for name, label in (
+            ("analysis", "the analysis is"),
+            ("measures", "the corrective measures are"),
+        ):
+            if not values[name]:
+                raise InvalidInput(
+                    f"An incident is closed only once {label} written down.", field=name
+                )
+    return values
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _incident(row: dict[str, Any]) -> Incident:
+    return Incident(**{name: row[name] for name in Incident.__struct_fields__})
+
+
+async def get_incident(incident_id: int) -> Incident:
+    row = await SecurityIncident.select().where(SecurityIncident.id == incident_id).first().run()
+    if row is None:
+        raise NotFound("There is no such security incident.")
+    return _incident(row)
+
+
+async def list_incidents() -> list[Incident]:
+    """Every incident, the unclosed ones first, newest detection first."""
+    rows = await SecurityIncident.select().order_by(SecurityIncident.detected_at, ascending=False)
+    incidents = [_incident(row) for row in rows]
+    return sorted(incidents, key=lambda incident: incident.status == "closed")
+
+
+async def list_changes(incident_id: int) -> list[Change]:
+    """The history of an incident, oldest first."""
+    rows = (
+        await SecurityIncidentChange.select()
+        .where(SecurityIncidentChange.incident == incident_id)
+        .order_by(SecurityIncidentChange.at)
+        .order_by(SecurityIncidentChange.id)
+        .output(load_json=True)
+        .run()
+    )
+    return [
+        Change(at=row["at"], action=row["action"], actor=row["actor"], changes=row["changes"])
+        for row in rows
+    ]
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A value as it is kept in the history (JSON)."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    return value
+
+
+async def record_change(
+    incident_id: int,
+    action: str,
+    changes: dict[str, Any],
+    *,
+    actor: Actor,
+    now: dt.datetime,
+) -> None:
+    """Add an entry to an incident's history (inside the caller's transaction)."""
+    await SecurityIncidentChange.insert(
+        SecurityIncidentChange(
+            incident=incident_id,
+            action=action,
+            changes=json.dumps(changes, ensure_ascii=False),
+            actor=actor.name[:100],
+            actor_id=actor.id,
+            at=now,
+        )
+    ).run()
+
+
+async def lock_incident(incident_id: int) -> Incident:
+    """The incident, its row locked until the caller's transaction ends: changes to one
+    incident (an edit, a submission, people added) happen one after another."""
+    rows = (
+        await SecurityIncident.select()
+        .where(SecurityIncident.id == incident_id)
+        .lock_rows("UPDATE")
+        .run()
+    )
+    if not rows:
+        raise NotFound("There is no such security incident.")
+    return _incident(rows[0])
+
+
+async def create_incident(
+    data: IncidentInput, *, actor: Actor, address: str, now: dt.datetime
+) -> Incident:
+    values = _clean(data, now)
+    async with SecurityIncident._meta.db.transaction(allow_nested=True):
+        rows = await SecurityIncident.insert(
+            SecurityIncident(
+                **values,
+                closed_at=now if values["status"] == "closed" else None,
+                created_by=actor.id,
+                created_at=now,
+                updated_at=now,
+            )
+        ).returning(*SecurityIncident.all_columns())
+        incident = _incident(rows[0])
+        await record_change(
+            incident.id,
+            "created",
+            {name: _plain(values[name]) for name in _FIELDS},
+            actor=actor,
+            now=now,
+        )
+        await audit.record(
+            "security_incident.create",
+            actor=actor,
+            target=f"security_incident:{incident.id}",
+            address=address,
+            details={"kind": incident.kind, "personal_data": incident.personal_data},
+            at=now,
+        )
+    return incident
+
+
+async def update_incident(
+    incident_id: int, data: IncidentInput, *, actor: Actor, address: str, now: dt.datetime
+) -> Incident:
+    """Save an edit: only changed fields are written, each with its old and new value in the
+    history. Personal data cannot be switched off once the authority or a person was told."""
+    values = _clean(data, now)
+    async with SecurityIncident._meta.db.transaction(allow_nested=True):
+        before = await lock_incident(incident_id)
+        changed = {
+            name: [_plain(getattr(before, name)), _plain(values[name])]
+            for name in _FIELDS
+            if getattr(before, name) != values[name]
+        }
+        if not changed:
+            return before
+        if before.personal_data and not values["personal_data"]:
+            told = await AffectedPerson.exists().where(
+                AffectedPerson.incident == incident_id, AffectedPerson.times_told > 0
+            )
+            if told or before.authority_notified_at is not None:
+                raise Conflict(
+                    "The authority or affected people were already told about personal data "
+                    "in this incident; that cannot be undone here.",
+                )
+        update: dict[Any, Any] = {getattr(SecurityIncident, name): values[name] for name in changed}
+        if "status" in changed:
+            update[SecurityIncident.closed_at] = now if values["status"] == "closed" else None
+        update[SecurityIncident.updated_at] = now
+        await SecurityIncident.update(update).where(SecurityIncident.id == incident_id).run()
+        await record_change(incident_id, "edited", changed, actor=actor, now=now)
+        await audit.record(
+            "security_incident.update",
+            actor=actor,
+            target=f"security_incident:{incident_id}",
+            address=address,
+            details={"fields": sorted(changed)},
+            at=now,
+        )
+    return await get_incident(incident_id)
+
+
+# --- the 72-hour deadline ------------------------------------------------------------------
+
+
+def _due_threshold(incident: Incident, now: dt.datetime) -> int | None:
+    """The latest alert threshold passed and not yet alerted, or None."""
+    elapsed = now - incident.detected_at
+    passed = [hours for hours in ALERT_HOURS if elapsed >= dt.timedelta(hours=hours)]
+    if not passed or passed[-1] <= incident.alerted_hours:
+        return None
+    return passed[-1]
+
+
+def _alert_text(incident: Incident, hours: int, now: dt.datetime) -> tuple[str, str]:
+    # Alerts leave the appliance (chat services, e-mail): they name the incident by number and
+    # kind only, never its title or description, which may hold personal data.
+    deadline = incident.detected_at + DEADLINE
+    left = (deadline - now).total_seconds()
+    when = f"{deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    title = f"Security incident #{incident.id}: {hours} h since detection, authority not notified"
+    body = "\n".join(
+        [
+            f"Security incident #{incident.id} ({incident.kind_label.lower()}) involves "
+            "personal data and was detected "
+            f"{incident.detected_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+            "The supervisory authority has not been notified yet. GDPR Art. 33(1) asks for "
+            f"that within 72 hours of detection, by {when}"
+            + (f" ({span(left)} left)." if left > 0 else f" (overdue by {span(-left)})."),
+            "Open Admin → Security on the appliance to record the notification.",
+        ]
+    )
+    return title, body
+
+
+async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
+    """Queue the escalating admin alerts (24 h, 48 h: warning; 66 h: failure) for incidents
+    with personal data whose authority has not been notified. Safe to run any number of times:
+    each threshold is claimed once with a conditional UPDATE, in the transaction that queues
+    its alert, and the outbox's dedupe key guards the rest. Returns the alerts queued."""
+    from appliance.notify.messages import queue_alert
+
+    rows = (
+        await SecurityIncident.select()
+        .where(
+            SecurityIncident.personal_data.eq(True),
+            SecurityIncident.authority_notified_at.is_null(),
+            SecurityIncident.alerted_hours < ALERT_HOURS[-1],
+            SecurityIncident.detected_at <= now - dt.timedelta(hours=ALERT_HOURS[0]),
+        )
+        .run()
+    )
+    queued = 0
+    for incident in (_incident(row) for row in rows):
+        hours = _due_threshold(incident, now)
+        if hours is None:
+            continue
+        async with SecurityIncident._meta.db.transaction(allow_nested=True):
+            claimed = (
+                await SecurityIncident.update({SecurityIncident.alerted_hours: hours})
+                .where(
+                    SecurityIncident.id == incident.id,
+                    SecurityIncident.alerted_hours < hours,
+                    SecurityIncident.authority_notified_at.is_null(),
+                    SecurityIncident.personal_data.eq(True),
+                )
+                .returning(SecurityIncident.id)
+                .run()
+            )
+            if not claimed:
+                continue  # another run took it, or the authority was notified meanwhile
+            title, body = _alert_text(incident, hours, now)
+            queued += await queue_alert(
+                title,
+                body,
+                severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
+                source="privacy",
+                now=now,
+                config_urls=settings.notify.alert_urls,
+                dedupe_key=f"security-deadline:{incident.id}:{hours}",
+            )
+            await audit.record(
+                "security_incident.deadline_alert",
+                actor=Actor(id=None, name="system"),
+                target=f"security_incident:{incident.id}",
+                details={"hours": hours},
+                at=now,
+            )
+        log.info("security incident %d: %d-hour deadline alert queued", incident.id, hours)
+    return queued
