@@ -12,9 +12,11 @@ import datetime as dt
 
 import msgspec
 
+from appliance.accounts import service as accounts
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.sharing import LinkRecord, record_event
-from appliance.galleries.tables import Photo, SelectionItem, SelectionList, ShareLink
+from appliance.galleries.tables import Gallery, Photo, SelectionItem, SelectionList, ShareLink
+from appliance.notify.messages import queue_email
 from appliance.validation import clean_text
 
 __all__ = [
@@ -166,9 +168,17 @@ async def toggle(
 
 
 async def send(
-    link: LinkRecord, list_id: int, note: str, *, address: str, now: dt.datetime
+    link: LinkRecord,
+    list_id: int,
+    note: str,
+    *,
+    address: str,
+    now: dt.datetime,
+    studio_url: str,
+    language: str,
 ) -> SelectionRecord:
-    """Send a list to the studio (again, after a change)."""
+    """Send a list to the studio (again, after a change); the gallery's photographer is told
+    by e-mail (the active admins when the gallery has no active photographer)."""
     _can_favourite(link)
     selection = await _own_list(link, list_id)
     if not selection.photo_ids:
@@ -191,7 +201,53 @@ async def send(
         address=address,
         detail=f"{selection.name}: {len(selection.photo_ids)} photos",
     )
-    return await _own_list(link, list_id)
+    sent = await _own_list(link, list_id)
+    await _tell_the_studio(link, sent, studio_url=studio_url, language=language, now=now)
+    return sent
+
+
+async def _tell_the_studio(
+    link: LinkRecord,
+    selection: SelectionRecord,
+    *,
+    studio_url: str,
+    language: str,
+    now: dt.datetime,
+) -> None:
+    gallery = (
+        await Gallery.select(Gallery.title, Gallery.created_by)
+        .where(Gallery.id == link.gallery_id)
+        .first()
+        .run()
+    )
+    if gallery is None:
+        return
+    owner = await accounts.get_member(gallery["created_by"]) if gallery["created_by"] else None
+    if owner is not None and owner.is_active and owner.email:
+        people = [owner]
+    else:
+        people = [m for m in await accounts.list_members() if m.is_active and m.role == "admin"]
+    for person in people:
+        if not person.email:
+            continue
+        await queue_email(
+            to=person.email,
+            template="selection_received",
+            context={
+                "name": person.display_name,
+                "recipient": link.recipient,
+                "list_name": selection.name,
+                "count": len(selection.photo_ids),
+                "note": selection.note,
+                "gallery_title": gallery["title"],
+                "gallery_url": f"{studio_url}/galleries/{link.gallery_id}#selections",
+            },
+            language=language,
+            source="galleries",
+            now=now,
+            # Sent again after a change is a new message; the same send twice is one.
+            dedupe_key=f"selection:{selection.id}:{now.isoformat()}:{person.id}",
+        )
 
 
 async def received(

@@ -30,6 +30,7 @@ from appliance.galleries.page_cache import (
 )
 from appliance.galleries.selections import SelectionRecord
 from appliance.galleries.service import GalleryRecord, PhotoSummary, SetRecord
+from appliance.galleries.share_staff_web import public_base
 from appliance.galleries.sharing import LinkRecord, Visit
 from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
 from appliance.setup import service as studio
@@ -533,7 +534,13 @@ class ShareController(Controller):
         _unlocked(opened)
         try:
             await selections.send(
-                opened.link, list_id, data.note, address=client_address(request), now=opened.now
+                opened.link,
+                list_id,
+                data.note,
+                address=client_address(request),
+                now=opened.now,
+                studio_url=public_base(request),
+                language=request.app.state.settings.notify.language,
             )
         except ApplianceError as exc:
             return await self._gallery_page(

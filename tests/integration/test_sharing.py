@@ -13,6 +13,7 @@ import httpx
 from litestar import Litestar
 
 from appliance.galleries.tables import Photo, ShareEvent, ShareLink
+from appliance.notify.tables import OutboxMessage
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of
 from tests.integration.sharing_flows import (
@@ -251,6 +252,11 @@ async def test_favourites_lists_and_sending_reach_the_photographer(
     assert "sent a selection" in log and "opened the gallery" in log
     home = (await client.get("/")).text
     assert "Anna sent “Favourites”" in home and "(2 photos)" in home
+    mails = await OutboxMessage.select().where(OutboxMessage.template == "selection_received").run()
+    assert [m["recipient"] for m in mails] == ["owner@lumen.example"]  # the photographer
+    assert mails[0]["subject"] == 'Anna sent "Favourites" (2 photos) for Wedding'
+    assert "Two for the wall" in mails[0]["body_text"]
+    assert f"/galleries/{gallery}#selections" in mails[0]["body_html"]
     found = re.search(r'href="/clients/(\d+)"', (await client.get(f"/galleries/{gallery}")).text)
     assert found
     person = (await client.get(f"/clients/{found.group(1)}")).text
