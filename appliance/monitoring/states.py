@@ -203,16 +203,14 @@ async def _save_status(connection: Any, component: str, status: Status, now: dt.
     )
 
 
-async def _run_started(connection: Any, component: str, state: str, now: dt.datetime) -> Any:
-    """The first result of the run of ``state`` that ends with the result at ``now``."""
+async def _run_started(connection: Any, component: str, results: int, now: dt.datetime) -> Any:
+    """When the run of ``results`` equal results ending at ``now`` began: its first one."""
     started = await connection.fetchval(
-        "SELECT min(checked_at) FROM probe_result WHERE component = $1 AND state = $2 "
-        "AND checked_at <= $3 AND checked_at > coalesce((SELECT max(checked_at) "
-        "FROM probe_result WHERE component = $1 AND state <> $2 AND checked_at <= $3), "
-        "'-infinity'::timestamptz)",
+        "SELECT min(checked_at) FROM (SELECT checked_at FROM probe_result WHERE component = $1 "
+        "AND checked_at <= $2 ORDER BY checked_at DESC LIMIT $3) AS run",
         component,
-        state,
         now,
+        results,
     )
     return started or now
 
@@ -295,7 +293,11 @@ async def record_observation(
             await _save_status(connection, component, status, now)
         else:
             change = msgspec.structs.replace(change, component=component)
-            started = await _run_started(connection, component, observation.state, now)
+            # The results that confirmed it: the candidate's run, and this one.
+            run = 1
+            if previous is not None and previous.candidate_state == observation.state:
+                run += previous.candidate_count
+            started = await _run_started(connection, component, run, now)
             status = msgspec.structs.replace(status, since=started)
             await _save_status(connection, component, status, now)
             await _change_spans(connection, component, change.current, started, change.detail)
