@@ -697,8 +697,9 @@ class BannerCache:
         self._loaded_at = time.monotonic()
 
     async def refresh_if_stale(self, now: dt.datetime) -> None:
+        """Reload when stale; a failure is logged, never raised (see ``_quiet_refresh``)."""
         if self.stale:
-            await self.refresh(now)
+            await self._quiet_refresh(now)
 
     def refresh_soon(self, now: dt.datetime) -> None:
         """Start a reload in the background when stale (for callers that cannot wait)."""

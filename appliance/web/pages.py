@@ -41,6 +41,7 @@ __all__ = [
     "error_context",
     "load_maintenance_banner",
     "maintenance_banner",
+    "maintenance_banner_key",
     "redirect",
     "render",
     "retry_after",
@@ -126,8 +127,19 @@ def banner_cache(request: AnyRequest) -> BannerCache:
 
 async def load_maintenance_banner(request: AnyRequest) -> None:
     """A ``before_request`` hook: reload the banner's windows when older than 30 s, so the
-    page about to render shows a change made in another process."""
+    page about to render shows a change made in another process. Never raises: a database
+    that is down must not change the answer of a health check."""
     await banner_cache(request).refresh_if_stale(request.app.state.clock())
+
+
+def maintenance_banner_key(request: AnyRequest) -> tuple[str, str, tuple[str, ...]] | None:
+    """What the running window's banner says, hashable: for pages cached by their content."""
+    cache = banner_cache(request)
+    running = cache.active(request.app.state.clock())
+    if running is None:
+        return None
+    zone = request.app.state.settings.backups.timezone
+    return running.title, format_when(running.ends_at, zone), tuple(running.component_labels)
 
 
 def maintenance_banner(request: AnyRequest) -> dict[str, Any]:

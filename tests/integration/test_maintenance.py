@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from appliance.galleries.tables import ShareLink
 from appliance.monitoring import maintenance
 from appliance.monitoring.tables import MaintenanceWindow
 from appliance.notify.tables import OutboxMessage
-from appliance.web.pages import BANNER_STATE
+from appliance.web.pages import BANNER_STATE, load_maintenance_banner
 from appliance.worker import close_thread_loop, make_huey
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of, submit
@@ -658,3 +659,28 @@ async def test_the_periodic_task_sends_due_notices_once_through_huey(
     sent = await mails("maintenance_notice")
     assert [m["recipient"] for m in sent] == ["pia@lumen.example"]
     assert sent[0]["subject"].endswith("UTC: Night work")
+
+
+async def test_a_window_made_in_another_process_shows_after_the_cache_reloads(
+    client: httpx.AsyncClient, app: Litestar, owner: Admin, clock: FakeClock
+) -> None:
+    """A window this process did not write (another web process, the CLI) is picked up by
+    the before-request hook once the cache is stale, and then bannered while it runs."""
+    request = SimpleNamespace(app=app)
+    await load_maintenance_banner(request)  # type: ignore[arg-type]  # before the window exists
+    starts = minute(clock() + dt.timedelta(minutes=10))
+    await maintenance.schedule_window(
+        maintenance.MaintenanceInput(
+            title="Elsewhere", starts=local(starts), ends=local(starts + dt.timedelta(minutes=10))
+        ),
+        zone="UTC",
+        actor=SYSTEM,
+        address="",
+        now=clock(),
+    )
+    clock.now = starts
+    await load_maintenance_banner(request)  # type: ignore[arg-type]
+    assert "Elsewhere" not in (await client.get("/clients")).text  # fresh: not reloaded yet
+    app.state[BANNER_STATE].ttl = 0
+    await load_maintenance_banner(request)  # type: ignore[arg-type]
+    assert "Planned maintenance until" in (await client.get("/clients")).text
