@@ -190,9 +190,9 @@ async def probe_queue(context: ProbeContext, now: dt.datetime) -> Outcome:
     detail += f", {tasks} tasks waiting" if tasks is not None else " waiting"
     detail += unread
     monitoring = context.settings.monitoring
-    if total >= monitoring.queue_down:
+    if total > monitoring.queue_down:
         return Outcome("down", f"{detail} (limit {monitoring.queue_down})")
-    if total >= monitoring.queue_warn:
+    if total > monitoring.queue_warn:
         return Outcome("degraded", f"{detail} (warning at {monitoring.queue_warn})")
     return Outcome("up", detail)
 
@@ -355,8 +355,8 @@ async def _latest(query: Any) -> Any:
 
 
 async def probe_backup(settings: Settings, now: dt.datetime) -> Outcome:
-    """Age of the last backup that finished without fault, against ``backup_max_age_hours``;
-    a later failed one makes it degraded while the age is still within bounds."""
+    """Age of the last backup that finished without fault: degraded past
+    ``backup_max_age_hours``, down past twice that; a later failed one is degraded too."""
     limit = dt.timedelta(hours=settings.monitoring.backup_max_age_hours)
     done = await _latest(
         BackupJob.select(BackupJob.finished_at)
@@ -369,16 +369,18 @@ async def probe_backup(settings: Settings, now: dt.datetime) -> Outcome:
         .order_by(BackupJob.finished_at, ascending=False)
     )
     if done is None:
-        since = await _watched_since(now)
-        if now - since > limit:
-            return Outcome("down", f"no backup has finished in the {_age(now - since)} watched")
-        return Outcome("up", "no backup has finished yet; the first is due tonight")
-    age = now - done["finished_at"]
-    if age > limit:
-        return Outcome(
-            "down", f"the last backup finished {_age(age)} ago ({_when(done['finished_at'])})"
-        )
-    if failed is not None and failed["finished_at"] > done["finished_at"]:
+        watched = now - await _watched_since(now)
+        if watched > 2 * limit:
+            return Outcome("down", f"no backup has finished in the {_age(watched)} watched")
+        if watched > limit:
+            return Outcome("degraded", f"no backup has finished in the {_age(watched)} watched")
+        return Outcome("up", "no backup has finished yet; the first is due at the next run")
+    finished = done["finished_at"]
+    age = now - finished
+    if age > 2 * limit or age > limit:
+        state: State = "down" if age > 2 * limit else "degraded"
+        return Outcome(state, f"the last backup finished {_age(age)} ago ({_when(finished)})")
+    if failed is not None and failed["finished_at"] > finished:
         return Outcome("degraded", f"the last backup failed at {_when(failed['finished_at'])}")
     return Outcome("up", f"the last backup finished {_age(age)} ago")
 

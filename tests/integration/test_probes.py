@@ -264,9 +264,10 @@ async def test_crashed_and_hanging_probes_are_their_component_down() -> None:
 
 
 async def test_queue_backlog_thresholds(watched: Settings, clock: FakeClock) -> None:
-    """Waiting backup jobs count against queue_warn and queue_down; future ones do not."""
+    """Waiting backup jobs above queue_warn are degraded, above queue_down down; jobs not due
+    yet do not count."""
     tight = msgspec.structs.replace(
-        watched, monitoring=msgspec.structs.replace(watched.monitoring, queue_warn=2, queue_down=4)
+        watched, monitoring=msgspec.structs.replace(watched.monitoring, queue_warn=2, queue_down=3)
     )
     context = probes.ProbeContext(settings=tight, store=open_store(tight))
     now = clock()
@@ -297,7 +298,9 @@ async def test_queue_backlog_thresholds(watched: Settings, clock: FakeClock) -> 
         .save()
         .run()
     )
-    assert (await probes.probe_queue(context, now)).state == "down"
+    outcome = await probes.probe_queue(context, now)
+    assert outcome.state == "down"
+    assert "4 backup jobs" in outcome.detail and "limit 3" in outcome.detail
 
 
 async def test_backup_probes_read_what_the_backups_recorded(
@@ -350,13 +353,15 @@ async def test_backup_probes_read_what_the_backups_recorded(
     assert complete
     assert {"backup", "drill", "disk:backup", "offsite:nas"} <= set(planned)
     results = {r.component: r for r in await probes.run_probes(planned, limit=5, now=now)}
-    assert results["backup"].state == "down"  # 40 h > backup_max_age_hours (30)
+    assert results["backup"].state == "degraded"  # 40 h: past backup_max_age_hours (30)
     assert "40.0 h ago" in results["backup"].detail
     assert results["drill"].state == "up"
     assert results["offsite:nas"].state == "down"
     assert "copy failed" in results["offsite:nas"].detail
     assert results["disk:backup"].state in {"up", "degraded", "down"}
     assert "GB free" in results["disk:backup"].detail
+    # Past twice the limit, a missing backup is down.
+    assert (await probes.probe_backup(enabled, now + 30 * hours)).state == "down"
     await job("backup", "", "done", now - 2 * hours, "b2")
     await job("copy", "nas", "done", now - hours, "c3")
     results = {r.component: r for r in await probes.run_probes(planned, limit=5, now=now)}
