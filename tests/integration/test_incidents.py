@@ -143,6 +143,11 @@ async def test_updates_move_the_state_and_resolving_closes_the_incident(
         "Checking.",
     ]
 
+    listing = await client.get(PAGE)
+    resolved_table = listing.text.split('id="resolved-incidents"', 1)[1]
+    assert "Uploads fail" in resolved_table
+    assert 'id="open-incidents"' not in listing.text
+
     late = await post_update(client, incident_id, state="monitoring", message="Oh, again?")
     assert late.status_code == 409
     assert "This incident is resolved. Open a new incident" in late.text
