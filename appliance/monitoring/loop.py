@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import httpx
 
@@ -64,9 +65,6 @@ class DatabaseOutage:
         self.status, change = states.damp(self.status, "down", detail, now, threshold)
         return change is not None and self.alerted_at is None
 
-    def reset(self, now: dt.datetime) -> None:
-        self.__init__(now)  # type: ignore[misc]
-
 
 class MonitorLoop(threading.Thread):
     """Runs a probe round every ``probe_interval_seconds`` (or ``interval``) until stopped."""
@@ -92,12 +90,14 @@ class MonitorLoop(threading.Thread):
 
         try:
             while not self.stopping.is_set():
+                started = time.monotonic()
                 try:
                     run_async(self.round())
                 except Exception:  # the loop must survive anything a round meets
                     log.exception("monitoring round failed; trying again next round")
                 self.rounds += 1
-                self.stopping.wait(self.interval)
+                # Rounds start an interval apart, however long one took.
+                self.stopping.wait(max(1.0, self.interval - (time.monotonic() - started)))
         finally:
             close_thread_loop()
 
@@ -232,20 +232,22 @@ class MonitorLoop(threading.Thread):
         """The database answers again: record the outage it could not hold, if confirmed."""
         outage = self.outage
         if outage.alerted_at is not None and outage.started is not None:
-            await states.record_database_outage(
-                outage.started, now, outage.detail, self.settings.notify.alert_urls
-            )
-            await watcher.record_direct(
-                outage.sent,
-                title=outage.title,
-                body=outage.body,
-                severity="failure",
-                sent_at=outage.alerted_at,
-                now=now,
-                dedupe_key=states.dedupe_key("database", "down", outage.started),
-            )
-            log.warning("monitoring: the database is back after an outage since %s", outage.started)
-        outage.reset(now)
+            # One transaction: recorded whole or not at all, and then again next round.
+            async with engine().transaction():
+                await states.record_database_outage(
+                    outage.started, now, outage.detail, self.settings.notify.alert_urls
+                )
+                await watcher.record_direct(
+                    outage.sent,
+                    title=outage.title,
+                    body=outage.body,
+                    severity="failure",
+                    sent_at=outage.alerted_at,
+                    now=now,
+                    dedupe_key=states.dedupe_key("database", "down", outage.started),
+                )
+            log.warning("monitoring: the database is back; it was down since %s", outage.started)
+        self.outage = DatabaseOutage(now)
 
     async def ping(self) -> None:
         """POST to the outside heartbeat URL; failures are logged without the URL."""

@@ -52,6 +52,9 @@ SLOW_DATABASE_MS = 1000
 SLOW_STORE_MS = 3000
 WEB_TIMEOUT = 5.0
 TLS_TIMEOUT = 8.0
+PLAN_TIMEOUT = 10.0  # reading the repositories from the database
+# OpenSSL's codes for a certificate issued for another name or address
+_NAME_MISMATCH = {62, 64}
 _DETAIL_LENGTH = 300
 
 Probe = Callable[[], Awaitable["Outcome"]]
@@ -329,7 +332,7 @@ async def probe_tls(url: str, now: dt.datetime, warn_days: int) -> Outcome:
         try:
             der = await _peer_certificate(host, port, verify=True)
         except ssl.SSLCertVerificationError as exc:
-            trust_problem = "hostname" if exc.verify_code == 62 else "authority"
+            trust_problem = "hostname" if exc.verify_code in _NAME_MISMATCH else "authority"
             der = await _peer_certificate(host, port, verify=False)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or type(exc).__name__
@@ -478,7 +481,8 @@ async def plan_probes(context: ProbeContext, now: dt.datetime) -> tuple[dict[str
     probes["backup"] = lambda: probe_backup(settings, now)
     probes["drill"] = lambda: probe_drill(settings, now)
     try:
-        found = await repositories.targets(settings)
+        async with asyncio.timeout(PLAN_TIMEOUT):
+            found = await repositories.targets(settings)
     except Exception:  # noqa: BLE001 - the database probe says why; the rest still run
         return probes, False
     first = next((t for t in found if not t.offsite), None)

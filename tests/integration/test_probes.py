@@ -474,3 +474,26 @@ async def test_watcher_runs_for_the_life_of_the_context(
         assert watch.started_at == clock()
     await asyncio.sleep(0)
     assert tasks[0].done()
+
+
+async def test_a_second_worker_probing_at_the_same_time_records_nothing(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """A heartbeat another worker wrote within half an interval means it records this round."""
+    other_beat = clock() - dt.timedelta(seconds=10)
+    await (
+        ProcessHeartbeat(
+            name="worker", beat_at=other_beat, started_at=other_beat, hostname="other", pid=1
+        )
+        .save()
+        .run()
+    )
+    assert await MonitorLoop(watched, clock=clock).round() == []
+    assert await ProbeResult.count() == 0
+    beat = await ProcessHeartbeat.select().first()
+    assert beat is not None and (beat["hostname"], beat["beat_at"]) == ("other", other_beat)
+    clock.advance(seconds=30)  # half an interval later the other is late: this one takes over
+    await MonitorLoop(watched, clock=clock).round()
+    assert await ProbeResult.count() == len(CORE_ROUND)
+    beat = await ProcessHeartbeat.select().first()
+    assert beat is not None and (beat["pid"], beat["beat_at"]) == (os.getpid(), clock())
