@@ -6,8 +6,8 @@ Announcements (``send_due_notices``, run by a periodic task):
 1. ``monitoring.maintenance_notice_days`` before the start (or at once when scheduled later than
    that) every active staff member with an e-mail address gets a notice, and, when the admin
    chose it, every client with an active share link;
-2. 24 hours before the start they get a reminder, unless their notice went out within those
-   24 hours (the notice then was the reminder);
+2. 24 hours before the start everyone it concerns then gets a reminder, unless the notice
+   went out within those 24 hours (the notice then was the reminder);
 3. a window whose time, title or components change gets a new revision and is announced again;
 4. a cancelled window sends a cancellation to everyone who was told (``told``).
 
@@ -648,15 +648,23 @@ async def _announce(
 async def _remind(
     window: Maintenance, *, language: str, studio: str, zone: str, now: dt.datetime
 ) -> int:
-    """The reminder to everyone told; inside the window's lock."""
+    """The reminder to everyone the window concerns now (staff who left since the notice are
+    not reminded, staff who joined are); inside the window's lock."""
+    told = {person.email.lower(): person for person in await _told(window.id)}
     queued = 0
-    for person in await _told(window.id):
+    for person in await recipients(window, now):
         sent = await _queue(
             window, person, kind="reminder", language=language, studio=studio, zone=zone, now=now
         )
         queued += sent is not None
+        told.setdefault(person.email.lower(), person)
     await (
-        MaintenanceWindow.update({MaintenanceWindow.reminder_sent_at: now})
+        MaintenanceWindow.update(
+            {
+                MaintenanceWindow.reminder_sent_at: now,
+                MaintenanceWindow.told: [msgspec.to_builtins(p) for p in told.values()],
+            }
+        )
         .where(MaintenanceWindow.id == window.id)
         .run()
     )

@@ -684,3 +684,24 @@ async def test_a_window_made_in_another_process_shows_after_the_cache_reloads(
     app.state[BANNER_STATE].ttl = 0
     await load_maintenance_banner(request)  # type: ignore[arg-type]
     assert "Planned maintenance until" in (await client.get("/clients")).text
+
+
+async def test_the_reminder_follows_who_is_on_staff_the_day_before(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """Staff disabled after the notice get no reminder; staff who joined after it get the
+    reminder and, later, the cancellation."""
+    await add_staff("pia", "pia@lumen.example")
+    starts = minute(clock() + dt.timedelta(days=3))
+    await schedule(
+        client, title="Swap", starts=local(starts), ends=local(starts + dt.timedelta(hours=1))
+    )
+    await run_task(clock)
+    await StaffUser.update({StaffUser.is_active: False}).where(StaffUser.username == "pia").run()
+    await add_staff("noah", "noah@lumen.example")
+    clock.now = starts - dt.timedelta(hours=20)
+    assert (await run_task(clock)).reminders == 2
+    reminded = sorted(m["recipient"] for m in await mails("maintenance_reminder"))
+    assert reminded == ["noah@lumen.example", OWNER_EMAIL]
+    told = sorted(item["email"] for item in (await only_window())["told"])
+    assert told == ["noah@lumen.example", OWNER_EMAIL, "pia@lumen.example"]
