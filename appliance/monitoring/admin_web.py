@@ -41,7 +41,10 @@ async def _context(settings: Settings, now: dt.datetime) -> dict[str, Any]:
     oldest = month_bounds(*months[-1])[0]
     record = await load_record(now, min(oldest, now - WINDOWS["90d"]))
     current = await load_now(
-        now, stale_seconds=settings.monitoring.worker_stale_seconds, latency=True
+        now,
+        stale_seconds=settings.monitoring.worker_stale_seconds,
+        round_seconds=settings.monitoring.probe_interval_seconds,
+        latency=True,
     )
     target = settings.monitoring.sla_target_percent
     rows = component_rows(record, current, with_detail=True)

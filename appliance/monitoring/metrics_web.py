@@ -73,7 +73,10 @@ def _age(now: dt.datetime, moment: dt.datetime | None) -> float | None:
 async def render_metrics(settings: Settings, now: dt.datetime) -> str:
     """The whole exposition: states, uptime ratios, incidents, outbox, backups, the worker."""
     current = await load_now(
-        now, stale_seconds=settings.monitoring.worker_stale_seconds, latency=True
+        now,
+        stale_seconds=settings.monitoring.worker_stale_seconds,
+        round_seconds=settings.monitoring.probe_interval_seconds,
+        latency=True,
     )
     record = await load_record(now, now - WINDOWS["90d"])
     counts = await Incident.raw(
@@ -104,7 +107,7 @@ async def render_metrics(settings: Settings, now: dt.datetime) -> str:
             for c in current.components
         ],
     )
-    keys = [OVERALL, *dict.fromkeys([c.component for c in current.components] + record.components)]
+    keys = [OVERALL, *dict.fromkeys([c.component for c in current.components] + record.with_spans)]
     out.family(
         "appliance_uptime_ratio",
         "Share of the measured time the component was up (announced maintenance counts as up).",

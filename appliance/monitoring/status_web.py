@@ -173,7 +173,7 @@ def component_rows(
     """Overall first, then each component known to the states or the record."""
     windows = active_windows(record)
     current = {c.component: c for c in now_states.components}
-    keys = list(current) + [k for k in record.components if k not in current]
+    keys = list(current) + [k for k in record.with_spans if k not in current]
     rows = []
     overall_state = banner(now_states, windows)
     for key in [OVERALL, *keys]:
@@ -232,7 +232,11 @@ def _grouped(rows: list[ComponentRow]) -> list[tuple[str, list[ComponentRow]]]:
 async def status_context(settings: Settings, now: dt.datetime) -> dict[str, Any]:
     """Everything the page shows, from seven queries."""
     record = await load_record(now, now - WINDOWS["90d"] - dt.timedelta(days=1))
-    now_states = await load_now(now, stale_seconds=settings.monitoring.worker_stale_seconds)
+    now_states = await load_now(
+        now,
+        stale_seconds=settings.monitoring.worker_stale_seconds,
+        round_seconds=settings.monitoring.probe_interval_seconds,
+    )
     rows = component_rows(record, now_states)
     windows = active_windows(record)
     incidents = await current_incidents(now)

@@ -41,6 +41,7 @@ __all__ = [
     "Uptime",
     "budget",
     "format_duration",
+    "in_page_order",
     "intersect",
     "load_now",
     "load_record",
@@ -205,9 +206,13 @@ class Record:
     @property
     def components(self) -> list[str]:
         """Every component known to the record, in status-page order."""
-        known = set(self.watched_from) | {span.component for span in self.spans}
-        order = [key for members in components.GROUPS.values() for key in members]
-        return sorted(known, key=lambda key: (_rank(key, order), key))
+        return in_page_order(set(self.watched_from) | {span.component for span in self.spans})
+
+    @property
+    def with_spans(self) -> list[str]:
+        """The components with a span in the loaded range (a retired one keeps its history
+        until that leaves the range), in status-page order."""
+        return in_page_order({span.component for span in self.spans})
 
     def _intervals(self, component: str, state: str) -> list[Interval]:
         return union(
@@ -299,6 +304,12 @@ class Record:
         return [
             self.month(component, year, month) for year, month in months_before(self.now, count)
         ]
+
+
+def in_page_order(keys: Iterable[str]) -> list[str]:
+    """Component keys sorted as the status page groups them, unknown keys last."""
+    order = [key for members in components.GROUPS.values() for key in members]
+    return sorted(set(keys), key=lambda key: (_rank(key, order), key))
 
 
 def _rank(key: str, order: list[str]) -> int:
@@ -461,13 +472,15 @@ class Now(msgspec.Struct, frozen=True, kw_only=True):
         return next((c.state for c in self.components if c.component == component), "unknown")
 
 
-async def load_now(now: dt.datetime, *, stale_seconds: int, latency: bool = False) -> Now:
+async def load_now(
+    now: dt.datetime, *, stale_seconds: int, round_seconds: int = 60, latency: bool = False
+) -> Now:
     """Current states, the worker's heartbeat and the backup times: two queries, three with
     ``latency`` (the newest probe result of each component).
 
     The worker runs the probes, so when its heartbeat is older than ``stale_seconds`` the
-    worker is shown down and every state it last wrote, older than that too, as unknown: this
-    is how the web process watches the watcher.
+    worker is shown down, and a state not checked for that long (or two probe rounds of
+    ``round_seconds``, when those are longer) is shown as unknown: nobody vouches for it.
     """
     rows = await ComponentStatus.raw(
         "SELECT component, state, since, detail, checked_at,"
@@ -488,6 +501,7 @@ async def load_now(now: dt.datetime, *, stale_seconds: int, latency: bool = Fals
     extra = next(row for row in rows if row["component"] is None)
     beat_at: dt.datetime | None = extra["beat_at"]
     stale = now - dt.timedelta(seconds=stale_seconds)
+    unchecked = now - dt.timedelta(seconds=max(stale_seconds, 2 * round_seconds))
     found = []
     for row in rows:
         component = row["component"]
@@ -496,7 +510,7 @@ async def load_now(now: dt.datetime, *, stale_seconds: int, latency: bool = Fals
         state, since = row["state"], row["since"]
         if component == "worker" and (beat_at is None or beat_at < stale):
             state, since = "down", beat_at or since
-        elif row["checked_at"] < stale:
+        elif row["checked_at"] < unchecked:
             state = "unknown"
         found.append(
             ComponentNow(
@@ -510,8 +524,8 @@ async def load_now(now: dt.datetime, *, stale_seconds: int, latency: bool = Fals
                 latency_ms=latencies.get(component),
             )
         )
-    order = [key for members in components.GROUPS.values() for key in members]
-    found.sort(key=lambda c: (_rank(c.component, order), c.component))
+    position = {key: index for index, key in enumerate(in_page_order(c.component for c in found))}
+    found.sort(key=lambda c: position[c.component])
     return Now(
         components=found,
         worker_beat_at=beat_at,
