@@ -728,10 +728,6 @@ class BannerCache:
             self._loaded_at = time.monotonic()
             log.warning("the maintenance banner could not be loaded", exc_info=True)
 
-    def clear(self) -> None:
-        self._windows = []
-        self._loaded_at = float("-inf")
-
     def active(self, now: dt.datetime) -> Maintenance | None:
         """The running window that ends last (the one people wait for)."""
         running = [w for w in self._windows if w.starts_at <= now < w.ends_at]
