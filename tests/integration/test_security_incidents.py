@@ -668,9 +668,20 @@ async def test_people_are_chosen_told_once_and_again_only_on_request(
     assert empty_body.status_code == 400
     assert len(await emails()) == 3
 
-    # Someone who was told stays on the record.
+    # Someone who was told stays on the record, and so does the fact that data was involved.
     removed = await post(client, base, f"{base}/people/{anna_row['id']}/remove", {})
     assert removed.status_code == 409
+    assert "already told" in removed.text
+    edit = f"{base}/edit"
+    detected = (await service.get_incident(incident_id)).detected_at
+    undone = await post(client, edit, edit, incident_form(detected, personal_data=""))
+    assert undone.status_code == 409
+    assert "cannot be undone" in undone.text
+    assert (await service.get_incident(incident_id)).personal_data is True
+    bert_row = next(r for r in rows if r["kind"] == "client" and r["person_id"] == bert.id)
+    gone = await post(client, base, f"{base}/people/{bert_row['id']}/remove", {})
+    assert gone.status_code == 303
+    assert await AffectedPerson.count().run() == 2
     notified = [e for e in await list_entries() if e.action == "security_incident.people_notify"]
     assert [e.details for e in reversed(notified)] == [
         {"people": [f"client:{anna.id}", owner_key.group(1)], "again": False},
