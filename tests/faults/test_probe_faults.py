@@ -311,7 +311,7 @@ async def test_stale_worker_is_marked_down_once_by_the_web_processes_and_recover
     last_beat = clock()
     first, second = WorkerWatch(watched, clock), WorkerWatch(watched, clock)
     clock.advance(seconds=watched.monitoring.worker_stale_seconds - 10)
-    assert await asyncio.gather(first.check(), second.check()) == [False, False]
+    assert list(await asyncio.gather(first.check(), second.check())) == [False, False]
     clock.advance(seconds=20)
     assert sorted(await asyncio.gather(first.check(), second.check())) == [False, True]
     assert await first.check() is False
