@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.config import Settings
 from appliance.db.engine import engine
+from appliance.notify.delivery import deliver_due
 from appliance.notify.tables import OutboxMessage
-from appliance.privacy import service
+from appliance.privacy import people, service
 from appliance.privacy.service import IncidentInput
 from appliance.privacy.tables import (
     AffectedPerson,
@@ -36,6 +38,7 @@ from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
 from tests.integration.test_sign_in import invite_photographer
+from tests.smtp import SmtpServer
 
 PAGE = "/admin/security-incidents"
 ALERT_URL = "json://127.0.0.1:9/security-hook"
@@ -687,6 +690,70 @@ async def test_people_are_chosen_told_once_and_again_only_on_request(
         {"people": [f"client:{anna.id}", owner_key.group(1)], "again": False},
         {"people": [f"client:{anna.id}"], "again": True},
     ]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A running SMTP server on loopback for one test."""
+    server = SmtpServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_the_notice_arrives_over_smtp_as_edited(
+    clean_db: None, settings: Settings, clock: FakeClock, smtp_server: SmtpServer
+) -> None:
+    """A German notice queued for a client reaches a real SMTP server once, with the subject
+    and text as edited in the plain part and the same text, escaped, in the HTML part."""
+    relayed = msgspec.structs.replace(
+        settings,
+        notify=msgspec.structs.replace(
+            settings.notify,
+            smtp_host=smtp_server.host,
+            smtp_port=smtp_server.port,
+            smtp_security="none",
+            mail_from="studio@lumen.example",
+        ),
+    )
+    incident = await recorded(clock(), hours_ago=2)
+    anna = await clients.create_client(
+        ClientDetails(name="Anna Berg", email="anna@example.org"),
+        actor=OWNER,
+        address="",
+        now=clock(),
+    )
+    await people.add_people(
+        incident.id, [f"client:{anna.id}"], actor=OWNER, address="", now=clock()
+    )
+    (row,) = await people.list_affected(incident.id)
+    subject, body = people.default_notice(incident, None, "de")
+    assert subject == "Sicherheitsvorfall bei Fotostudio: was passiert ist und was wir tun"
+    assert "Was passiert ist" in body and "An wen Sie sich wenden können" in body
+    edited = body.replace("(noch zu ergänzen)", "Passwörter <geändert>", 1)
+    for _ in range(2):  # a double click queues one mail
+        await people.notify_people(
+            incident.id,
+            [row.id],
+            subject=subject,
+            body=edited,
+            again=False,
+            language="de",
+            studio="Studio Lumen",
+            actor=OWNER,
+            address="",
+            now=clock(),
+        )
+    await deliver_due(relayed, clock())
+    (mail,) = smtp_server.messages
+    assert mail.recipients == ["anna@example.org"]
+    assert mail.message["Subject"] == subject
+    assert mail.part("plain").replace("\r\n", "\n").strip() == edited.strip()
+    html = mail.part("html")
+    assert "Passwörter &lt;geändert&gt;" in html and "<geändert>" not in html
+    assert 'lang="de"' in html
 
 
 # --- the report ----------------------------------------------------------------------------
