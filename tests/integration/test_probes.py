@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from litestar import Litestar
 
 from appliance.backups.tables import BackupJob, DrillReport
 from appliance.config import RepositorySettings, Settings
@@ -468,12 +469,14 @@ async def test_watcher_runs_for_the_life_of_the_context(
     settings: Settings, clock: FakeClock
 ) -> None:
     """The web process's watch starts with the lifespan and is cancelled when it ends."""
+    before = {t for t in asyncio.all_tasks() if t.get_name() == "worker-watch"}  # the app's
     async with watch_worker(settings, clock) as watch:
         tasks = [t for t in asyncio.all_tasks() if t.get_name() == "worker-watch"]
-        assert len(tasks) == 1 and not tasks[0].done()
+        [task] = [t for t in tasks if t not in before]
+        assert not task.done()
         assert watch.started_at == clock()
     await asyncio.sleep(0)
-    assert tasks[0].done()
+    assert task.done()
 
 
 async def test_a_second_worker_probing_at_the_same_time_records_nothing(
@@ -497,3 +500,10 @@ async def test_a_second_worker_probing_at_the_same_time_records_nothing(
     assert await ProbeResult.count() == len(CORE_ROUND)
     beat = await ProcessHeartbeat.select().first()
     assert beat is not None and (beat["pid"], beat["beat_at"]) == (os.getpid(), clock())
+
+
+async def test_the_web_app_watches_the_worker_while_it_runs(app: Litestar) -> None:
+    """The app's lifespan runs the worker watch in the background."""
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "worker-watch"]
+    assert tasks
+    assert not any(t.done() for t in tasks)
