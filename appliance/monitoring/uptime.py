@@ -16,6 +16,7 @@ Definitions (``docs/status-page.md`` says the same for people):
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -202,6 +203,11 @@ class Record:
     maintenance: list[Maintenance] = field(default_factory=list)
     # When each component's first probe ran; a component absent here was never probed.
     watched_from: dict[str, dt.datetime] = field(default_factory=dict)
+    # Merged intervals by (component, state): a page asks for a hundred periods of each.
+    _merged: dict[tuple[str, str], list[Interval]] = field(default_factory=dict, repr=False)
+    _edges: dict[tuple[str, str], tuple[list[dt.datetime], list[dt.datetime]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def components(self) -> list[str]:
@@ -214,15 +220,39 @@ class Record:
         until that leaves the range), in status-page order."""
         return in_page_order({span.component for span in self.spans})
 
-    def _intervals(self, component: str, state: str) -> list[Interval]:
-        return union(
-            (span.start, span.end or self.now)
-            for span in self.spans
-            if span.component == component and span.state == state
-        )
+    def _merged_of(self, component: str, state: str) -> list[Interval]:
+        """Sorted, disjoint intervals of ``component`` in ``state`` ("maintenance": the windows
+        that cover it), merged once per record."""
+        key = (component, state)
+        if key not in self._merged:
+            if state == "maintenance":
+                found = [(m.start, m.end) for m in self.maintenance if m.covers(component)]
+            else:
+                found = [
+                    (span.start, span.end or self.now)
+                    for span in self.spans
+                    if span.component == component and span.state == state
+                ]
+            self._merged[key] = union(found)
+            self._edges[key] = (
+                [i[0] for i in self._merged[key]],
+                [i[1] for i in self._merged[key]],
+            )
+        return self._merged[key]
 
-    def _maintenance(self, component: str) -> list[Interval]:
-        return union((m.start, m.end) for m in self.maintenance if m.covers(component))
+    def _intervals(self, component: str, state: str, period: list[Interval]) -> list[Interval]:
+        """The merged intervals that reach into ``period`` (found by bisection: pages ask for
+        a hundred periods of the same list)."""
+        merged = self._merged_of(component, state)
+        if not period or not merged:
+            return []
+        starts, ends = self._edges[(component, state)]
+        first = bisect.bisect_right(ends, period[0][0])
+        last = bisect.bisect_left(starts, period[-1][1])
+        return merged[first:last]
+
+    def _maintenance(self, component: str, period: list[Interval]) -> list[Interval]:
+        return self._intervals(component, "maintenance", period)
 
     def _first_watched(self, component: str) -> dt.datetime | None:
         if component == OVERALL:
@@ -241,11 +271,11 @@ class Record:
         if component == OVERALL:
             unknown, down, counted, degraded = self._overall(period)
         else:
-            unknown = intersect(self._intervals(component, "unknown"), period)
-            down = subtract(intersect(self._intervals(component, "down"), period), unknown)
-            counted = subtract(down, self._maintenance(component))
+            unknown = intersect(self._intervals(component, "unknown", period), period)
+            down = subtract(intersect(self._intervals(component, "down", period), period), unknown)
+            counted = subtract(down, self._maintenance(component, period))
             degraded = subtract(
-                intersect(self._intervals(component, "degraded"), period), [*unknown, *down]
+                intersect(self._intervals(component, "degraded", period), period), [*unknown, *down]
             )
         return Uptime(
             start=start,
@@ -266,13 +296,13 @@ class Record:
         counted_all: list[Interval] = []
         degraded_any: list[Interval] = []
         for component in components.CORE:
-            unknown = intersect(self._intervals(component, "unknown"), period)
-            down = subtract(intersect(self._intervals(component, "down"), period), unknown)
+            unknown = intersect(self._intervals(component, "unknown", period), period)
+            down = subtract(intersect(self._intervals(component, "down", period), period), unknown)
             unknown_any += unknown
             down_all += down
             # A window for one core component excuses only that component's downtime.
-            counted_all += subtract(down, self._maintenance(component))
-            degraded_any += intersect(self._intervals(component, "degraded"), period)
+            counted_all += subtract(down, self._maintenance(component, period))
+            degraded_any += intersect(self._intervals(component, "degraded", period), period)
         down = union(down_all)
         unknown = subtract(unknown_any, down)
         degraded = subtract(degraded_any, [*down, *unknown])
