@@ -120,8 +120,12 @@ def _web_address(settings: Settings) -> str:
 
 async def probe_web(settings: Settings) -> Outcome:
     """The web process answers its own ``/healthz``."""
-    hosts = [h for h in settings.server.allowed_hosts if "*" not in h]
-    headers = {"Host": hosts[0]} if hosts else {}
+    # A Host the web server accepts (server.allowed_hosts): a name of its own, else any name
+    # under an allowed "*.domain"; with "*" alone, the address itself.
+    exact = [h for h in settings.server.allowed_hosts if "*" not in h]
+    under = [h[1:] for h in settings.server.allowed_hosts if h.startswith("*.")]
+    host = exact[0] if exact else f"monitor{under[0]}" if under else ""
+    headers = {"Host": host} if host else {}
     try:
         async with httpx.AsyncClient(timeout=WEB_TIMEOUT) as client:
             response = await client.get(_web_address(settings), headers=headers)

@@ -43,10 +43,12 @@ class Healthz:
 
     def __init__(self) -> None:
         self.status = 200
+        self.hosts: list[str] = []
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                owner.hosts.append(self.headers.get("Host", ""))
                 code = owner.status if self.path == "/healthz" else 404
                 self.send_response(code)
                 self.send_header("Content-Length", "2")
@@ -507,3 +509,25 @@ async def test_the_web_app_watches_the_worker_while_it_runs(app: Litestar) -> No
     tasks = [t for t in asyncio.all_tasks() if t.get_name() == "worker-watch"]
     assert tasks
     assert not any(t.done() for t in tasks)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "host"),
+    [
+        (["photos.studio.test", "*.lan.test"], "photos.studio.test"),
+        (["*.studio.test"], "monitor.studio.test"),
+    ],
+)
+async def test_web_probe_sends_a_host_the_server_accepts(
+    settings: Settings, healthz: Healthz, allowed: list[str], host: str
+) -> None:
+    """The web probe names a host from server.allowed_hosts, or the server would refuse it."""
+    server = msgspec.structs.replace(
+        settings.server, host="127.0.0.1", port=healthz.port, allowed_hosts=allowed
+    )
+    outcome = await probes.probe_web(msgspec.structs.replace(settings, server=server))
+    assert outcome.state == "up"
+    assert healthz.hosts == [host]
+    healthz.status = 400
+    outcome = await probes.probe_web(msgspec.structs.replace(settings, server=server))
+    assert (outcome.state, outcome.detail) == ("down", "the web server answered HTTP 400")
