@@ -39,10 +39,15 @@ from appliance.web.requests import AnyRequest
 
 __all__ = [
     "LAN_NETWORKS",
+    "STATE_WORDS",
+    "ActiveWindow",
+    "ComponentRow",
     "StatusController",
+    "active_windows",
     "banner",
     "component_rows",
     "public_updates",
+    "status_context",
     "visible_to",
 ]
 
@@ -230,7 +235,7 @@ def _grouped(rows: list[ComponentRow]) -> list[tuple[str, list[ComponentRow]]]:
 
 
 async def status_context(settings: Settings, now: dt.datetime) -> dict[str, Any]:
-    """Everything the page shows, from seven queries."""
+    """Everything the page shows, from eight queries."""
     record = await load_record(now, now - WINDOWS["90d"] - dt.timedelta(days=1))
     now_states = await load_now(
         now,
