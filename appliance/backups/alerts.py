@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,11 +16,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import anyio
-import apprise
 import msgspec
 
 from appliance.backups.tables import BackupAlert, BackupSetting, DrillReport
+from appliance.clock import utcnow
 from appliance.config import Settings
+from appliance.notify import channels
+from appliance.notify.delivery import deliver_due
+from appliance.notify.messages import queue_alert_rows
 
 __all__ = [
     "FailingCheck",
@@ -48,70 +50,15 @@ PingState = Literal["start", "success", "fail"]
 NotifyKind = Literal["info", "success", "warning", "failure"]
 
 
-class _Redaction:
-    """The pieces of every alert and ping URL this process was given, masked in log records:
-    apprise URLs carry tokens and passwords (a Telegram bot token is its "host"), and apprise
-    and urllib3 name hosts and paths in their messages."""
-
-    def __init__(self) -> None:
-        # Longest first, so that a whole URL is masked before the pieces it contains. Replaced
-        # as a whole, never changed in place: apprise's worker threads read it meanwhile.
-        self.parts: tuple[str, ...] = ()
-        self.installed = False
-
-    def remember(self, urls: Sequence[str]) -> None:
-        parts = set(self.parts)
-        for url in urls:
-            if not url:
-                continue
-            parts.add(url)
-            for piece in re.split(r"[/:@?&=#,;+]", url.split("://", 1)[-1]):
-                # Pieces shorter than 4 characters ("80", "v1") would mask ordinary words and
-                # numbers in every message, and hide nothing worth hiding.
-                parts.update(
-                    form for form in (piece, urllib.parse.unquote(piece)) if len(form) >= 4
-                )
-        self.parts = tuple(sorted(parts, key=len, reverse=True))
-        if not self.installed:
-            # Below WARNING, apprise's records are routine ("Sent JSON POST notification") or
-            # print the URL itself (DEBUG): dropped.
-            logging.getLogger("apprise").addFilter(_RedactingFilter(drop_below=logging.WARNING))
-            # apprise posts through requests; urllib3 logs host and path at DEBUG.
-            logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
-            self.installed = True
-
-    def apply(self, text: str) -> str:
-        for part in self.parts:
-            text = text.replace(part, "[redacted]")
-        return text
-
-
-_redaction = _Redaction()
-
-
-class _RedactingFilter(logging.Filter):
-    def __init__(self, *, drop_below: int = 0) -> None:
-        super().__init__()
-        self.drop_below = drop_below
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < self.drop_below:
-            return False
-        if not _redaction.parts:
-            return True
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            # A traceback may quote the URL; the error's type and masked message are enough.
-            text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            record.exc_info = None
-            record.exc_text = None
-        record.msg = _redaction.apply(text)
-        record.args = ()
-        return True
-
-
 class Notifier:
-    """Sends admin alerts through apprise URLs and pings a healthchecks-style URL.
+    """Queues admin alerts in the outbox and pings a healthchecks-style URL.
+
+    Alerts go to the alert URLs of the backups (of its section of the settings file or its
+    admin page), to the notification channels of Admin → Notifications, and, with
+    ``settings``, to ``[notify] alert_urls``; the outbox retries a channel that is down, and
+    tells the other channels when one fails for good. With ``settings``, the queued alerts are
+    also delivered at once (what fails stays in the outbox for the worker). The ping goes out
+    directly: its point is to arrive, or not, at the moment of the backup.
 
     Neither method raises: an alert that cannot be sent must never fail the backup that
     reported it. Failures are logged without the URLs.
@@ -122,52 +69,37 @@ class Notifier:
         alert_urls: Sequence[str],
         ping_url: str = "",
         *,
-        timeout: float = 20.0,
+        settings: Settings | None = None,
         ping_timeout: float = 10.0,
     ) -> None:
         self.alert_urls = [url for url in alert_urls if url.strip()]
         self.ping_url = ping_url.strip()
-        self.timeout = timeout
+        self.settings = settings
         self.ping_timeout = ping_timeout
-        _redaction.remember([*self.alert_urls, self.ping_url])
+        channels.remember([*self.alert_urls, self.ping_url])
 
-    async def send(self, title: str, body: str, *, kind: NotifyKind = "info") -> bool:
-        """Send one message to every alert URL; True when every one accepted it (False too
-        when no URL is set)."""
-        if not self.alert_urls:
-            log.debug("backup alert not sent: no alert URLs are set")
-            return False
-        # The thread is abandoned at the time-out: apprise cannot be interrupted, and its own
-        # socket time-outs (set to the same value) end it soon after.
-        with anyio.move_on_after(self.timeout):
-            return await anyio.to_thread.run_sync(
-                self._send_blocking, title, body, kind, abandon_on_cancel=True
-            )
-        log.warning("backup alert %r not sent: no answer within %.0f s", title, self.timeout)
-        return False
-
-    def _send_blocking(self, title: str, body: str, kind: NotifyKind) -> bool:
+    async def send(
+        self, title: str, body: str, *, kind: NotifyKind = "info", now: dt.datetime | None = None
+    ) -> bool:
+        """Queue one alert for every channel; True when at least one channel will get it."""
+        moment = now or utcnow()
+        urls = [*self.alert_urls, *(self.settings.notify.alert_urls if self.settings else [])]
         try:
-            targets = apprise.Apprise()
-            for number, url in enumerate(self.alert_urls, start=1):
-                service = apprise.Apprise.instantiate(url)
-                if service is None:
-                    log.warning("backup alert URL number %d cannot be used; check it", number)
-                    continue
-                service.socket_connect_timeout = self.timeout
-                service.socket_read_timeout = self.timeout
-                targets.add(service)
-            if len(targets) == 0:
-                return False
-            result = bool(
-                targets.notify(body=body, title=title, notify_type=apprise.NotifyType(kind))
+            ids = await queue_alert_rows(
+                title, body, severity=kind, source="backups", now=moment, config_urls=urls
             )
-        except Exception as error:  # noqa: BLE001 - a plugin may raise anything; never the caller
-            log.warning("backup alert %r not sent: %s", title, _redaction.apply(repr(error)))
+        except Exception:  # the database is away: the backup must still end recorded
+            log.exception("backup alert %r could not be queued", title)
             return False
-        if not result:
-            log.warning("backup alert %r not accepted by every alert URL", title)
-        return result
+        if not ids:
+            log.debug("backup alert not queued: no alert channel is set")
+            return False
+        if self.settings is not None:
+            try:
+                await deliver_due(self.settings, moment, limit=len(ids), only=ids)
+            except Exception:  # the worker's outbox loop delivers it later
+                log.exception("backup alert %r queued but not delivered yet", title)
+        return True
 
     async def ping(self, state: PingState, body: str = "") -> bool:
         """POST ``body`` (its last 10 kB) to the ping URL: ``<url>/start``, ``<url>`` for
@@ -190,7 +122,7 @@ class Notifier:
                 log.warning("backup ping %r refused: HTTP %d", state, error.code)
                 return False
             except Exception as error:  # noqa: BLE001 - network errors of every kind
-                log.warning("backup ping %r not sent: %s", state, _redaction.apply(repr(error)))
+                log.warning("backup ping %r not sent: %s", state, channels.redact(repr(error)))
                 return False
         log.warning("backup ping %r not sent: no answer within %.0f s", state, self.ping_timeout)
         return False
@@ -241,9 +173,10 @@ async def effective_targets(settings: Settings) -> tuple[list[str], str]:
 
 
 async def load_notifier(settings: Settings) -> Notifier:
-    """A Notifier for the URLs in effect now (see :func:`effective_targets`)."""
+    """A Notifier for the URLs in effect now (see :func:`effective_targets`) that delivers
+    what it queues at once."""
     alert_urls, ping_url = await effective_targets(settings)
-    return Notifier(alert_urls, ping_url)
+    return Notifier(alert_urls, ping_url, settings=settings)
 
 
 class _Message(msgspec.Struct, frozen=True):
@@ -260,15 +193,16 @@ async def report(key: str, *, ok: bool, message: str, notifier: Notifier, now: d
     ``message`` is the error (ignored when ``ok``). Steps:
     1. in one transaction, lock the key's row and decide (this is the claim: of two workers
        reporting the same key at once, the second sees the first one's decision);
-    2. send the message after the commit, so no lock is held across the network;
-    3. if a problem or reminder could not be delivered, give the claim back, so the next report
-       tries again instead of waiting a day.
+    2. queue the message in the outbox after the commit (the outbox retries a channel that is
+       down), and deliver it at once when the notifier has the settings;
+    3. if a problem or reminder could not be queued (no alert channel, the database away),
+       give the claim back, so the next report tries again instead of waiting a day.
     """
     decided = await _decide(key, ok=ok, message=message.strip()[-_MESSAGE_KEPT:], now=now)
     if decided is None:
         return
     kind: NotifyKind = "success" if decided.kind == "recovered" else "failure"
-    delivered = await notifier.send(decided.title, decided.body, kind=kind)
+    delivered = await notifier.send(decided.title, decided.body, kind=kind, now=now)
     if delivered or decided.kind == "recovered":
         return
     await BackupAlert.raw(

@@ -342,7 +342,7 @@ async def run_job(
 ) -> str:
     """Run a claimed job with heartbeats, record it, report it; return its new state."""
     urls, ping_url = await alerts.effective_targets(settings)
-    notifier = alerts.Notifier(urls, ping_url)
+    notifier = alerts.Notifier(urls, ping_url, settings=settings)
     if job.kind == "backup":
         await notifier.ping("start")
     work = asyncio.create_task(_dispatch(settings, store, job, notifier, now))

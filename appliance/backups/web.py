@@ -38,13 +38,13 @@ NOTICES = {
     "alert-removed": "Alert URL removed.",
     "ping": "Ping URL saved.",
     "ping-cleared": "Ping URL removed.",
-    "test-sent": "The test alert was accepted by every alert URL.",
+    "test-sent": "The test alert is queued for every alert channel and goes out within a "
+    "minute; Admin → Notifications lists any channel that did not take it.",
     "repository": "Repository added. The worker sets it up and copies the backups there.",
     "repository-removed": "Repository removed. Its data there was not touched.",
 }
 ERRORS = {
-    "test-failed": "The test alert was not accepted by every alert URL. The log says which "
-    "one (by number, without its secrets).",
+    "test-failed": "The test alert could not be queued; the log says why.",
 }
 
 

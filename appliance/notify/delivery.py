@@ -50,6 +50,7 @@ WHERE id = (
     WHERE ((state = 'pending' AND next_attempt_at <= {})
            OR (state = 'sending' AND claimed_until < {}))
       AND (kind <> 'email' OR {})
+      AND ({}::integer[] IS NULL OR id = ANY({}::integer[]))
     ORDER BY next_attempt_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -88,10 +89,15 @@ def backoff(attempts: int, settings: Settings) -> dt.timedelta:
 async def resolve_channel(settings: Settings, key: str) -> tuple[str, str]:
     """``(url, "")`` for a channel key, or ``("", why it cannot be used)``."""
     if key.startswith("config:"):
-        for url in settings.notify.alert_urls:
+        # The backups domain queues for its own alert URLs too (set in its section of the
+        # settings file or on its admin page), so those resolve here as well.
+        from appliance.backups.alerts import effective_targets
+
+        backup_urls, _ = await effective_targets(settings)
+        for url in [*settings.notify.alert_urls, *backup_urls]:
             if url.strip() and config_channel_key(url) == key:
                 return url, ""
-        return "", "the alert URL is no longer in the settings file"
+        return "", "the alert URL is no longer configured"
     if key.startswith("db:") and key[3:].isdigit():
         row = (
             await AlertChannel.select(AlertChannel.url, AlertChannel.enabled)
@@ -124,9 +130,14 @@ async def channel_label(key: str) -> str:
 
 
 async def _claim(
-    now: dt.datetime, lease: dt.datetime, *, emails: bool, message_id: str
+    now: dt.datetime,
+    lease: dt.datetime,
+    *,
+    emails: bool,
+    message_id: str,
+    only: list[int] | None,
 ) -> dict[str, Any] | None:
-    rows = await OutboxMessage.raw(_CLAIM, lease, message_id, now, now, emails)
+    rows = await OutboxMessage.raw(_CLAIM, lease, message_id, now, now, emails, only, only)
     return rows[0] if rows else None
 
 
@@ -244,8 +255,15 @@ async def _tell_other_channels(
     )
 
 
-async def deliver_due(settings: Settings, now: dt.datetime, *, limit: int = 20) -> DeliveryReport:
-    """Deliver up to ``limit`` due messages, one claim at a time.
+async def deliver_due(
+    settings: Settings,
+    now: dt.datetime,
+    *,
+    limit: int = 20,
+    only: list[int] | None = None,
+) -> DeliveryReport:
+    """Deliver up to ``limit`` due messages (of ``only`` these ids, when given), one claim at a
+    time.
 
     E-mail waits (no attempt spent) while no relay is set. Steps for each row:
     1. claim it (state ``sending``, a lease, one more attempt, its Message-ID fixed once);
@@ -259,7 +277,11 @@ async def deliver_due(settings: Settings, now: dt.datetime, *, limit: int = 20) 
     lease = now + dt.timedelta(seconds=timeout * 3) + _LEASE_EXTRA
     for _ in range(limit):
         row = await _claim(
-            now, lease, emails=relay.configured, message_id=smtp.new_message_id(relay)
+            now,
+            lease,
+            emails=relay.configured,
+            message_id=smtp.new_message_id(relay),
+            only=only,
         )
         if row is None:
             break

@@ -24,6 +24,7 @@ __all__ = [
     "channel_keys",
     "config_channel_key",
     "queue_alert",
+    "queue_alert_rows",
     "queue_channel_alert",
     "queue_email",
     "render_email",
@@ -118,8 +119,34 @@ async def queue_alert(
     With ``dedupe_key``, each channel's row is keyed ``<dedupe_key>@<channel>``, so an alert
     queued twice goes out once per channel.
     """
+    ids = await queue_alert_rows(
+        title,
+        body,
+        severity=severity,
+        source=source,
+        now=now,
+        config_urls=config_urls,
+        dedupe_key=dedupe_key,
+        skip_channels=skip_channels,
+    )
+    return len(ids)
+
+
+async def queue_alert_rows(
+    title: str,
+    body: str,
+    *,
+    severity: Severity,
+    source: str,
+    now: dt.datetime,
+    config_urls: Iterable[str],
+    dedupe_key: str | None = None,
+    skip_channels: Iterable[str] = (),
+) -> list[int]:
+    """:func:`queue_alert`, returning the ids of the rows queued (for a producer that delivers
+    them at once)."""
     skipped = set(skip_channels)
-    queued = 0
+    ids: list[int] = []
     for channel in await channel_keys(config_urls):
         if channel in skipped:
             continue
@@ -134,8 +161,10 @@ async def queue_alert(
             next_attempt_at=now,
             created_at=now,
         )
-        queued += await _insert(row) is not None
-    return queued
+        queued = await _insert(row)
+        if queued is not None:
+            ids.append(queued)
+    return ids
 
 
 async def queue_channel_alert(

@@ -17,6 +17,9 @@ from appliance.backups import alerts
 from appliance.backups.alerts import Notifier
 from appliance.backups.tables import BackupAlert, BackupJob, BackupSetting, DrillReport
 from appliance.config import Settings
+from appliance.notify import delivery
+from appliance.notify.delivery import deliver_due
+from appliance.notify.tables import AlertChannel, OutboxMessage
 from tests.receiver import TOKEN, Receiver
 
 T0 = dt.datetime(2026, 11, 29, 2, 30, tzinfo=dt.UTC)
@@ -40,15 +43,28 @@ def silent_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+def notifier_for(
+    settings: Settings, *urls: str, ping_url: str = "", ping_timeout: float = 10.0
+) -> Notifier:
+    """A Notifier for ``urls`` that delivers at once, with settings whose backups section
+    names those URLs (the outbox resolves a channel from the URLs in effect)."""
+    configured = msgspec.structs.replace(
+        settings, backups=msgspec.structs.replace(settings.backups, alert_urls=list(urls))
+    )
+    return Notifier(list(urls), ping_url, settings=configured, ping_timeout=ping_timeout)
+
+
 async def _state(key: str) -> dict[str, object] | None:
     rows = await BackupAlert.select().where(BackupAlert.key == key).run()
     return rows[0] if rows else None
 
 
-async def test_first_failure_sends_one_problem_message(clean_db: None, receiver: Receiver) -> None:
+async def test_first_failure_sends_one_problem_message(
+    clean_db: None, receiver: Receiver, settings: Settings
+) -> None:
     """A check that starts failing sends one message naming the check, the repository, the
     error and where to look."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
     await alerts.report(
         "copy:offsite",
         ok=False,
@@ -68,11 +84,11 @@ async def test_first_failure_sends_one_problem_message(clean_db: None, receiver:
 
 
 async def test_failures_remind_once_a_day_and_recovery_is_told_once(
-    clean_db: None, receiver: Receiver
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
     """Failing again within a day is silent, the next day brings one reminder, the first
     success one "recovered" message, and later successes nothing."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
 
     async def run(ok: bool, at: dt.datetime, message: str = "disk full") -> None:
         await alerts.report("backup", ok=ok, message=message, notifier=notifier, now=at)
@@ -107,10 +123,10 @@ async def test_failures_remind_once_a_day_and_recovery_is_told_once(
 
 
 async def test_successes_of_a_check_that_never_failed_send_nothing(
-    clean_db: None, receiver: Receiver
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
     """Daily successes are not news: no message and no row."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
     for day in range(3):
         await alerts.report(
             "backup", ok=True, message="", notifier=notifier, now=T0 + dt.timedelta(days=day)
@@ -120,11 +136,11 @@ async def test_successes_of_a_check_that_never_failed_send_nothing(
 
 
 async def test_concurrent_reports_of_one_key_send_one_message(
-    clean_db: None, receiver: Receiver
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
     """Workers reporting the same first failure at the same moment send one message between
     them, and then one recovery between them."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
     await asyncio.gather(
         *(
             alerts.report(
@@ -147,24 +163,41 @@ async def test_concurrent_reports_of_one_key_send_one_message(
     ]
 
 
-async def test_undelivered_problem_is_sent_at_the_next_report(
-    clean_db: None, receiver: Receiver
+async def test_a_refused_problem_is_retried_by_the_outbox_not_sent_twice(
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
-    """When the alert channel refused the first message, the next failing report sends it
-    instead of waiting a day."""
-    notifier = Notifier([receiver.alert_url()])
+    """When the channel refuses the first message, the outbox keeps it and sends it at its
+    next attempt; the next failing report within the day adds no second message."""
+    notifier = notifier_for(settings, receiver.alert_url())
     receiver.status = 500
     await alerts.report("backup", ok=False, message="boom", notifier=notifier, now=T0)
+    [row] = await OutboxMessage.select().run()
+    assert (row["state"], row["attempts"], row["source"]) == ("pending", 1, "backups")
     receiver.status = 200
+    later = T0 + dt.timedelta(hours=1)
+    await alerts.report("backup", ok=False, message="boom", notifier=notifier, now=later)
+    assert await OutboxMessage.count().run() == 1
+    assert notifier.settings is not None
+    assert (await deliver_due(notifier.settings, later)).sent == 1
+    assert len(receiver.requests) == 2  # the refused try and the accepted one
+    assert [m["title"] for m in receiver.messages()] == ["Backup problem: Backup"] * 2
+
+
+async def test_a_problem_without_any_channel_is_told_once_a_channel_exists(
+    clean_db: None, receiver: Receiver, settings: Settings
+) -> None:
+    """With no alert channel at all, nothing is queued and the claim is given back, so the
+    next failing report tells the channel added meanwhile instead of waiting a day."""
     await alerts.report(
-        "backup", ok=False, message="boom", notifier=notifier, now=T0 + dt.timedelta(hours=1)
+        "backup", ok=False, message="boom", notifier=Notifier([], settings=settings), now=T0
     )
-    assert len(receiver.requests) == 2
-    assert receiver.messages()[1]["title"] == "Still failing: Backup"
+    assert await OutboxMessage.count().run() == 0
+    await AlertChannel(name="Owner", url=receiver.alert_url(), created_at=T0).save().run()
+    later = T0 + dt.timedelta(hours=1)
     await alerts.report(
-        "backup", ok=False, message="boom", notifier=notifier, now=T0 + dt.timedelta(hours=2)
+        "backup", ok=False, message="boom", notifier=Notifier([], settings=settings), now=later
     )
-    assert len(receiver.requests) == 2
+    assert [m["title"] for m in receiver.messages()] == ["Still failing: Backup"]
 
 
 async def test_ping_hits_start_success_and_fail_with_the_body(receiver: Receiver) -> None:
@@ -197,52 +230,67 @@ async def test_refused_ping_returns_false(receiver: Receiver) -> None:
     assert len(receiver.requests) == 1
 
 
-async def test_unreachable_urls_return_false_quickly(closed_port: int, silent_port: int) -> None:
-    """A refused or silent alert or ping URL yields False within the time-out, never an
-    exception."""
+async def test_unreachable_urls_keep_the_alert_queued_and_the_ping_false_quickly(
+    clean_db: None, settings: Settings, closed_port: int, silent_port: int
+) -> None:
+    """A refused or silent alert URL leaves the alert in the outbox for the next attempt
+    within the time-out; a ping to them yields False, never an exception."""
+    settings = msgspec.structs.replace(
+        settings, notify=msgspec.structs.replace(settings.notify, timeout_seconds=1)
+    )
     for port in (closed_port, silent_port):
-        notifier = Notifier(
-            [f"json://127.0.0.1:{port}/{TOKEN}"],
-            f"http://127.0.0.1:{port}/ping/{TOKEN}",
-            timeout=1.0,
+        notifier = notifier_for(
+            settings,
+            f"json://127.0.0.1:{port}/{TOKEN}",
+            ping_url=f"http://127.0.0.1:{port}/ping/{TOKEN}",
             ping_timeout=1.0,
         )
         started = time.monotonic()
-        assert await notifier.send("title", "body") is False
+        assert await notifier.send("title", "body", now=T0) is True
         assert await notifier.ping("fail", "body") is False
-        assert time.monotonic() - started < 6
+        assert time.monotonic() - started < 8
+    rows = await OutboxMessage.select().run()
+    assert [(row["state"], row["attempts"]) for row in rows] == [("pending", 1)] * 2
+    assert all(row["last_error"] for row in rows)
 
 
-async def test_nothing_is_sent_without_urls() -> None:
-    """With no alert URL and no ping URL, both methods say nothing was delivered."""
+async def test_nothing_is_sent_without_urls(clean_db: None) -> None:
+    """With no alert channel and no ping URL, both methods say nothing was sent."""
     notifier = Notifier([], "")
     assert await notifier.send("title", "body") is False
     assert await notifier.ping("start") is False
+    assert await OutboxMessage.count().run() == 0
 
 
 async def test_logs_never_show_the_urls(
-    caplog: pytest.LogCaptureFixture, receiver: Receiver, closed_port: int
+    clean_db: None,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    receiver: Receiver,
+    closed_port: int,
 ) -> None:
-    """Failed sends and pings are logged, with neither the URLs nor their tokens and hosts,
-    even at DEBUG."""
+    """Failed deliveries and pings are logged, with neither the URLs nor their tokens and
+    hosts, even at DEBUG."""
     caplog.set_level(logging.DEBUG)
     receiver.status = 500
     refused = f"json://127.0.0.1:{closed_port}/{TOKEN}"
     rejected = receiver.alert_url()
     broken = f"json://user:{TOKEN}@/nowhere"
-    notifier = Notifier([refused, rejected, broken], receiver.ping_url())
-    assert await notifier.send("Backup problem", "body") is False
+    notifier = notifier_for(settings, refused, rejected, broken, ping_url=receiver.ping_url())
+    assert await notifier.send("Backup problem", "body", now=T0) is True
     assert await notifier.ping("fail", "body") is False
     assert await Notifier([], f"http://127.0.0.1:{closed_port}/{TOKEN}").ping("start") is False
     assert len(receiver.requests) == 2  # the alert and the ping reached the receiver
 
-    warnings = [r for r in caplog.records if r.name == alerts.__name__]
-    assert warnings, "the failures must be logged"
+    warnings = [r for r in caplog.records if r.name in (alerts.__name__, delivery.__name__)]
+    assert len(warnings) >= 4, "the failures must be logged"
     for secret in (refused, rejected, broken, receiver.ping_url(), TOKEN, "127.0.0.1"):
         assert secret not in caplog.text
         assert all(secret not in str(r.args) for r in caplog.records)
     assert f":{receiver.port}" not in caplog.text
     assert f":{closed_port}" not in caplog.text
+    errors = [row["last_error"] for row in await OutboxMessage.select().run()]
+    assert errors and all(TOKEN not in error for error in errors)
 
 
 async def test_admin_values_override_the_settings_file(clean_db: None, settings: Settings) -> None:
@@ -298,11 +346,11 @@ async def _drill(finished_at: dt.datetime, *, passed: bool) -> None:
 
 
 async def test_fresh_install_is_not_alarmed_before_a_drill_was_due(
-    clean_db: None, receiver: Receiver
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
     """Without any job nothing is judged; with backups for fewer than 8 days and no drill yet,
     nothing is overdue; past 8 days without a passed drill, it is."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
     assert not await alerts.check_drill_overdue(T0, overdue_days=8, notifier=notifier)
     await _job(T0)
     await _drill(T0 + dt.timedelta(days=6), passed=False)
@@ -319,11 +367,11 @@ async def test_fresh_install_is_not_alarmed_before_a_drill_was_due(
 
 
 async def test_drill_overdue_nine_days_after_the_last_pass_and_recovered_by_a_new_one(
-    clean_db: None, receiver: Receiver
+    clean_db: None, receiver: Receiver, settings: Settings
 ) -> None:
     """Nine days after the last passed drill an alert goes out once; a new passed drill sends
     "recovered"."""
-    notifier = Notifier([receiver.alert_url()])
+    notifier = notifier_for(settings, receiver.alert_url())
     await _job(T0 - dt.timedelta(days=60))
     await _drill(T0, passed=True)
     await _drill(T0 + dt.timedelta(days=7), passed=False)

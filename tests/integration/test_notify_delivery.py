@@ -406,7 +406,11 @@ def test_the_delivery_loop_thread_delivers_once_the_relay_is_up(
     try:
         process.stdin.write(msgspec.json.encode(settings) + b"\n")
         process.stdin.flush()
-        time.sleep(1.5)  # a few failed attempts against the stopped relay
+        # Wait for a failed attempt against the stopped relay.
+        deadline = time.monotonic() + 60
+        while not any(row["last_error"] for row in asyncio.run(rows())):
+            assert time.monotonic() < deadline, "the loop made no attempt"
+            time.sleep(0.2)
         smtp_server.start()
         [mail] = smtp_server.wait_for(1, timeout=30)
         assert mail.recipients == ["anna@example.org"]
