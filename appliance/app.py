@@ -40,7 +40,7 @@ from appliance.privacy.web import SecurityIncidentController
 from appliance.setup.web import SetupController, StudioSettingsController
 from appliance.storage import open_store
 from appliance.web.csrf import csrf_guard
-from appliance.web.pages import EXCEPTION_HANDLERS
+from appliance.web.pages import EXCEPTION_HANDLERS, load_maintenance_banner
 from appliance.web.security import (
     TrustedProxies,
     allowed_hosts,
@@ -114,6 +114,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             }
         ),
         guards=[csrf_guard],
+        # Reloads the maintenance banner's windows when older than 30 s; never raises.
+        before_request=load_maintenance_banner,
         exception_handlers=EXCEPTION_HANDLERS,
         template_config=TemplateConfig(directory=WEB_DIR / "templates", engine=JinjaTemplateEngine),
         openapi_config=OpenAPIConfig(

@@ -41,6 +41,8 @@ from appliance.web.pages import (
     FORM,
     client_address,
     error_context,
+    maintenance_banner,
+    maintenance_banner_key,
     redirect,
     render,
     retry_after,
@@ -283,6 +285,7 @@ class ShareController(Controller):
             "active": active,
             "chosen": set(active.photo_ids) if active else set(),
             "pin_needed": opened.link.has_pin and not opened.visit.pin_ok,
+            **maintenance_banner(request),
         }
 
     async def _cached_gallery(
@@ -300,6 +303,7 @@ class ShareController(Controller):
             media.url_window(opened.now),
             opened.link.has_pin and not opened.visit.pin_ok,
             await _studio_name(request),
+            maintenance_banner_key(request),
         )
         page = cache.get(key)
         if page is None:

@@ -494,6 +494,8 @@ async def test_banner_shows_during_the_window_only_on_staff_and_client_pages(
     when; after it, none again. Admins see the upcoming window on the home page."""
     gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
     path = await share(client, gallery, recipient="Anna", password="blue harbour ledge 51")
+    # Without a password the link opens the gallery page itself, which is served from a cache.
+    open_path = await share(client, gallery, recipient="Ben")
     # Steps shorter than the staff session's 30 idle minutes, so the owner stays signed in.
     starts = minute(clock() + dt.timedelta(minutes=20))
     ends = starts + dt.timedelta(minutes=25)
@@ -509,6 +511,7 @@ async def test_banner_shows_during_the_window_only_on_staff_and_client_pages(
         before = await client.get("/clients")
         assert "maintenance-banner" not in before.text
         assert "maintenance-banner" not in (await anna.get(path)).text
+        assert "maintenance-banner" not in (await anna.get(open_path)).text
         home = await client.get("/")
         assert "maintenance-upcoming" in home.text and "Disk replacement" in home.text
 
@@ -519,10 +522,14 @@ async def test_banner_shows_during_the_window_only_on_staff_and_client_pages(
         client_page = await anna.get(path)
         assert client_page.status_code == 200
         assert banner in client_page.text
+        gallery_page = await anna.get(open_path)
+        assert gallery_page.status_code == 200 and "a.jpg" in gallery_page.text
+        assert banner in gallery_page.text
 
         clock.now = ends
         assert "maintenance-banner" not in (await client.get("/clients")).text
         assert "maintenance-banner" not in (await anna.get(path)).text
+        assert "maintenance-banner" not in (await anna.get(open_path)).text
 
 
 async def test_a_cancelled_window_shows_no_banner(
