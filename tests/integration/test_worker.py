@@ -64,6 +64,8 @@ async def test_purge_task_removes_expired_sessions_and_old_throttle_rows(
         "accounts.purge_expired",
         "galleries.purge_abandoned_uploads",
         "galleries.purge_share_visits",
+        "monitoring.maintenance_notices",
+        "privacy.check_deadlines",
     ]
     tasks = [t for t in tasks if t.__name__ == "accounts.purge_expired"]
     # The task runs on a loop of its own in a worker thread, as in the worker process, which
