@@ -101,6 +101,11 @@ class MonthReport(msgspec.Struct, frozen=True, kw_only=True):
     def name(self) -> str:
         return month_name(self.year, self.month)
 
+    @property
+    def running(self) -> bool:
+        """The month has not ended: it is reported so far, and judged only when it ends."""
+        return self.created_at < self.end
+
 
 def month_name(year: int, month: int) -> str:
     return dt.date(year, month, 1).strftime("%B %Y")
@@ -169,8 +174,12 @@ def _percent(figures: Uptime, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _met(row: ReportRow) -> str:
-    return "not measured" if row.met is None else ("met" if row.met else "missed")
+def _met(row: ReportRow, running: bool) -> str:
+    if row.met is None:
+        return "not measured"
+    if running:
+        return "so far met" if row.met else "so far below"
+    return "met" if row.met else "missed"
 
 
 def _cell(text: str) -> str:
@@ -191,7 +200,7 @@ def report_csv(report: MonthReport) -> str:
                 _cell(row.label),
                 _percent(u, 6),
                 f"{report.target_percent:g}",
-                _met(row),
+                _met(row, report.running),
                 f"{u.measured:.0f}",
                 f"{u.down:.0f}",
                 f"{u.maintenance:.0f}",
@@ -212,7 +221,8 @@ def report_pdf(report: MonthReport) -> bytes:
     subtitle = f"{report.studio} - " if report.studio else ""
     pdf = Report(
         f"Availability report {report.name}",
-        subtitle=f"{subtitle}{_when(report.start)} to {_when(report.end)}",
+        subtitle=f"{subtitle}{_when(report.start)} to "
+        + (f"{_when(report.created_at)} (month not over)" if report.running else _when(report.end)),
         created_at=report.created_at,
     )
     overall = report.overall
@@ -220,7 +230,7 @@ def report_pdf(report: MonthReport) -> bytes:
         [
             ("Target", f"{report.target_percent:g}% available"),
             ("Overall availability", f"{_percent(overall.uptime, 3) or '-'}%"),
-            ("Result", _met(overall)),
+            ("Result", _met(overall, report.running)),
             ("Downtime counted", format_duration(overall.uptime.down)),
             ("Downtime allowed", format_duration(report.budget.allowed)),
             ("Budget left", format_duration(report.budget.left)),
@@ -241,7 +251,7 @@ def report_pdf(report: MonthReport) -> bytes:
             [
                 row.label,
                 f"{_percent(row.uptime, 3)}%" if row.uptime.percent is not None else "-",
-                _met(row),
+                _met(row, report.running),
                 format_duration(row.uptime.down),
                 format_duration(row.uptime.maintenance),
                 format_duration(row.uptime.degraded),

@@ -117,7 +117,9 @@ async def test_admin_sees_details_uptime_windows_months_and_bars(
     assert re.findall(r"<td[^>]*>([^<]*)</td>", database)[6] == "30 min"  # in maintenance
     months = re.search(r'id="uptime-months">(.*?)</table>', html, re.DOTALL).group(1)  # type: ignore[union-attr]
     assert months.count("<tr data-month=") == 12
-    assert f'data-month="{now:%Y-%m}"' in months
+    running = re.search(rf'<tr data-month="{now:%Y-%m}">(.*?)</tr>', months, re.DOTALL)
+    assert running and "(so far)" in running.group(1)
+    assert 'class="met"' not in running.group(1) and 'class="missed"' not in running.group(1)
     charts = svgs(html)
     assert len(charts) == 6
     assert all(len(chart.findall("{http://www.w3.org/2000/svg}rect")) == 90 for chart in charts)
@@ -206,3 +208,20 @@ async def test_a_bad_month_or_format_gets_a_clear_400(
     assert response.status_code == 400
     assert message in response.text
     assert not [e for e in await list_entries() if e.action == "monitoring.sla_report"]
+
+
+async def test_the_current_month_is_reported_so_far_and_not_yet_judged(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """This month's CSV measures up to now, counts the rest as not measured, and says "so far"
+    instead of met or missed."""
+    now = clock()
+    await seed(now)
+    start, end = month_bounds(now.year, now.month)
+    await signed_in_owner(client, admin, clock)
+    response = await client.get(f"{REPORT}?month={now:%Y-%m}&format=csv")
+    overall = next(csv.DictReader(io.StringIO(response.text)))
+    assert overall["component"] == "overall"
+    assert overall["met"] in {"so far met", "so far below"}
+    assert overall["measured_seconds"] == f"{(now - start).total_seconds():.0f}"
+    assert overall["not_measured_seconds"] == f"{(end - now).total_seconds():.0f}"
