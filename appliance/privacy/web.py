@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -34,7 +32,6 @@ NOTICES = {
     "added": "The people chosen are on the list.",
     "removed": "The person was taken off the list.",
 }
-_SCRIPT = Path(__file__).parent.parent / "web" / "templates" / "privacy" / "countdown.js"
 
 
 def _listed(value: list[str] | str) -> list[str]:
@@ -142,11 +139,6 @@ def _when(incident: Incident, moment: dt.datetime | None) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({incident.timezone}; {utc:%H:%M} UTC)"
 
 
-@functools.cache
-def _script() -> bytes:
-    return _SCRIPT.read_bytes()
-
-
 class SecurityIncidentController(Controller):
     path = PAGE
     guards = [require_admin]
@@ -176,10 +168,6 @@ class SecurityIncidentController(Controller):
     @get("/", name="security_incidents")
     async def index(self, request: AnyRequest) -> Response[Any]:
         return self._page(request, "index.html", {"incidents": await service.list_incidents()})
-
-    @get("/countdown.js", name="security_incidents_script", media_type="text/javascript")
-    async def script(self) -> Response[bytes]:
-        return Response(_script(), media_type="text/javascript")
 
     # --- the incident ---------------------------------------------------------------------
 
