@@ -51,7 +51,10 @@ def render_email(
     template: str, language: str, context: Mapping[str, Any]
 ) -> tuple[str, str, str, str]:
     """``(language, subject, text, html)`` of ``template`` in ``language``, else in English."""
-    if language not in LANGUAGES or not (TEMPLATES / language / f"{template}.txt").is_file():
+    folder = TEMPLATES / language
+    if language not in LANGUAGES or not all(
+        (folder / f"{template}.{kind}").is_file() for kind in ("txt", "html")
+    ):
         language = "en"
     text = _text.get_template(f"{language}/{template}.txt").render(context)
     subject, _, body = text.partition("\n")

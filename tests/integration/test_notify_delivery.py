@@ -437,3 +437,54 @@ def test_backoff_doubles_and_is_capped(settings: Settings) -> None:
     settings = notify_settings(settings, retry_seconds=30, retry_max_minutes=5)
     waits = [delivery.backoff(n, settings).total_seconds() for n in range(1, 7)]
     assert waits == [30, 60, 120, 240, 300, 300]
+
+
+async def test_a_channel_failing_again_after_it_worked_is_told_again(
+    clean_db: None, settings: Settings, receiver: Receiver
+) -> None:
+    """Each failure episode of a channel is told once: failing, working again, then failing
+    once more brings a second notice, not more."""
+    flaky = Receiver()
+    flaky.thread.start()
+    try:
+        settings = notify_settings(settings, alert_urls=[receiver.alert_url()], max_attempts=1)
+        channel = AlertChannel(name="Pager", url=flaky.alert_url("pager-token"), created_at=T0)
+        await channel.save().run()
+        at = T0
+
+        async def round_of(title: str) -> None:
+            nonlocal at
+            at += dt.timedelta(minutes=5)
+            await queue_alert(
+                title,
+                "body",
+                severity="failure",
+                source="test",
+                now=at,
+                config_urls=settings.notify.alert_urls,
+            )
+            await deliver_due(settings, at)
+            await deliver_due(settings, at)  # the notices queued by the first call
+
+        flaky.status = 500
+        await round_of("One")
+        await round_of("Two")
+        flaky.status = 200
+        await round_of("Three")
+        flaky.status = 500
+        await round_of("Four")
+        await round_of("Five")
+    finally:
+        flaky.server.shutdown()
+        flaky.server.server_close()
+    titles = [m["title"] for m in receiver.messages()]
+    assert titles.count("Alert channel not working: “Pager”") == 2
+    assert [t for t in titles if not t.startswith("Alert channel")] == [
+        "One",
+        "Two",
+        "Three",
+        "Four",
+        "Five",
+    ]
+    failed = await rows(channel=f"db:{channel.id}", state="failed")
+    assert [row["subject"] for row in failed] == ["One", "Two", "Four", "Five"]

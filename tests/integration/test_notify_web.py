@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from litestar import Litestar
 
 from appliance.audit.service import list_entries
 from appliance.config import Settings
@@ -15,9 +16,10 @@ from appliance.notify.delivery import deliver_due
 from appliance.notify.messages import queue_email
 from appliance.notify.relay import RELAY_KEY
 from appliance.notify.tables import AlertChannel, NotifySetting, OutboxMessage
-from tests.conftest import FakeClock
-from tests.integration.flows import Admin, submit
+from tests.conftest import FakeClock, make_client
+from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
+from tests.integration.test_sign_in import invite_photographer
 from tests.receiver import TOKEN, Receiver
 from tests.smtp import SmtpServer
 
@@ -318,12 +320,30 @@ async def test_page_says_why_mail_waits_when_no_relay_is_set(
 
 
 async def test_the_page_is_for_admins_only(
-    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
 ) -> None:
-    """Signed out, the page sends to the sign-in; nothing is changed by a post without a
-    session."""
+    """Signed out, the page sends to the sign-in; a photographer gets 403 for the page and
+    for every change, and nothing is stored."""
     response = await client.get(PAGE)
     assert response.status_code in (302, 303) and response.headers["location"] == "/login"
-    response = await client.post(f"{PAGE}/channels", data={"name": "x", "url": "json://h/t"})
-    assert response.status_code in (302, 303, 403)
+    path = await invite_photographer(client, admin, clock)
+    async with make_client(app, "192.0.2.20") as pia:
+        password = "velvet compass orchard 77 river"
+        joined = await submit(
+            pia,
+            path,
+            {"username": "pia", "display_name": "Pia", "password": password, "confirm": password},
+        )
+        assert joined.status_code == 200
+        assert (await sign_in(pia, "pia", password)).headers["location"] == "/"
+        assert (await pia.get(PAGE)).status_code == 403
+        token = csrf_of((await pia.get("/account")).text)
+        for action, data in (
+            ("/channels", {"name": "x", "url": "json://h.example/t"}),
+            ("/smtp", {"host": "mail.example.com", "port": "587"}),
+            ("/messages/1/discard", {}),
+        ):
+            forged = await pia.post(f"{PAGE}{action}", data={**data, "_csrf": token})
+            assert forged.status_code == 403, action
     assert await AlertChannel.count().run() == 0
+    assert await stored_relay() is None
