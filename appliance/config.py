@@ -176,6 +176,7 @@ class MonitoringSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     """Probes, uptime, the status page, ``/metrics``."""
 
     probe_interval_seconds: Annotated[int, msgspec.Meta(ge=10, le=3600)] = 60
+    web_url: str = ""  # where the worker finds the web process; default server.host and port
     flap_threshold: Annotated[int, msgspec.Meta(ge=1, le=20)] = 2  # results before a change
     worker_stale_seconds: Annotated[int, msgspec.Meta(ge=30, le=3600)] = 180
     status_page: Literal["public", "lan", "off"] = "lan"
@@ -428,6 +429,8 @@ def _check_notify(notify: NotifySettings, monitoring: MonitoringSettings) -> Non
         ("http://", "https://")
     ):
         raise ConfigError("monitoring.heartbeat_url: must be an http:// or https:// URL")
+    if monitoring.web_url and not monitoring.web_url.startswith(("http://", "https://")):
+        raise ConfigError("monitoring.web_url: must be an http:// or https:// URL")
     if monitoring.tls_url and not monitoring.tls_url.startswith("https://"):
         raise ConfigError("monitoring.tls_url: must be an https:// URL")
     if monitoring.disk_down_percent >= monitoring.disk_warn_percent:

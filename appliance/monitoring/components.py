@@ -17,6 +17,7 @@ __all__ = [
     "State",
     "group_of",
     "label",
+    "reported_elsewhere",
 ]
 
 State = Literal["up", "degraded", "down"]
@@ -47,6 +48,19 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Backups": ("backup", "drill", "offsite:"),
     "Security": ("tls",),
 }
+
+
+# Components whose own domain alerts, with the reason and daily reminders (the backups domain):
+# the probes keep their state, uptime and status-page entry, but raise no alert or incident of
+# their own, so one failed backup is one message, not two. They do not stop clients either.
+_REPORTED_ELSEWHERE = ("backup", "drill", "offsite:")
+
+
+def reported_elsewhere(component: str) -> bool:
+    return any(
+        component == m or (m.endswith(":") and component.startswith(m))
+        for m in _REPORTED_ELSEWHERE
+    )
 
 
 def label(component: str) -> str:

@@ -111,6 +111,8 @@ def _age(span: dt.timedelta) -> str:
 
 
 def _web_address(settings: Settings) -> str:
+    if settings.monitoring.web_url:
+        return settings.monitoring.web_url.rstrip("/") + "/healthz"
     host = settings.server.host
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104 - mapping, not binding
     if ":" in host:

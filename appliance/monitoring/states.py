@@ -24,7 +24,7 @@ import msgspec
 
 from appliance.db.engine import engine
 from appliance.monitoring import incidents
-from appliance.monitoring.components import State, label
+from appliance.monitoring.components import State, label, reported_elsewhere
 from appliance.monitoring.tables import ComponentStatus, ProbeResult
 from appliance.notify.messages import Severity, queue_alert
 
@@ -243,6 +243,8 @@ async def _announce(
     now: dt.datetime,
 ) -> None:
     """Incident and alert of a confirmed change, inside the caller's transaction."""
+    if reported_elsewhere(transition.component):
+        return
     name = label(transition.component)
     if transition.current == "down":
         await incidents.open_automatic(

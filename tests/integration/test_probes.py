@@ -531,3 +531,45 @@ async def test_web_probe_sends_a_host_the_server_accepts(
     healthz.status = 400
     outcome = await probes.probe_web(msgspec.structs.replace(settings, server=server))
     assert (outcome.state, outcome.detail) == ("down", "the web server answered HTTP 400")
+
+
+async def test_backup_components_change_state_without_alerts_or_incidents(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """The backups domain alerts about its own failures: a backup component confirmed down
+    keeps its state and span, but queues no second alert and opens no incident."""
+    for _ in range(2):
+        observation = states.Observation(
+            component="backup",
+            state="down",
+            detail="no verified backup for 70.0 h",
+            latency_ms=None,
+            checked_at=clock(),
+        )
+        change = await states.record_observation(
+            observation, threshold=2, config_urls=watched.notify.alert_urls
+        )
+        clock.advance(seconds=60)
+    assert change is not None and change.current == "down"
+    assert (await statuses())["backup"] == "down"
+    [span] = await ComponentSpan.select().run()
+    assert (span["component"], span["state"], span["ended_at"]) == ("backup", "down", None)
+    assert await alerts() == []
+    assert await Incident.count() == 0
+
+
+async def test_web_url_names_where_the_worker_finds_the_web_process(
+    watched: Settings, healthz: Healthz
+) -> None:
+    elsewhere = msgspec.structs.replace(
+        watched,
+        server=msgspec.structs.replace(watched.server, port=1),
+        monitoring=msgspec.structs.replace(
+            watched.monitoring, web_url=f"http://127.0.0.1:{healthz.port}/"
+        ),
+    )
+    assert (await probes.probe_web(elsewhere)).state == "up"
+    nowhere = msgspec.structs.replace(
+        elsewhere, monitoring=msgspec.structs.replace(elsewhere.monitoring, web_url="")
+    )
+    assert (await probes.probe_web(nowhere)).state == "down"

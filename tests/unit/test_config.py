@@ -360,6 +360,7 @@ BAD_VALUES = [
     pytest.param(
         {}, '[monitoring]\ntls_url = "http://a.example"\n', "monitoring.tls_url: ", id="tls"
     ),
+    pytest.param({}, '[monitoring]\nweb_url = "web:8000"\n', "monitoring.web_url: ", id="web"),
     pytest.param(
         {}, '[monitoring]\nheartbeat_url = "hc.example"\n', "monitoring.heartbeat_url", id="hb"
     ),
