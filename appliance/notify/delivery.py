@@ -125,7 +125,7 @@ async def channel_label(key: str) -> str:
         if row is not None:
             return f"“{row['name']}”"
     if key.startswith("config:"):
-        return f"alert URL {key[7:15]}… of the settings file"
+        return f"alert URL {key[7:15]}… (settings file or backups page)"
     return key
 
 
