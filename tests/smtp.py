@@ -3,19 +3,63 @@ same port; it records every message it accepted."""
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
+import ipaddress
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 __all__ = ["Delivered", "SmtpServer"]
+
+
+def _self_signed_context() -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder = Path(tempfile.mkdtemp(prefix="smtp-tls-"))
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    shutil.rmtree(folder, ignore_errors=True)
+    return context
 
 
 @dataclass
@@ -72,7 +116,9 @@ class SmtpServer:
     settings pointing at it stay right. ``refused`` and ``deferred`` addresses get 550 and 450
     at RCPT; with ``credentials`` set, clients must log in with them (no TLS needed)."""
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, *, credentials: tuple[str, str] | None = None, starttls: bool = False
+    ) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port: int = sock.getsockname()[1]
@@ -83,6 +129,8 @@ class SmtpServer:
         self.lock = threading.Lock()
         self.handler = _Handler(self)
         self.controller: Controller | None = None
+        # STARTTLS with a self-signed certificate: clients that verify certificates refuse it.
+        self.tls_context = _self_signed_context() if starttls else None
 
     @property
     def messages(self) -> list[Delivered]:
@@ -110,6 +158,8 @@ class SmtpServer:
                 "auth_required": False,
                 "auth_require_tls": False,
             }
+        if self.tls_context is not None:
+            options["tls_context"] = self.tls_context
         controller = Controller(self.handler, hostname=self.host, port=self.port, **options)
         # The port was just closed by stop(): on a busy machine binding it again may need a
         # moment.

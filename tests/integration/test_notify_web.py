@@ -152,6 +152,23 @@ async def test_a_relay_that_cannot_be_reached_is_refused_with_the_reason(
     assert await stored_relay() is None
 
 
+async def test_a_relay_whose_certificate_is_not_trusted_is_refused(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """STARTTLS to a server with a self-signed certificate fails verification: refused with
+    that reason, nothing saved."""
+    await signed_in_owner(client, admin, clock)
+    server = SmtpServer(credentials=("studio", PASSWORD), starttls=True)
+    server.start()
+    try:
+        response = await post(client, "/smtp", relay_form(server, security="starttls"))
+    finally:
+        server.stop()
+    assert response.status_code == 400
+    assert "its TLS certificate is not valid" in response.text
+    assert await stored_relay() is None
+
+
 async def test_test_email_goes_through_the_outbox_in_the_chosen_language(
     client: httpx.AsyncClient,
     admin: Admin,
