@@ -190,7 +190,7 @@ def _status(row: Any) -> Status | None:
 async def _save_status(connection: Any, component: str, status: Status, now: dt.datetime) -> None:
     await connection.execute(
         "INSERT INTO component_status (component, state, since, detail, candidate_state, "
-        "candidate_count, checked_at) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+        "candidate_count, checked_at, first_checked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) "
         "ON CONFLICT (component) DO UPDATE SET state = $2, since = $3, detail = $4, "
         "candidate_state = $5, candidate_count = $6, checked_at = $7",
         component,
@@ -413,7 +413,8 @@ async def confirm_down(
         connection = transaction.connection
         row = await connection.fetchrow(
             "INSERT INTO component_status (component, state, since, detail, candidate_state, "
-            "candidate_count, checked_at) VALUES ($1, 'down', $2, $3, '', 0, $4) "
+            "candidate_count, checked_at, first_checked_at) "
+            "VALUES ($1, 'down', $2, $3, '', 0, $4, $2) "
             "ON CONFLICT (component) DO UPDATE SET state = 'down', since = $2, detail = $3, "
             "candidate_state = '', candidate_count = 0, checked_at = $4 "
             "WHERE component_status.state <> 'down' RETURNING id",

@@ -57,6 +57,8 @@ class ComponentStatus(Table, tablename="component_status"):
     candidate_state = Varchar(length=12, default="")
     candidate_count = Integer(default=0)
     checked_at = Timestamptz()
+    # Uptime counts from here: before a component's first probe, time is not measured.
+    first_checked_at = Timestamptz(null=True, default=None)
 
 
 class ComponentSpan(Table, tablename="component_span"):

@@ -431,10 +431,8 @@ async def load_record(now: dt.datetime, since: dt.datetime) -> Record:
     """Spans and announced (not cancelled) maintenance overlapping ``since``..``now``, and when
     each component was first probed: three queries.
 
-    The first probe is the earliest of the component's state row, its spans and its kept
-    probe results. Once old results are pruned, a component whose state changed since counts
-    from its earliest recorded span: time before that is reported as not measured, never as
-    downtime.
+    The first probe is recorded on the component's state row (rows from before that column
+    count from their state's start), or is its earliest span when that is earlier.
     """
     span_rows = await ComponentSpan.raw(
         "SELECT component, state, started_at, ended_at FROM component_span"
@@ -446,9 +444,8 @@ async def load_record(now: dt.datetime, since: dt.datetime) -> Record:
     windows = await maintenance_between(since, now)
     first_rows = await ComponentStatus.raw(
         "SELECT component, min(first) AS first FROM ("
-        " SELECT component, since AS first FROM component_status"
+        " SELECT component, coalesce(first_checked_at, since) AS first FROM component_status"
         " UNION ALL SELECT component, min(started_at) FROM component_span GROUP BY component"
-        " UNION ALL SELECT component, min(checked_at) FROM probe_result GROUP BY component"
         ") AS firsts GROUP BY component"
     )
     return Record(

@@ -31,9 +31,12 @@ async def _record_history(dsn: str) -> None:
     now = dt.datetime.now(dt.UTC)
     conn = await asyncpg.connect(dsn)
     try:
+        # Watched for ten days: the running worker may have made the rows already.
         await conn.execute(
-            "INSERT INTO probe_result (component, state, detail, checked_at)"
-            " SELECT c, 'up', '', $1 FROM unnest($2::text[]) AS c",
+            "INSERT INTO component_status (component, state, since, detail, candidate_state,"
+            " candidate_count, checked_at, first_checked_at)"
+            " SELECT c, 'up', $1, '', '', 0, $1, $1 FROM unnest($2::text[]) AS c"
+            " ON CONFLICT (component) DO UPDATE SET first_checked_at = $1",
             now - dt.timedelta(days=10),
             ["web", "database", "object-store"],
         )

@@ -19,7 +19,7 @@ from litestar import Litestar
 from appliance.backups.tables import BackupJob, DrillReport
 from appliance.config import RepositorySettings, Settings
 from appliance.db.engine import engine
-from appliance.monitoring import probes, states
+from appliance.monitoring import probes, states, uptime
 from appliance.monitoring.loop import MonitorLoop
 from appliance.monitoring.probes import Outcome
 from appliance.monitoring.tables import (
@@ -573,3 +573,37 @@ async def test_web_url_names_where_the_worker_finds_the_web_process(
         elsewhere, monitoring=msgspec.structs.replace(elsewhere.monitoring, web_url="")
     )
     assert (await probes.probe_web(nowhere)).state == "down"
+
+
+async def test_uptime_counts_from_the_first_probe_after_results_are_pruned(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """Probe results are pruned after a few days; a component up for 60 days whose state
+    changed yesterday is still measured over the 60 days, not from its last change."""
+    first = clock()
+
+    async def observe(state: str) -> None:
+        observation = states.Observation(
+            component="web",
+            state=state,
+            detail="",
+            latency_ms=None,
+            checked_at=clock(),  # type: ignore[arg-type]
+        )
+        await states.record_observation(
+            observation, threshold=1, config_urls=watched.notify.alert_urls
+        )
+
+    await observe("up")
+    clock.advance(days=59)
+    await observe("down")
+    clock.advance(hours=1)
+    await observe("up")
+    clock.advance(days=watched.monitoring.results_kept_days + 1)
+    await states.prune_results(clock(), watched.monitoring.results_kept_days)
+    assert await ProbeResult.count() == 0
+    start = clock() - dt.timedelta(days=90)
+    figures = (await uptime.load_record(clock(), start)).uptime("web", start, clock())
+    assert figures.measured == (clock() - first).total_seconds()
+    assert figures.not_measured == (first - start).total_seconds()
+    assert figures.down == 3600

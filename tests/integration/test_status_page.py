@@ -24,7 +24,6 @@ from appliance.monitoring.tables import (
     Incident,
     IncidentUpdate,
     MaintenanceWindow,
-    ProbeResult,
     ProcessHeartbeat,
 )
 from tests.conftest import FakeClock, make_client
@@ -67,10 +66,6 @@ async def seed(now: dt.datetime) -> None:
     - maintenance planned in three days; a backup 5 hours ago, a drill passed 2 days ago.
     """
     first = now - dt.timedelta(days=100)
-    watched = ("web", "database", "object-store", "worker", "queue")
-    await ProbeResult.insert(
-        *[ProbeResult(component=c, state="up", checked_at=first) for c in watched]
-    ).run()
     states = {
         "web": ("up", now - dt.timedelta(days=2) + dt.timedelta(minutes=43), SECRET_DETAIL),
         "database": ("up", now - dt.timedelta(days=3) + dt.timedelta(minutes=40), ""),
@@ -80,7 +75,14 @@ async def seed(now: dt.datetime) -> None:
     }
     await ComponentStatus.insert(
         *[
-            ComponentStatus(component=c, state=s, since=since, detail=d, checked_at=now)
+            ComponentStatus(
+                component=c,
+                state=s,
+                since=since,
+                detail=d,
+                checked_at=now,
+                first_checked_at=first,
+            )
             for c, (s, since, d) in states.items()
         ]
     ).run()
