@@ -56,11 +56,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
 _REPORTED_ELSEWHERE = ("backup", "drill", "offsite:")
 
 
+def _among(component: str, members: tuple[str, ...]) -> bool:
+    """Whether ``component`` is one of ``members``; a member ending in ":" names a family."""
+    return any(component == m or (m.endswith(":") and component.startswith(m)) for m in members)
+
+
 def reported_elsewhere(component: str) -> bool:
-    return any(
-        component == m or (m.endswith(":") and component.startswith(m))
-        for m in _REPORTED_ELSEWHERE
-    )
+    return _among(component, _REPORTED_ELSEWHERE)
 
 
 def label(component: str) -> str:
@@ -71,6 +73,6 @@ def label(component: str) -> str:
 
 def group_of(component: str) -> str:
     for group, members in GROUPS.items():
-        if any(component == m or (m.endswith(":") and component.startswith(m)) for m in members):
+        if _among(component, members):
             return group
     return "Other"
