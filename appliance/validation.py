@@ -11,10 +11,11 @@ import unicodedata
 
 from appliance.errors import InvalidInput
 
-__all__ = ["clean_email", "clean_text", "clean_username"]
+__all__ = ["clean_email", "clean_multiline", "clean_text", "clean_username", "parse_count"]
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
+_CONTROL = {"Cc", "Cf", "Cs"}
 
 
 def clean_text(value: str, *, field: str, max_length: int, required: bool = True) -> str:
@@ -24,9 +25,36 @@ def clean_text(value: str, *, field: str, max_length: int, required: bool = True
         raise InvalidInput("This field is required.", field=field)
     if len(cleaned) > max_length:
         raise InvalidInput(f"Use at most {max_length} characters.", field=field)
-    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs"} for char in cleaned):
+    if any(unicodedata.category(char) in _CONTROL for char in cleaned):
         raise InvalidInput("Remove the invisible or control characters.", field=field)
     return cleaned
+
+
+def clean_multiline(value: str, *, field: str, max_length: int, required: bool = False) -> str:
+    """Like :func:`clean_text`, but line breaks (stored as ``\\n``) and tabs are kept."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if required and not text:
+        raise InvalidInput("This field is required.", field=field)
+    if len(text) > max_length:
+        raise InvalidInput(f"Use at most {max_length:,} characters.", field=field)
+    if any(char not in "\n\t" and unicodedata.category(char) in _CONTROL for char in text):
+        raise InvalidInput("Remove the invisible or control characters.", field=field)
+    return text
+
+
+def parse_count(value: str, *, field: str, maximum: int) -> int | None:
+    """A whole number typed by a person ("120", "1.200", "~3 000"); None when empty. Only
+    ASCII digits count: ``"²".isdigit()`` is true, but it is not a number anyone meant."""
+    text = value.strip().lstrip("~").strip()
+    if not text:
+        return None
+    digits = re.sub(r"[ .,'_\u00a0\u202f]", "", text)
+    if not re.fullmatch(r"[0-9]{1,12}", digits) or int(digits) > maximum:
+        raise InvalidInput(
+            f"Enter a whole number up to {maximum:,}, e.g. 120 (an estimate is fine).",
+            field=field,
+        )
+    return int(digits)
 
 
 def clean_email(value: str, *, field: str = "email", required: bool = True) -> str:

@@ -1,0 +1,89 @@
+"""Times people type and read in the studio's time zone; stored and compared in UTC.
+
+Browsers send ``datetime-local`` values (``2026-12-01T14:00``) without a zone; they are read in
+the zone the form names, refused when that wall-clock time does not exist (skipped by a
+daylight-saving change) or lies outside the years a studio could mean.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+
+from appliance.errors import InvalidInput
+
+__all__ = ["clean_zone", "format_local", "local_input", "parse_local_time", "zone"]
+
+_LOCAL_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?$")
+_OFFSET = re.compile(r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$")
+# Earlier or later years are typing mistakes; refusing them also keeps every conversion away
+# from the ends of the datetime range, where astimezone overflows.
+FIRST_YEAR, LAST_YEAR = 2000, 2200
+
+
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The zone named ``name``; UTC when the name is unknown (a stored value from before)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
+
+def clean_zone(value: str, *, field: str = "timezone") -> str:
+    """An IANA zone name as typed; empty means UTC."""
+    name = value.strip() or "UTC"
+    try:
+        zoneinfo.ZoneInfo(name[:65])  # a name past 64 characters is none, and not looked up
+        known = len(name) <= 64
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        known = False
+    if not known:
+        raise InvalidInput(
+            f"Unknown time zone {name[:64]!r}; use a name such as Europe/Berlin or UTC.",
+            field=field,
+        )
+    return name
+
+
+def parse_local_time(value: str, zone_name: str, *, field: str) -> dt.datetime:
+    """``value`` (``YYYY-MM-DD HH:MM``, or ISO 8601 with an offset) as an aware UTC time,
+    reading a time without an offset in ``zone_name``."""
+    text = value.strip()
+    if not text:
+        raise InvalidInput("Enter a date and time.", field=field)
+    offset = _OFFSET.search(text) if len(text) <= 40 else None
+    plain = text[: offset.start()] if offset else text
+    if not _LOCAL_TIME.match(plain):
+        raise InvalidInput(
+            "Enter the date and time as YYYY-MM-DD HH:MM, e.g. 2026-11-29 14:05.", field=field
+        )
+    try:
+        moment = dt.datetime.fromisoformat(text.replace(" ", "T", 1).replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput("This date does not exist.", field=field) from None
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise InvalidInput(f"Enter a year between {FIRST_YEAR} and {LAST_YEAR}.", field=field)
+    if moment.tzinfo is not None:
+        return moment.astimezone(dt.UTC)
+    local = moment.replace(tzinfo=zone(zone_name))
+    # A wall-clock time skipped by a daylight-saving change does not survive the round trip.
+    if local.astimezone(dt.UTC).astimezone(local.tzinfo).replace(tzinfo=None) != moment:
+        raise InvalidInput(
+            f"This time does not exist in {zone_name} (the clocks skip it).", field=field
+        )
+    return local.astimezone(dt.UTC)
+
+
+def format_local(moment: dt.datetime, zone_name: str) -> str:
+    """``2026-12-01 14:00 CET (13:00 UTC)``; ``2026-12-01 13:00 UTC`` when the zone is UTC."""
+    utc = moment.astimezone(dt.UTC)
+    local = moment.astimezone(zone(zone_name))
+    if local.utcoffset() == dt.timedelta(0) and zone_name in ("UTC", "Etc/UTC"):
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({utc:%H:%M} UTC)"
+
+
+def local_input(moment: dt.datetime, zone_name: str) -> str:
+    """The ``datetime-local`` value of ``moment`` in ``zone_name`` (a form shown again)."""
+    return f"{moment.astimezone(zone(zone_name)):%Y-%m-%dT%H:%M}"
