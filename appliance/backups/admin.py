@@ -287,11 +287,12 @@ async def set_ping_url(value: str, *, actor: Actor, address: str, now: dt.dateti
 async def send_test_alert(
     settings: Settings, *, studio: str, actor: Actor, address: str, now: dt.datetime
 ) -> bool:
-    """Send a test message to every alert URL in effect; True when each accepted it."""
+    """Send a test message to every alert channel at once; True when it was queued (a channel
+    that refuses it keeps it in the outbox, shown on Admin → Notifications)."""
     urls, ping_url = await alerts.effective_targets(settings)
     if not urls:
         raise Conflict("Add an alert URL first.")
-    notifier = alerts.Notifier(urls, ping_url)
+    notifier = alerts.Notifier(urls, ping_url, settings=settings)
     delivered = await notifier.send(
         "Test alert from the backups page",
         f"{actor.name} sent this test from {studio or 'the appliance'}. Alerts about backups "

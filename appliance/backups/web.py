@@ -38,8 +38,8 @@ NOTICES = {
     "alert-removed": "Alert URL removed.",
     "ping": "Ping URL saved.",
     "ping-cleared": "Ping URL removed.",
-    "test-sent": "The test alert is queued for every alert channel and goes out within a "
-    "minute; Admin → Notifications lists any channel that did not take it.",
+    "test-sent": "The test alert was sent to every alert channel; Admin → Notifications "
+    "lists any channel that did not take it, and retries it.",
     "repository": "Repository added. The worker sets it up and copies the backups there.",
     "repository-removed": "Repository removed. Its data there was not touched.",
 }
