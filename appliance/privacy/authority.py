@@ -11,12 +11,11 @@ import msgspec
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput
+from appliance.localtime import clean_zone, local_input
 from appliance.privacy.service import (
     DEADLINE,
     MAX_TEXT,
     Incident,
-    clean_multiline,
-    clean_zone,
     lock_incident,
     parse_count,
     parse_time,
@@ -25,7 +24,7 @@ from appliance.privacy.service import (
 )
 from appliance.privacy.tables import AuthorityNotice, SecurityIncident
 from appliance.setup.service import StudioProfile
-from appliance.validation import clean_text
+from appliance.validation import clean_multiline, clean_text
 
 __all__ = [
     "AuthorityInput",
@@ -106,7 +105,7 @@ def form_defaults(
     now: dt.datetime,
 ) -> AuthorityInput:
     """The form, filled from the last submission or else from the register and the studio."""
-    local = incident.local(now).strftime("%Y-%m-%dT%H:%M")
+    local = local_input(now, incident.timezone)
     if previous is not None:
         return AuthorityInput(
             authority=previous.authority,
@@ -141,8 +140,8 @@ def form_defaults(
 
 
 def _clean(data: AuthorityInput, incident: Incident, now: dt.datetime) -> dict[str, Any]:
-    zone = clean_zone(data.timezone)
-    notified = parse_time(data.notified_at, zone=zone, field="notified_at", now=now)
+    zone_name = clean_zone(data.timezone)
+    notified = parse_time(data.notified_at, zone=zone_name, field="notified_at", now=now)
     assert notified is not None  # required
     if notified < incident.detected_at:
         raise InvalidInput(

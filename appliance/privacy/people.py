@@ -8,6 +8,7 @@ outbox once per person: telling someone a second time takes an explicit "send ag
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,13 +23,12 @@ from appliance.notify.messages import queue_email
 from appliance.privacy.service import (
     MAX_TEXT,
     Incident,
-    clean_multiline,
     lock_incident,
     record_change,
 )
 from appliance.privacy.tables import AffectedPerson, PersonNotice
 from appliance.setup.service import StudioProfile
-from appliance.validation import clean_text
+from appliance.validation import clean_multiline, clean_text
 
 __all__ = [
     "MAX_PEOPLE_AT_ONCE",
@@ -96,7 +96,8 @@ class NoticeResult(msgspec.Struct, frozen=True):
 def parse_person(key: str) -> tuple[PersonKind, int]:
     """``client:12`` or ``staff:3`` as chosen on the page."""
     kind, _, number = key.strip().partition(":")
-    if kind not in ("client", "staff") or not number.isdigit() or len(number) > 9:
+    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
+    if kind not in ("client", "staff") or not re.fullmatch(r"[0-9]{1,9}", number):
         raise InvalidInput(f"{key[:40]!r} does not name a client or staff member.", field="people")
     return ("client" if kind == "client" else "staff"), int(number)
 

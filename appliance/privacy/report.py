@@ -9,6 +9,7 @@ from typing import Any
 
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
+from appliance.localtime import format_local
 from appliance.privacy import authority, people
 from appliance.privacy.service import (
     KINDS,
@@ -144,13 +145,7 @@ async def export_json(incident_id: int, *, actor: Actor, address: str, now: dt.d
 
 
 def _local(incident: Incident, moment: dt.datetime | None) -> str:
-    if moment is None:
-        return ""
-    local = incident.local(moment)
-    utc = moment.astimezone(dt.UTC)
-    if incident.timezone == "UTC":
-        return f"{utc:%Y-%m-%d %H:%M} UTC"
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({utc:%Y-%m-%d %H:%M} UTC)"
+    return "" if moment is None else format_local(moment, incident.timezone)
 
 
 def _count(value: int | None) -> str:

@@ -12,22 +12,23 @@ import datetime as dt
 import json
 import logging
 import re
-import unicodedata
-import zoneinfo
 from typing import Any
 
 import msgspec
 
+from appliance import validation
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.localtime import clean_zone, parse_local_time
+from appliance.localtime import zone as zone_of
 from appliance.privacy.tables import (
     AffectedPerson,
     SecurityIncident,
     SecurityIncidentChange,
 )
-from appliance.validation import clean_text
+from appliance.validation import clean_multiline, clean_text
 
 __all__ = [
     "ALERT_HOURS",
@@ -41,14 +42,11 @@ __all__ = [
     "Incident",
     "IncidentInput",
     "check_deadlines",
-    "clean_multiline",
-    "clean_zone",
     "countdown",
     "create_incident",
     "get_incident",
     "list_changes",
     "list_incidents",
-    "local_time",
     "lock_incident",
     "parse_count",
     "parse_time",
@@ -81,8 +79,8 @@ MAX_TEXT = 10_000
 MAX_COUNT = 1_000_000_000
 # Detection "now" typed in a browser whose clock runs a little ahead is not in the future.
 _CLOCK_SLACK = dt.timedelta(minutes=2)
-# 1200, 1,200, 1.200 or 1 200 (thousands separators of English and German).
-_NUMBER = re.compile(r"\d{1,10}|\d{1,3}(?:[,. ']\d{3}){1,3}")
+# Empty, 1200, or 1,200 / 1.200 / 1 200 / 1'200 (thousands separators of English and German).
+_GROUPED = re.compile(r"|[0-9]{1,10}|[0-9]{1,3}(?:[,. '][0-9]{3}){1,3}")
 _FIELDS = (
     "kind",
     "title",
@@ -157,7 +155,7 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
 
     def local(self, moment: dt.datetime) -> dt.datetime:
         """``moment`` in the incident's time zone."""
-        return moment.astimezone(_zone(self.timezone))
+        return moment.astimezone(zone_of(self.timezone))
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -174,18 +172,6 @@ class Countdown(msgspec.Struct, frozen=True):
     state: str
     text: str
     seconds_left: int
-
-
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
-
-
-def local_time(moment: dt.datetime, zone: str) -> dt.datetime:
-    """``moment`` in the time zone named ``zone`` (UTC when the name is unknown)."""
-    return moment.astimezone(_zone(zone))
 
 
 def span(seconds: float) -> str:
@@ -220,71 +206,30 @@ def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
 # --- cleaning what people type -------------------------------------------------------------
 
 
-def clean_multiline(value: str, *, field: str, max_length: int, required: bool = False) -> str:
-    """Text that may span lines: line breaks and tabs are kept, other control characters
-    refused, at most ``max_length`` characters."""
-    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if len(text) > max_length:
-        raise InvalidInput(f"Use at most {max_length:,} characters.", field=field)
-    if required and not text:
-        raise InvalidInput("This field is required.", field=field)
-    if any(ch not in "\n\t" and unicodedata.category(ch) in {"Cc", "Cf", "Cs"} for ch in text):
-        raise InvalidInput("Remove the invisible or control characters.", field=field)
-    return text
-
-
-def clean_zone(value: str, *, field: str = "timezone") -> str:
-    name = value.strip() or "UTC"
-    if len(name) > 64:
-        raise InvalidInput("Choose a time zone such as Europe/Berlin.", field=field)
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(
-            f"Unknown time zone {name[:64]!r}; use a name such as Europe/Berlin or UTC.",
-            field=field,
-        ) from None
-    return name
-
-
-def _iso_time(text: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(text.replace(" ", "T", 1))
-    except ValueError:
-        return None
-
-
 def parse_time(
     value: str, *, zone: str, field: str, now: dt.datetime, required: bool = True
 ) -> dt.datetime | None:
     """A time typed as ``YYYY-MM-DDTHH:MM`` (a browser's datetime-local) in ``zone``, or with
     an explicit offset; never in the future."""
-    text = value.strip()
-    if not text:
+    if not value.strip():
         if required:
             raise InvalidInput("Enter the date and time.", field=field)
         return None
-    moment = _iso_time(text) if len(text) <= 40 else None
-    if moment is None:
-        raise InvalidInput(
-            "Enter the date and time as YYYY-MM-DD HH:MM, e.g. 2026-11-29 14:05.", field=field
-        )
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_zone(zone))
-    moment = moment.astimezone(dt.UTC)
+    moment = parse_local_time(value, zone, field=field)
     if moment > now + _CLOCK_SLACK:
         raise InvalidInput("This time is in the future.", field=field)
     return moment
 
 
 def parse_count(value: str, field: str) -> int | None:
-    """An approximate number of people or records as typed ("~1.200"); None when empty."""
-    text = value.strip().lstrip("~").strip()
-    if not text:
-        return None
-    if not _NUMBER.fullmatch(text) or int(re.sub(r"\D", "", text)) > MAX_COUNT:
-        raise InvalidInput("Enter a whole number, e.g. 120 (an estimate is fine).", field=field)
-    return int(re.sub(r"\D", "", text))
+    """An approximate number of people or records as typed ("~1.200"); None when empty.
+    Separators must group thousands: "1.5" is not read as 15."""
+    if not _GROUPED.fullmatch(value.strip().lstrip("~").strip()):
+        raise InvalidInput(
+            f"Enter a whole number up to {MAX_COUNT:,}, e.g. 120 (an estimate is fine).",
+            field=field,
+        )
+    return validation.parse_count(value, field=field, maximum=MAX_COUNT)
 
 
 def _choice(value: str, options: dict[str, str], field: str) -> str:
@@ -294,9 +239,11 @@ def _choice(value: str, options: dict[str, str], field: str) -> str:
 
 
 def _clean(data: IncidentInput, now: dt.datetime) -> dict[str, Any]:
-    zone = clean_zone(data.timezone)
-    detected = parse_time(data.detected_at, zone=zone, field="detected_at", now=now)
-    occurred = parse_time(data.occurred_at, zone=zone, field="occurred_at", now=now, required=False)
+    zone_name = clean_zone(data.timezone)
+    detected = parse_time(data.detected_at, zone=zone_name, field="detected_at", now=now)
+    occurred = parse_time(
+        data.occurred_at, zone=zone_name, field="occurred_at", now=now, required=False
+    )
     if occurred is not None and detected is not None and occurred > detected:
         raise InvalidInput("It cannot have happened after it was detected.", field="occurred_at")
     values: dict[str, Any] = {
@@ -306,7 +253,7 @@ def _clean(data: IncidentInput, now: dt.datetime) -> dict[str, Any]:
         "risk": _choice(data.risk, RISKS, "risk"),
         "detected_at": detected,
         "occurred_at": occurred,
-        "timezone": zone,
+        "timezone": zone_name,
         "personal_data": bool(data.personal_data),
         "people_count": parse_count(data.people_count, "people_count"),
         "records_count": parse_count(data.records_count, "records_count"),

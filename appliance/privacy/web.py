@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -11,6 +12,7 @@ from litestar.params import FromPath, QueryParameter
 
 from appliance.config import Settings
 from appliance.errors import ApplianceError, InvalidInput
+from appliance.localtime import format_local, local_input
 from appliance.privacy import authority, people, report, service
 from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
@@ -77,7 +79,7 @@ class IncidentForm(msgspec.Struct):
     @classmethod
     def of(cls, incident: Incident) -> IncidentForm:
         def local(moment: dt.datetime | None) -> str:
-            return "" if moment is None else f"{incident.local(moment):%Y-%m-%dT%H:%M}"
+            return "" if moment is None else local_input(moment, incident.timezone)
 
         return cls(
             kind=incident.kind,
@@ -130,13 +132,7 @@ class NotifyForm(msgspec.Struct):
 
 def _when(incident: Incident, moment: dt.datetime | None) -> str:
     """A time in the incident's zone, with the zone, and in UTC when that differs."""
-    if moment is None:
-        return ""
-    local = incident.local(moment)
-    utc = moment.astimezone(dt.UTC)
-    if local.utcoffset() == dt.timedelta(0) and incident.timezone in ("UTC", "Etc/UTC"):
-        return f"{utc:%Y-%m-%d %H:%M} UTC"
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({incident.timezone}; {utc:%H:%M} UTC)"
+    return "" if moment is None else format_local(moment, incident.timezone)
 
 
 class SecurityIncidentController(Controller):
@@ -190,8 +186,7 @@ class SecurityIncidentController(Controller):
         now = request.app.state.clock()
         # The zone of the studio's schedule is the best guess of where the studio is.
         zone = settings.backups.timezone
-        local = service.local_time(now, zone)
-        form = IncidentForm(timezone=zone, detected_at=f"{local:%Y-%m-%dT%H:%M}")
+        form = IncidentForm(timezone=zone, detected_at=local_input(now, zone))
         return self._form(request, form, None)
 
     @post("/new", name="security_incident_create")
@@ -475,7 +470,8 @@ class SecurityIncidentController(Controller):
 
 
 def _row_id(key: str) -> int:
-    if not key.isdigit() or len(key) > 9:
+    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
+    if not re.fullmatch(r"[0-9]{1,9}", key):
         raise InvalidInput("Choose people from the list.", field="people")
     return int(key)
 

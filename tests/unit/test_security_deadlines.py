@@ -128,7 +128,11 @@ def test_a_typed_time_is_read_in_its_zone() -> None:
     [
         ("2026-11-30T10:00", "in the future"),
         ("yesterday", "YYYY-MM-DD HH:MM"),
-        ("2026-13-40T99:99", "YYYY-MM-DD HH:MM"),
+        ("2026-13-40T99:99", "does not exist"),
+        ("0001-01-01T00:00", "year between"),
+        ("9999-12-31T23:59", "year between"),
+        ("0001-01-01T00:00+01:00", "year between"),
+        ("\uff12\uff10\uff12\uff16-11-29T10:00", "YYYY-MM-DD HH:MM"),
         ("2" * 5000, "YYYY-MM-DD HH:MM"),
         ("", "Enter the date and time"),
     ],
@@ -141,6 +145,13 @@ def test_bad_times_are_refused_with_a_message(text: str, message: str) -> None:
     assert refused.value.field == "detected_at"
 
 
+def test_a_time_skipped_by_daylight_saving_is_refused() -> None:
+    """02:30 on the last Sunday of March does not exist in Berlin."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_time("2026-03-29T02:30", zone="Europe/Berlin", field="detected_at", now=NOW)
+    assert "does not exist" in refused.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "number"),
     [("120", 120), ("1,200", 1200), ("1.200", 1200), ("~ 40", 40), ("", None), ("0", 0)],
@@ -150,7 +161,7 @@ def test_approximate_numbers(text: str, number: int | None) -> None:
     assert parse_count(text, "people_count") == number
 
 
-@pytest.mark.parametrize("text", ["-3", "1.5", "lots", "9" * 11, "12e3"])
+@pytest.mark.parametrize("text", ["-3", "1.5", "lots", "9" * 11, "12e3", "²", "١٢", "1²"])
 def test_numbers_that_are_not_counts_are_refused(text: str) -> None:
     """Anything but a whole number is refused with the field named."""
     with pytest.raises(InvalidInput) as refused:
