@@ -36,7 +36,8 @@ class OutboxMessage(Table, tablename="outbox_message"):
     state = Varchar(length=12, default="pending", index=True)  # pending, sending, sent, failed
     attempts = Integer(default=0)
     next_attempt_at = Timestamptz(index=True)
-    claimed_until = Timestamptz(null=True, default=None)
+    claimed_until = Timestamptz(null=True, default=None)  # the lease, in the database's time
+    claim_token = Varchar(length=32, default="")  # who holds the claim; only it settles the row
     last_error = Text(default="")
     message_id = Varchar(length=200, default="")  # the Message-ID header of an e-mail
     created_at = Timestamptz()
