@@ -333,14 +333,15 @@ def check_config(obj: Context) -> None:
     click.echo(f"configuration OK; data folder: {Path(obj.settings.data_dir)}")
 
 
-def _add_backup_commands() -> None:
+def _add_domain_commands() -> None:
     from appliance.backups import commands
+    from appliance.monitoring.commands import status
 
-    for command in (commands.backup, commands.drill, commands.restore):
+    for command in (commands.backup, commands.drill, commands.restore, status):
         cli.add_command(command)
 
 
-_add_backup_commands()
+_add_domain_commands()
 
 
 def main() -> None:

@@ -141,18 +141,18 @@ class SignInController(Controller):
         if signed is None or signed.session.stage != "full":
             return redirect("/login")
         now = request.app.state.clock()
-        backups = None
+        notices = []
         if signed.member.is_admin:
-            from appliance.backups.admin import attention
+            from appliance.web.attention import for_admins
 
-            backups = await attention()
+            notices = await for_admins(request.app.state.settings, now)
         return render(
             request,
             "accounts/home.html",
             {
                 "studio": await setup.get_studio(),
                 "received": await selections.received(since=now - RECENT_SELECTIONS),
-                "backups": backups,
+                "notices": notices,
             },
         )
 
