@@ -13,7 +13,14 @@ import zoneinfo
 
 from appliance.errors import InvalidInput
 
-__all__ = ["clean_zone", "format_local", "local_input", "parse_local_time", "zone"]
+__all__ = [
+    "clean_zone",
+    "format_local",
+    "format_utc",
+    "local_input",
+    "parse_local_time",
+    "zone",
+]
 
 _LOCAL_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?$")
 _OFFSET = re.compile(r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$")
@@ -75,12 +82,17 @@ def parse_local_time(value: str, zone_name: str, *, field: str) -> dt.datetime:
     return local.astimezone(dt.UTC)
 
 
+def format_utc(moment: dt.datetime) -> str:
+    """``2026-11-29 14:05 UTC``: times in alerts, probe details and reports."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def format_local(moment: dt.datetime, zone_name: str) -> str:
     """``2026-12-01 14:00 CET (13:00 UTC)``; ``2026-12-01 13:00 UTC`` when the zone is UTC."""
     utc = moment.astimezone(dt.UTC)
     local = moment.astimezone(zone(zone_name))
     if local.utcoffset() == dt.timedelta(0) and zone_name in ("UTC", "Etc/UTC"):
-        return f"{utc:%Y-%m-%d %H:%M} UTC"
+        return format_utc(utc)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({utc:%H:%M} UTC)"
 
 

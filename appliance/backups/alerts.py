@@ -21,6 +21,7 @@ import msgspec
 from appliance.backups.tables import BackupAlert, BackupSetting, DrillReport
 from appliance.clock import utcnow
 from appliance.config import Settings
+from appliance.localtime import format_utc
 from appliance.notify import channels
 from appliance.notify.delivery import deliver_due
 from appliance.notify.messages import queue_alert_rows
@@ -316,7 +317,7 @@ def _body(key: str, first: str, error: str) -> str:
 
 def _problem(key: str, *, error: str, now: dt.datetime, previous: dt.datetime | None) -> _Message:
     what = describe(key)
-    first = f"{what} failed at {_when(now)}."
+    first = f"{what} failed at {format_utc(now)}."
     body = _body(key, first, error) + (
         "\n\nYou will be reminded once a day while it stays broken, and told when it works again."
     )
@@ -327,23 +328,19 @@ def _reminder(
     key: str, *, since: dt.datetime, error: str, now: dt.datetime, previous: dt.datetime | None
 ) -> _Message:
     what = describe(key)
-    first = f"{what} has been failing since {_when(since)} ({_duration(now - since)})."
+    first = f"{what} has been failing since {format_utc(since)} ({_duration(now - since)})."
     return _Message("reminder", f"Still failing: {what}", _body(key, first, error), previous)
 
 
 def _recovered(key: str, *, since: dt.datetime, error: str, now: dt.datetime) -> _Message:
     what = describe(key)
     body = (
-        f"{what} works again as of {_when(now)}.\n\n"
-        f"It had been failing since {_when(since)} ({_duration(now - since)}).\n"
+        f"{what} works again as of {format_utc(now)}.\n\n"
+        f"It had been failing since {format_utc(since)} ({_duration(now - since)}).\n"
         f"The last error was: {error or '(no details were recorded)'}\n\n"
         "Nothing needs to be done."
     )
     return _Message("recovered", f"Recovered: {what}", body, None)
-
-
-def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _duration(span: dt.timedelta) -> str:
@@ -379,11 +376,11 @@ async def check_drill_overdue(now: dt.datetime, *, overdue_days: int, notifier: 
         return False
     overdue = now - reference > dt.timedelta(days=overdue_days)
     if passed_at is None:
-        message = f"No restore drill has passed since backups began on {_when(reference)}."
+        message = f"No restore drill has passed since backups began on {format_utc(reference)}."
     else:
         message = (
             f"No restore drill has passed for {_duration(now - reference)}; the last one "
-            f"that passed finished at {_when(reference)}. Drills should pass at least every "
+            f"that passed finished at {format_utc(reference)}. Drills should pass at least every "
             f"{overdue_days} days."
         )
     await report(DRILL_OVERDUE_KEY, ok=not overdue, message=message, notifier=notifier, now=now)
