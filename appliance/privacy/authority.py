@@ -190,6 +190,11 @@ async def record_submission(
                 "This incident is not marked as involving personal data; Art. 33 notifications "
                 "are for personal data breaches. Edit the incident first if it does."
             )
+        if incident.no_notice_at is not None:
+            raise Conflict(
+                "The decision not to notify the authority is recorded for this incident. "
+                "Withdraw it first, then record the notification."
+            )
         values = _clean(data, incident, now)
         previous = await list_submissions(incident_id)
         if previous and values["notified_at"] < previous[-1].notified_at:

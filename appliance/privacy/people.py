@@ -15,11 +15,13 @@ from typing import Any, Literal
 import msgspec
 
 from appliance.accounts import service as accounts
+from appliance.accounts.service import StaffMember
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.notify.messages import queue_email
+from appliance.notify.tables import OutboxMessage
 from appliance.privacy.service import (
     MAX_TEXT,
     Incident,
@@ -32,9 +34,12 @@ from appliance.validation import clean_multiline, clean_text
 
 __all__ = [
     "MAX_PEOPLE_AT_ONCE",
+    "MAX_PEOPLE_MATCHING",
     "Affected",
     "Candidate",
     "NoticeResult",
+    "Search",
+    "add_matching",
     "add_people",
     "default_notice",
     "list_affected",
@@ -46,6 +51,9 @@ __all__ = [
 
 PersonKind = Literal["client", "staff"]
 MAX_PEOPLE_AT_ONCE = 200
+# "Add all matching" and "all clients": a studio's whole client list, bounded so that one
+# request stays short.
+MAX_PEOPLE_MATCHING = 5_000
 MAX_SUBJECT = 200
 _NO_PERSONAL_DATA = (
     "This incident is not marked as involving personal data, so there is nobody to tell "
@@ -114,20 +122,52 @@ async def _lookup(kind: str, person_id: int) -> tuple[str, str] | None:
     return None if member is None else (member.display_name, member.email)
 
 
-async def search_people(incident_id: int, query: str) -> list[Candidate]:
-    """Clients (active and archived) and staff whose name or e-mail contains ``query``."""
-    text = clean_text(query, field="q", max_length=100, required=False)
-    if not text:
-        return []
-    taken = {
+class Search(msgspec.Struct, frozen=True):
+    """What a search found: the first page of each group, and how many match in all."""
+
+    candidates: list[Candidate]
+    clients: int  # active clients matching
+    archived: int  # archived clients matching
+    staff: int
+
+    @property
+    def total(self) -> int:
+        return self.clients + self.archived + self.staff
+
+    @property
+    def shown(self) -> int:
+        return len(self.candidates)
+
+
+def _matches(member: StaffMember, needle: str) -> bool:
+    return (
+        needle in member.display_name.casefold()
+        or needle in member.email.casefold()
+        or needle in member.username
+    )
+
+
+async def _taken(incident_id: int) -> set[tuple[str, int]]:
+    return {
         (row["kind"], row["person_id"])
         for row in await AffectedPerson.select(AffectedPerson.kind, AffectedPerson.person_id)
         .where(AffectedPerson.incident == incident_id)
         .run()
     }
+
+
+async def search_people(incident_id: int, query: str) -> Search:
+    """Clients (active and archived) and staff whose name or e-mail contains ``query``: the
+    first page of clients of each kind, every staff member, and the totals."""
+    text = clean_text(query, field="q", max_length=100, required=False)
+    if not text:
+        return Search([], 0, 0, 0)
+    taken = await _taken(incident_id)
     found: list[Candidate] = []
+    totals: list[int] = []
     for archived in (False, True):
         page = await clients.search_clients(text, archived=archived)
+        totals.append(page.total)
         found.extend(
             Candidate(
                 "client",
@@ -140,21 +180,65 @@ async def search_people(incident_id: int, query: str) -> list[Candidate]:
             for c in page.clients
         )
     needle = text.casefold()
+    staff = [m for m in await accounts.list_members() if _matches(m, needle)]
     found.extend(
         Candidate(
-            "staff",
-            m.id,
-            m.display_name,
-            m.email,
-            f"staff ({m.role})",
-            ("staff", m.id) in taken,
+            "staff", m.id, m.display_name, m.email, f"staff ({m.role})", ("staff", m.id) in taken
         )
-        for m in await accounts.list_members()
-        if needle in m.display_name.casefold()
-        or needle in m.email.casefold()
-        or needle in m.username
+        for m in staff
     )
-    return found
+    return Search(found, totals[0], totals[1], len(staff))
+
+
+async def _all_clients(query: str) -> list[tuple[PersonKind, int]]:
+    """Every client, active and archived, matching ``query`` (every client when empty)."""
+    chosen: list[tuple[PersonKind, int]] = []
+    for archived in (False, True):
+        offset = 0
+        while True:
+            page = await clients.search_clients(query, archived=archived, offset=offset)
+            chosen.extend(("client", c.id) for c in page.clients)
+            offset += len(page.clients)
+            if not page.clients or offset >= page.total:
+                break
+    return chosen
+
+
+async def add_matching(
+    incident_id: int,
+    query: str,
+    *,
+    everyone: bool,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+) -> int:
+    """Mark everyone a search finds as affected (clients active and archived, and staff), or
+    with ``everyone`` every client: a leak of the whole client list. At most
+    ``MAX_PEOPLE_MATCHING`` at once. Returns how many were new on the list."""
+    text = "" if everyone else clean_text(query, field="q", max_length=100)
+    needle = text.casefold()
+    staff = [] if everyone else [m for m in await accounts.list_members() if _matches(m, needle)]
+    total = len(staff)
+    for archived in (False, True):
+        total += (await clients.search_clients(text, archived=archived, limit=1)).total
+    if total == 0:
+        raise InvalidInput("Nobody matches this search.", field="q")
+    if total > MAX_PEOPLE_MATCHING:
+        raise InvalidInput(
+            f"{total:,} people match; at most {MAX_PEOPLE_MATCHING:,} can be added at once. "
+            "Narrow the search, and write the full number down in the incident.",
+            field="q",
+        )
+    chosen = await _all_clients(text) + [("staff", m.id) for m in staff]
+    return await _insert_people(
+        incident_id,
+        chosen,
+        actor=actor,
+        address=address,
+        now=now,
+        audit_details={"all_clients": everyone, "matching": len(chosen)},
+    )
 
 
 async def list_affected(incident_id: int) -> list[Affected]:
@@ -208,36 +292,58 @@ async def add_people(
         if await _lookup(kind, person_id) is None:
             label = "client" if kind == "client" else "staff member"
             raise InvalidInput(f"There is no {label} #{person_id}.", field="people")
+    return await _insert_people(
+        incident_id, chosen, actor=actor, address=address, now=now, audit_details={}
+    )
+
+
+async def _insert_people(
+    incident_id: int,
+    chosen: Sequence[tuple[PersonKind, int]],
+    *,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+    audit_details: dict[str, Any],
+) -> int:
+    """Put ``chosen`` on the list (those already on it stay as they are), with the history
+    naming them and the audit entry naming them when they are few."""
     async with AffectedPerson._meta.db.transaction(allow_nested=True):
         _require_personal_data(await lock_incident(incident_id))
-        added = await (
-            AffectedPerson.insert(
-                *(
-                    AffectedPerson(
-                        incident=incident_id,
-                        kind=kind,
-                        person_id=person_id,
-                        added_at=now,
-                        added_by=actor.id,
+        added: list[dict[str, Any]] = []
+        # A thousand rows a statement: well below PostgreSQL's limit of parameters.
+        for start in range(0, len(chosen), 1000):
+            added += await (
+                AffectedPerson.insert(
+                    *(
+                        AffectedPerson(
+                            incident=incident_id,
+                            kind=kind,
+                            person_id=person_id,
+                            added_at=now,
+                            added_by=actor.id,
+                        )
+                        for kind, person_id in chosen[start : start + 1000]
                     )
-                    for kind, person_id in chosen
                 )
+                .on_conflict(action="DO NOTHING")
+                .returning(AffectedPerson.kind, AffectedPerson.person_id)
+                .run()
             )
-            .on_conflict(action="DO NOTHING")
-            .returning(AffectedPerson.kind, AffectedPerson.person_id)
-            .run()
-        )
         if added:
             people = [f"{row['kind']}:{row['person_id']}" for row in added]
             await record_change(
                 incident_id, "people_added", {"people": people}, actor=actor, now=now
             )
+            details = dict(audit_details, added=len(people))
+            if len(people) <= MAX_PEOPLE_AT_ONCE:
+                details["people"] = people
             await audit.record(
                 "security_incident.people_add",
                 actor=actor,
                 target=f"security_incident:{incident_id}",
                 address=address,
-                details={"people": people},
+                details=details,
                 at=now,
             )
     return len(added)
@@ -373,6 +479,7 @@ async def notify_people(
     subject: str,
     body: str,
     again: bool,
+    nonce: str,
     language: str,
     studio: str,
     actor: Actor,
@@ -382,8 +489,9 @@ async def notify_people(
     """Queue the notice for the chosen affected people (ids of their rows on the list).
 
     Someone already told is skipped unless ``again``; someone without an e-mail address is
-    counted and left for the studio to reach another way. Each notice's outbox key names the
-    person and the how-manieth notice it is, so a request sent twice queues one e-mail.
+    counted and left for the studio to reach another way. ``nonce`` comes with the form: each
+    notice's outbox key names the person and the form, so a form sent twice (a double click,
+    a reload) queues one e-mail per person, also with ``again``.
     """
     clean_subject = clean_text(subject, field="subject", max_length=MAX_SUBJECT)
     clean_body = clean_multiline(body, field="body", max_length=MAX_TEXT, required=True)
@@ -394,6 +502,8 @@ async def notify_people(
     already = without = 0
     async with AffectedPerson._meta.db.transaction(allow_nested=True):
         _require_personal_data(await lock_incident(incident_id))
+        if not re.fullmatch(r"[0-9a-f]{32}", nonce):
+            raise InvalidInput("This form is incomplete; open it again and send it from there.")
         rows: dict[int, dict[str, Any]] = {
             row["id"]: row
             for row in await AffectedPerson.select()
@@ -414,6 +524,10 @@ async def notify_people(
             if found is None or not found[1]:
                 without += 1
                 continue
+            key = f"security-notice:{incident_id}:{row_id}:{nonce}"
+            if await OutboxMessage.exists().where(OutboxMessage.dedupe_key == key):
+                already += 1  # this form was sent before: the notice is queued already
+                continue
             count = row["times_told"] + 1
             outbox_id = await queue_email(
                 to=found[1],
@@ -422,7 +536,7 @@ async def notify_people(
                 language=language,
                 source="privacy",
                 now=now,
-                dedupe_key=f"security-notice:{incident_id}:{row_id}:{count}",
+                dedupe_key=key,
             )
             await (
                 AffectedPerson.update(

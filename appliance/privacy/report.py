@@ -13,6 +13,7 @@ from appliance.localtime import format_local
 from appliance.privacy import authority, people
 from appliance.privacy.service import (
     KINDS,
+    NO_NOTICE,
     RISKS,
     STATUSES,
     Incident,
@@ -82,6 +83,15 @@ async def report_data(incident_id: int, now: dt.datetime) -> dict[str, Any]:
             "authority_deadline": _time(incident.deadline),
             "authority_notified_at": _time(incident.authority_notified_at),
             "deadline_state": timer.state if timer else None,
+            # The recorded decision not to notify the authority (Art. 33(1)), or None.
+            "no_notice": None
+            if incident.no_notice_at is None
+            else {
+                "decision": NO_NOTICE,
+                "decided_at": _time(incident.no_notice_at),
+                "decided_by": incident.no_notice_by,
+                "reason": incident.no_notice_reason,
+            },
             "alerted_hours": incident.alerted_hours,
             "closed_at": _time(incident.closed_at),
             "created_by": incident.created_by,
@@ -191,6 +201,16 @@ async def export_pdf(
                 ("Deadline", timer.text if timer else ""),
             ]
         )
+        if incident.no_notice_at is not None:
+            report.heading("Decision: authority not notified (Art. 33(1))")
+            report.fields(
+                [
+                    ("Decision", NO_NOTICE),
+                    ("Decided", _local(incident, incident.no_notice_at)),
+                    ("Decided by", incident.no_notice_by),
+                    ("Reasoning", incident.no_notice_reason),
+                ]
+            )
     submissions = await authority.list_submissions(incident_id)
     if submissions:
         report.heading("Notifications to the supervisory authority (Art. 33)")
@@ -244,6 +264,10 @@ async def export_pdf(
 def _summary(action: str, changes: dict[str, Any]) -> str:
     if action == "edited":
         return "changed " + ", ".join(name.replace("_", " ") for name in sorted(changes))
+    if action == "no_notice_decided":
+        return "decided not to notify the authority (unlikely to result in a risk)"
+    if action == "no_notice_withdrawn":
+        return "withdrew the decision not to notify the authority"
     if action == "authority_notified":
         return f"authority notified (phase {changes.get('phase')})"
     if action in ("people_added", "people_told"):

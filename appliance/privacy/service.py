@@ -35,21 +35,25 @@ __all__ = [
     "DEADLINE",
     "KINDS",
     "MAX_TEXT",
+    "NO_NOTICE",
     "RISKS",
     "STATUSES",
     "Change",
     "Countdown",
     "Incident",
     "IncidentInput",
+    "Recipients",
     "check_deadlines",
     "countdown",
     "create_incident",
+    "deadline_recipients",
     "get_incident",
     "list_changes",
     "list_incidents",
     "lock_incident",
     "parse_count",
     "parse_time",
+    "people_countdown",
     "record_change",
     "span",
     "update_incident",
@@ -74,6 +78,7 @@ RISKS = {
 DEADLINE = dt.timedelta(hours=72)
 # Hours after detection at which admins are alerted while the authority has not been told.
 ALERT_HOURS = (24, 48, 66)
+NO_NOTICE = "authority not notified: unlikely to result in a risk (Art. 33(1))"
 MAX_TITLE = 200
 MAX_TEXT = 10_000
 MAX_COUNT = 1_000_000_000
@@ -143,6 +148,10 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     created_by: int | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The recorded decision not to notify the authority (Art. 33(1)); None while there is none.
+    no_notice_at: dt.datetime | None = None
+    no_notice_by: str = ""
+    no_notice_reason: str = ""
 
     @property
     def kind_label(self) -> str:
@@ -152,6 +161,16 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     def deadline(self) -> dt.datetime | None:
         """When the authority must have been notified; None without personal data."""
         return self.detected_at + DEADLINE if self.personal_data else None
+
+    @property
+    def version(self) -> str:
+        """What the edit form carries to find out whether someone saved in between."""
+        return self.updated_at.astimezone(dt.UTC).isoformat()
+
+    @property
+    def must_tell_people(self) -> bool:
+        """Art. 34(1) and policy §6: high risk to people whose personal data is involved."""
+        return self.personal_data and self.risk == "high"
 
     def local(self, moment: dt.datetime) -> dt.datetime:
         """``moment`` in the incident's time zone."""
@@ -166,7 +185,8 @@ class Change(msgspec.Struct, frozen=True):
 
 
 class Countdown(msgspec.Struct, frozen=True):
-    """The 72-hour deadline as shown: ``state`` is running, overdue, met or late."""
+    """The 72-hour deadline as shown: ``state`` is running, overdue, met, late, decided (no
+    notification needed, recorded as such) or done (everyone on the list was told)."""
 
     deadline: dt.datetime
     state: str
@@ -197,10 +217,29 @@ def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
         if late > 0:
             return Countdown(deadline, "late", f"authority notified {span(late)} late", 0)
         return Countdown(deadline, "met", "authority notified in time", 0)
+    if incident.no_notice_at is not None:
+        return Countdown(deadline, "decided", NO_NOTICE, 0)
+    return _running(deadline, now)
+
+
+def _running(deadline: dt.datetime, now: dt.datetime) -> Countdown:
     left = int((deadline - now).total_seconds())
     if left >= 0:
         return Countdown(deadline, "running", f"{span(left)} left", left)
     return Countdown(deadline, "overdue", f"overdue by {span(-left)}", left)
+
+
+def people_countdown(
+    incident: Incident, untold: int, listed: int, now: dt.datetime
+) -> Countdown | None:
+    """The 72 hours policy §6 gives for telling the people when the risk to them is high:
+    running while nobody is listed or anyone listed is untold; None when it does not apply."""
+    if not incident.must_tell_people:
+        return None
+    deadline = incident.detected_at + DEADLINE
+    if listed and not untold:
+        return Countdown(deadline, "done", "everyone on the list was told", 0)
+    return _running(deadline, now)
 
 
 # --- cleaning what people type -------------------------------------------------------------
@@ -388,13 +427,27 @@ async def create_incident(
 
 
 async def update_incident(
-    incident_id: int, data: IncidentInput, *, actor: Actor, address: str, now: dt.datetime
+    incident_id: int,
+    data: IncidentInput,
+    *,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+    version: str | None = None,
 ) -> Incident:
     """Save an edit: only changed fields are written, each with its old and new value in the
-    history. Personal data cannot be switched off once the authority or a person was told."""
+    history. Personal data cannot be switched off once the authority or a person was told;
+    the detection time is fixed once the authority was notified. With ``version`` (the
+    ``updated_at`` the form was opened with), an edit saved meanwhile by someone else is not
+    overwritten."""
     values = _clean(data, now)
     async with SecurityIncident._meta.db.transaction(allow_nested=True):
         before = await lock_incident(incident_id)
+        if version is not None and version != before.version:
+            raise Conflict(
+                "Someone else saved this incident after you opened the form. Open it again "
+                "to see their changes, then make yours."
+            )
         changed = {
             name: [_plain(getattr(before, name)), _plain(values[name])]
             for name in _FIELDS
@@ -402,6 +455,17 @@ async def update_incident(
         }
         if not changed:
             return before
+        if "detected_at" in changed and before.authority_notified_at is not None:
+            raise Conflict(
+                "The detection time was given to the supervisory authority and the 72 hours "
+                "were counted from it; it cannot be changed any more. Explain a correction in "
+                "the analysis or in a further submission to the authority."
+            )
+        if "risk" in changed and before.no_notice_at is not None:
+            raise Conflict(
+                "The decision not to notify the authority rests on this risk assessment. "
+                "Withdraw the decision first, then change the risk."
+            )
         if before.personal_data and not values["personal_data"]:
             told = await AffectedPerson.exists().where(
                 AffectedPerson.incident == incident_id, AffectedPerson.times_told > 0
@@ -461,28 +525,118 @@ def _alert_text(incident: Incident, hours: int, now: dt.datetime) -> tuple[str, 
     return title, body
 
 
+class Recipients(msgspec.Struct, frozen=True):
+    """Who the deadline alerts reach: the alert channels, or else the active admins' addresses."""
+
+    channels: int
+    admins: tuple[tuple[int, str], ...]
+
+    @property
+    def nobody(self) -> bool:
+        return not self.channels and not self.admins
+
+
+async def deadline_recipients(settings: Settings) -> Recipients:
+    """The alert channels when there are any; else the active admins with an e-mail address."""
+    from appliance.accounts import service as accounts
+    from appliance.notify.messages import channel_keys
+
+    channels = len(await channel_keys(settings.notify.alert_urls))
+    if channels:
+        return Recipients(channels, ())
+    admins = tuple(
+        (member.id, member.email)
+        for member in await accounts.list_members()
+        if member.is_admin and member.is_active and member.email
+    )
+    return Recipients(0, admins)
+
+
+def _mail_context(incident: Incident, hours: int, now: dt.datetime) -> dict[str, Any]:
+    # Like the alert: the incident by number and kind, never its title or description.
+    deadline = incident.detected_at + DEADLINE
+    left = (deadline - now).total_seconds()
+    return {
+        "incident_id": incident.id,
+        "kind": incident.kind,
+        "hours": hours,
+        "detected": f"{incident.detected_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "deadline": f"{deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "overdue": left <= 0,
+        "left": span(abs(left)),
+    }
+
+
+async def _queue_deadline(
+    settings: Settings, to: Recipients, incident: Incident, hours: int, now: dt.datetime
+) -> int:
+    """The alert on every channel, or else one e-mail to each admin; the messages queued."""
+    from appliance.notify.messages import queue_alert, queue_email
+
+    key = f"security-deadline:{incident.id}:{hours}"
+    if to.channels:
+        title, body = _alert_text(incident, hours, now)
+        return await queue_alert(
+            title,
+            body,
+            severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
+            source="privacy",
+            now=now,
+            config_urls=settings.notify.alert_urls,
+            dedupe_key=key,
+        )
+    queued = 0
+    for admin_id, email in to.admins:
+        outbox_id = await queue_email(
+            to=email,
+            template="security_deadline",
+            context=_mail_context(incident, hours, now),
+            language=settings.notify.language,
+            source="privacy",
+            now=now,
+            dedupe_key=f"{key}:admin:{admin_id}",
+        )
+        queued += outbox_id is not None
+    return queued
+
+
 async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
     """Queue the escalating admin alerts (24 h, 48 h: warning; 66 h: failure) for incidents
-    with personal data whose authority has not been notified. Safe to run any number of times:
-    each threshold is claimed once with a conditional UPDATE, in the transaction that queues
-    its alert, and the outbox's dedupe key guards the rest. Returns the alerts queued."""
-    from appliance.notify.messages import queue_alert
+    with personal data whose authority has not been notified and for which no decision not to
+    notify is recorded. They go to the alert channels, or to the active admins by e-mail when
+    no channel is set up; with neither, nothing is claimed and the next run tries again.
 
+    Safe to run any number of times: each threshold is claimed once with a conditional UPDATE,
+    in the transaction that queues its messages, and the outbox's dedupe keys guard the rest.
+    Returns the messages queued."""
     rows = (
         await SecurityIncident.select()
         .where(
             SecurityIncident.personal_data.eq(True),
             SecurityIncident.authority_notified_at.is_null(),
+            SecurityIncident.no_notice_at.is_null(),
             SecurityIncident.alerted_hours < ALERT_HOURS[-1],
             SecurityIncident.detected_at <= now - dt.timedelta(hours=ALERT_HOURS[0]),
         )
         .run()
     )
+    due = [
+        (incident, hours)
+        for incident in map(_incident, rows)
+        if (hours := _due_threshold(incident, now))
+    ]
+    if not due:
+        return 0
+    to = await deadline_recipients(settings)
+    if to.nobody:
+        log.warning(
+            "%d security-incident deadline alerts are due, but there is no alert channel and "
+            "no active admin with an e-mail address",
+            len(due),
+        )
+        return 0
     queued = 0
-    for incident in (_incident(row) for row in rows):
-        hours = _due_threshold(incident, now)
-        if hours is None:
-            continue
+    for incident, hours in due:
         async with SecurityIncident._meta.db.transaction(allow_nested=True):
             claimed = (
                 await SecurityIncident.update({SecurityIncident.alerted_hours: hours})
@@ -490,6 +644,7 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
                     SecurityIncident.id == incident.id,
                     SecurityIncident.alerted_hours < hours,
                     SecurityIncident.authority_notified_at.is_null(),
+                    SecurityIncident.no_notice_at.is_null(),
                     SecurityIncident.personal_data.eq(True),
                 )
                 .returning(SecurityIncident.id)
@@ -497,22 +652,25 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
             )
             if not claimed:
                 continue  # another run took it, or the authority was notified meanwhile
-            title, body = _alert_text(incident, hours, now)
-            queued += await queue_alert(
-                title,
-                body,
-                severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
-                source="privacy",
-                now=now,
-                config_urls=settings.notify.alert_urls,
-                dedupe_key=f"security-deadline:{incident.id}:{hours}",
-            )
+            sent = await _queue_deadline(settings, to, incident, hours, now)
+            if not sent:
+                # The channels or addresses went away meanwhile: give the claim back, so the
+                # next run tries again instead of the threshold passing unannounced.
+                await (
+                    SecurityIncident.update(
+                        {SecurityIncident.alerted_hours: incident.alerted_hours}
+                    )
+                    .where(SecurityIncident.id == incident.id)
+                    .run()
+                )
+                continue
             await audit.record(
                 "security_incident.deadline_alert",
                 actor=Actor(id=None, name="system"),
                 target=f"security_incident:{incident.id}",
-                details={"hours": hours},
+                details={"hours": hours, "via": "alert" if to.channels else "email"},
                 at=now,
             )
+        queued += sent
         log.info("security incident %d: %d-hour deadline alert queued", incident.id, hours)
     return queued

@@ -53,6 +53,12 @@ class SecurityIncident(Table, tablename="security_incident"):
     # The highest deadline alert (24, 48, 66 hours after detection) queued so far: a run that
     # finds a later threshold passed claims it with a conditional UPDATE, so each goes out once.
     alerted_hours = Integer(default=0)
+    # Art. 33(1): no notification when the breach is unlikely to result in a risk. The decision
+    # is recorded with who took it, when and why; it stops the deadline and its alerts, and
+    # can be withdrawn (then all three are cleared, the history keeps them).
+    no_notice_at = Timestamptz(null=True, default=None)
+    no_notice_by = Varchar(length=100, default="")
+    no_notice_reason = Text(default="")
     closed_at = Timestamptz(null=True, default=None)
     created_by = Integer(null=True, default=None)  # staff user id; no foreign key: kept history
     created_at = Timestamptz()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -13,7 +14,7 @@ from litestar.params import FromPath, QueryParameter
 from appliance.config import Settings
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.localtime import format_local, local_input
-from appliance.privacy import authority, people, report, service
+from appliance.privacy import authority, decision, people, report, service
 from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
 from appliance.setup import service as setup
@@ -33,6 +34,8 @@ NOTICES = {
     "authority": "The notification to the authority is recorded.",
     "added": "The people chosen are on the list.",
     "removed": "The person was taken off the list.",
+    "decided": "The decision not to notify the authority is recorded.",
+    "withdrawn": "The decision not to notify the authority is withdrawn; the deadline runs again.",
 }
 
 
@@ -56,6 +59,9 @@ class IncidentForm(msgspec.Struct):
     records_count: str = ""
     consequences: str = ""
     risk: str = "low"
+    # The incident's updated_at when the form was opened: an edit saved by someone else in
+    # between is not overwritten.
+    version: str = ""
 
     def input(self) -> IncidentInput:
         return IncidentInput(
@@ -97,6 +103,7 @@ class IncidentForm(msgspec.Struct):
             records_count="" if incident.records_count is None else str(incident.records_count),
             consequences=incident.consequences,
             risk=incident.risk,
+            version=incident.version,
         )
 
 
@@ -128,6 +135,17 @@ class NotifyForm(msgspec.Struct):
     body: str = ""
     people: list[str] | str = msgspec.field(default_factory=list)
     again: str = ""
+    # Rendered into the form once: the same form sent twice queues each notice once.
+    nonce: str = ""
+
+
+class MatchingForm(msgspec.Struct):
+    q: str = ""
+    everyone: str = ""
+
+
+class NoNoticeForm(msgspec.Struct):
+    reason: str = ""
 
 
 def _when(incident: Incident, moment: dt.datetime | None) -> str:
@@ -147,6 +165,8 @@ class SecurityIncidentController(Controller):
             "risks": service.RISKS,
             "when": _when,
             "countdown": service.countdown,
+            "people_countdown": service.people_countdown,
+            "no_notice": service.NO_NOTICE,
             "max_text": service.MAX_TEXT,
         }
 
@@ -161,9 +181,17 @@ class SecurityIncidentController(Controller):
             headers=NO_STORE,
         )
 
+    async def _unreachable(self, request: AnyRequest) -> bool:
+        """True when deadline alerts would reach nobody: no channel, no admin with an address."""
+        return (await service.deadline_recipients(request.app.state.settings)).nobody
+
     @get("/", name="security_incidents")
     async def index(self, request: AnyRequest) -> Response[Any]:
-        return self._page(request, "index.html", {"incidents": await service.list_incidents()})
+        context = {
+            "incidents": await service.list_incidents(),
+            "unreachable": await self._unreachable(request),
+        }
+        return self._page(request, "index.html", context)
 
     # --- the incident ---------------------------------------------------------------------
 
@@ -224,11 +252,18 @@ class SecurityIncidentController(Controller):
         self, request: AnyRequest, incident_id: int, *, status_code: int = 200, **extra: Any
     ) -> Response[Any]:
         incident = await service.get_incident(incident_id)
+        affected = await people.list_affected(incident_id)
+        untold = sum(1 for person in affected if not person.times_told)
         context = {
             "incident": incident,
             "changes": await service.list_changes(incident_id),
             "submissions": await authority.list_submissions(incident_id),
-            "affected": await people.list_affected(incident_id),
+            "affected": affected,
+            "people_timer": service.people_countdown(
+                incident, untold, len(affected), request.app.state.clock()
+            ),
+            "untold": untold,
+            "unreachable": await self._unreachable(request),
             **extra,
         }
         return self._page(request, "show.html", context, status_code)
@@ -254,11 +289,58 @@ class SecurityIncidentController(Controller):
                 actor=signed.member.actor,
                 address=client_address(request),
                 now=request.app.state.clock(),
+                version=data.version,
             )
         except ApplianceError as exc:
             return self._form(request, data, before, exc=exc)
         done = "unchanged" if after == before else "saved"
         return redirect(f"{PAGE}/{incident_id}?done={done}")
+
+    # --- the decision not to notify -------------------------------------------------------
+
+    @post("/{incident_id:int}/no-notice", name="security_incident_no_notice")
+    async def no_notice(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[NoNoticeForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await decision.decide_no_notice(
+                incident_id,
+                data.reason,
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._show(
+                request,
+                incident_id,
+                status_code=status_of(exc),
+                reason=data.reason[: service.MAX_TEXT],
+                **error_context(exc),
+            )
+        return redirect(f"{PAGE}/{incident_id}?done=decided")
+
+    @post("/{incident_id:int}/no-notice/withdraw", name="security_incident_no_notice_withdraw")
+    async def no_notice_withdraw(
+        self, request: AnyRequest, incident_id: FromPath[int]
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await decision.withdraw_no_notice(
+                incident_id,
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._show(
+                request, incident_id, status_code=status_of(exc), **error_context(exc)
+            )
+        return redirect(f"{PAGE}/{incident_id}?done=withdrawn")
 
     # --- the authority --------------------------------------------------------------------
 
@@ -329,13 +411,50 @@ class SecurityIncidentController(Controller):
         try:
             found = await people.search_people(incident_id, q)
         except ApplianceError as exc:
-            return self._page(
-                request,
-                "people.html",
-                {"incident": incident, "q": "", "found": [], **error_context(exc)},
-                status_of(exc),
+            return await self._people_page(request, incident, "", exc)
+        return await self._people_page(request, incident, q, found=found)
+
+    async def _people_page(
+        self,
+        request: AnyRequest,
+        incident: Incident,
+        q: str,
+        exc: ApplianceError | None = None,
+        found: people.Search | None = None,
+    ) -> Response[Any]:
+        context: dict[str, Any] = {
+            "incident": incident,
+            "q": q,
+            "found": found or people.Search([], 0, 0, 0),
+            "max_matching": people.MAX_PEOPLE_MATCHING,
+        }
+        if exc is not None:
+            context.update(error_context(exc))
+        return self._page(
+            request, "people.html", context, status_of(exc) if exc is not None else 200
+        )
+
+    @post("/{incident_id:int}/people/all", name="security_incident_people_all")
+    async def people_all(
+        self,
+        request: AnyRequest,
+        incident_id: FromPath[int],
+        data: Annotated[MatchingForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        incident = await service.get_incident(incident_id)
+        try:
+            await people.add_matching(
+                incident_id,
+                data.q,
+                everyone=data.everyone == "1",
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
             )
-        return self._page(request, "people.html", {"incident": incident, "q": q, "found": found})
+        except ApplianceError as exc:
+            return await self._people_page(request, incident, data.q[:100], exc)
+        return redirect(f"{PAGE}/{incident_id}?done=added")
 
     @post("/{incident_id:int}/people", name="security_incident_people_add")
     async def people_add(
@@ -405,7 +524,7 @@ class SecurityIncidentController(Controller):
             incident, await setup.get_studio(), settings.notify.language
         )
         untold = [str(p.id) for p in await people.list_affected(incident_id) if not p.times_told]
-        form = NotifyForm(subject=subject, body=body, people=untold)
+        form = NotifyForm(subject=subject, body=body, people=untold, nonce=secrets.token_hex(16))
         return await self._notify_page(request, incident, form)
 
     @post("/{incident_id:int}/notify", name="security_incident_notify_send")
@@ -427,6 +546,7 @@ class SecurityIncidentController(Controller):
                 subject=data.subject,
                 body=data.body,
                 again=data.again == "1",
+                nonce=data.nonce,
                 language=settings.notify.language,
                 studio=studio.name if studio else "",
                 actor=signed.member.actor,
