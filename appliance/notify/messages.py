@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from asyncpg.exceptions import UniqueViolationError
 
 from appliance.notify.tables import AlertChannel, OutboxMessage
 
@@ -189,8 +188,13 @@ async def queue_channel_alert(
 
 
 async def _insert(row: OutboxMessage) -> int | None:
-    try:
-        await row.save().run()
-    except UniqueViolationError:
-        return None
-    return int(row.id)
+    """Insert ``row``; None when its ``dedupe_key`` was queued before. One statement that
+    cannot fail on the key (``ON CONFLICT DO NOTHING``), so a caller's transaction stays
+    usable after a message it had queued already."""
+    inserted = (
+        await OutboxMessage.insert(row)
+        .on_conflict(target=OutboxMessage.dedupe_key, action="DO NOTHING")
+        .returning(OutboxMessage.id)
+        .run()
+    )
+    return int(inserted[0]["id"]) if inserted else None
