@@ -8,16 +8,18 @@ exactly when that state is "resolved": the status page reads the tables and reli
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from typing import Any
 
 import msgspec
+from asyncpg.exceptions import UniqueViolationError
 
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.monitoring.components import label
+from appliance.monitoring.form_keys import clean_form_key
 from appliance.monitoring.tables import Incident, IncidentUpdate
+from appliance.validation import clean_multiline, clean_text
 
 __all__ = [
     "IMPACTS",
@@ -140,13 +142,9 @@ class IncidentRecord(msgspec.Struct, frozen=True):
 
 
 def _clean_message(value: str) -> str:
-    text = value.replace("\r\n", "\n").strip()
+    text = clean_multiline(value, field="message", max_length=MESSAGE_MAX)
     if not text:
         raise InvalidInput("Write what happened or what is being done.", field="message")
-    if len(text) > MESSAGE_MAX:
-        raise InvalidInput(f"Use at most {MESSAGE_MAX} characters.", field="message")
-    if any(unicodedata.category(c) in {"Cc", "Cf", "Cs"} and c not in "\n\t" for c in text):
-        raise InvalidInput("Remove the invisible or control characters.", field="message")
     return text
 
 
@@ -246,16 +244,18 @@ async def create_incident(
     actor: Actor,
     address: str,
     now: dt.datetime,
+    form_key: str = "",
 ) -> IncidentRecord:
     """Open an incident with its first update ("investigating"); ``known`` are the
-    components it may name."""
-    clean_title = title.strip()
+    components it may name. The same form sent again (its ``form_key``) returns the incident
+    it opened and opens none."""
+    key = clean_form_key(form_key)
+    earlier = await _by_form_key(key)
+    if earlier is not None:
+        return earlier
+    clean_title = clean_text(title, field="title", max_length=TITLE_MAX, required=False)
     if not clean_title:
         raise InvalidInput("Give the incident a title.", field="title")
-    if len(clean_title) > TITLE_MAX:
-        raise InvalidInput(f"Use at most {TITLE_MAX} characters.", field="title")
-    if any(unicodedata.category(c) in {"Cc", "Cf", "Cs"} for c in clean_title):
-        raise InvalidInput("Remove the invisible or control characters.", field="title")
     if impact not in IMPACTS:
         raise InvalidInput(f"Choose one of: {', '.join(IMPACTS)}.", field="impact")
     chosen = list(dict.fromkeys(item.strip() for item in components if item.strip()))
@@ -265,17 +265,56 @@ async def create_incident(
             f"Unknown component: {unknown[0][:64]!r}. Choose from the list.", field="components"
         )
     text = _clean_message(message)
-    async with Incident._meta.db.transaction():
-        incident = Incident(
+    try:
+        incident = await _open(
             title=clean_title,
             impact=impact,
-            state="investigating",
             components=chosen,
+            text=text,
+            key=key,
+            actor=actor,
+            address=address,
+            now=now,
+        )
+    except UniqueViolationError:
+        # The same form, sent twice at the same moment: the other request opened it.
+        earlier = await _by_form_key(key)
+        if earlier is None:
+            raise
+        return earlier
+    return await get_incident(incident)
+
+
+async def _by_form_key(key: str | None) -> IncidentRecord | None:
+    if key is None:
+        return None
+    row = await Incident.select(Incident.id).where(Incident.form_key == key).first().run()
+    return await get_incident(row["id"]) if row else None
+
+
+async def _open(
+    *,
+    title: str,
+    impact: str,
+    components: list[str],
+    text: str,
+    key: str | None,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+) -> int:
+    async with Incident._meta.db.transaction():
+        incident = Incident(
+            title=title,
+            impact=impact,
+            state="investigating",
+            components=components,
             automatic=False,
             started_at=now,
             created_by=actor.id,
             created_at=now,
             updated_at=now,
+            form_key=key,
         )
         await incident.save().run()
         await (
@@ -294,10 +333,10 @@ async def create_incident(
             actor=actor,
             target=f"incident:{incident.id}",
             address=address,
-            details={"title": clean_title, "impact": impact, "components": chosen},
+            details={"title": title, "impact": impact, "components": components},
             at=now,
         )
-    return await get_incident(int(incident.id))
+    return int(incident.id)
 
 
 async def post_update(

@@ -11,8 +11,10 @@ from litestar.params import FromPath, FromQuery
 
 from appliance.config import Settings
 from appliance.errors import ApplianceError
-from appliance.monitoring import incidents, maintenance
+from appliance.localtime import format_local, local_input
+from appliance.monitoring import incidents, maintenance, scheduling
 from appliance.monitoring.components import label
+from appliance.monitoring.form_keys import new_form_key
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import (
@@ -38,6 +40,7 @@ NOTICES = {
     "scheduled": "Maintenance scheduled. Staff are told by e-mail when the notice is due.",
     "changed": "Maintenance changed.",
     "cancelled": "Maintenance cancelled. Everyone who was told gets a cancellation.",
+    "ended": "Maintenance ended now. The banner is gone and the status page shows it over.",
 }
 
 
@@ -47,6 +50,8 @@ class IncidentForm(msgspec.Struct):
     # One checkbox arrives as a string, several as a list.
     components: list[str] | str = msgspec.field(default_factory=list)
     message: str = ""
+    # One-time key of the form shown (see appliance.monitoring.form_keys).
+    form_key: str = ""
 
 
 class UpdateForm(msgspec.Struct):
@@ -61,6 +66,7 @@ class MaintenanceForm(msgspec.Struct):
     ends: str = ""
     components: list[str] | str = msgspec.field(default_factory=list)
     notify_clients: str = ""
+    form_key: str = ""
 
     def to_input(self) -> maintenance.MaintenanceInput:
         return maintenance.MaintenanceInput(
@@ -70,6 +76,7 @@ class MaintenanceForm(msgspec.Struct):
             ends=self.ends,
             components=_listed(self.components),
             notify_clients=bool(self.notify_clients),
+            form_key=self.form_key,
         )
 
 
@@ -102,11 +109,11 @@ class IncidentAdminController(Controller):
             "resolved": [i for i in found if i.resolved_at is not None],
             "components": [(key, label(key)) for key in await maintenance.known_components()],
             "impacts": incidents.IMPACTS,
-            "form": extra.pop("form", IncidentForm()),
+            "form": extra.pop("form", None) or IncidentForm(form_key=new_form_key()),
             "upcoming": await maintenance.upcoming_maintenance(now),
             "active": await maintenance.active_maintenance(now),
             "zone": _zone(request),
-            "when": maintenance.format_when,
+            "when": format_local,
             "listed": _listed,
             "now": now,
             **extra,
@@ -128,6 +135,7 @@ class IncidentAdminController(Controller):
                 impact=data.impact,
                 components=_listed(data.components),
                 message=data.message,
+                form_key=data.form_key,
                 known=await maintenance.known_components(),
                 actor=signed.member.actor,
                 address=client_address(request),
@@ -152,7 +160,7 @@ class IncidentAdminController(Controller):
             "states": incidents.STATES,
             "form": extra.pop("form", UpdateForm()),
             "zone": _zone(request),
-            "when": maintenance.format_when,
+            "when": format_local,
             **extra,
         }
         return render(request, "incidents/show.html", context, status_code=status_code)
@@ -205,10 +213,10 @@ class IncidentAdminController(Controller):
         context = {
             "windows": await maintenance.list_windows(now),
             "components": [(key, label(key)) for key in await maintenance.known_components()],
-            "form": extra.pop("form", MaintenanceForm()),
+            "form": extra.pop("form", None) or MaintenanceForm(form_key=new_form_key()),
             "zone": _zone(request),
-            "when": maintenance.format_when,
-            "local_input": maintenance.local_input,
+            "when": format_local,
+            "local_input": local_input,
             "listed": _listed,
             "notice_days": settings.monitoring.maintenance_notice_days,
             "now": now,
@@ -229,7 +237,7 @@ class IncidentAdminController(Controller):
         signed = await signed_in(request)
         now = request.app.state.clock()
         try:
-            await maintenance.schedule_window(
+            await scheduling.schedule_window(
                 data.to_input(),
                 zone=_zone(request),
                 actor=signed.member.actor,
@@ -250,8 +258,8 @@ class IncidentAdminController(Controller):
         form = MaintenanceForm(
             title=window.title,
             description=window.description,
-            starts=maintenance.local_input(window.starts_at, zone),
-            ends=maintenance.local_input(window.ends_at, zone),
+            starts=local_input(window.starts_at, zone),
+            ends=local_input(window.ends_at, zone),
             components=window.components,
             notify_clients="on" if window.notify_clients else "",
         )
@@ -269,7 +277,7 @@ class IncidentAdminController(Controller):
         signed = await signed_in(request)
         now = request.app.state.clock()
         try:
-            await maintenance.edit_window(
+            await scheduling.edit_window(
                 window_id,
                 data.to_input(),
                 zone=_zone(request),
@@ -297,7 +305,7 @@ class IncidentAdminController(Controller):
         now = request.app.state.clock()
         studio = await setup.get_studio()
         try:
-            await maintenance.cancel_window(
+            _, outcome, _ = await scheduling.cancel_window(
                 window_id,
                 settings_language=settings.notify.language,
                 studio=studio.name if studio else "",
@@ -311,4 +319,4 @@ class IncidentAdminController(Controller):
                 request, status_code=status_of(exc), **error_context(exc)
             )
         await banner_cache(request).refresh(now)
-        return redirect(f"{MAINTENANCE}?done=cancelled")
+        return redirect(f"{MAINTENANCE}?done={outcome}")

@@ -103,6 +103,8 @@ class Incident(Table, tablename="service_incident"):
     created_by = Integer(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The one-time key of the form that opened it: the same form sent twice opens one incident.
+    form_key = Varchar(length=64, null=True, default=None, unique=True)
 
 
 class IncidentUpdate(Table, tablename="service_incident_update"):
@@ -132,6 +134,7 @@ class MaintenanceWindow(Table, tablename="maintenance_window"):
     revision = Integer(default=0)
     # Everyone a notice went to, [{"email": ..., "audience": "staff" | "client"}]: a
     # cancellation goes to exactly these people, whoever is on staff or has a link by then.
+    # Emptied once nothing more can be sent (the window ended or was cancelled).
     told = JSONB(default="[]")
     notice_sent_at = Timestamptz(null=True, default=None)
     reminder_sent_at = Timestamptz(null=True, default=None)
@@ -139,6 +142,8 @@ class MaintenanceWindow(Table, tablename="maintenance_window"):
     created_by = Integer(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The one-time key of the form that scheduled it: the same form sent twice schedules once.
+    form_key = Varchar(length=64, null=True, default=None, unique=True)
 
 
 class MonitorSetting(Table, tablename="monitor_setting"):

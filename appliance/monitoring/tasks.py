@@ -19,7 +19,7 @@ def register(huey: Huey, settings: Settings) -> None:
     # minutes late is on time; a run that overlaps the previous one sends nothing twice.
     @huey.periodic_task(crontab(minute="*/5"), name="monitoring.maintenance_notices")  # type: ignore[untyped-decorator]
     def maintenance_notices() -> None:
-        from appliance.monitoring.maintenance import send_due_notices
+        from appliance.monitoring.announcements import send_due_notices
         from appliance.setup.service import get_studio
         from appliance.worker import run_async
 

@@ -26,7 +26,8 @@ from appliance.errors import (
     Unauthenticated,
 )
 from appliance.logs import redact_path
-from appliance.monitoring.maintenance import BannerCache, format_when
+from appliance.localtime import format_local
+from appliance.monitoring.banner import BannerCache
 from appliance.storage.base import ObjectNotFound, StorageError
 from appliance.web.auth import AdminRequired, LoginRequired
 from appliance.web.csrf import CSRF_FIELD, CsrfRefused, csrf_token
@@ -139,7 +140,7 @@ def maintenance_banner_key(request: AnyRequest) -> tuple[str, str, tuple[str, ..
     if running is None:
         return None
     zone = request.app.state.settings.backups.timezone
-    return running.title, format_when(running.ends_at, zone), tuple(running.component_labels)
+    return running.title, format_local(running.ends_at, zone), tuple(running.component_labels)
 
 
 def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
     if running is not None:
         values["maintenance_now"] = {
             "title": running.title,
-            "until": format_when(running.ends_at, zone),
+            "until": format_local(running.ends_at, zone),
             "components": running.component_labels,
         }
     signed = request.state.get("signed")
@@ -169,8 +170,8 @@ def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
         if coming is not None:
             values["maintenance_next"] = {
                 "title": coming.title,
-                "starts": format_when(coming.starts_at, zone),
-                "ends": format_when(coming.ends_at, zone),
+                "starts": format_local(coming.starts_at, zone),
+                "ends": format_local(coming.ends_at, zone),
             }
     return values
 

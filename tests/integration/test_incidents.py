@@ -163,7 +163,7 @@ async def test_updates_move_the_state_and_resolving_closes_the_incident(
         ({"state": "monitoring", "message": "   "}, 400, "Write what happened"),
         ({"state": "panicking", "message": "Hm."}, 400, "Choose one of: investigating"),
         ({"state": "", "message": "Hm."}, 400, "Choose one of: investigating"),
-        ({"state": "identified", "message": "x" * 4001}, 400, "Use at most 4000 characters."),
+        ({"state": "identified", "message": "x" * 4001}, 400, "Use at most 4,000 characters."),
         ({"state": "identified", "message": "bad\x00byte"}, 400, "control characters"),
     ],
 )
@@ -363,3 +363,37 @@ async def test_resolved_incidents_keep_state_and_time_consistent(
         assert (row["state"] == "resolved") == (row["resolved_at"] is not None)
     started = dt.timedelta(minutes=10)
     assert done.resolved_at - done.started_at == started
+
+
+async def test_the_same_open_form_sent_twice_opens_one_incident(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """A double click sends the form twice: both POSTs land on the one incident opened, with
+    one first update and one audit entry; the form of a failed attempt keeps its key."""
+    await signed_in_owner(client, admin, clock)
+    page = await client.get(PAGE + "/")
+    key = re.search(r'name="form_key" value="([^"]+)"', page.text)
+    assert key is not None
+    form = {
+        "title": "Uploads fail",
+        "impact": "minor",
+        "message": "Looking into it.",
+        "form_key": key.group(1),
+        "_csrf": csrf_of(page.text),
+    }
+    refused = await client.post(PAGE + "/", data={**form, "title": " "})
+    assert refused.status_code == 400 and key.group(1) in refused.text
+    first = await client.post(PAGE + "/", data=form)
+    second = await client.post(PAGE + "/", data=form)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    rows = await Incident.select(Incident.id, Incident.title).run()
+    assert [row["title"] for row in rows] == ["Uploads fail"]
+    assert [u["message"] for u in await updates_of(rows[0]["id"])] == ["Looking into it."]
+    actions = [e.action for e in await list_entries()]
+    assert actions.count("incident.opened") == 1
+    fresh = await client.get(PAGE + "/")
+    assert key.group(1) not in fresh.text
+    forged = await client.post(PAGE + "/", data={**form, "form_key": "x" * 65})
+    assert forged.status_code == 400 and "Reload the page" in forged.text
+    assert await Incident.count() == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,8 +23,10 @@ from appliance.config import Settings
 from appliance.db.engine import engine
 from appliance.errors import InvalidInput
 from appliance.galleries.tables import ShareLink
-from appliance.monitoring import maintenance
+from appliance.localtime import format_local
+from appliance.monitoring import announcements, maintenance, scheduling
 from appliance.monitoring.tables import MaintenanceWindow
+from appliance.notify.messages import queue_email
 from appliance.notify.tables import OutboxMessage
 from appliance.web.pages import BANNER_STATE, load_maintenance_banner
 from appliance.worker import close_thread_loop, make_huey
@@ -80,9 +83,9 @@ async def mails(template: str | None = None) -> list[dict[str, Any]]:
     return [row for row in rows if template is None or row["template"] == template]
 
 
-async def run_task(clock: FakeClock, *, language: str = "en") -> maintenance.NoticeReport:
+async def run_task(clock: FakeClock, *, language: str = "en") -> announcements.NoticeReport:
     """What the periodic task does, at the test clock's time."""
-    return await maintenance.send_due_notices(
+    return await announcements.send_due_notices(
         notice_days=7, language=language, studio="Studio Lumen", zone="UTC", now=clock()
     )
 
@@ -140,7 +143,7 @@ async def test_times_in_the_studio_zone_become_utc(clean_db: None, clock: FakeCl
     """A Berlin wall-clock time is stored as the right UTC instant and shown with both zones;
     a time skipped by the daylight-saving change is refused."""
     year = clock().year + 1
-    window = await maintenance.schedule_window(
+    window = await scheduling.schedule_window(
         maintenance.MaintenanceInput(
             title="Move", starts=f"{year}-01-10T22:00", ends=f"{year}-01-11T02:00"
         ),
@@ -150,12 +153,12 @@ async def test_times_in_the_studio_zone_become_utc(clean_db: None, clock: FakeCl
         now=clock(),
     )
     assert window.starts_at == dt.datetime(year, 1, 10, 21, 0, tzinfo=dt.UTC)
-    shown = maintenance.format_when(window.starts_at, "Europe/Berlin")
+    shown = format_local(window.starts_at, "Europe/Berlin")
     assert shown == f"{year}-01-10 22:00 CET (21:00 UTC)"
     last_of_march = dt.date(year, 3, 31)
     switch = last_of_march - dt.timedelta(days=(last_of_march.weekday() - 6) % 7)
     with pytest.raises(InvalidInput, match="does not exist"):
-        await maintenance.schedule_window(
+        await scheduling.schedule_window(
             maintenance.MaintenanceInput(
                 title="Gap", starts=f"{switch}T02:30", ends=f"{switch}T05:00"
             ),
@@ -174,7 +177,10 @@ async def test_times_in_the_studio_zone_become_utc(clean_db: None, clock: FakeCl
         ({"ends": "before"}, "The end must come after the start."),
         ({"ends": "long"}, "at most 7 days"),
         ({"components": "mainframe"}, "Unknown component: &#39;mainframe&#39;"),
-        ({"starts": "tomorrow at noon"}, "Enter the time as YYYY-MM-DD HH:MM."),
+        ({"starts": "tomorrow at noon"}, "Enter the date and time as YYYY-MM-DD HH:MM"),
+        # Years at the ends of the calendar once overflowed the time zone arithmetic (a 500).
+        ({"starts": "0001-01-01T00:00"}, "Enter a year between 2000 and 2200."),
+        ({"ends": "9999-12-31T23:59"}, "Enter a year between 2000 and 2200."),
         ({"starts": "2031-02-30T10:00"}, "This date does not exist."),
         ({"title": "Update\u202eevil"}, "Remove the invisible or control characters."),
         ({"title": "x" * 201}, "Use at most 200 characters."),
@@ -276,7 +282,7 @@ async def test_staff_are_told_days_ahead_reminded_the_day_before_each_once(
     assert sorted(item["email"] for item in row["told"]) == [OWNER_EMAIL, "pia@lumen.example"]
 
     clock.advance(minutes=5)
-    assert await run_task(clock) == maintenance.NoticeReport()  # the task ran again
+    assert await run_task(clock) == announcements.NoticeReport()  # the task ran again
     assert len(await mails()) == 2
 
     clock.now = starts - dt.timedelta(hours=24, minutes=1)
@@ -291,7 +297,10 @@ async def test_staff_are_told_days_ahead_reminded_the_day_before_each_once(
     assert "begins within a day" in reminders[0]["body_html"]
 
     clock.now = starts + dt.timedelta(hours=4)
-    assert await run_task(clock) == maintenance.NoticeReport()
+    # Over: nothing more is sent, and who was told is forgotten.
+    assert await run_task(clock) == announcements.NoticeReport(forgotten=1)
+    assert (await only_window())["told"] == []
+    assert await run_task(clock) == announcements.NoticeReport()
     assert len(await mails()) == 4
 
 
@@ -309,7 +318,7 @@ async def test_a_window_scheduled_late_is_announced_at_once_without_a_second_mai
     )
     assert (await run_task(clock)).notices == 1
     clock.advance(hours=1)
-    assert await run_task(clock) == maintenance.NoticeReport()
+    assert await run_task(clock) == announcements.NoticeReport()
     assert [m["template"] for m in await mails()] == ["maintenance_notice"]
     row = await only_window()
     assert row["reminder_sent_at"] is not None
@@ -401,6 +410,7 @@ async def test_cancellation_goes_to_those_told_and_only_them(
     assert sent[0]["subject"] == f"Cancelled: maintenance {starts:%Y-%m-%d %H:%M} UTC: Rewiring"
     assert "is cancelled" in sent[0]["body_text"] and "is cancelled" in sent[0]["body_html"]
     assert (await only_window())["cancelled_at"] == clock()
+    assert (await only_window())["told"] == []  # nothing more can be sent: forgotten
     assert await maintenance.upcoming_maintenance(clock()) == []
     entry = next(e for e in await list_entries() if e.action == "maintenance.cancelled")
     assert entry.details == {"title": "Rewiring", "cancellations": 2}
@@ -630,7 +640,7 @@ async def test_the_periodic_task_sends_due_notices_once_through_huey(
     loop of its own, queues the due notice once."""
     await add_staff("pia", "pia@lumen.example")
     now = dt.datetime.now(dt.UTC)
-    await maintenance.schedule_window(
+    await scheduling.schedule_window(
         maintenance.MaintenanceInput(
             title="Night work",
             starts=local(now + dt.timedelta(hours=2)),
@@ -676,7 +686,7 @@ async def test_a_window_made_in_another_process_shows_after_the_cache_reloads(
     request = SimpleNamespace(app=app)
     await load_maintenance_banner(request)  # type: ignore[arg-type]  # before the window exists
     starts = minute(clock() + dt.timedelta(minutes=10))
-    await maintenance.schedule_window(
+    await scheduling.schedule_window(
         maintenance.MaintenanceInput(
             title="Elsewhere", starts=local(starts), ends=local(starts + dt.timedelta(minutes=10))
         ),
@@ -712,3 +722,142 @@ async def test_the_reminder_follows_who_is_on_staff_the_day_before(
     assert reminded == ["noah@lumen.example", OWNER_EMAIL]
     told = sorted(item["email"] for item in (await only_window())["told"])
     assert told == ["noah@lumen.example", OWNER_EMAIL, "pia@lumen.example"]
+
+
+# --- a form sent twice, ending early, clients added late, told forgotten ---------------------
+
+
+def form_key_of(html: str) -> str:
+    found = re.search(r'name="form_key" value="([^"]+)"', html)
+    assert found, "the form carries no one-time key"
+    return found.group(1)
+
+
+async def test_the_same_schedule_form_sent_twice_schedules_one_window(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """A double click sends the form twice: the second POST lands on the same result, and
+    there is one window, one audit entry and one notice per person."""
+    page = await client.get(PAGE)
+    starts = minute(clock() + dt.timedelta(days=2))
+    form = {
+        "title": "Disk swap",
+        "starts": local(starts),
+        "ends": local(starts + dt.timedelta(hours=1)),
+        "form_key": form_key_of(page.text),
+        "_csrf": csrf_of(page.text),
+    }
+    first = await client.post(PAGE, data=form)
+    second = await client.post(PAGE, data=form)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    window = await only_window()
+    assert window["title"] == "Disk swap" and window["form_key"] == form["form_key"]
+    actions = [e.action for e in await list_entries()]
+    assert actions.count("maintenance.scheduled") == 1
+    assert (await run_task(clock)).notices == 1
+    assert [m["recipient"] for m in await mails("maintenance_notice")] == [OWNER_EMAIL]
+
+    # A fresh page gives a fresh key: a second window on purpose is still possible.
+    again = await client.get(PAGE)
+    assert form_key_of(again.text) != form["form_key"]
+    forged = await client.post(PAGE, data={**form, "form_key": "<script>"})
+    assert forged.status_code == 400 and "Reload the page" in forged.text
+
+
+async def test_cancelling_a_running_window_ends_it_now(
+    client: httpx.AsyncClient, owner: Admin, clock: FakeClock
+) -> None:
+    """A running window is not cancelled but ended: the part that ran stays maintenance (not
+    downtime), nobody is told it was cancelled, the banner goes, and the action is audited."""
+    await add_staff("pia", "pia@lumen.example")
+    starts = minute(clock() + dt.timedelta(minutes=15))
+    planned_end = starts + dt.timedelta(hours=2)
+    await schedule(client, title="Upgrade", starts=local(starts), ends=local(planned_end))
+    assert (await run_task(clock)).notices == 2
+    clock.now = starts + dt.timedelta(minutes=5)  # within the staff session's idle limit
+    window_id = (await only_window())["id"]
+    page = await client.get(PAGE)
+    assert "End now" in page.text
+    ended = await client.post(f"{PAGE}/{window_id}/cancel", data={"_csrf": csrf_of(page.text)})
+    assert ended.status_code == 303 and ended.headers["location"].endswith("?done=ended")
+    row = await only_window()
+    assert row["cancelled_at"] is None and row["ends_at"] == clock() and row["told"] == []
+    counted = await maintenance.maintenance_between(starts - dt.timedelta(hours=1), clock())
+    assert [(w.starts_at, w.ends_at) for w in counted] == [(starts, clock())]
+    assert await maintenance.active_maintenance(clock()) == []
+    assert await mails("maintenance_cancelled") == []
+    entry = next(e for e in await list_entries() if e.action == "maintenance.ended")
+    assert entry.details == {"title": "Upgrade", "planned_end": planned_end.isoformat()}
+    shown = await client.get(f"{PAGE}?done=ended")
+    assert "Maintenance ended now" in shown.text
+    assert "Planned maintenance until" not in (await client.get("/")).text
+    again = await client.post(f"{PAGE}/{window_id}/cancel", data={"_csrf": csrf_of(page.text)})
+    assert again.status_code == 409 and "nothing to cancel" in again.text
+
+
+async def test_clients_switched_on_after_the_notice_are_told_on_the_next_run(
+    client: httpx.AsyncClient, app: Litestar, owner: Admin, clock: FakeClock
+) -> None:
+    """ "Tell clients" chosen after the notice went out: the next run sends that notice to the
+    clients only, at the same revision, and the reminder later reaches everyone once."""
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    await share(client, gallery, recipient="Anna", email="anna.links@example.org")
+    starts = minute(clock() + dt.timedelta(days=3))
+    ends = starts + dt.timedelta(hours=1)
+    await schedule(client, title="Storage swap", starts=local(starts), ends=local(ends))
+    assert (await run_task(clock)).notices == 1
+    edit = f"{PAGE}/{(await only_window())['id']}"
+    switched = await submit(
+        client,
+        edit,
+        {
+            "title": "Storage swap",
+            "starts": local(starts),
+            "ends": local(ends),
+            "notify_clients": "on",
+        },
+    )
+    assert switched.status_code == 303
+    assert (await only_window())["revision"] == 0
+    assert (await run_task(clock)).notices == 1
+    assert (await run_task(clock)).notices == 0
+    notices = await mails("maintenance_notice")
+    assert [m["recipient"] for m in notices] == [OWNER_EMAIL, "anna.links@example.org"]
+    assert "Your gallery links may be slow" in notices[1]["body_text"]
+    told = {item["email"]: item["audience"] for item in (await only_window())["told"]}
+    assert told == {OWNER_EMAIL: "staff", "anna.links@example.org": "client"}
+
+    clock.now = starts - dt.timedelta(hours=2)
+    assert (await run_task(clock)).reminders == 2
+    assert len(await mails()) == 4
+
+
+async def test_a_mail_queued_twice_inside_a_transaction_leaves_it_usable(
+    clean_db: None, clock: FakeClock
+) -> None:
+    """The outbox refuses a second mail with the same key without an error, so the caller's
+    transaction (a cancellation under a row lock) goes on and commits."""
+    async with engine().transaction():
+        first = await queue_email(
+            to="a@lumen.example",
+            template="test_message",
+            context={"studio": "Lumen", "sender": "owner", "relay": "mail.lumen.example"},
+            language="en",
+            source="test",
+            now=clock(),
+            dedupe_key="twice",
+        )
+        second = await queue_email(
+            to="a@lumen.example",
+            template="test_message",
+            context={"studio": "Lumen", "sender": "owner", "relay": "mail.lumen.example"},
+            language="en",
+            source="test",
+            now=clock(),
+            dedupe_key="twice",
+        )
+        await add_staff("pia", "pia@lumen.example")  # another statement, after the refusal
+    assert first is not None and second is None
+    assert [m["dedupe_key"] for m in await mails()] == ["twice"]
+    assert await StaffUser.exists().where(StaffUser.username == "pia")
