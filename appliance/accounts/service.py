@@ -28,6 +28,7 @@ from appliance.errors import (
     InvalidInput,
     NotFound,
 )
+from appliance.notify.languages import clean_language
 from appliance.validation import clean_email, clean_text, clean_username
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "member_of",
     "recheck_password",
     "set_active",
+    "set_language",
     "set_password",
     "set_role",
 ]
@@ -60,6 +62,8 @@ class StaffMember(msgspec.Struct, frozen=True):
     totp_enabled: bool
     created_at: dt.datetime
     last_login_at: dt.datetime | None
+    # The language of the e-mail this person receives; "" means the studio's default.
+    language: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -81,6 +85,7 @@ def _member(row: dict[str, Any]) -> StaffMember:
         totp_enabled=row["totp_confirmed_at"] is not None,
         created_at=row["created_at"],
         last_login_at=row["last_login_at"],
+        language=row["language"],
     )
 
 
@@ -313,6 +318,31 @@ async def set_active(
             target=f"user:{target.username}",
             address=address,
             details={"sessions_ended": ended},
+            at=now,
+        )
+    member = await get_member(user_id)
+    assert member is not None
+    return member
+
+
+async def set_language(
+    user_id: int, language: str, *, address: str, now: dt.datetime
+) -> StaffMember:
+    """Set the language of the e-mail a staff member receives (``""``: the studio's default)."""
+    language = clean_language(language)
+    target = await get_member(user_id)
+    if target is None:
+        raise NotFound("No such user.")
+    if target.language == language:
+        return target
+    async with StaffUser._meta.db.transaction(allow_nested=True):
+        await StaffUser.update({StaffUser.language: language}).where(StaffUser.id == user_id).run()
+        await audit.record(
+            "user.language",
+            actor=target.actor,
+            target=f"user:{target.username}",
+            address=address,
+            details={"from": target.language or "default", "to": language or "default"},
             at=now,
         )
     member = await get_member(user_id)

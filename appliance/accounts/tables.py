@@ -29,6 +29,8 @@ class StaffUser(Table, tablename="staff_user"):
     role = Varchar(length=20)
     password_hash = Text()
     is_active = Boolean(default=True)
+    # The language of the e-mail this person receives; "" means the studio's default.
+    language = Varchar(length=8, default="")
     totp_secret = Varchar(length=64, null=True, default=None)
     totp_confirmed_at = Timestamptz(null=True, default=None)
     # The time-step counter of the last accepted code: a code is accepted only for a later step,

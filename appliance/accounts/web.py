@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 
 from appliance.accounts import invitations, service, sessions, signin, two_factor
 from appliance.accounts.signin import Stage
@@ -19,6 +19,7 @@ from appliance.errors import (
     Unauthenticated,
 )
 from appliance.galleries import selections
+from appliance.notify import languages
 from appliance.setup import service as setup
 from appliance.web.auth import (
     DEVICE_COOKIE,
@@ -62,6 +63,10 @@ class PasswordForm(msgspec.Struct):
     current_password: str = ""
     password: str = ""
     confirm: str = ""
+
+
+class LanguageForm(msgspec.Struct):
+    language: str = ""
 
 
 class ConfirmPasswordForm(msgspec.Struct):
@@ -284,13 +289,44 @@ async def _enrol_context(user_id: int) -> dict[str, Any]:
     return {"enrolment": enrolment, "member": await service.get_member(user_id)}
 
 
+def _account_context(request: AnyRequest) -> dict[str, Any]:
+    default = request.app.state.settings.notify.language
+    return {"form": PasswordForm(), "languages": languages.choices(default)}
+
+
 class AccountController(Controller):
     path = "/account"
     guards = [require_staff]
 
     @get("/", name="account")
-    async def page(self, request: AnyRequest) -> Response[Any]:
-        return render(request, "accounts/account.html", {"form": PasswordForm()})
+    async def page(self, request: AnyRequest, done: FromQuery[str | None] = None) -> Response[Any]:
+        notice = "Your e-mail language was saved." if done == "language" else None
+        return render(
+            request, "accounts/account.html", {**_account_context(request), "notice": notice}
+        )
+
+    @post("/language", name="account_language")
+    async def change_language(
+        self,
+        request: AnyRequest,
+        data: Annotated[LanguageForm, FORM],
+    ) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await service.set_language(
+                signed.member.id,
+                data.language[:16],
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return render(
+                request,
+                "accounts/account.html",
+                {**_account_context(request), **error_context(exc)},
+                status_code=status_of(exc),
+            )
+        return redirect("/account?done=language")
 
     @post("/password", name="account_password")
     async def change_password(
@@ -313,7 +349,7 @@ class AccountController(Controller):
             return render(
                 request,
                 "accounts/account.html",
-                {"form": PasswordForm(), **error_context(exc)},
+                {**_account_context(request), **error_context(exc)},
                 status_code=status_of(exc),
                 headers=retry_after(exc),
             )
@@ -323,7 +359,7 @@ class AccountController(Controller):
             request,
             "accounts/account.html",
             {
-                "form": PasswordForm(),
+                **_account_context(request),
                 "notice": "Your password was changed. Every other session has been signed out.",
             },
             cookies=cookies,
@@ -348,7 +384,7 @@ class AccountController(Controller):
             return render(
                 request,
                 "accounts/account.html",
-                {"form": PasswordForm(), **error_context(exc)},
+                {**_account_context(request), **error_context(exc)},
                 status_code=status_of(exc),
                 headers=retry_after(exc),
             )

@@ -15,6 +15,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients.tables import Client
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.notify.languages import clean_language
 from appliance.validation import clean_email, clean_text
 
 __all__ = [
@@ -41,6 +42,7 @@ class ClientDetails(msgspec.Struct, frozen=True):
     phone: str = ""
     postal_address: str = ""
     notes: str = ""
+    language: str = ""  # of the e-mail the client receives; "" is the studio's default
 
 
 class ClientRecord(msgspec.Struct, frozen=True):
@@ -51,6 +53,7 @@ class ClientRecord(msgspec.Struct, frozen=True):
     postal_address: str
     notes: str
     status: str
+    language: str
     created_at: dt.datetime
     updated_at: dt.datetime
     archived_at: dt.datetime | None
@@ -75,6 +78,7 @@ def _record(row: dict[str, Any]) -> ClientRecord:
         postal_address=row["postal_address"],
         notes=row["notes"],
         status=row["status"],
+        language=row["language"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         archived_at=row["archived_at"],
@@ -91,6 +95,7 @@ def _clean(details: ClientDetails) -> ClientDetails:
         phone=phone,
         postal_address=_clean_multiline(details.postal_address, "postal_address", 500),
         notes=_clean_multiline(details.notes, "notes", 5000),
+        language=clean_language(details.language[:16]),
     )
 
 
@@ -125,6 +130,7 @@ async def create_client(
                 phone=clean.phone,
                 postal_address=clean.postal_address,
                 notes=clean.notes,
+                language=clean.language,
                 created_by=actor.id,
                 created_at=now,
                 updated_at=now,
@@ -144,7 +150,7 @@ async def update_client(
     before = await get_client(client_id)
     changed = [
         field
-        for field in ("name", "email", "phone", "postal_address", "notes")
+        for field in ("name", "email", "phone", "postal_address", "notes", "language")
         if getattr(before, field) != getattr(clean, field)
     ]
     if not changed:
@@ -158,6 +164,7 @@ async def update_client(
                     Client.phone: clean.phone,
                     Client.postal_address: clean.postal_address,
                     Client.notes: clean.notes,
+                    Client.language: clean.language,
                     Client.updated_at: now,
                 }
             )

@@ -19,6 +19,8 @@ class Client(Table, tablename="client"):
     phone = Varchar(length=40, default="")
     postal_address = Text(default="")
     notes = Text(default="")
+    # The language of the e-mail this client receives; "" means the studio's default.
+    language = Varchar(length=8, default="")
     status = Varchar(length=16, default="active")  # "active" or "archived"
     created_by = Integer(null=True, default=None)  # staff user id; no foreign key: kept history
     created_at = Timestamptz()

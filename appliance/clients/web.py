@@ -13,6 +13,7 @@ from appliance.clients.service import ClientDetails
 from appliance.errors import ApplianceError
 from appliance.galleries import service as gallery_service
 from appliance.galleries import sharing
+from appliance.notify import languages
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -26,6 +27,7 @@ class ClientForm(msgspec.Struct):
     phone: str = ""
     postal_address: str = ""
     notes: str = ""
+    language: str = ""
 
     def details(self) -> ClientDetails:
         return ClientDetails(
@@ -34,7 +36,17 @@ class ClientForm(msgspec.Struct):
             phone=self.phone,
             postal_address=self.postal_address,
             notes=self.notes,
+            language=self.language,
         )
+
+
+def _form(
+    request: AnyRequest, form: ClientForm, client: service.ClientRecord | None
+) -> dict[str, Any]:
+    """What the client form shows: the values, the client edited (None: a new one), and the
+    languages on offer."""
+    default = request.app.state.settings.notify.language
+    return {"form": form, "client": client, "languages": languages.choices(default)}
 
 
 class ClientController(Controller):
@@ -67,7 +79,7 @@ class ClientController(Controller):
 
     @get("/new", name="client_new")
     async def new(self, request: AnyRequest) -> Response[Any]:
-        return render(request, "clients/form.html", {"form": ClientForm(), "client": None})
+        return render(request, "clients/form.html", _form(request, ClientForm(), None))
 
     @post("/new", name="client_create")
     async def create(self, request: AnyRequest, data: Annotated[ClientForm, FORM]) -> Response[Any]:
@@ -83,7 +95,7 @@ class ClientController(Controller):
             return render(
                 request,
                 "clients/form.html",
-                {"form": data, "client": None, **error_context(exc)},
+                {**_form(request, data, None), **error_context(exc)},
                 status_code=status_of(exc),
             )
         return redirect(f"/clients/{record.id}")
@@ -98,6 +110,7 @@ class ClientController(Controller):
             "clients/show.html",
             {
                 "client": record,
+                "language_names": languages.LANGUAGE_NAMES,
                 "galleries": galleries,
                 "links": links,
                 "now": request.app.state.clock(),
@@ -113,8 +126,9 @@ class ClientController(Controller):
             phone=record.phone,
             postal_address=record.postal_address,
             notes=record.notes,
+            language=record.language,
         )
-        return render(request, "clients/form.html", {"form": form, "client": record})
+        return render(request, "clients/form.html", _form(request, form, record))
 
     @post("/{client_id:int}/edit", name="client_update")
     async def update(
@@ -134,7 +148,7 @@ class ClientController(Controller):
             return render(
                 request,
                 "clients/form.html",
-                {"form": data, "client": record, **error_context(exc)},
+                {**_form(request, data, record), **error_context(exc)},
                 status_code=status_of(exc),
             )
         return redirect(f"/clients/{client_id}")

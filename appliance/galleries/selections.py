@@ -16,6 +16,7 @@ from appliance.accounts import service as accounts
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.sharing import LinkRecord, record_event
 from appliance.galleries.tables import Gallery, Photo, SelectionItem, SelectionList, ShareLink
+from appliance.notify.languages import language_for
 from appliance.notify.messages import queue_email
 from appliance.validation import clean_text
 
@@ -178,7 +179,8 @@ async def send(
     language: str,
 ) -> SelectionRecord:
     """Send a list to the studio (again, after a change); the gallery's photographer is told
-    by e-mail (the active admins when the gallery has no active photographer)."""
+    by e-mail (the active admins when the gallery has no active photographer), each in their
+    own language, else in ``language`` (the studio's default)."""
     _can_favourite(link)
     selection = await _own_list(link, list_id)
     if not selection.photo_ids:
@@ -242,7 +244,7 @@ async def _tell_the_studio(
                 "gallery_title": gallery["title"],
                 "gallery_url": f"{studio_url}/galleries/{link.gallery_id}#selections",
             },
-            language=language,
+            language=language_for(person.language, language),
             source="galleries",
             now=now,
             # Sent again after a change is a new message; the same send twice is one.
