@@ -12,6 +12,7 @@ import msgspec
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import InvalidInput
+from appliance.localtime import format_utc
 from appliance.monitoring import components
 from appliance.monitoring.uptime import (
     OVERALL,
@@ -212,17 +213,17 @@ def report_csv(report: MonthReport) -> str:
     return out.getvalue()
 
 
-def _when(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
-
-
 def report_pdf(report: MonthReport) -> bytes:
     """The report as a PDF for the studio's records or a client who asks."""
     subtitle = f"{report.studio} - " if report.studio else ""
     pdf = Report(
         f"Availability report {report.name}",
-        subtitle=f"{subtitle}{_when(report.start)} to "
-        + (f"{_when(report.created_at)} (month not over)" if report.running else _when(report.end)),
+        subtitle=f"{subtitle}{format_utc(report.start)} to "
+        + (
+            f"{format_utc(report.created_at)} (month not over)"
+            if report.running
+            else format_utc(report.end)
+        ),
         created_at=report.created_at,
     )
     overall = report.overall
@@ -267,8 +268,8 @@ def report_pdf(report: MonthReport) -> bytes:
             [
                 [
                     m.title,
-                    _when(m.start),
-                    _when(m.end),
+                    format_utc(m.start),
+                    format_utc(m.end),
                     ", ".join(components.label(c) for c in m.components) or "All",
                 ]
                 for m in report.maintenance
@@ -283,8 +284,8 @@ def report_pdf(report: MonthReport) -> bytes:
             [
                 [
                     o.label,
-                    _when(o.start),
-                    "ongoing" if o.ongoing else _when(o.end),
+                    format_utc(o.start),
+                    "ongoing" if o.ongoing else format_utc(o.end),
                     format_duration(o.counted),
                     format_duration(o.maintenance),
                 ]

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from appliance.db.engine import engine
+from appliance.localtime import format_utc
 from appliance.monitoring import incidents
 from appliance.monitoring.components import State, label, reported_elsewhere
 from appliance.monitoring.tables import ComponentStatus, ProbeResult
@@ -82,6 +83,7 @@ class Transition(msgspec.Struct, frozen=True):
     current: State
     detail: str
     at: dt.datetime  # when it was confirmed
+    results: int = 1  # the run of results that confirmed it, this one included
 
 
 class Alert(msgspec.Struct, frozen=True):
@@ -93,26 +95,60 @@ class Alert(msgspec.Struct, frozen=True):
 # --- decisions -----------------------------------------------------------------------------
 
 
+_SEVERITY_RANK = {"up": 0, "degraded": 1, "down": 2}
+
+
+def _worse(first: str, second: str) -> str:
+    return first if _SEVERITY_RANK.get(first, 0) >= _SEVERITY_RANK.get(second, 0) else second
+
+
+def _direction(state: str, confirmed: str) -> int:
+    """1 for a result worse than the confirmed state, -1 for a better one."""
+    return 1 if _SEVERITY_RANK.get(state, 0) > _SEVERITY_RANK.get(confirmed, 0) else -1
+
+
 def damp(
     status: Status | None, state: State, detail: str, now: dt.datetime, threshold: int
 ) -> tuple[Status, Transition | None]:
     """The status after one more result, and the change it confirms, if any.
 
     A component seen for the first time starts as ``up``, so one that is down from the start
-    is confirmed (and alerted) like any other. A state other than the confirmed one becomes a
-    candidate; ``threshold`` results of it in a row confirm it. A result equal to the
-    confirmed state clears the candidate: one lost packet neither alerts nor counts.
+    is confirmed (and alerted) like any other. A result equal to the confirmed state clears
+    the candidate: one lost packet neither alerts nor counts. Results that differ from the
+    confirmed state in the same direction (all worse, or all better) count towards one
+    candidate, the worst state among them; ``threshold`` of them in a row confirm it. So a
+    component flapping between down and degraded after ``up`` is confirmed down, and one
+    coming back from down through up, degraded, up is confirmed degraded; back to ``up``
+    takes ``threshold`` up results in a row.
     """
     current = status or Status(state="up", since=now)
     if state == current.state:
         return Status(state=state, since=current.since, detail=detail), None
-    count = current.candidate_count + 1 if current.candidate_state == state else 1
-    if count < max(threshold, 1):
-        return msgspec.structs.replace(current, candidate_state=state, candidate_count=count), None
-    transition = Transition(
-        component="", previous=current.state, current=state, detail=detail, at=now
+    direction = _direction(state, current.state)
+    same_run = bool(current.candidate_state) and (
+        _direction(current.candidate_state, current.state) == direction
     )
-    return Status(state=state, since=now, detail=detail), transition
+    if same_run:
+        count = current.candidate_count + 1
+        candidate = _worse(current.candidate_state, state)
+    else:
+        count, candidate = 1, state
+    if count < max(threshold, 1):
+        return msgspec.structs.replace(
+            current, candidate_state=candidate, candidate_count=count
+        ), None
+    confirmed: State = (
+        "down" if candidate == "down" else "degraded" if candidate == "degraded" else "up"
+    )
+    transition = Transition(
+        component="",
+        previous=current.state,
+        current=confirmed,
+        detail=detail,
+        at=now,
+        results=count,
+    )
+    return Status(state=confirmed, since=now, detail=detail), transition
 
 
 def unwatched_gap(
@@ -132,10 +168,6 @@ def unwatched_gap(
     if last_round is not None and now - last_round <= limit:
         return None
     return previous_beat, now
-
-
-def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _duration(span: dt.timedelta) -> str:
@@ -158,12 +190,14 @@ def alert_for(transition: Transition, started: dt.datetime, previous_since: dt.d
     if transition.current == "up":
         title = f"{name} is up again"
         body = (
-            f"{name} is up again since {_when(started)} after "
+            f"{name} is up again since {format_utc(started)} after "
             f"{_duration(started - previous_since)} {transition.previous}.\n{detail}"
         )
     else:
         title = f"{name} is {transition.current}"
-        body = f"{name} is {transition.current} since {_when(started)}: {detail}\n{_ADMIN_HINT}"
+        body = (
+            f"{name} is {transition.current} since {format_utc(started)}: {detail}\n{_ADMIN_HINT}"
+        )
     return Alert(title=title, body=body, severity=severity)
 
 
@@ -213,6 +247,18 @@ async def _run_started(connection: Any, component: str, results: int, now: dt.da
         results,
     )
     return started or now
+
+
+async def _latest_detail(connection: Any, component: str, state: str, started: dt.datetime) -> str:
+    """The detail of the latest ``state`` result since ``started``."""
+    detail = await connection.fetchval(
+        "SELECT detail FROM probe_result WHERE component = $1 AND state = $2 "
+        "AND checked_at >= $3 ORDER BY checked_at DESC LIMIT 1",
+        component,
+        state,
+        started,
+    )
+    return str(detail or "")
 
 
 async def _change_spans(
@@ -294,13 +340,13 @@ async def record_observation(
         if change is None:
             await _save_status(connection, component, status, now)
         else:
+            started = await _run_started(connection, component, change.results, now)
+            if change.current != observation.state:
+                # The worst result of the run is confirmed: its words, not the latest's.
+                detail = await _latest_detail(connection, component, change.current, started)
+                change = msgspec.structs.replace(change, detail=detail)
             change = msgspec.structs.replace(change, component=component)
-            # The results that confirmed it: the candidate's run, and this one.
-            run = 1
-            if previous is not None and previous.candidate_state == observation.state:
-                run += previous.candidate_count
-            started = await _run_started(connection, component, run, now)
-            status = msgspec.structs.replace(status, since=started)
+            status = msgspec.structs.replace(status, since=started, detail=change.detail)
             await _save_status(connection, component, status, now)
             await _change_spans(connection, component, change.current, started, change.detail)
             previous_since = previous.since if previous else started

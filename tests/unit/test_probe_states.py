@@ -60,11 +60,52 @@ def test_a_single_blip_is_forgotten() -> None:
     assert (status.state, status.candidate_state, status.candidate_count) == ("up", "", 0)
 
 
-def test_changing_candidate_starts_counting_again() -> None:
-    """Degraded then down are two different candidates: neither reaches the threshold."""
-    status, changes = feed(["degraded", "down", "degraded"], threshold=2)
-    assert changes == []
+def test_flapping_between_down_and_degraded_is_confirmed_as_the_worst() -> None:
+    """After up, down and degraded results in a row count towards one candidate, the worst
+    seen; once down is confirmed, down results hold it and degraded ones are a new candidate."""
+    status, changes = feed(["up", "down", "degraded", "down", "degraded"], threshold=2)
+    assert changes == [("up", "down")]
+    assert (status.state, status.candidate_state, status.candidate_count) == ("down", "degraded", 1)
+    status, changes = feed(["up", "degraded", "down"], threshold=2)
+    assert (status.state, changes) == ("down", [("up", "down")])
+    status, _ = feed(["up", "degraded"], threshold=3)
     assert (status.candidate_state, status.candidate_count) == ("degraded", 1)
+    status, _ = feed(["up", "degraded", "down"], threshold=3)
+    assert (status.candidate_state, status.candidate_count) == ("down", 2)
+    status, changes = feed(["up", "degraded", "down", "degraded"], threshold=3)
+    assert changes == [("up", "down")]
+
+
+def test_a_worse_run_confirms_with_how_many_results_it_took() -> None:
+    """The change carries the length of its run, which dates the span's start."""
+    status: Status | None = None
+    change = None
+    for number, state in enumerate(["up", "degraded", "down", "degraded"]):
+        status, change = damp(status, state, f"result {number}", T0 + number * MINUTE, 3)  # type: ignore[arg-type]
+    assert change is not None
+    assert (change.current, change.results) == ("down", 3)
+
+
+def test_flapping_back_from_down_is_confirmed_degraded_not_up() -> None:
+    """Coming back from down, up and degraded results count together and confirm degraded;
+    up again takes threshold up results in a row."""
+    states = ["down", "down", "up", "degraded", "up", "degraded"]
+    status, changes = feed(states, threshold=2)
+    assert changes == [("up", "down"), ("down", "degraded")]
+    status, changes = feed([*states, "up", "degraded", "up"], threshold=2)
+    assert changes == [("up", "down"), ("down", "degraded")]
+    assert (status.state, status.candidate_state, status.candidate_count) == ("degraded", "up", 1)
+    _, changes = feed([*states, "up", "up"], threshold=2)
+    assert changes[-1] == ("degraded", "up")
+
+
+def test_results_in_opposite_directions_start_counting_again() -> None:
+    """Degraded, then down and up in turn: each result turns the other way, nothing is
+    confirmed and the component stays degraded."""
+    base = ["degraded", "degraded"]
+    status, changes = feed([*base, "down", "up", "down", "up"], threshold=2)
+    assert changes == [("up", "degraded")]
+    assert (status.state, status.candidate_state, status.candidate_count) == ("degraded", "up", 1)
 
 
 def test_recovery_and_partial_recovery_are_changes_of_their_own() -> None:
