@@ -99,6 +99,7 @@ class MonitorLoop(threading.Thread):
                 # Rounds start an interval apart, however long one took.
                 self.stopping.wait(max(1.0, self.interval - (time.monotonic() - started)))
         finally:
+            self.context.abandon()
             close_thread_loop()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -111,7 +112,9 @@ class MonitorLoop(threading.Thread):
         now = self.clock()
         planned, complete = await probes.plan_probes(self.context, now)
         limit = min(10.0, self.interval / 2)
-        results = await probes.run_probes(planned, limit=limit, now=now)
+        results = await probes.run_probes(
+            planned, limit=limit, now=now, inflight=self.context.inflight
+        )
         database = next(r for r in results if r.component == "database")
         try:
             if database.state == "down":

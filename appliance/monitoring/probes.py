@@ -31,12 +31,14 @@ from appliance.backups.tables import BackupJob, DrillReport
 from appliance.config import Settings
 from appliance.db.engine import engine
 from appliance.galleries.tables import PhotoJob
+from appliance.localtime import format_utc
 from appliance.monitoring.components import State
 from appliance.monitoring.states import Observation
 from appliance.monitoring.tables import ComponentStatus
 from appliance.storage import ObjectStore, StorageError
 
 __all__ = [
+    "InFlight",
     "Outcome",
     "ProbeContext",
     "cert_state",
@@ -66,6 +68,14 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 @dataclass
+class InFlight:
+    """A probe call that outlived its round, and when it started (``time.monotonic``)."""
+
+    task: asyncio.Future[Outcome]
+    started: float
+
+
+@dataclass
 class ProbeContext:
     """What the probes of one loop share: settings, the object store, injectable system
     calls (tests give a fake ``statvfs``), and a cached huey queue for its length."""
@@ -75,7 +85,14 @@ class ProbeContext:
     statvfs: Callable[[str], os.statvfs_result] = os.statvfs
     pid: int = field(default_factory=os.getpid)
     hostname: str = field(default_factory=socket.gethostname)
+    inflight: dict[str, InFlight] = field(default_factory=dict)
     _huey: Any = None
+
+    def abandon(self) -> None:
+        """Cancel the calls still in flight (the loop is ending)."""
+        for running in self.inflight.values():
+            running.task.cancel()
+        self.inflight.clear()
 
     def pending_tasks(self) -> int | None:
         """Tasks waiting in huey's queue; None when it cannot be read (no queue yet)."""
@@ -96,10 +113,6 @@ class ProbeContext:
 def _short(text: str) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= _DETAIL_LENGTH else text[: _DETAIL_LENGTH - 1] + "…"
-
-
-def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _age(span: dt.timedelta) -> str:
@@ -294,11 +307,13 @@ def cert_state(
     a LAN install) is judged by its dates alone."""
     left = expires - now
     if left <= dt.timedelta(0):
-        return Outcome("down", f"the certificate expired on {_when(expires)}")
+        return Outcome("down", f"the certificate expired on {format_utc(expires)}")
     days = left.days
-    detail = f"valid until {_when(expires)} ({days} days left)"
+    detail = f"valid until {format_utc(expires)} ({days} days left)"
     if left < dt.timedelta(days=warn_days):
-        return Outcome("degraded", f"the certificate expires in {days} days ({_when(expires)})")
+        return Outcome(
+            "degraded", f"the certificate expires in {days} days ({format_utc(expires)})"
+        )
     if trust_problem == "hostname":
         return Outcome("degraded", f"the certificate is for another host name; {detail}")
     if trust_problem:
@@ -378,7 +393,7 @@ async def probe_backup(settings: Settings, now: dt.datetime) -> Outcome:
         .order_by(BackupJob.finished_at, ascending=False)
     )
     if done is None:
-        watched = now - await _watched_since(now)
+        watched = now - await _first_checked("backup", now)
         if watched > 2 * limit:
             return Outcome("down", f"no backup has finished in the {_age(watched)} watched")
         if watched > limit:
@@ -388,9 +403,9 @@ async def probe_backup(settings: Settings, now: dt.datetime) -> Outcome:
     age = now - finished
     if age > 2 * limit or age > limit:
         state: State = "down" if age > 2 * limit else "degraded"
-        return Outcome(state, f"the last backup finished {_age(age)} ago ({_when(finished)})")
+        return Outcome(state, f"the last backup finished {_age(age)} ago ({format_utc(finished)})")
     if failed is not None and failed["finished_at"] > finished:
-        return Outcome("degraded", f"the last backup failed at {_when(failed['finished_at'])}")
+        return Outcome("degraded", f"the last backup failed at {format_utc(failed['finished_at'])}")
     return Outcome("up", f"the last backup finished {_age(age)} ago")
 
 
@@ -408,9 +423,10 @@ async def probe_drill(settings: Settings, now: dt.datetime) -> Outcome:
         )
     )
     if last is not None and not last["passed"]:
-        return Outcome("degraded", f"the last restore drill failed ({_when(last['finished_at'])})")
+        failed_at = format_utc(last["finished_at"])
+        return Outcome("degraded", f"the last restore drill failed ({failed_at})")
     if passed is None:
-        since = await _watched_since(now)
+        since = await _first_checked("drill", now)
         if now - since > limit:
             return Outcome("degraded", "no restore drill has passed yet")
         return Outcome("up", "no restore drill has run yet")
@@ -444,23 +460,29 @@ async def probe_offsite(settings: Settings, name: str, now: dt.datetime) -> Outc
     if failed is not None and (done is None or failed["finished_at"] > done["finished_at"]):
         return Outcome(
             "down",
-            f"the last {failed['kind']} failed at {_when(failed['finished_at'])}; "
+            f"the last {failed['kind']} failed at {format_utc(failed['finished_at'])}; "
             "see Admin → Backups",
         )
     if done is None:
         return Outcome("up", "no copy or check has run yet")
     age = now - done["finished_at"]
     if age > dt.timedelta(hours=2 * settings.monitoring.backup_max_age_hours):
-        return Outcome("degraded", f"last reached {_age(age)} ago ({_when(done['finished_at'])})")
+        reached = format_utc(done["finished_at"])
+        return Outcome("degraded", f"last reached {_age(age)} ago ({reached})")
     return Outcome("up", f"last reached {_age(age)} ago")
 
 
-async def _watched_since(now: dt.datetime) -> dt.datetime:
-    """Since when this appliance has been watched: its oldest known component state."""
+async def _first_checked(component: str, now: dt.datetime) -> dt.datetime:
+    """Since when ``component`` has been watched: its own first probe. Without a row it was
+    just switched on (backups enabled today after months of running): from now."""
     row = await _latest(
-        ComponentStatus.select(ComponentStatus.since).order_by(ComponentStatus.since)
+        ComponentStatus.select(ComponentStatus.first_checked_at, ComponentStatus.since).where(
+            ComponentStatus.component == component
+        )
     )
-    return row["since"] if row and row["since"] else now
+    if row is None:
+        return now
+    return row["first_checked_at"] or row["since"] or now
 
 
 # --- planning and running ------------------------------------------------------------------
@@ -502,16 +524,54 @@ async def plan_probes(context: ProbeContext, now: dt.datetime) -> tuple[dict[str
     return probes, True
 
 
-async def _timed(component: str, probe: Probe, limit: float, now: dt.datetime) -> Observation:
+def _waiting(running: InFlight | None) -> bool:
+    """Whether the previous call is still running (on a loop that still runs)."""
+    return (
+        running is not None and not running.task.done() and not running.task.get_loop().is_closed()
+    )
+
+
+def _forget(running: InFlight) -> None:
+    """Drop a call that finished after its round gave up on it; its outcome is stale."""
+    task = running.task
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+async def _timed(
+    component: str,
+    probe: Probe,
+    limit: float,
+    now: dt.datetime,
+    inflight: dict[str, InFlight] | None,
+) -> Observation:
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(limit):
-            outcome = await probe()
-    except TimeoutError:
-        outcome = Outcome("down", f"no answer within {limit:.0f} s")
-    except Exception as exc:  # noqa: BLE001 - a crashed probe is its component down, named
-        outcome = Outcome("down", _short(f"the probe failed: {type(exc).__name__}: {exc}"))
-    latency = int((time.monotonic() - started) * 1000)
+    running = inflight.get(component) if inflight is not None else None
+    latency: int | None
+    if inflight is not None and running is not None and _waiting(running):
+        # A hung mount: another call would only add another thread stuck beside it.
+        waited = started - running.started
+        outcome = Outcome("down", f"still waiting for the last check, started {waited:.0f} s ago")
+        latency = None
+    else:
+        if inflight is not None and running is not None:
+            _forget(inflight.pop(component))
+        task: asyncio.Future[Outcome] = asyncio.ensure_future(probe())
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if task not in done:
+            if inflight is not None:
+                # Left running, not cancelled: a cancelled call in a thread keeps its thread
+                # busy unseen, and the next round would start another one.
+                inflight[component] = InFlight(task=task, started=started)
+            else:
+                task.cancel()
+            outcome = Outcome("down", f"no answer within {limit:.0f} s")
+        else:
+            try:
+                outcome = task.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed probe is its component down
+                outcome = Outcome("down", f"the probe failed: {type(exc).__name__}: {exc}")
+        latency = int((time.monotonic() - started) * 1000)
     return Observation(
         component=component,
         state=outcome.state,
@@ -522,11 +582,20 @@ async def _timed(component: str, probe: Probe, limit: float, now: dt.datetime) -
 
 
 async def run_probes(
-    probes: dict[str, Probe], *, limit: float, now: dt.datetime
+    probes: dict[str, Probe],
+    *,
+    limit: float,
+    now: dt.datetime,
+    inflight: dict[str, InFlight] | None = None,
 ) -> list[Observation]:
-    """Run every probe at once, each within ``limit`` seconds; results in the given order."""
+    """Run every probe at once, each within ``limit`` seconds; results in the given order.
+
+    With ``inflight`` (kept from round to round, :attr:`ProbeContext.inflight`), a probe that
+    did not answer in time is left running there, and until it ends its component is reported
+    down without a second call: at most one call per component is ever in flight.
+    """
     return list(
         await asyncio.gather(
-            *(_timed(component, probe, limit, now) for component, probe in probes.items())
+            *(_timed(component, probe, limit, now, inflight) for component, probe in probes.items())
         )
     )

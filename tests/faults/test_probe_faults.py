@@ -4,9 +4,12 @@ announced, and the record (spans, incidents, outbox) says what happened."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from appliance.config import Settings
 from appliance.db.engine import _with_database, configure, engine
 from appliance.monitoring.loop import MonitorLoop
-from appliance.monitoring.tables import ComponentSpan, ComponentStatus, Incident
+from appliance.monitoring.tables import ComponentSpan, ComponentStatus, Incident, ProbeResult
 from appliance.monitoring.watcher import WorkerWatch
 from appliance.notify.delivery import deliver_due
 from appliance.notify.tables import OutboxMessage
@@ -169,6 +172,59 @@ async def test_stopped_object_store_is_down_alerted_once_and_recovers(
     )
     sent = await OutboxMessage.select(OutboxMessage.state).where(OutboxMessage.kind == "alert")
     assert [row["state"] for row in sent] == ["sent", "sent"]
+
+
+async def test_hung_disk_keeps_one_call_in_flight_across_rounds(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """A disk whose statvfs blocks (a hung NAS mount): the first round gives up on it, the
+    next reports it still waiting instead of starting a second blocked thread; once the call
+    returns, the disk is checked again."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung_statvfs(path: str) -> os.statvfs_result:
+        calls.append(threading.current_thread().name)
+        release.wait(60)
+        return os.statvfs(path)
+
+    loop = MonitorLoop(watched, clock=clock, interval=2.0)  # each probe gets 1 s
+    loop.context.statvfs = hung_statvfs
+    try:
+        await loop.round()
+        clock.advance(seconds=2)
+        await loop.round()
+        clock.advance(seconds=2)
+        assert len(calls) == 1, "a second call was started beside the hung one"
+        rows = (
+            await ProbeResult.select(ProbeResult.state, ProbeResult.detail, ProbeResult.latency_ms)
+            .where(ProbeResult.component == "disk:data")
+            .order_by(ProbeResult.checked_at)
+        )
+        assert [row["state"] for row in rows] == ["down", "down"]
+        assert rows[0]["detail"] == "no answer within 1 s"
+        assert re.fullmatch(
+            r"still waiting for the last check, started [0-9]+ s ago", rows[1]["detail"]
+        )
+        assert rows[1]["latency_ms"] is None
+        [status] = await ComponentStatus.select().where(ComponentStatus.component == "disk:data")
+        assert status["state"] == "down"
+    finally:
+        release.set()
+    running = loop.context.inflight["disk:data"].task
+    await asyncio.wait_for(asyncio.shield(running), 10)
+    await loop.round()
+    assert len(calls) == 2
+    latest = (
+        await ProbeResult.select(ProbeResult.state, ProbeResult.detail)
+        .where(ProbeResult.component == "disk:data")
+        .order_by(ProbeResult.checked_at, ascending=False)
+        .first()
+    )
+    assert latest is not None
+    assert latest["state"] != "down" or "below" in latest["detail"]
+    assert "GB free" in latest["detail"]
+    assert "disk:data" not in loop.context.inflight
 
 
 class DatabaseProxy:

@@ -585,10 +585,10 @@ async def test_uptime_counts_from_the_first_probe_after_results_are_pruned(
     async def observe(state: str) -> None:
         observation = states.Observation(
             component="web",
-            state=state,
+            state=state,  # type: ignore[arg-type]
             detail="",
             latency_ms=None,
-            checked_at=clock(),  # type: ignore[arg-type]
+            checked_at=clock(),
         )
         await states.record_observation(
             observation, threshold=1, config_urls=watched.notify.alert_urls
@@ -607,3 +607,61 @@ async def test_uptime_counts_from_the_first_probe_after_results_are_pruned(
     assert figures.measured == (clock() - first).total_seconds()
     assert figures.not_measured == (first - start).total_seconds()
     assert figures.down == 3600
+
+
+async def test_backups_switched_on_late_count_from_their_own_first_probe(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """An appliance watched for months before backups were switched on: the missing first
+    backup and drill are judged from the backup and drill components' own first probe, not
+    from the oldest state of any component."""
+    enabled = msgspec.structs.replace(
+        watched, backups=msgspec.structs.replace(watched.backups, enabled=True)
+    )
+    now = clock()
+    months_ago = now - dt.timedelta(days=120)
+    await (
+        ComponentStatus(
+            component="web",
+            state="up",
+            since=months_ago,
+            checked_at=now,
+            first_checked_at=months_ago,
+        )
+        .save()
+        .run()
+    )
+    backup = await probes.probe_backup(enabled, now)
+    drill = await probes.probe_drill(enabled, now)
+    assert (backup.state, backup.detail) == (
+        "up",
+        "no backup has finished yet; the first is due at the next run",
+    )
+    assert (drill.state, drill.detail) == ("up", "no restore drill has run yet")
+
+    first = [
+        states.Observation(component=c, state="up", detail="", latency_ms=None, checked_at=now)
+        for c in ("backup", "drill")
+    ]
+    await states.record_round(first, threshold=2, config_urls=[])
+    rows = await ComponentStatus.select(
+        ComponentStatus.component, ComponentStatus.first_checked_at
+    ).where(ComponentStatus.component.is_in(["backup", "drill"]))
+    assert {row["component"]: row["first_checked_at"] for row in rows} == {
+        "backup": now,
+        "drill": now,
+    }
+    limit = enabled.monitoring.backup_max_age_hours
+    later = await probes.probe_backup(enabled, now + dt.timedelta(hours=limit - 1))
+    assert later.state == "up"
+    later = await probes.probe_backup(enabled, now + dt.timedelta(hours=limit + 1))
+    assert (later.state, later.detail) == (
+        "degraded",
+        f"no backup has finished in the {limit + 1:.1f} h watched",
+    )
+    later = await probes.probe_backup(enabled, now + dt.timedelta(hours=2 * limit + 1))
+    assert later.state == "down"
+    overdue = dt.timedelta(days=enabled.backups.drill_overdue_days)
+    assert (await probes.probe_drill(enabled, now + overdue - dt.timedelta(hours=1))).state == "up"
+    late = await probes.probe_drill(enabled, now + overdue + dt.timedelta(hours=1))
+    assert (late.state, late.detail) == ("degraded", "no restore drill has passed yet")
