@@ -11,6 +11,9 @@
 5. a window cancelled before it starts sends a cancellation to everyone who was told
    (``told``); one ended early sends nothing (the banner and the status page show it over).
 
+Each person is written to in their own language (a staff member's, the client's of a share
+link), else in the studio's default; ``told`` remembers it for the cancellation.
+
 Each mail is keyed ``maintenance:<id>:r<revision>:<kind>:<recipient digest>`` in the outbox and
 each window is handled under a row lock, so a task that runs twice sends nothing twice.
 
@@ -33,6 +36,7 @@ from appliance.galleries import sharing
 from appliance.localtime import format_local
 from appliance.monitoring.maintenance import REMINDER_BEFORE, Maintenance, decoded, locked_window
 from appliance.monitoring.tables import MaintenanceWindow
+from appliance.notify.languages import language_for
 from appliance.notify.messages import queue_email
 
 __all__ = [
@@ -54,11 +58,12 @@ Kind = Literal["notice", "reminder", "cancelled"]
 class Recipient(msgspec.Struct, frozen=True):
     """Someone a window concerns; ``revision`` is the revision whose notice they got (-1: not
     known, for a record from before revisions were remembered; the outbox key still keeps
-    them from a second copy)."""
+    them from a second copy); ``language`` is their own ("": the studio's default)."""
 
     email: str
     audience: Audience
     revision: int = -1
+    language: str = ""
 
 
 class NoticeReport(msgspec.Struct):
@@ -83,7 +88,12 @@ async def told(window_id: int) -> list[Recipient]:
     )
     items = decoded(row["told"]) if row else []
     return [
-        Recipient(email=item["email"], audience=item["audience"], revision=item.get("revision", -1))
+        Recipient(
+            email=item["email"],
+            audience=item["audience"],
+            revision=item.get("revision", -1),
+            language=item.get("language", ""),
+        )
         for item in items
     ]
 
@@ -99,39 +109,47 @@ async def _remember(window_id: int, people: dict[str, Recipient], **more: Any) -
 async def recipients(window: Maintenance, now: dt.datetime) -> list[Recipient]:
     """Active staff with an e-mail address, then (when chosen) the e-mail addresses of active
     share links of published galleries (the link's own address, else its client's); each
-    address once, staff first."""
+    address once, staff first. Each in their own language: a staff member's, or the language
+    of the link's client."""
     found: dict[str, Recipient] = {}
-    for member in await _staff():
-        found.setdefault(member.lower(), Recipient(email=member, audience="staff"))
+    for email, language in await _staff():
+        found.setdefault(email.lower(), Recipient(email=email, audience="staff", language=language))
     if window.notify_clients:
-        for email in await _client_addresses(now):
-            found.setdefault(email.lower(), Recipient(email=email, audience="client"))
+        for email, language in await _client_addresses(now):
+            found.setdefault(
+                email.lower(), Recipient(email=email, audience="client", language=language)
+            )
     return list(found.values())
 
 
-async def _staff() -> list[str]:
+async def _staff() -> list[tuple[str, str]]:
+    """``(e-mail, language)`` of every active staff member with an address."""
     from appliance.accounts.service import list_members
 
-    return [m.email.strip() for m in await list_members() if m.is_active and m.email.strip()]
+    return [
+        (m.email.strip(), m.language)
+        for m in await list_members()
+        if m.is_active and m.email.strip()
+    ]
 
 
-async def _client_addresses(now: dt.datetime) -> list[str]:
-    addresses: list[str] = []
-    client_email: dict[int, str] = {}
+async def _client_addresses(now: dt.datetime) -> list[tuple[str, str]]:
+    """``(e-mail, language)`` of every active link of a published gallery: the link's own
+    address, else its client's; the language is always the client's."""
+    addresses: list[tuple[str, str]] = []
+    of_client: dict[int, clients.ClientRecord] = {}
     for gallery in await galleries.list_galleries(status="published"):
         if gallery.expired(now.date()):
             continue
         for link in await sharing.list_links(gallery.id):
             if link.state(now) != "active":
                 continue
-            email = link.email.strip()
-            if not email:
-                if gallery.client_id not in client_email:
-                    client = await clients.get_client(gallery.client_id)
-                    client_email[gallery.client_id] = client.email.strip()
-                email = client_email[gallery.client_id]
+            if gallery.client_id not in of_client:
+                of_client[gallery.client_id] = await clients.get_client(gallery.client_id)
+            client = of_client[gallery.client_id]
+            email = link.email.strip() or client.email.strip()
             if email:
-                addresses.append(email)
+                addresses.append((email, client.language))
     return addresses
 
 
@@ -160,7 +178,7 @@ async def _queue(
             "starts": format_local(window.starts_at, zone),
             "ends": format_local(window.ends_at, zone),
         },
-        language=language,
+        language=language_for(person.language, language),
         source="monitoring",
         now=now,
         dedupe_key=f"maintenance:{window.id}:{revision}{kind}:{_digest(person.email)}",
@@ -251,7 +269,10 @@ async def _announce(
         queued += sent is not None
         audience = before.audience if before is not None else person.audience
         known[person.email.lower()] = Recipient(
-            email=person.email, audience=audience, revision=window.revision
+            email=person.email,
+            audience=audience,
+            revision=window.revision,
+            language=person.language,
         )
     more: dict[str, Any] = {"notice_sent_at": now}
     # A notice within the last day before the start is the reminder too.
@@ -274,10 +295,13 @@ async def _remind(
             window, person, kind="reminder", language=language, studio=studio, zone=zone, now=now
         )
         queued += sent is not None
-        known.setdefault(
-            person.email.lower(),
-            Recipient(email=person.email, audience=person.audience, revision=window.revision),
-        )
+        before = known.get(person.email.lower())
+        if before is None:
+            before = Recipient(
+                email=person.email, audience=person.audience, revision=window.revision
+            )
+        # A cancellation follows in the language this reminder went out in.
+        known[person.email.lower()] = msgspec.structs.replace(before, language=person.language)
     await _remember(window.id, known, reminder_sent_at=now)
     log.info("maintenance %d: reminder queued for %d people", window.id, queued)
     return queued
