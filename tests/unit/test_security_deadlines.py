@@ -10,11 +10,13 @@ import pytest
 
 from appliance.errors import InvalidInput
 from appliance.privacy.service import (
+    NO_NOTICE,
     Incident,
     _due_threshold,
     countdown,
     parse_count,
     parse_time,
+    people_countdown,
 )
 
 DETECTED = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
@@ -167,3 +169,34 @@ def test_numbers_that_are_not_counts_are_refused(text: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_count(text, "people_count")
     assert refused.value.field == "people_count"
+
+
+def test_a_decision_not_to_notify_stops_the_countdown() -> None:
+    """Recorded as unlikely to result in a risk: no running time, no overdue, whatever the hour."""
+    decided = incident(risk="none", no_notice_at=DETECTED + dt.timedelta(hours=2))
+    timer = countdown(decided, DETECTED + dt.timedelta(hours=100))
+    assert timer is not None
+    assert (timer.state, timer.text) == ("decided", NO_NOTICE)
+    notified = msgspec.structs.replace(decided, authority_notified_at=DETECTED)
+    assert countdown(notified, DETECTED).state == "met"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("risk", "untold", "listed", "state"),
+    [
+        ("high", 0, 0, "overdue"),  # nobody on the list yet
+        ("high", 1, 3, "overdue"),
+        ("high", 0, 3, "done"),
+        ("low", 3, 3, None),
+        ("none", 3, 3, None),
+    ],
+)
+def test_the_people_countdown_runs_while_anyone_is_untold(
+    risk: str, untold: int, listed: int, state: str | None
+) -> None:
+    """Policy §6: with high risk, 72 hours from detection to tell everyone on the list."""
+    timer = people_countdown(incident(risk=risk), untold, listed, DETECTED + dt.timedelta(hours=80))
+    assert (timer.state if timer else None) == state
+    if timer is not None and state == "overdue":
+        assert timer.text == "overdue by 8 h 0 min"
+    assert people_countdown(incident(personal_data=False), 1, 1, DETECTED) is None
