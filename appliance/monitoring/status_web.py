@@ -36,6 +36,7 @@ from appliance.monitoring.uptime import (
 from appliance.setup import service as setup
 from appliance.web.pages import client_address
 from appliance.web.requests import AnyRequest
+from appliance.web.security import TrustedProxies
 
 __all__ = [
     "LAN_NETWORKS",
@@ -46,6 +47,7 @@ __all__ = [
     "active_windows",
     "banner",
     "component_rows",
+    "lan_address",
     "public_updates",
     "status_context",
     "visible_to",
@@ -67,6 +69,8 @@ LAN_NETWORKS = tuple(
         "fe80::/10",
     )
 )
+# Headers a reverse proxy sets for the client it forwards.
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
 CACHE_SECONDS = 10
 SHOWN_WINDOWS = ("24h", "30d", "90d")
 BANNERS = {
@@ -105,6 +109,27 @@ def visible_to(setting: str, address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip in network for network in LAN_NETWORKS)
+
+
+def lan_address(address: str, headers: Any, trusted_proxies: list[str]) -> str:
+    """The visitor's address as the "lan" rule may judge it; "" when it cannot be trusted.
+
+    ``address`` is the client as the app sees it: the one forwarded by a trusted proxy, else
+    the peer. A request that names a forwarded client while its peer is not a trusted proxy
+    came through a proxy missing from ``server.trusted_proxies``: its peer (127.0.0.1, a
+    Docker address) is the proxy, the same for every visitor, so it fails closed. The peer
+    was trusted exactly when ``address`` is the client that ``X-Forwarded-For`` names past
+    the trusted hops; ``Forwarded`` and ``X-Real-IP`` alone are never resolved, so they fail
+    closed too.
+    """
+    if not any(name in headers for name in FORWARDING_HEADERS):
+        return address
+    forwarded = ",".join(headers.getall("x-forwarded-for", []))
+    proxies = TrustedProxies(trusted_proxies)
+    if not forwarded.strip() or not proxies.networks:
+        return ""
+    resolved = proxies.client_of("", forwarded)
+    return address if resolved and resolved == address else ""
 
 
 class ComponentRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -272,7 +297,10 @@ class StatusController(Controller):
     async def page(self, request: AnyRequest) -> Template:
         settings: Settings = request.app.state.settings
         setting = settings.monitoring.status_page
-        if not visible_to(setting, client_address(request)):
+        address = lan_address(
+            client_address(request), request.headers, settings.server.trusted_proxies
+        )
+        if not visible_to(setting, address):
             raise NotFoundException()
         now: dt.datetime = request.app.state.clock()
         cached = request.app.state.get("status_page_cache")

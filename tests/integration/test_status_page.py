@@ -264,6 +264,52 @@ async def test_visibility_follows_the_setting_and_the_client_address(
         assert "status" not in response.text.lower().replace("status_code", "")
 
 
+@pytest.mark.parametrize(
+    ("address", "headers", "shown"),
+    [
+        # A proxy on the same machine or a Docker bridge, not in server.trusted_proxies: its
+        # own address is every visitor's, so a forwarded visitor is not taken for the LAN.
+        ("127.0.0.1", {"X-Forwarded-For": "203.0.113.5"}, False),
+        ("172.17.0.1", {"X-Forwarded-For": "203.0.113.5"}, False),
+        ("172.17.0.1", {"X-Forwarded-For": "192.168.1.7"}, False),
+        ("127.0.0.1", {"Forwarded": "for=203.0.113.5;proto=https"}, False),
+        ("127.0.0.1", {"X-Real-IP": "203.0.113.5"}, False),
+        # A forged list ending in a LAN address, sent past an untrusted proxy.
+        ("127.0.0.1", {"X-Forwarded-For": "192.168.1.7, 203.0.113.5"}, False),
+        # The trusted proxy forwarding with X-Real-IP alone names nobody the app resolves.
+        ("10.9.9.9", {"X-Real-IP": "192.168.1.7"}, False),
+        # The trusted proxy with X-Forwarded-For: the forwarded client counts, as before.
+        ("10.9.9.9", {"X-Forwarded-For": "192.168.1.7", "X-Real-IP": "192.168.1.7"}, True),
+        ("10.9.9.9", {"X-Forwarded-For": "203.0.113.5, 192.168.1.7"}, True),
+        # Without any forwarding header the peer is the visitor.
+        ("127.0.0.1", {}, True),
+    ],
+)
+async def test_lan_page_fails_closed_behind_an_untrusted_proxy(
+    status_app: Litestar, address: str, headers: dict[str, str], shown: bool
+) -> None:
+    """With "lan", a request naming a forwarded client whose peer is not a trusted proxy is
+    treated as not on the LAN: the 404 of a missing page, not the status page."""
+    with monitoring(status_app, status_page="lan"):
+        async with make_client(status_app, address) as visitor:
+            response = await visitor.get("/status", headers=headers)
+            missing = await visitor.get("/no-such-page")
+    if shown:
+        assert response.status_code == 200
+        assert "Status not known yet" in response.text
+    else:
+        assert response.status_code == 404
+        assert response.text == missing.text
+
+
+async def test_public_page_is_shown_whatever_the_proxy_headers(status_app: Litestar) -> None:
+    """Failing closed concerns "lan" only: a public page is public through any proxy."""
+    with monitoring(status_app, status_page="public"):
+        async with make_client(status_app, "127.0.0.1") as visitor:
+            response = await visitor.get("/status", headers={"X-Forwarded-For": "203.0.113.5"})
+    assert response.status_code == 200
+
+
 # --- what it shows --------------------------------------------------------------------------------
 
 
