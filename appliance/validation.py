@@ -16,6 +16,9 @@ __all__ = ["clean_email", "clean_multiline", "clean_text", "clean_username", "pa
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 _CONTROL = {"Cc", "Cf", "Cs"}
+# One-line text also refuses the line and paragraph separators (U+2028, U+2029): they break a
+# line wherever the text goes, an e-mail subject included. (U+0085, \v and \f are Cc.)
+_NOT_IN_ONE_LINE = _CONTROL | {"Zl", "Zp"}
 
 
 def clean_text(value: str, *, field: str, max_length: int, required: bool = True) -> str:
@@ -25,7 +28,7 @@ def clean_text(value: str, *, field: str, max_length: int, required: bool = True
         raise InvalidInput("This field is required.", field=field)
     if len(cleaned) > max_length:
         raise InvalidInput(f"Use at most {max_length} characters.", field=field)
-    if any(unicodedata.category(char) in _CONTROL for char in cleaned):
+    if any(unicodedata.category(char) in _NOT_IN_ONE_LINE for char in cleaned):
         raise InvalidInput("Remove the invisible or control characters.", field=field)
     return cleaned
 

@@ -66,6 +66,11 @@ def test_text_at_the_limit_is_accepted_and_one_more_is_refused() -> None:
         "\u202e",  # right-to-left override
         "\u00ad",  # soft hyphen
         "\ud800",  # lone surrogate
+        "\u2028",  # line separator: a line break in a mail subject
+        "\u2029",  # paragraph separator
+        "\x85",  # next line
+        "\x0b",  # vertical tab
+        "\x0c",  # form feed
     ],
 )
 def test_control_and_invisible_characters_are_refused(char: str) -> None:
