@@ -3,6 +3,7 @@ same port; it records every message it accepted."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -101,6 +102,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.server.delay:
+            await asyncio.sleep(self.server.delay)
         raw = envelope.original_content or b""
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -114,7 +117,8 @@ class _Handler:
 class SmtpServer:
     """``start()``, ``stop()`` and ``start()`` again: the port stays the same, so the relay
     settings pointing at it stay right. ``refused`` and ``deferred`` addresses get 550 and 450
-    at RCPT; with ``credentials`` set, clients must log in with them (no TLS needed)."""
+    at RCPT; with ``credentials`` set, clients must log in with them (no TLS needed); ``delay``
+    seconds pass before a message is accepted (a slow relay)."""
 
     def __init__(
         self, *, credentials: tuple[str, str] | None = None, starttls: bool = False
@@ -126,6 +130,7 @@ class SmtpServer:
         self.credentials = credentials
         self.refused: set[str] = set()
         self.deferred: set[str] = set()
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.handler = _Handler(self)
         self.controller: Controller | None = None

@@ -1,15 +1,21 @@
 """The worker's delivery of the outbox: claim a due row, send it, mark it; retry with back-off.
 
-Several workers may run: a row is claimed with ``FOR UPDATE SKIP LOCKED`` and a lease
-(``claimed_until``); a row whose worker died is claimed again when its lease ran out. A row is
-marked ``sent`` right after the relay or channel accepted it: a crash between the two is the
-only way a message goes out twice, and that window is one UPDATE long.
+Several workers may run: a row is claimed with ``FOR UPDATE SKIP LOCKED``, a random claim token
+and a lease (``claimed_until``) taken from the database's clock at the moment of the claim and
+long enough for the slowest send; a row whose worker died is claimed again when its lease ran
+out, and only the holder of the token marks a row. A row is marked ``sent`` right after the
+relay or channel accepted it: a crash between the two is the only way a message goes out twice,
+and that window is one UPDATE long.
+
+The injected ``now`` decides what is due (and is what tests move); leases are real time, since
+sending takes real time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import threading
 import time
 from typing import Any, Literal
@@ -26,11 +32,15 @@ from appliance.notify.smtp import Relay, TransportError
 from appliance.notify.tables import AlertChannel, OutboxMessage
 
 __all__ = [
+    "FAILED_KEPT",
+    "GIVE_UP_AFTER",
+    "MAIL_TROUBLE_AFTER",
     "SENT_KEPT",
     "DeliveryLoop",
     "DeliveryReport",
     "backoff",
     "channel_label",
+    "config_channels",
     "deliver_due",
     "purge_sent",
     "resolve_channel",
@@ -38,18 +48,26 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SENT_KEPT = dt.timedelta(days=30)
+SENT_KEPT = dt.timedelta(days=30)  # sent messages are deleted after this
+FAILED_KEPT = dt.timedelta(days=90)  # failed and discarded ones after this
+# An e-mail failing for a passing reason (the relay down, a mailbox busy) is given up once it
+# had max_attempts attempts *and* is this old: a relay outage longer than the back-off does
+# not fail every message queued meanwhile.
+GIVE_UP_AFTER = dt.timedelta(days=3)
+# An e-mail that the relay has not taken for this long is told on the alert channels.
+MAIL_TROUBLE_AFTER = dt.timedelta(hours=1)
 PURGE_EVERY = 3600.0  # seconds between purges in the loop
-_LEASE_EXTRA = dt.timedelta(seconds=60)
+_LEASE_EXTRA = dt.timedelta(seconds=60)  # margin beyond the longest a send may take
 
 _CLAIM = """
-UPDATE outbox_message SET state = 'sending', claimed_until = {}, attempts = attempts + 1,
+UPDATE outbox_message SET state = 'sending', claimed_until = clock_timestamp() + {}::interval,
+    claim_token = {}, attempts = attempts + 1,
     message_id = CASE WHEN kind = 'email' AND message_id = '' THEN {} ELSE message_id END
 WHERE id = (
     SELECT id FROM outbox_message
     WHERE ((state = 'pending' AND next_attempt_at <= {})
-           OR (state = 'sending' AND claimed_until < {}))
-      AND (kind <> 'email' OR {})
+           OR (state = 'sending' AND claimed_until < clock_timestamp()))
+      AND kind = {}
       AND ({}::integer[] IS NULL OR id = ANY({}::integer[]))
     ORDER BY next_attempt_at, id
     LIMIT 1
@@ -76,6 +94,7 @@ class _Outcome(msgspec.Struct, frozen=True):
     result: Literal["sent", "retry", "failed"]
     reason: str = ""
     tell_others: bool = True  # a failed alert is announced on the other channels
+    relay_down: bool = False  # the relay failed, not this message: the others would too
 
 
 def backoff(attempts: int, settings: Settings) -> dt.timedelta:
@@ -86,16 +105,32 @@ def backoff(attempts: int, settings: Settings) -> dt.timedelta:
     return dt.timedelta(seconds=min(seconds, notify.retry_max_minutes * 60))
 
 
+async def config_channels(settings: Settings) -> list[tuple[str, str]]:
+    """The alert URLs that are not channels added on Admin → Notifications, as ``(url,
+    origin)``: the ``[notify]`` section's (origin ``"settings"``), then the backups' own, set in
+    their section of the settings file or on their admin page (origin ``"backups"``). Each URL
+    once; every list of channels and every alert to all of them starts here."""
+    # Imported here: the backups domain imports this module.
+    from appliance.backups.alerts import effective_targets
+
+    backup_urls, _ = await effective_targets(settings)
+    found: dict[str, str] = {}
+    for origin, urls in (("settings", settings.notify.alert_urls), ("backups", backup_urls)):
+        for url in urls:
+            if url.strip():
+                found.setdefault(url, origin)
+    return list(found.items())
+
+
+async def _config_urls(settings: Settings) -> list[str]:
+    return [url for url, _ in await config_channels(settings)]
+
+
 async def resolve_channel(settings: Settings, key: str) -> tuple[str, str]:
     """``(url, "")`` for a channel key, or ``("", why it cannot be used)``."""
     if key.startswith("config:"):
-        # The backups domain queues for its own alert URLs too (set in its section of the
-        # settings file or on its admin page), so those resolve here as well.
-        from appliance.backups.alerts import effective_targets
-
-        backup_urls, _ = await effective_targets(settings)
-        for url in [*settings.notify.alert_urls, *backup_urls]:
-            if url.strip() and config_channel_key(url) == key:
+        for url in await _config_urls(settings):
+            if config_channel_key(url) == key:
                 return url, ""
         return "", "the alert URL is no longer configured"
     if key.startswith("db:") and key[3:].isdigit():
@@ -129,38 +164,49 @@ async def channel_label(key: str) -> str:
     return key
 
 
+def lease_length(settings: Settings) -> dt.timedelta:
+    """How long a claim holds: longer than the longest a send may take (twice the time-out
+    and 5 s, see :func:`_send_email`) with a margin, counted from the claim itself."""
+    return dt.timedelta(seconds=settings.notify.timeout_seconds * 2 + 5) + _LEASE_EXTRA
+
+
 async def _claim(
     now: dt.datetime,
-    lease: dt.datetime,
+    lease: dt.timedelta,
     *,
-    emails: bool,
+    kind: str,
     message_id: str,
     only: list[int] | None,
 ) -> dict[str, Any] | None:
-    rows = await OutboxMessage.raw(_CLAIM, lease, message_id, now, now, emails, only, only)
+    token = secrets.token_hex(16)
+    rows = await OutboxMessage.raw(_CLAIM, lease, token, message_id, now, kind, only, only)
     return rows[0] if rows else None
 
 
 async def _send_email(relay: Relay, row: dict[str, Any], seconds: float) -> _Outcome:
-    message = smtp.build_message(
-        relay,
-        recipient=row["recipient"],
-        subject=row["subject"],
-        text=row["body_text"],
-        html=row["body_html"],
-        language=row["language"],
-        message_id=row["message_id"],
-        date=row["created_at"],
-    )
     try:
+        message = smtp.build_message(
+            relay,
+            recipient=row["recipient"],
+            subject=row["subject"],
+            text=row["body_text"],
+            html=row["body_html"],
+            language=row["language"],
+            message_id=row["message_id"],
+            date=row["created_at"],
+        )
         with anyio.fail_after(seconds * 2 + 5):
             await anyio.to_thread.run_sync(
                 smtp.send_message, relay, message, row["recipient"], seconds, abandon_on_cancel=True
             )
     except TransportError as error:
-        return _Outcome("failed" if error.permanent else "retry", error.message)
+        return _Outcome(
+            "failed" if error.permanent else "retry", error.message, relay_down=error.relay
+        )
     except TimeoutError:
-        return _Outcome("retry", f"{relay.address} did not finish within {seconds * 2:.0f} s")
+        return _Outcome(
+            "retry", f"{relay.address} did not finish within {seconds * 2:.0f} s", relay_down=True
+        )
     return _Outcome("sent")
 
 
@@ -188,36 +234,40 @@ async def _send_alert(settings: Settings, row: dict[str, Any], seconds: float) -
     return _Outcome("sent")
 
 
+def _gives_up(settings: Settings, row: dict[str, Any], now: dt.datetime) -> bool:
+    """After a passing failure: an alert is given up after ``max_attempts`` (the other
+    channels are told at once); an e-mail only once it is also :data:`GIVE_UP_AFTER` old."""
+    if row["attempts"] < settings.notify.max_attempts:
+        return False
+    return bool(row["kind"] != "email" or now - row["created_at"] >= GIVE_UP_AFTER)
+
+
 async def _settle(
-    settings: Settings,
-    row: dict[str, Any],
-    outcome: _Outcome,
-    *,
-    now: dt.datetime,
-    lease: dt.datetime,
+    settings: Settings, row: dict[str, Any], outcome: _Outcome, *, now: dt.datetime
 ) -> str:
     """Mark the row; the state it got ("" when the claim was lost to another worker)."""
     state: str = outcome.result
     next_at = now
     if state == "retry":
-        if row["attempts"] >= settings.notify.max_attempts:
+        if _gives_up(settings, row, now):
             state = "failed"
         else:
             state = "pending"
             next_at = now + backoff(row["attempts"], settings)
     # Only the holder of the claim marks the row: a worker whose lease ran out while it was
-    # sending finds the row claimed again (another claimed_until) and leaves it alone.
+    # sending finds the row claimed again (another token) and leaves it alone.
     updated = await OutboxMessage.raw(
         "UPDATE outbox_message SET state = {}, next_attempt_at = {}, claimed_until = NULL,"
-        " last_error = {}, sent_at = CASE WHEN {} THEN {}::timestamptz ELSE sent_at END"
-        " WHERE id = {} AND state = 'sending' AND claimed_until = {} RETURNING id",
+        " claim_token = '', last_error = {},"
+        " sent_at = CASE WHEN {} THEN {}::timestamptz ELSE sent_at END"
+        " WHERE id = {} AND state = 'sending' AND claim_token = {} RETURNING id",
         state,
         next_at,
         outcome.reason[:2000],
         state == "sent",
         now,
         row["id"],
-        lease,
+        row["claim_token"],
     )
     return state if updated else ""
 
@@ -249,9 +299,37 @@ async def _tell_other_channels(
         severity="warning",
         source="notify",
         now=now,
-        config_urls=settings.notify.alert_urls,
+        config_urls=await _config_urls(settings),
         dedupe_key=f"channel-failed:{channel}:{episode}",
         skip_channels=[channel],
+    )
+
+
+async def _tell_mail_failing(settings: Settings, reason: str, now: dt.datetime) -> None:
+    """One alert per episode of e-mail not getting through (the episode is named after the
+    last e-mail the relay took, so it ends once one goes out)."""
+    rows = await OutboxMessage.raw(
+        "SELECT (SELECT max(sent_at) FROM outbox_message WHERE kind = 'email'"
+        " AND state = 'sent') AS last,"
+        " (SELECT count(*) FROM outbox_message WHERE kind = 'email'"
+        " AND state IN ('pending', 'sending')) AS waiting"
+    )
+    last: dt.datetime | None = rows[0]["last"]
+    episode = str(int(last.timestamp())) if last else "never"
+    body = (
+        f"The mail relay has not taken e-mail for over an hour: {reason}.\n\n"
+        f"{rows[0]['waiting']} e-mail(s) wait in the outbox and are tried again; each is given "
+        f"up after {GIVE_UP_AFTER.days} days. Open Admin → Notifications on the appliance to "
+        "check the relay, then retry the failed messages."
+    )
+    await queue_alert(
+        f"E-mail cannot be delivered: {reason}"[:200],
+        body,
+        severity="failure",
+        source="notify",
+        now=now,
+        config_urls=await _config_urls(settings),
+        dedupe_key=f"mail-failing:{episode}",
     )
 
 
@@ -263,59 +341,93 @@ async def deliver_due(
     only: list[int] | None = None,
 ) -> DeliveryReport:
     """Deliver up to ``limit`` due messages (of ``only`` these ids, when given), one claim at a
-    time.
+    time: alerts first, so a relay that hangs never holds them up, then e-mail.
 
-    E-mail waits (no attempt spent) while no relay is set. Steps for each row:
-    1. claim it (state ``sending``, a lease, one more attempt, its Message-ID fixed once);
+    E-mail waits (no attempt spent) while no relay is set, and the e-mail part stops at the
+    first failure of the relay itself (down, refusing the login): the other mails would only
+    wait the same time-out each. Steps for each row:
+    1. claim it (state ``sending``, a claim token and a lease from now, one more attempt, its
+       Message-ID fixed once);
     2. send it, outside any transaction;
     3. mark it sent, pending again after a back-off, or failed (at once when permanent, else
-       after ``max_attempts``); a failed alert is announced on the other channels.
+       see :func:`_gives_up`); a failed alert is announced on the other channels, an e-mail
+       the relay has not taken for :data:`MAIL_TROUBLE_AFTER` on all of them.
     """
     relay = await effective_relay(settings)
     timeout = float(settings.notify.timeout_seconds)
     report = DeliveryReport(relay_missing=not relay.configured)
-    lease = now + dt.timedelta(seconds=timeout * 3) + _LEASE_EXTRA
-    for _ in range(limit):
-        row = await _claim(
-            now,
-            lease,
-            emails=relay.configured,
-            message_id=smtp.new_message_id(relay),
-            only=only,
-        )
-        if row is None:
+    lease = lease_length(settings)
+    for kind in ("alert", "email"):
+        if kind == "email" and not relay.configured:
             break
-        if row["kind"] == "email":
-            outcome = await _send_email(relay, row, timeout)
-        else:
-            outcome = await _send_alert(settings, row, timeout)
-        state = await _settle(settings, row, outcome, now=now, lease=lease)
-        if state == "sent":
-            report.sent += 1
-            continue
-        where = row["channel"] or "e-mail"
-        log.warning(
-            "outbox message %d (%s, attempt %d) not delivered: %s",
-            row["id"],
-            where,
-            row["attempts"],
-            channels.redact(outcome.reason),
-        )
-        if state == "pending":
-            report.retrying += 1
-        elif state == "failed":
-            report.failed += 1
-            if row["kind"] == "alert" and outcome.tell_others:
-                await _tell_other_channels(settings, row, outcome.reason, now)
+        while report.handled < limit:
+            row = await _claim(
+                now, lease, kind=kind, message_id=smtp.new_message_id(relay), only=only
+            )
+            if row is None:
+                break
+            outcome = await _send(settings, relay, row, timeout)
+            await _record(settings, row, outcome, now, report)
+            if outcome.relay_down:
+                break
     return report
 
 
+async def _send(settings: Settings, relay: Relay, row: dict[str, Any], seconds: float) -> _Outcome:
+    try:
+        if row["kind"] == "email":
+            return await _send_email(relay, row, seconds)
+        return await _send_alert(settings, row, seconds)
+    except Exception as error:  # noqa: BLE001 - the row must be settled whatever happened
+        # Only the type: a message could carry a URL or an address.
+        log.error(  # noqa: TRY400 - a traceback could show the URL or the address
+            "outbox message %d: sending raised %s", row["id"], type(error).__name__
+        )
+        return _Outcome("retry", f"an unexpected error ({type(error).__name__})")
+
+
+async def _record(
+    settings: Settings,
+    row: dict[str, Any],
+    outcome: _Outcome,
+    now: dt.datetime,
+    report: DeliveryReport,
+) -> None:
+    state = await _settle(settings, row, outcome, now=now)
+    if state == "sent":
+        report.sent += 1
+        return
+    log.warning(
+        "outbox message %d (%s, attempt %d) not delivered: %s",
+        row["id"],
+        row["channel"] or "e-mail",
+        row["attempts"],
+        channels.redact(outcome.reason),
+    )
+    if state == "pending":
+        report.retrying += 1
+    elif state == "failed":
+        report.failed += 1
+        if row["kind"] == "alert" and outcome.tell_others:
+            await _tell_other_channels(settings, row, outcome.reason, now)
+    if (
+        row["kind"] == "email"
+        and outcome.relay_down
+        and state
+        and now - row["created_at"] >= MAIL_TROUBLE_AFTER
+    ):
+        await _tell_mail_failing(settings, outcome.reason, now)
+
+
 async def purge_sent(now: dt.datetime) -> int:
-    """Delete sent and discarded messages older than :data:`SENT_KEPT`; how many."""
+    """Delete sent messages older than :data:`SENT_KEPT`, failed and discarded ones older
+    than :data:`FAILED_KEPT` (counted from the discard or the last attempt); how many."""
     rows = await OutboxMessage.raw(
-        "DELETE FROM outbox_message WHERE state IN ('sent', 'discarded')"
-        " AND coalesce(sent_at, created_at) < {} RETURNING id",
+        "DELETE FROM outbox_message WHERE (state = 'sent' AND sent_at < {})"
+        " OR (state IN ('failed', 'discarded') AND coalesce(sent_at, next_attempt_at) < {})"
+        " RETURNING id",
         now - SENT_KEPT,
+        now - FAILED_KEPT,
     )
     return len(rows)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.errors
+import re
 import smtplib
 import socket
 import ssl
@@ -25,21 +27,31 @@ __all__ = [
     "TransportError",
     "build_message",
     "check_relay",
+    "is_address",
     "new_message_id",
     "send_message",
 ]
 
 Security = Literal["starttls", "tls", "none"]
 
+_ADDRESS = re.compile(r"[^@\s\"<>(),;:\\\[\]]{1,64}@[a-zA-Z0-9.-]{1,253}\.[a-zA-Z]{2,63}")
+
+
+def is_address(value: str) -> bool:
+    """True for an e-mail address a relay will take (and that cannot inject a header)."""
+    return len(value) <= 254 and _ADDRESS.fullmatch(value) is not None
+
 
 class TransportError(Exception):
     """Delivery did not happen; ``permanent`` when trying again cannot help (the recipient
-    does not exist, the channel URL is unusable)."""
+    does not exist, the channel URL is unusable); ``relay`` when the relay itself failed (down,
+    refusing the login), so every other message would fail the same way now."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, relay: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
+        self.relay = relay
 
 
 class Relay(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,37 +93,51 @@ def build_message(
     message_id: str,
     date: dt.datetime,
 ) -> EmailMessage:
-    """A text message, with an HTML alternative when there is one."""
-    message = EmailMessage()
-    message["From"] = formataddr((relay.mail_from_name, relay.mail_from))
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Message-ID"] = message_id
-    message["Date"] = format_datetime(date)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
-    if html:
-        message.add_alternative(html, subtype="html")
-    # Last: set_content and add_alternative move or drop the Content-* headers set before.
-    message["Content-Language"] = language
+    """A text message, with an HTML alternative when there is one.
+
+    Header values become one line: any whitespace in the subject and the sender's name (a
+    line or paragraph separator from a name a client typed, a tab) is one space, so nothing
+    can start a header of its own. A message that still cannot be built (a recipient that is
+    no address) raises a permanent :class:`TransportError`: no later attempt can do better.
+    """
+    if not is_address(recipient):
+        raise TransportError(f"“{recipient[:80]}” is not an e-mail address", permanent=True)
+    try:
+        message = EmailMessage()
+        message["From"] = formataddr((" ".join(relay.mail_from_name.split()), relay.mail_from))
+        message["To"] = recipient
+        message["Subject"] = " ".join(subject.split())
+        message["Message-ID"] = message_id
+        message["Date"] = format_datetime(date)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(text)
+        if html:
+            message.add_alternative(html, subtype="html")
+        # Last: set_content and add_alternative move or drop the Content-* headers set before.
+        message["Content-Language"] = language
+    except (ValueError, email.errors.HeaderParseError) as error:
+        raise TransportError(f"the message cannot be built: {error}", permanent=True) from None
     return message
 
 
 def _connect_error(relay: Relay, error: OSError, timeout: float) -> TransportError:
     where = f"could not connect to {relay.address}"
     if isinstance(error, ssl.SSLCertVerificationError):
-        return TransportError(f"{where}: its TLS certificate is not valid ({error.verify_message})")
-    if isinstance(error, ssl.SSLError):
-        return TransportError(f"{where}: TLS failed ({error.reason or error})")
-    if isinstance(error, socket.gaierror):
-        return TransportError(f"{where}: the name {relay.host} cannot be resolved")
-    if isinstance(error, ConnectionRefusedError):
-        return TransportError(f"{where}: connection refused")
-    if isinstance(error, TimeoutError):
-        return TransportError(f"{where}: no answer within {timeout:.0f} s")
-    if isinstance(error, smtplib.SMTPServerDisconnected):
-        return TransportError(f"{where}: the server closed the connection")
-    return TransportError(f"{where}: {error.strerror or error}")
+        reason = f"its TLS certificate is not valid ({error.verify_message})"
+    elif isinstance(error, ssl.SSLError):
+        reason = f"TLS failed ({error.reason or error})"
+    elif isinstance(error, socket.gaierror):
+        reason = f"the name {relay.host} cannot be resolved"
+    elif isinstance(error, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+        # smtplib turns a read that timed out into SMTPServerDisconnected
+        reason = f"no answer within {timeout:.0f} s"
+    elif isinstance(error, smtplib.SMTPServerDisconnected):
+        reason = "the server closed the connection"
+    else:
+        reason = str(error.strerror or error)
+    return TransportError(f"{where}: {reason}", relay=True)
 
 
 def _reply(error: smtplib.SMTPResponseException) -> str:
@@ -139,7 +165,8 @@ def _session(relay: Relay, timeout: float) -> Iterator[smtplib.SMTP]:
                 if not client.has_extn("starttls"):
                     raise TransportError(
                         f"{relay.address} does not offer STARTTLS; choose TLS or no encryption "
-                        "if the server expects that"
+                        "if the server expects that",
+                        relay=True,
                     )
                 client.starttls(context=context)
                 client.ehlo()
@@ -147,15 +174,16 @@ def _session(relay: Relay, timeout: float) -> Iterator[smtplib.SMTP]:
                 client.login(relay.username, relay.password)
         except smtplib.SMTPAuthenticationError as error:
             raise TransportError(
-                f"authentication failed at {relay.address}: {_reply(error)}"
+                f"authentication failed at {relay.address}: {_reply(error)}", relay=True
             ) from None
         except smtplib.SMTPNotSupportedError:
             raise TransportError(
                 f"{relay.address} does not offer a login; leave the user empty, or choose the "
-                "encryption under which it offers one"
+                "encryption under which it offers one",
+                relay=True,
             ) from None
         except smtplib.SMTPResponseException as error:
-            raise TransportError(f"{relay.address} answered {_reply(error)}") from None
+            raise TransportError(f"{relay.address} answered {_reply(error)}", relay=True) from None
         except OSError as error:  # TLS failures and broken connections
             raise _connect_error(relay, error, timeout) from None
         yield client
