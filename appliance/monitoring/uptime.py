@@ -520,9 +520,13 @@ async def load_now(
     )
     latencies: dict[str, int | None] = {}
     if latency:
+        # One look-up per component in the (component, checked_at DESC) index, however many
+        # results the table keeps: every /metrics scrape asks.
         latest = await ComponentStatus.raw(
-            "SELECT DISTINCT ON (component) component, latency_ms FROM probe_result"
-            " ORDER BY component, checked_at DESC"
+            "SELECT status.component, latest.latency_ms FROM component_status AS status"
+            " CROSS JOIN LATERAL (SELECT latency_ms FROM probe_result"
+            " WHERE probe_result.component = status.component"
+            " ORDER BY checked_at DESC LIMIT 1) AS latest"
         )
         latencies = {row["component"]: row["latency_ms"] for row in latest}
     extra = next(row for row in rows if row["component"] is None)
