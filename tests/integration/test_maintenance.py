@@ -861,3 +861,27 @@ async def test_a_mail_queued_twice_inside_a_transaction_leaves_it_usable(
     assert first is not None and second is None
     assert [m["dedupe_key"] for m in await mails()] == ["twice"]
     assert await StaffUser.exists().where(StaffUser.username == "pia")
+
+
+@pytest.mark.parametrize(
+    ("zone", "starts", "ends"),
+    [
+        ("Europe/Berlin", "0001-01-01T00:30", "0001-01-01T02:00"),  # before year 1 in UTC
+        ("America/New_York", "2026-12-30T10:00", "9999-12-31T23:30"),  # after year 9999 in UTC
+    ],
+)
+async def test_years_at_the_ends_of_the_calendar_are_refused_not_a_crash(
+    clean_db: None, clock: FakeClock, zone: str, starts: str, ends: str
+) -> None:
+    """A time whose UTC lies outside the calendar once raised OverflowError (a 500): now it is
+    a clear refusal naming the field, and nothing is stored."""
+    with pytest.raises(InvalidInput, match="Enter a year between 2000 and 2200") as refused:
+        await scheduling.schedule_window(
+            maintenance.MaintenanceInput(title="Typo", starts=starts, ends=ends),
+            zone=zone,
+            actor=SYSTEM,
+            address="",
+            now=clock(),
+        )
+    assert refused.value.field == ("starts" if starts.startswith("0001") else "ends")
+    assert await MaintenanceWindow.count() == 0
