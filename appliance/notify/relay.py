@@ -4,6 +4,7 @@ file. Saving checks the syntax and then a real connection, and stores nothing th
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from typing import Any
 
@@ -15,17 +16,24 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import InvalidInput
-from appliance.notify.smtp import Relay, TransportError, check_relay
+from appliance.notify.smtp import Relay, TransportError, check_relay, is_address
 from appliance.notify.tables import NotifySetting
 
-__all__ = ["RELAY_KEY", "RelayForm", "effective_relay", "relay_from_form", "save_relay"]
+__all__ = [
+    "RELAY_KEY",
+    "RelayForm",
+    "effective_relay",
+    "is_address",
+    "is_loopback",
+    "relay_from_form",
+    "save_relay",
+]
 
 RELAY_KEY = "smtp"
 _HOST = re.compile(
     r"(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}"
     r"[a-zA-Z0-9])?)*\.?|\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:]*:[0-9a-fA-F:.]+"
 )
-_ADDRESS = re.compile(r"[^@\s\"<>(),;:\\\[\]]{1,64}@[a-zA-Z0-9.-]{1,253}\.[a-zA-Z]{2,63}")
 
 
 class RelayForm(msgspec.Struct, kw_only=True):
@@ -38,11 +46,6 @@ class RelayForm(msgspec.Struct, kw_only=True):
     password: str = ""
     mail_from: str = ""
     mail_from_name: str = ""
-
-
-def is_address(value: str) -> bool:
-    """True for an e-mail address a relay will take (and that cannot inject a header)."""
-    return len(value) <= 254 and _ADDRESS.fullmatch(value) is not None
 
 
 async def effective_relay(settings: Settings) -> Relay:
@@ -72,6 +75,18 @@ async def effective_relay(settings: Settings) -> Relay:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses: a password sent there in clear text never
+    leaves the machine."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def _text(value: str, field: str, label: str, limit: int) -> str:
     value = value.strip()
     if len(value) > limit:
@@ -82,7 +97,10 @@ def _text(value: str, field: str, label: str, limit: int) -> str:
 
 
 def relay_from_form(form: RelayForm, current: Relay) -> Relay:
-    """The relay the form describes (syntax only); an empty password keeps ``current``'s."""
+    """The relay the form describes (syntax only); an empty password keeps ``current``'s, but
+    only for the same server, port, encryption and user: the stored password is never handed
+    to a server it was not saved for. A login without encryption is refused except to this
+    machine."""
     host = _text(form.host, "host", "The server name", 253)
     if not host:
         raise InvalidInput(
@@ -99,7 +117,29 @@ def relay_from_form(form: RelayForm, current: Relay) -> Relay:
     if form.security not in ("starttls", "tls", "none"):
         raise InvalidInput("Choose STARTTLS, TLS or no encryption.", field="security")
     username = _text(form.username, "username", "The user name", 254)
-    password = form.password if form.password else current.password
+    security = form.security
+    if username and security == "none" and not is_loopback(host):
+        raise InvalidInput(
+            "A login without encryption would send the password in clear text: choose STARTTLS "
+            "or TLS (a relay on this machine, localhost, may go without).",
+            field="security",
+        )
+    same_relay = (host.lower(), port, security, username) == (
+        current.host.lower(),
+        current.port,
+        current.security,
+        current.username,
+    )
+    if form.password:
+        password = form.password
+    elif current.password and username and not same_relay:
+        raise InvalidInput(
+            "Enter the password again: the stored one is only sent to the server, port, "
+            "encryption and user it was saved for.",
+            field="password",
+        )
+    else:
+        password = current.password
     if len(password) > 1000 or any(ch in password for ch in "\r\n\0"):
         raise InvalidInput("The password cannot be used.", field="password")
     if username and not password:
@@ -111,7 +151,7 @@ def relay_from_form(form: RelayForm, current: Relay) -> Relay:
     return Relay(
         host=host,
         port=port,
-        security=form.security,  # type: ignore[arg-type]  # checked above
+        security=security,  # type: ignore[arg-type]  # checked above
         username=username,
         password=password if username else "",
         mail_from=mail_from,

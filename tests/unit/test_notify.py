@@ -11,7 +11,7 @@ from appliance.errors import InvalidInput
 from appliance.notify import channels
 from appliance.notify.messages import config_channel_key, render_email
 from appliance.notify.relay import RelayForm, is_address, relay_from_form
-from appliance.notify.smtp import Relay, build_message, new_message_id
+from appliance.notify.smtp import Relay, TransportError, build_message, new_message_id
 
 STORED = Relay(
     host="mail.example.com", username="studio", password="stored-pass", mail_from="a@b.de"
@@ -132,3 +132,76 @@ def test_apprise_reasons_are_given_for_unusable_urls() -> None:
     assert "does not know the service" in channels.check_url("zzz://x")
     assert "cannot use this URL" in channels.check_url("tgram://x")
     assert "needs the form" in channels.check_url("nothing")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"host": "mail.attacker.example"},
+        {"port": "2525"},
+        {"security": "tls"},
+        {"username": "someone-else"},
+    ],
+)
+def test_the_stored_password_is_only_reused_for_the_same_relay(changes: dict[str, str]) -> None:
+    """Another server, port, encryption or user needs the password typed again: the stored
+    one is never handed to a server it was not saved for. Typed again, it is taken."""
+    with pytest.raises(InvalidInput) as caught:
+        relay_from_form(form(**changes), STORED)
+    assert caught.value.field == "password"
+    assert "Enter the password again" in caught.value.message
+    assert relay_from_form(form(**changes, password="typed"), STORED).password == "typed"
+    assert relay_from_form(form(host="MAIL.example.com"), STORED).password == "stored-pass"
+
+
+@pytest.mark.parametrize("host", ["mail.example.com", "192.168.1.10", "10.0.0.1"])
+def test_a_login_without_encryption_is_refused_except_on_this_machine(host: str) -> None:
+    """Security "none" with a user would send the password in clear text over the network."""
+    with pytest.raises(InvalidInput) as caught:
+        relay_from_form(form(host=host, security="none", password="pw"), STORED)
+    assert caught.value.field == "security"
+    assert "clear text" in caught.value.message
+    assert relay_from_form(form(host=host, security="none", username=""), STORED).username == ""
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "127.0.0.2", "::1", "[::1]"])
+def test_a_login_without_encryption_to_this_machine_is_allowed(host: str) -> None:
+    relay = relay_from_form(form(host=host, security="none", password="pw"), STORED)
+    assert (relay.security, relay.password) == ("none", "pw")
+
+
+def test_line_breaks_in_subject_and_sender_name_become_one_space() -> None:
+    """No kind of line break (U+2028, U+2029, U+0085, \\v, \\f, \\r) survives into a header."""
+    relay = Relay(host="h", mail_from="studio@lumen.example", mail_from_name="A\u2029B\rC")
+    message = build_message(
+        relay,
+        recipient="anna@example.org",
+        subject="My picks\u2028Bcc: x@y.de\x85\v\f\r\nend",
+        text="t",
+        html="",
+        language="en",
+        message_id=new_message_id(relay),
+        date=dt.datetime(2026, 11, 29, tzinfo=dt.UTC),
+    )
+    assert message["Subject"] == "My picks Bcc: x@y.de end"
+    assert message["From"] == "A B C <studio@lumen.example>"
+    assert message["Bcc"] is None
+    assert "\u2028" not in message.as_string()
+
+
+@pytest.mark.parametrize("recipient", ["", "anna", "anna@example.org\u2028Bcc: x@y.de", "a@b@c.de"])
+def test_a_recipient_that_is_no_address_is_a_permanent_failure(recipient: str) -> None:
+    relay = Relay(host="h", mail_from="studio@lumen.example")
+    with pytest.raises(TransportError) as caught:
+        build_message(
+            relay,
+            recipient=recipient,
+            subject="s",
+            text="t",
+            html="",
+            language="en",
+            message_id=new_message_id(relay),
+            date=dt.datetime(2026, 11, 29, tzinfo=dt.UTC),
+        )
+    assert caught.value.permanent
+    assert "is not an e-mail address" in caught.value.message
