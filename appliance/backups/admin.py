@@ -25,6 +25,7 @@ from appliance.backups.restic import display_url
 from appliance.backups.tables import BackupSetting
 from appliance.config import RepositorySettings, Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.notify.channels import mask_url
 
 __all__ = [
     "MAX_ALERT_URLS",
@@ -55,9 +56,6 @@ MAX_KEY_LENGTH = 256
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 _REGION = re.compile(r"[a-z0-9-]{0,40}")
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,30}")
-# A host shown beside a masked URL: only a DNS name or an address. Several apprise schemes put
-# a token where the host goes (a Telegram bot token, a Discord webhook id), and those are hidden.
-_SHOWN_HOST = re.compile(r"([a-z0-9-]+\.)+[a-z]{2,63}(:\d{1,5})?|\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?")
 # One lock for every edit on the page: the JSON values are read, changed and written back, and
 # two admins saving at once must not lose one of the changes.
 _EDIT_LOCK = 0x6B61_6D02
@@ -91,17 +89,6 @@ class RepositoryView(msgspec.Struct, frozen=True):
 def fingerprint(url: str) -> str:
     """A short handle that tells stored URLs apart without showing them."""
     return hashlib.sha256(url.encode()).hexdigest()[:10]
-
-
-def mask_url(url: str) -> str:
-    """``scheme://host/…`` when the host is a plain DNS name or address, else ``scheme://…``."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or not _SCHEME.fullmatch(scheme):
-        return "…"
-    host = re.split(r"[/?#]", rest, maxsplit=1)[0].rpartition("@")[2].lower()
-    if _SHOWN_HOST.fullmatch(host):
-        return f"{scheme}://{host}/…"
-    return f"{scheme}://…"
 
 
 def _clean_text(value: str, field: str, label: str, *, limit: int) -> str:

@@ -13,7 +13,7 @@ from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.notify import channels
-from appliance.notify.delivery import channel_label
+from appliance.notify.delivery import channel_label, config_channels
 from appliance.notify.messages import (
     LANGUAGES,
     config_channel_key,
@@ -35,6 +35,7 @@ __all__ = [
     "outbox_overview",
     "queue_test_email",
     "remove_channel",
+    "retry_all_failed",
     "retry_message",
     "set_channel_enabled",
     "test_channel",
@@ -45,6 +46,7 @@ MAX_NAME = 80
 LONG_WAIT = dt.timedelta(minutes=15)  # a pending message older than this is shown to admins
 _PROBLEMS_SHOWN = 50
 STATES = ("pending", "sending", "sent", "failed", "discarded")
+_ORIGINS = {"settings": "From the settings file", "backups": "From the backups settings"}
 
 
 class ChannelView(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +71,7 @@ class ProblemMessage(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str
     created_at: dt.datetime
     next_attempt_at: dt.datetime
+    stalled: bool = False  # "sending" past its lease: its worker stopped; may be discarded
 
 
 class OutboxOverview(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,11 +101,11 @@ def _channel_name(value: str) -> str:
 
 
 async def list_channels(settings: Settings) -> list[ChannelView]:
-    """The settings file's alert URLs, then the channels admins added."""
+    """The settings file's alert URLs, the backups' own, then the channels admins added."""
     stats = {
         row["channel"]: row
         for row in await OutboxMessage.raw(
-            "SELECT channel, max(sent_at) AS last_sent_at,"
+            "SELECT channel, max(sent_at) FILTER (WHERE state = 'sent') AS last_sent_at,"
             " count(*) FILTER (WHERE state = 'failed') AS failed"
             " FROM outbox_message WHERE kind = 'alert' GROUP BY channel"
         )
@@ -121,9 +124,8 @@ async def list_channels(settings: Settings) -> list[ChannelView]:
         )
 
     views = [
-        view(config_channel_key(url), None, "From the settings file", url, True)
-        for url in dict.fromkeys(settings.notify.alert_urls)
-        if url.strip()
+        view(config_channel_key(url), None, _ORIGINS[origin], url, True)
+        for url, origin in await config_channels(settings)
     ]
     rows = await AlertChannel.select().order_by(AlertChannel.id).run()
     views += [
@@ -284,8 +286,10 @@ async def outbox_overview(settings: Settings, now: dt.datetime) -> OutboxOvervie
         waiting = int(rows[0]["n"])
     rows = await OutboxMessage.raw(
         "SELECT id, kind, channel, recipient, subject, state, attempts, last_error, created_at,"
-        " next_attempt_at FROM outbox_message"
+        " next_attempt_at, (state = 'sending' AND claimed_until < clock_timestamp()) AS stalled"
+        " FROM outbox_message"
         " WHERE state = 'failed' OR (state IN ('pending', 'sending') AND created_at < {})"
+        " OR (state = 'sending' AND claimed_until < clock_timestamp())"
         " ORDER BY state = 'failed' DESC, created_at LIMIT {}",
         now - LONG_WAIT,
         _PROBLEMS_SHOWN,
@@ -306,6 +310,7 @@ async def outbox_overview(settings: Settings, now: dt.datetime) -> OutboxOvervie
             ),
             created_at=row["created_at"],
             next_attempt_at=row["next_attempt_at"],
+            stalled=bool(row["stalled"]),
         )
         for row in rows
     ]
@@ -322,8 +327,11 @@ async def retry_message(message_id: int, *, actor: Actor, address: str, now: dt.
     _row_id(message_id, "message")
     async with OutboxMessage._meta.db.transaction(allow_nested=True):
         rows = await OutboxMessage.raw(
-            "UPDATE outbox_message SET state = 'pending', attempts = 0, next_attempt_at = {}"
-            " WHERE id = {} AND state IN ('failed', 'pending') RETURNING kind",
+            "UPDATE outbox_message SET state = 'pending', attempts = 0, next_attempt_at = {},"
+            " claimed_until = NULL, claim_token = ''"
+            " WHERE id = {} AND (state IN ('failed', 'pending')"
+            # left "sending" by a worker that stopped; a live worker's claim is left alone
+            " OR (state = 'sending' AND claimed_until < clock_timestamp())) RETURNING kind",
             now,
             message_id,
         )
@@ -340,12 +348,16 @@ async def retry_message(message_id: int, *, actor: Actor, address: str, now: dt.
 
 
 async def discard_message(message_id: int, *, actor: Actor, address: str, now: dt.datetime) -> None:
-    """Give up on a failed or waiting message; it is kept (as discarded) until purged."""
+    """Give up on a failed or waiting message, or one left "sending" by a worker that
+    stopped; it is kept (as discarded, ``sent_at`` the time of the discard) until purged."""
     _row_id(message_id, "message")
     async with OutboxMessage._meta.db.transaction(allow_nested=True):
         rows = await OutboxMessage.raw(
-            "UPDATE outbox_message SET state = 'discarded', sent_at = {}"
-            " WHERE id = {} AND state IN ('failed', 'pending') RETURNING kind",
+            "UPDATE outbox_message SET state = 'discarded', sent_at = {},"
+            " claimed_until = NULL, claim_token = ''"
+            " WHERE id = {} AND (state IN ('failed', 'pending')"
+            # left "sending" by a worker that stopped; a live worker's claim is left alone
+            " OR (state = 'sending' AND claimed_until < clock_timestamp())) RETURNING kind",
             now,
             message_id,
         )
@@ -359,3 +371,26 @@ async def discard_message(message_id: int, *, actor: Actor, address: str, now: d
             details={"kind": rows[0]["kind"]},
             at=now,
         )
+
+
+async def retry_all_failed(*, actor: Actor, address: str, now: dt.datetime) -> int:
+    """Send every failed message again at the next round, attempts counted anew (after a
+    relay or a channel is fixed); how many."""
+    async with OutboxMessage._meta.db.transaction(allow_nested=True):
+        rows = await OutboxMessage.raw(
+            "UPDATE outbox_message SET state = 'pending', attempts = 0, next_attempt_at = {}"
+            " WHERE state = 'failed' RETURNING kind",
+            now,
+        )
+        if not rows:
+            raise NotFound("No message has failed; nothing to retry.")
+        kinds = [row["kind"] for row in rows]
+        await audit.record(
+            "notify.message.retry_all",
+            actor=actor,
+            target="outbox",
+            address=address,
+            details={"emails": kinds.count("email"), "alerts": kinds.count("alert")},
+            at=now,
+        )
+    return len(rows)

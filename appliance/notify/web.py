@@ -34,6 +34,7 @@ NOTICES = {
     "shows up below with the reason.",
     "retry": "The message will be sent again within a minute.",
     "discard": "The message was discarded.",
+    "retry-failed": "The failed messages will be sent again within a minute.",
 }
 
 
@@ -220,6 +221,19 @@ class NotifyAdminController(Controller):
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=retry")
+
+    @post("/messages/retry-failed", name="admin_notifications_retry_failed")
+    async def retry_failed(self, request: AnyRequest) -> Response[Any]:
+        signed = await signed_in(request)
+        try:
+            await admin.retry_all_failed(
+                actor=signed.member.actor,
+                address=client_address(request),
+                now=request.app.state.clock(),
+            )
+        except ApplianceError as exc:
+            return await self._refused(request, exc)
+        return redirect(f"{PAGE}?done=retry-failed")
 
     @post("/messages/{message_id:int}/discard", name="admin_notifications_discard")
     async def discard(self, request: AnyRequest, message_id: FromPath[int]) -> Response[Any]:

@@ -7,13 +7,14 @@ import json
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 
 from appliance.audit.service import list_entries
 from appliance.config import Settings
 from appliance.notify.delivery import deliver_due
-from appliance.notify.messages import queue_email
+from appliance.notify.messages import config_channel_key, queue_email
 from appliance.notify.relay import RELAY_KEY
 from appliance.notify.tables import AlertChannel, NotifySetting, OutboxMessage
 from tests.conftest import FakeClock, make_client
@@ -364,3 +365,146 @@ async def test_the_page_is_for_admins_only(
             assert forged.status_code == 403, action
     assert await AlertChannel.count().run() == 0
     assert await stored_relay() is None
+
+
+async def test_the_stored_password_is_not_sent_to_another_server(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_server: SmtpServer
+) -> None:
+    """Pointing the relay at another server with the password left empty is refused, asking
+    for the password again; the other server never sees a login, and nothing is saved. A
+    login without encryption to a server on the network is refused too."""
+    other = SmtpServer(credentials=("studio", PASSWORD))
+    other.start()
+    try:
+        await signed_in_owner(client, admin, clock)
+        assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
+        before = await stored_relay()
+        response = await post(
+            client, "/smtp", relay_form(smtp_server, port=str(other.port), password="")
+        )
+        assert response.status_code == 400
+        assert "Enter the password again" in response.text
+        assert await stored_relay() == before
+        response = await post(client, "/smtp", relay_form(smtp_server, host="mail.example.com"))
+        assert response.status_code == 400
+        assert "clear text" in response.text
+        assert await stored_relay() == before
+    finally:
+        other.stop()
+    assert other.messages == []
+
+
+async def test_all_failed_messages_can_be_retried_at_once_with_audit(
+    client: httpx.AsyncClient,
+    admin: Admin,
+    clock: FakeClock,
+    smtp_server: SmtpServer,
+    settings: Settings,
+) -> None:
+    """After the cause is fixed, "retry all failed" sends every failed message again, once,
+    and the audit log counts them; with nothing failed it says so."""
+    await signed_in_owner(client, admin, clock)
+    assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
+    recipients = ["a@example.org", "b@example.org", "c@example.org"]
+    smtp_server.refused.update(recipients)
+    for to in recipients:
+        await queue_email(
+            to=to,
+            template="test_message",
+            context={"studio": "Studio Lumen", "sender": "x", "relay": "y"},
+            language="en",
+            source="test",
+            now=clock(),
+        )
+    assert (await deliver_due(settings, clock())).failed == 3
+    assert "Retry all 3 failed" in (await client.get(PAGE)).text
+    smtp_server.refused.clear()
+    response = await post(client, "/messages/retry-failed", {})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"{PAGE}?done=retry-failed"
+    assert (await deliver_due(settings, clock())).sent == 3
+    assert sorted(r for m in smtp_server.messages for r in m.recipients) == recipients
+    [entry] = [e for e in await list_entries() if e.action == "notify.message.retry_all"]
+    assert entry.details == {"emails": 3, "alerts": 0}
+    again = await post(client, "/messages/retry-failed", {})
+    assert again.status_code == 404 and "No message has failed" in again.text
+
+
+async def test_a_message_left_sending_by_a_stopped_worker_can_be_discarded(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """A row still "sending" under a live lease cannot be discarded; once its lease ran out
+    the page offers to discard it, and that is audited."""
+    await signed_in_owner(client, admin, clock)
+    message = OutboxMessage(
+        kind="email",
+        recipient="anna@example.org",
+        subject="Stuck",
+        state="sending",
+        attempts=1,
+        claim_token="gone",
+        next_attempt_at=clock(),
+        created_at=clock(),
+    )
+    await message.save().run()
+
+    async def lease_in(seconds: int) -> None:
+        await OutboxMessage.raw(
+            "UPDATE outbox_message SET claimed_until = clock_timestamp() + {} * interval '1 s'",
+            seconds,
+        )
+
+    await lease_in(300)
+    refused = await post(client, f"/messages/{message.id}/discard", {})
+    assert refused.status_code == 404
+    await lease_in(-1)
+    page = await client.get(PAGE)
+    assert "its worker stopped" in page.text
+    assert f"/messages/{message.id}/discard" in page.text
+    assert (await post(client, f"/messages/{message.id}/discard", {})).status_code == 303
+    [row] = await OutboxMessage.select(OutboxMessage.state, OutboxMessage.claim_token).run()
+    assert row == {"state": "discarded", "claim_token": ""}
+    assert "notify.message.discard" in [e.action for e in await list_entries()]
+
+
+async def test_channels_list_the_backups_urls_and_the_last_alert_actually_sent(
+    client: httpx.AsyncClient,
+    admin: Admin,
+    clock: FakeClock,
+    app: Litestar,
+    receiver: Receiver,
+) -> None:
+    """The backups' own alert URLs are listed (masked) and can be tested; "last delivered"
+    counts sent alerts only, not a discarded one."""
+    settings: Settings = app.state.settings
+    backup_url = receiver.alert_url("backup-hook-secret")
+    app.state.settings = msgspec.structs.replace(
+        settings, backups=msgspec.structs.replace(settings.backups, alert_urls=[backup_url])
+    )
+    try:
+        await signed_in_owner(client, admin, clock)
+        channel = AlertChannel(name="Pager", url=receiver.alert_url(), created_at=clock())
+        await channel.save().run()
+        await (
+            OutboxMessage(
+                kind="alert",
+                channel=f"db:{channel.id}",
+                subject="Discarded",
+                state="discarded",
+                next_attempt_at=clock(),
+                created_at=clock(),
+                sent_at=clock(),
+            )
+            .save()
+            .run()
+        )
+        page = await client.get(PAGE)
+        assert "From the backups settings" in page.text
+        assert "backup-hook-secret" not in page.text
+        assert "never" in page.text.split("Pager", 1)[1].split("</tr>", 1)[0]
+        key = config_channel_key(backup_url)
+        assert (await post(client, "/channels/test", {"key": key})).status_code == 303
+        assert (await deliver_due(app.state.settings, clock())).sent == 1
+        assert [m["title"] for m in receiver.messages()] == ["Test alert"]
+    finally:
+        app.state.settings = settings
