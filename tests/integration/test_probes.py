@@ -665,3 +665,47 @@ async def test_backups_switched_on_late_count_from_their_own_first_probe(
     assert (await probes.probe_drill(enabled, now + overdue - dt.timedelta(hours=1))).state == "up"
     late = await probes.probe_drill(enabled, now + overdue + dt.timedelta(hours=1))
     assert (late.state, late.detail) == ("degraded", "no restore drill has passed yet")
+
+
+async def test_flapping_component_is_confirmed_down_from_the_start_of_its_run(
+    watched: Settings, clock: FakeClock
+) -> None:
+    """Up, then down, degraded, down: the three results confirm down (the worst), with the
+    down result's detail; the span starts at the run's first result; one alert, one incident."""
+    start = clock()
+
+    async def observe(state: str, detail: str) -> states.Transition | None:
+        observation = states.Observation(
+            component="web",
+            state=state,  # type: ignore[arg-type]
+            detail=detail,
+            latency_ms=5,
+            checked_at=clock(),
+        )
+        change = await states.record_observation(
+            observation, threshold=3, config_urls=watched.notify.alert_urls
+        )
+        clock.advance(seconds=60)
+        return change
+
+    assert await observe("up", "fine") is None
+    run_start = clock()
+    assert await observe("down", "connection refused") is None
+    assert await observe("degraded", "slow answer") is None
+    change = await observe("degraded", "slow answer again")
+    assert change is not None
+    assert (change.previous, change.current, change.detail) == ("up", "down", "connection refused")
+    [status] = await ComponentStatus.select().where(ComponentStatus.component == "web")
+    assert (status["state"], status["since"], status["detail"]) == (
+        "down",
+        run_start,
+        "connection refused",
+    )
+    assert status["first_checked_at"] == start
+    [span] = await ComponentSpan.select().run()
+    assert (span["state"], span["started_at"], span["ended_at"]) == ("down", run_start, None)
+    [incident] = await Incident.select().run()
+    assert incident["component"] == "web"
+    assert [(a["subject"], a["severity"]) for a in await alerts()] == [
+        ("Website and galleries is down", "failure")
+    ]
