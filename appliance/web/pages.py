@@ -25,8 +25,8 @@ from appliance.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
-from appliance.logs import redact_path
 from appliance.localtime import format_local
+from appliance.logs import redact_path
 from appliance.monitoring.banner import BannerCache
 from appliance.storage.base import ObjectNotFound, StorageError
 from appliance.web.auth import AdminRequired, LoginRequired
