@@ -321,7 +321,7 @@ def test_figures_match_a_minute_by_minute_count_of_random_spans() -> None:
 
     for day in range(3):
         period = set(range(day * 1440, (day + 1) * 1440))
-        start = base + dt.timedelta(days=day)
+        day_start = base + dt.timedelta(days=day)
         overall_down: set[int] = set()
         overall_counted: set[int] = set()
         overall_unknown: set[int] = set()
@@ -329,7 +329,7 @@ def test_figures_match_a_minute_by_minute_count_of_random_spans() -> None:
             unknown = minutes(component, "unknown") & period
             down = (minutes(component, "down") & period) - unknown
             counted = down - covered(component)
-            figures = rec.uptime(component, start, start + dt.timedelta(days=1))
+            figures = rec.uptime(component, day_start, day_start + dt.timedelta(days=1))
             assert figures.unknown == len(unknown) * MINUTE
             assert figures.down == len(counted) * MINUTE
             assert figures.maintenance == len(down - counted) * MINUTE
@@ -337,7 +337,7 @@ def test_figures_match_a_minute_by_minute_count_of_random_spans() -> None:
             overall_down |= down
             overall_counted |= counted
             overall_unknown |= unknown
-        overall = rec.uptime(OVERALL, start, start + dt.timedelta(days=1))
+        overall = rec.uptime(OVERALL, day_start, day_start + dt.timedelta(days=1))
         assert overall.down == len(overall_counted) * MINUTE
         assert overall.maintenance == len(overall_down - overall_counted) * MINUTE
         assert overall.unknown == len(overall_unknown - overall_down) * MINUTE
