@@ -452,7 +452,9 @@ class DeliveryLoop(threading.Thread):
             busy = False
             try:
                 report = run_async(deliver_due(self.settings, utcnow()))
-                busy = report.handled > 0
+                # Straight on while messages go out; after a pass that only met failures
+                # (the relay down), wait: the next would meet them again.
+                busy = report.sent > 0
                 if report.relay_missing and not relay_missing:
                     log.warning("outbox: no SMTP relay is set; e-mail waits until one is")
                 relay_missing = report.relay_missing

@@ -216,8 +216,8 @@ def send_message(relay: Relay, message: EmailMessage, recipient: str, timeout: f
                 permanent=500 <= code < 600,
             ) from None
         except smtplib.SMTPSenderRefused as error:
-            raise TransportError(
-                f"the relay refused the sender {relay.mail_from}: {_reply(error)}"
+            raise TransportError(  # the same for every message: an admin must fix it
+                f"the relay refused the sender {relay.mail_from}: {_reply(error)}", relay=True
             ) from None
         except smtplib.SMTPDataError as error:
             raise TransportError(
