@@ -36,7 +36,7 @@ from appliance.monitoring.uptime import (
 from appliance.setup import service as setup
 from appliance.web.pages import client_address
 from appliance.web.requests import AnyRequest
-from appliance.web.security import TrustedProxies
+from appliance.web.security import FORWARDED_BY_TRUSTED_PROXY
 
 __all__ = [
     "LAN_NETWORKS",
@@ -111,25 +111,17 @@ def visible_to(setting: str, address: str) -> bool:
     return any(ip in network for network in LAN_NETWORKS)
 
 
-def lan_address(address: str, headers: Any, trusted_proxies: list[str]) -> str:
+def lan_address(address: str, headers: Any, trusted_proxy_named_it: bool) -> str:
     """The visitor's address as the "lan" rule may judge it; "" when it cannot be trusted.
 
-    ``address`` is the client as the app sees it: the one forwarded by a trusted proxy, else
-    the peer. A request that names a forwarded client while its peer is not a trusted proxy
-    came through a proxy missing from ``server.trusted_proxies``: its peer (127.0.0.1, a
-    Docker address) is the proxy, the same for every visitor, so it fails closed. The peer
-    was trusted exactly when ``address`` is the client that ``X-Forwarded-For`` names past
-    the trusted hops; ``Forwarded`` and ``X-Real-IP`` alone are never resolved, so they fail
-    closed too.
+    ``address`` is the client as the app sees it: the one a trusted proxy forwarded, else the
+    peer. A request that carries forwarding headers which no trusted proxy resolved came
+    through a proxy missing from ``server.trusted_proxies``: its peer (127.0.0.1, a Docker
+    address) is that proxy, the same for every visitor, so it fails closed.
     """
     if not any(name in headers for name in FORWARDING_HEADERS):
         return address
-    forwarded = ",".join(headers.getall("x-forwarded-for", []))
-    proxies = TrustedProxies(trusted_proxies)
-    if not forwarded.strip() or not proxies.networks:
-        return ""
-    resolved = proxies.client_of("", forwarded)
-    return address if resolved and resolved == address else ""
+    return address if trusted_proxy_named_it else ""
 
 
 class ComponentRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -298,7 +290,9 @@ class StatusController(Controller):
         settings: Settings = request.app.state.settings
         setting = settings.monitoring.status_page
         address = lan_address(
-            client_address(request), request.headers, settings.server.trusted_proxies
+            client_address(request),
+            request.headers,
+            bool(request.scope.get("state", {}).get(FORWARDED_BY_TRUSTED_PROXY)),
         )
         if not visible_to(setting, address):
             raise NotFoundException()

@@ -101,6 +101,10 @@ class TrustedProxies:
         return (parse_address(hops[0]) or peer) if hops else peer
 
 
+# The scope state key set when a trusted proxy named the client (see forwarded_for).
+FORWARDED_BY_TRUSTED_PROXY = "forwarded_by_trusted_proxy"
+
+
 def forwarded_for(proxies: TrustedProxies) -> Callable[[ASGIApp], ASGIApp]:
     """Middleware factory: rewrite the client address and scheme for trusted peers.
 
@@ -125,6 +129,9 @@ def forwarded_for(proxies: TrustedProxies) -> Callable[[ASGIApp], ASGIApp]:
                     ]
                     if forwarded:
                         scope["client"] = (proxies.client_of(peer, forwarded), port)
+                        # Said once, here, where the peer is still known: the client address
+                        # the app sees was named by a proxy it trusts.
+                        scope.setdefault("state", {})[FORWARDED_BY_TRUSTED_PROXY] = True
                     if protos and protos[-1] in {"http", "https"}:
                         scope["scheme"] = protos[-1]
             await app(scope, receive, send)

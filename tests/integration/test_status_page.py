@@ -276,6 +276,9 @@ async def test_visibility_follows_the_setting_and_the_client_address(
         ("127.0.0.1", {"X-Real-IP": "203.0.113.5"}, False),
         # A forged list ending in a LAN address, sent past an untrusted proxy.
         ("127.0.0.1", {"X-Forwarded-For": "192.168.1.7, 203.0.113.5"}, False),
+        # An untrusted proxy that passes on a list naming its own (loopback) address.
+        ("127.0.0.1", {"X-Forwarded-For": "127.0.0.1"}, False),
+        ("10.9.9.8", {"X-Forwarded-For": "10.9.9.8"}, False),
         # The trusted proxy forwarding with X-Real-IP alone names nobody the app resolves.
         ("10.9.9.9", {"X-Real-IP": "192.168.1.7"}, False),
         # The trusted proxy with X-Forwarded-For: the forwarded client counts, as before.
