@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -110,16 +110,25 @@ def parse_person(key: str) -> tuple[PersonKind, int]:
     return ("client" if kind == "client" else "staff"), int(number)
 
 
-async def _lookup(kind: str, person_id: int) -> tuple[str, str] | None:
-    """Name and e-mail address through the owning domain's service; None when gone."""
-    if kind == "client":
-        try:
-            client = await clients.get_client(person_id)
-        except NotFound:
-            return None
-        return client.name, client.email
-    member = await accounts.get_member(person_id)
-    return None if member is None else (member.display_name, member.email)
+async def _lookup(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str]]:
+    """Name and e-mail address of each person, through the owning domain's service; those
+    no longer on record are missing. One query per kind, however many people: "add all
+    clients" puts thousands on a list."""
+    wanted = list(keys)
+    on_file = await clients.get_clients(i for kind, i in wanted if kind == "client")
+    members = (
+        {m.id: m for m in await accounts.list_members()}
+        if any(kind != "client" for kind, _ in wanted)
+        else {}
+    )
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    for kind, person_id in wanted:
+        if kind == "client" and person_id in on_file:
+            found[kind, person_id] = (on_file[person_id].name, on_file[person_id].email)
+        elif kind != "client" and person_id in members:
+            member = members[person_id]
+            found[kind, person_id] = (member.display_name, member.email)
+    return found
 
 
 class Search(msgspec.Struct, frozen=True):
@@ -248,9 +257,10 @@ async def list_affected(incident_id: int) -> list[Affected]:
         .order_by(AffectedPerson.id)
         .run()
     )
+    on_record = await _lookup((row["kind"], row["person_id"]) for row in rows)
     people = []
     for row in rows:
-        found = await _lookup(row["kind"], row["person_id"])
+        found = on_record.get((row["kind"], row["person_id"]))
         people.append(
             Affected(
                 id=row["id"],
@@ -288,8 +298,9 @@ async def add_people(
     if len(keys) > MAX_PEOPLE_AT_ONCE:
         raise InvalidInput(f"Add at most {MAX_PEOPLE_AT_ONCE} people at once.", field="people")
     chosen = list(dict.fromkeys(parse_person(key) for key in keys))
+    on_record = await _lookup(chosen)
     for kind, person_id in chosen:
-        if await _lookup(kind, person_id) is None:
+        if (kind, person_id) not in on_record:
             label = "client" if kind == "client" else "staff member"
             raise InvalidInput(f"There is no {label} #{person_id}.", field="people")
     return await _insert_people(
@@ -515,12 +526,13 @@ async def notify_people(
             raise InvalidInput(
                 f"Person #{strangers[0]} is not on the list of this incident.", field="people"
             )
+        on_record = await _lookup((rows[i]["kind"], rows[i]["person_id"]) for i in wanted)
         for row_id in wanted:
             row = rows[row_id]
             if row["times_told"] and not again:
                 already += 1
                 continue
-            found = await _lookup(row["kind"], row["person_id"])
+            found = on_record.get((row["kind"], row["person_id"]))
             if found is None or not found[1]:
                 without += 1
                 continue
