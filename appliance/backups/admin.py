@@ -25,6 +25,7 @@ from appliance.backups.restic import display_url
 from appliance.backups.tables import BackupSetting
 from appliance.config import RepositorySettings, Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.notify import channels
 from appliance.notify.channels import mask_url
 
 __all__ = [
@@ -55,7 +56,6 @@ MAX_REPOSITORIES = 10
 MAX_KEY_LENGTH = 256
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
 _REGION = re.compile(r"[a-z0-9-]{0,40}")
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]{0,30}")
 # One lock for every edit on the page: the JSON values are read, changed and written back, and
 # two admins saving at once must not lose one of the changes.
 _EDIT_LOCK = 0x6B61_6D02
@@ -101,13 +101,11 @@ def _clean_text(value: str, field: str, label: str, *, limit: int) -> str:
 
 
 def _alert_url(value: str) -> str:
-    url = _clean_text(value, "alert_urls", "An alert URL", limit=MAX_URL_LENGTH)
-    scheme, separator, rest = url.partition("://")
-    if not separator or not _SCHEME.fullmatch(scheme) or not rest:
-        raise InvalidInput(
-            "Each alert URL needs the form service://…, for example mailtos://… or json://….",
-            field="alert_urls",
-        )
+    """An alert URL apprise can use, checked as Admin → Notifications checks its channels."""
+    url = value.strip()
+    problem = channels.check_url(url)
+    if problem:
+        raise InvalidInput(problem, field="alert_urls")
     return url
 
 

@@ -32,6 +32,7 @@ from appliance.config import Settings
 from appliance.db.engine import DATABASE_UNAVAILABLE, engine
 from appliance.monitoring import probes, states, watcher
 from appliance.monitoring.components import label
+from appliance.notify.delivery import alert_urls
 from appliance.notify.messages import config_channel_key
 from appliance.storage import open_store
 
@@ -81,6 +82,7 @@ class MonitorLoop(threading.Thread):
         self.started_at = clock()
         self.last_round: dt.datetime | None = None
         self.channels: list[watcher.AlertTarget] = []  # cached at the last good read
+        self.config_urls: list[str] = list(settings.notify.alert_urls)  # likewise
         self.outage = DatabaseOutage(self.started_at)
         self.context = probes.ProbeContext(settings=settings, store=open_store(settings))
         self.hostname = socket.gethostname()
@@ -140,7 +142,6 @@ class MonitorLoop(threading.Thread):
         now: dt.datetime,
     ) -> list[states.Transition]:
         monitoring = self.settings.monitoring
-        config_urls = self.settings.notify.alert_urls
         claimed, previous_beat = await self.beat(now)
         if not claimed:
             return []  # another worker recorded this round
@@ -148,6 +149,8 @@ class MonitorLoop(threading.Thread):
         if gap is not None:
             marked = await states.record_gap(*gap)
             log.info("monitoring: %d components not watched from %s", marked, gap[0])
+        # Read while the database answers, and kept: the backups' alert URLs live in it.
+        self.config_urls = config_urls = await alert_urls(self.settings)
         self.channels = await watcher.alert_targets(config_urls)
         if self.outage.started is not None:
             await self.database_back(now)
@@ -227,7 +230,7 @@ class MonitorLoop(threading.Thread):
     def _config_targets(self) -> list[watcher.AlertTarget]:
         return [
             watcher.AlertTarget(config_channel_key(url), url)
-            for url in self.settings.notify.alert_urls
+            for url in self.config_urls
             if url.strip()
         ]
 
@@ -238,7 +241,7 @@ class MonitorLoop(threading.Thread):
             # One transaction: recorded whole or not at all, and then again next round.
             async with engine().transaction():
                 await states.record_database_outage(
-                    outage.started, now, outage.detail, self.settings.notify.alert_urls
+                    outage.started, now, outage.detail, await alert_urls(self.settings)
                 )
                 await watcher.record_direct(
                     outage.sent,

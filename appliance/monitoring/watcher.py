@@ -25,6 +25,7 @@ from appliance.db.engine import DATABASE_UNAVAILABLE
 from appliance.monitoring import states
 from appliance.monitoring.components import label
 from appliance.monitoring.tables import ProcessHeartbeat
+from appliance.notify.delivery import alert_urls
 from appliance.notify.messages import Severity, config_channel_key
 from appliance.notify.tables import AlertChannel, OutboxMessage
 
@@ -193,7 +194,7 @@ class WorkerWatch:
             f"{detail} Photos are not processed, e-mail and alerts wait in the outbox, and "
             "backups do not run until it is back. Check the worker container or service."
         )
-        targets = await alert_targets(self.settings.notify.alert_urls)
+        targets = await alert_targets(await alert_urls(self.settings))
         results = await send_direct(
             targets, title, body, "failure", wait=self.settings.notify.timeout_seconds
         )

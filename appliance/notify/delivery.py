@@ -122,14 +122,16 @@ async def config_channels(settings: Settings) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-async def _config_urls(settings: Settings) -> list[str]:
+async def alert_urls(settings: Settings) -> list[str]:
+    """Every alert URL that is not a channel added on Admin → Notifications: what each
+    producer of alerts passes to ``queue_alert``, so that every alert reaches every channel."""
     return [url for url, _ in await config_channels(settings)]
 
 
 async def resolve_channel(settings: Settings, key: str) -> tuple[str, str]:
     """``(url, "")`` for a channel key, or ``("", why it cannot be used)``."""
     if key.startswith("config:"):
-        for url in await _config_urls(settings):
+        for url in await alert_urls(settings):
             if config_channel_key(url) == key:
                 return url, ""
         return "", "the alert URL is no longer configured"
@@ -299,7 +301,7 @@ async def _tell_other_channels(
         severity="warning",
         source="notify",
         now=now,
-        config_urls=await _config_urls(settings),
+        config_urls=await alert_urls(settings),
         dedupe_key=f"channel-failed:{channel}:{episode}",
         skip_channels=[channel],
     )
@@ -328,7 +330,7 @@ async def _tell_mail_failing(settings: Settings, reason: str, now: dt.datetime) 
         severity="failure",
         source="notify",
         now=now,
-        config_urls=await _config_urls(settings),
+        config_urls=await alert_urls(settings),
         dedupe_key=f"mail-failing:{episode}",
     )
 

@@ -539,9 +539,10 @@ class Recipients(msgspec.Struct, frozen=True):
 async def deadline_recipients(settings: Settings) -> Recipients:
     """The alert channels when there are any; else the active admins with an e-mail address."""
     from appliance.accounts import service as accounts
+    from appliance.notify.delivery import alert_urls
     from appliance.notify.messages import channel_keys
 
-    channels = len(await channel_keys(settings.notify.alert_urls))
+    channels = len(await channel_keys(await alert_urls(settings)))
     if channels:
         return Recipients(channels, ())
     admins = tuple(
@@ -571,6 +572,7 @@ async def _queue_deadline(
     settings: Settings, to: Recipients, incident: Incident, hours: int, now: dt.datetime
 ) -> int:
     """The alert on every channel, or else one e-mail to each admin; the messages queued."""
+    from appliance.notify.delivery import alert_urls
     from appliance.notify.messages import queue_alert, queue_email
 
     key = f"security-deadline:{incident.id}:{hours}"
@@ -582,7 +584,7 @@ async def _queue_deadline(
             severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
             source="privacy",
             now=now,
-            config_urls=settings.notify.alert_urls,
+            config_urls=await alert_urls(settings),
             dedupe_key=key,
         )
     queued = 0

@@ -30,6 +30,7 @@ from appliance.monitoring.tables import (
     ProcessHeartbeat,
 )
 from appliance.monitoring.watcher import watch_worker
+from appliance.notify.messages import config_channel_key
 from appliance.notify.tables import OutboxMessage
 from appliance.storage import open_store
 from tests.conftest import FakeClock
@@ -709,3 +710,24 @@ async def test_flapping_component_is_confirmed_down_from_the_start_of_its_run(
     assert [(a["subject"], a["severity"]) for a in await alerts()] == [
         ("Website and galleries is down", "failure")
     ]
+
+
+async def test_component_alerts_reach_the_backups_alert_urls_too(
+    watched: Settings, clock: FakeClock, healthz: Healthz, receiver: Receiver
+) -> None:
+    """A studio that set its alert URL only in the backups section still hears that the
+    website is down: every producer of alerts uses the same list of channels."""
+    only_backups = msgspec.structs.replace(
+        watched,
+        notify=msgspec.structs.replace(watched.notify, alert_urls=[]),
+        backups=msgspec.structs.replace(watched.backups, alert_urls=[receiver.alert_url()]),
+    )
+    loop = MonitorLoop(only_backups, clock=clock)
+    await loop.round()
+    healthz.status = 503
+    for _ in range(2):
+        clock.advance(seconds=60)
+        await loop.round()
+    rows = await OutboxMessage.select(OutboxMessage.subject, OutboxMessage.channel).run()
+    assert [row["subject"] for row in rows] == ["Website and galleries is down"]
+    assert rows[0]["channel"] == config_channel_key(receiver.alert_url())
