@@ -17,9 +17,9 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.monitoring.components import label
-from appliance.monitoring.form_keys import clean_form_key
 from appliance.monitoring.tables import Incident, IncidentUpdate
 from appliance.validation import clean_multiline, clean_text
+from appliance.web.form_keys import clean_form_key
 
 __all__ = [
     "IMPACTS",

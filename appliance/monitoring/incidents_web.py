@@ -14,9 +14,9 @@ from appliance.errors import ApplianceError
 from appliance.localtime import format_local, local_input
 from appliance.monitoring import incidents, maintenance, scheduling
 from appliance.monitoring.components import label
-from appliance.monitoring.form_keys import new_form_key
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
+from appliance.web.form_keys import new_form_key
 from appliance.web.pages import (
     FORM,
     banner_cache,

@@ -14,7 +14,6 @@ from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput
 from appliance.localtime import parse_local_time
 from appliance.monitoring.announcements import send_cancellations
-from appliance.monitoring.form_keys import clean_form_key
 from appliance.monitoring.maintenance import (
     MAX_DURATION,
     Maintenance,
@@ -25,6 +24,7 @@ from appliance.monitoring.maintenance import (
 )
 from appliance.monitoring.tables import MaintenanceWindow
 from appliance.validation import clean_multiline, clean_text
+from appliance.web.form_keys import clean_form_key
 
 __all__ = ["cancel_window", "edit_window", "schedule_window"]
 
