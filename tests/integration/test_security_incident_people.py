@@ -1,6 +1,6 @@
 """The security-incident register, continued: choosing and telling the people affected, the
-reports, and the refusals found in review (hostile ids, impossible times, decisions not to
-notify, stale edits, forms sent twice)."""
+reports, deadline reminders by e-mail, the decision not to notify, and what is refused or
+kept safe (hostile ids, impossible times, stale edits, forms sent twice)."""
 
 from __future__ import annotations
 
@@ -295,7 +295,7 @@ async def test_reports_hold_everything_and_are_audited(
     assert len([e for e in await list_entries() if e.action == "security_incident.export"]) == 2
 
 
-# --- review findings -----------------------------------------------------------------------
+# --- reminders, decisions, and input that is refused ---------------------------------------
 
 
 async def test_without_an_alert_channel_the_admins_are_emailed_and_nobody_means_no_claim(
@@ -358,7 +358,7 @@ async def test_ids_with_digits_other_than_ascii_are_refused(
 async def test_detection_times_at_the_ends_of_the_calendar_are_refused(
     client: httpx.AsyncClient, admin: Admin, clock: FakeClock, typed: str
 ) -> None:
-    """Year 1 and year 9999 overflowed when converted between zones; now they get a 400."""
+    """Year 1 and year 9999 get a 400 naming the years allowed, not an overflow between zones."""
     await signed_in_owner(client, admin, clock)
     form = incident_form(clock(), detected_at=typed, timezone="Pacific/Kiritimati")
     response = await submit(client, f"{PAGE}/new", form)
