@@ -21,7 +21,6 @@ from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.notify.messages import queue_email
-from appliance.notify.tables import OutboxMessage
 from appliance.privacy.service import (
     MAX_TEXT,
     Incident,
@@ -509,8 +508,14 @@ async def notify_people(
     wanted = list(dict.fromkeys(row_ids))
     if not wanted:
         raise InvalidInput("Choose at least one person to tell.", field="people")
-    told: list[str] = []
-    already = without = 0
+    notice = _Notice(
+        context={"subject": clean_subject, "body": clean_body, "studio": studio},
+        language=language,
+        again=again,
+        sent_by=actor.id,
+        now=now,
+    )
+    outcomes: dict[str, list[str]] = {"told": [], "already": [], "without": []}
     async with AffectedPerson._meta.db.transaction(allow_nested=True):
         _require_personal_data(await lock_incident(incident_id))
         if not re.fullmatch(r"[0-9a-f]{32}", nonce):
@@ -529,42 +534,11 @@ async def notify_people(
         on_record = await _lookup((rows[i]["kind"], rows[i]["person_id"]) for i in wanted)
         for row_id in wanted:
             row = rows[row_id]
-            if row["times_told"] and not again:
-                already += 1
-                continue
             found = on_record.get((row["kind"], row["person_id"]))
-            if found is None or not found[1]:
-                without += 1
-                continue
             key = f"security-notice:{incident_id}:{row_id}:{nonce}"
-            if await OutboxMessage.exists().where(OutboxMessage.dedupe_key == key):
-                already += 1  # this form was sent before: the notice is queued already
-                continue
-            count = row["times_told"] + 1
-            outbox_id = await queue_email(
-                to=found[1],
-                template="security_notice",
-                context={"subject": clean_subject, "body": clean_body, "studio": studio},
-                language=language,
-                source="privacy",
-                now=now,
-                dedupe_key=key,
-            )
-            await (
-                AffectedPerson.update(
-                    {
-                        AffectedPerson.times_told: count,
-                        AffectedPerson.first_told_at: row["first_told_at"] or now,
-                        AffectedPerson.last_told_at: now,
-                    }
-                )
-                .where(AffectedPerson.id == row_id)
-                .run()
-            )
-            await PersonNotice.insert(
-                PersonNotice(person=row_id, outbox_id=outbox_id, sent_by=actor.id, queued_at=now)
-            ).run()
-            told.append(f"{row['kind']}:{row['person_id']}")
+            outcome = await _tell_one(row, found[1] if found else "", notice, dedupe_key=key)
+            outcomes[outcome].append(f"{row['kind']}:{row['person_id']}")
+        told = outcomes["told"]
         if told:
             await record_change(
                 incident_id,
@@ -581,4 +555,59 @@ async def notify_people(
                 details={"people": told, "again": again},
                 at=now,
             )
-    return NoticeResult(told=len(told), already_told=already, without_email=without)
+    return NoticeResult(
+        told=len(told),
+        already_told=len(outcomes["already"]),
+        without_email=len(outcomes["without"]),
+    )
+
+
+class _Notice(msgspec.Struct, frozen=True, kw_only=True):
+    """One notice as sent from the form, the same for everyone chosen."""
+
+    context: dict[str, str]
+    language: str
+    again: bool
+    sent_by: int | None
+    now: dt.datetime
+
+
+async def _tell_one(
+    row: dict[str, Any], email: str, notice: _Notice, *, dedupe_key: str
+) -> Literal["told", "already", "without"]:
+    """Queue ``notice`` for the affected person ``row`` (inside the caller's transaction) and
+    count them as told; "already" when they were told before and ``again`` is not set, or
+    when this form queued their notice before (the outbox refuses the same ``dedupe_key``
+    twice); "without" when there is no address to send it to."""
+    if row["times_told"] and not notice.again:
+        return "already"
+    if not email:
+        return "without"
+    outbox_id = await queue_email(
+        to=email,
+        template="security_notice",
+        context=notice.context,
+        language=notice.language,
+        source="privacy",
+        now=notice.now,
+        dedupe_key=dedupe_key,
+    )
+    if outbox_id is None:
+        return "already"
+    await (
+        AffectedPerson.update(
+            {
+                AffectedPerson.times_told: row["times_told"] + 1,
+                AffectedPerson.first_told_at: row["first_told_at"] or notice.now,
+                AffectedPerson.last_told_at: notice.now,
+            }
+        )
+        .where(AffectedPerson.id == row["id"])
+        .run()
+    )
+    await PersonNotice.insert(
+        PersonNotice(
+            person=row["id"], outbox_id=outbox_id, sent_by=notice.sent_by, queued_at=notice.now
+        )
+    ).run()
+    return "told"
