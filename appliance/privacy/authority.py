@@ -8,7 +8,6 @@ from typing import Any
 
 import msgspec
 
-from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput
 from appliance.localtime import clean_zone, local_input
@@ -17,9 +16,9 @@ from appliance.privacy.service import (
     MAX_TEXT,
     Incident,
     lock_incident,
+    log_change,
     parse_count,
     parse_time,
-    record_change,
     span,
 )
 from appliance.privacy.tables import AuthorityNotice, SecurityIncident
@@ -226,7 +225,7 @@ async def record_submission(
                 .where(SecurityIncident.id == incident_id)
                 .run()
             )
-        await record_change(
+        await log_change(
             incident_id,
             "authority_notified",
             {
@@ -235,15 +234,9 @@ async def record_submission(
                 "notified_at": values["notified_at"].isoformat(),
                 "reference": values["reference"],
             },
+            audit_details={"phase": phase, "late": late > dt.timedelta(0) and not previous},
             actor=actor,
-            now=now,
-        )
-        await audit.record(
-            "security_incident.authority_notice",
-            actor=actor,
-            target=f"security_incident:{incident_id}",
             address=address,
-            details={"phase": phase, "late": late > dt.timedelta(0) and not previous},
-            at=now,
+            now=now,
         )
     return _submission(rows[0])

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict
-from appliance.privacy.service import MAX_TEXT, Incident, get_incident, lock_incident, record_change
+from appliance.privacy.service import MAX_TEXT, Incident, get_incident, lock_incident, log_change
 from appliance.privacy.tables import SecurityIncident
 from appliance.validation import clean_multiline
 
@@ -56,16 +55,14 @@ async def decide_no_notice(
             .where(SecurityIncident.id == incident_id)
             .run()
         )
-        await record_change(
-            incident_id, "no_notice_decided", {"reason": text}, actor=actor, now=now
-        )
-        await audit.record(
-            "security_incident.no_notice_decide",
+        await log_change(
+            incident_id,
+            "no_notice_decided",
+            {"reason": text},
+            audit_details={},
             actor=actor,
-            target=f"security_incident:{incident_id}",
             address=address,
-            details={},
-            at=now,
+            now=now,
         )
     return await get_incident(incident_id)
 
@@ -90,7 +87,7 @@ async def withdraw_no_notice(
             .where(SecurityIncident.id == incident_id)
             .run()
         )
-        await record_change(
+        await log_change(
             incident_id,
             "no_notice_withdrawn",
             {
@@ -98,15 +95,9 @@ async def withdraw_no_notice(
                 "decided_by": incident.no_notice_by,
                 "reason": incident.no_notice_reason,
             },
+            audit_details={},
             actor=actor,
-            now=now,
-        )
-        await audit.record(
-            "security_incident.no_notice_withdraw",
-            actor=actor,
-            target=f"security_incident:{incident_id}",
             address=address,
-            details={},
-            at=now,
+            now=now,
         )
     return await get_incident(incident_id)

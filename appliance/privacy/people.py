@@ -16,7 +16,6 @@ import msgspec
 
 from appliance.accounts import service as accounts
 from appliance.accounts.service import StaffMember
-from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
@@ -25,7 +24,7 @@ from appliance.privacy.service import (
     MAX_TEXT,
     Incident,
     lock_incident,
-    record_change,
+    log_change,
 )
 from appliance.privacy.tables import AffectedPerson, PersonNotice
 from appliance.setup.service import StudioProfile
@@ -342,19 +341,17 @@ async def _insert_people(
             )
         if added:
             people = [f"{row['kind']}:{row['person_id']}" for row in added]
-            await record_change(
-                incident_id, "people_added", {"people": people}, actor=actor, now=now
-            )
             details = dict(audit_details, added=len(people))
             if len(people) <= MAX_PEOPLE_AT_ONCE:
                 details["people"] = people
-            await audit.record(
-                "security_incident.people_add",
+            await log_change(
+                incident_id,
+                "people_added",
+                {"people": people},
+                audit_details=details,
                 actor=actor,
-                target=f"security_incident:{incident_id}",
                 address=address,
-                details=details,
-                at=now,
+                now=now,
             )
     return len(added)
 
@@ -377,14 +374,14 @@ async def remove_person(
             raise Conflict("This person was already told; they stay on the record.")
         await AffectedPerson.delete().where(AffectedPerson.id == row_id).run()
         person = f"{row['kind']}:{row['person_id']}"
-        await record_change(incident_id, "person_removed", {"person": person}, actor=actor, now=now)
-        await audit.record(
-            "security_incident.person_remove",
+        await log_change(
+            incident_id,
+            "person_removed",
+            {"person": person},
+            audit_details={"person": person},
             actor=actor,
-            target=f"security_incident:{incident_id}",
             address=address,
-            details={"person": person},
-            at=now,
+            now=now,
         )
 
 
@@ -540,20 +537,14 @@ async def notify_people(
             outcomes[outcome].append(f"{row['kind']}:{row['person_id']}")
         told = outcomes["told"]
         if told:
-            await record_change(
+            await log_change(
                 incident_id,
                 "people_told",
                 {"people": told, "subject": clean_subject, "again": again},
+                audit_details={"people": told, "again": again},
                 actor=actor,
-                now=now,
-            )
-            await audit.record(
-                "security_incident.people_notify",
-                actor=actor,
-                target=f"security_incident:{incident_id}",
                 address=address,
-                details={"people": told, "again": again},
-                at=now,
+                now=now,
             )
     return NoticeResult(
         told=len(told),

@@ -51,10 +51,10 @@ __all__ = [
     "list_changes",
     "list_incidents",
     "lock_incident",
+    "log_change",
     "parse_count",
     "parse_time",
     "people_countdown",
-    "record_change",
     "span",
     "update_incident",
 ]
@@ -358,25 +358,51 @@ def _plain(value: Any) -> Any:
     return value
 
 
-async def record_change(
+# The audit log's name for each kind of entry in an incident's history.
+_AUDIT_ACTIONS = {
+    "created": "security_incident.create",
+    "edited": "security_incident.update",
+    "authority_notified": "security_incident.authority_notice",
+    "no_notice_decided": "security_incident.no_notice_decide",
+    "no_notice_withdrawn": "security_incident.no_notice_withdraw",
+    "people_added": "security_incident.people_add",
+    "person_removed": "security_incident.person_remove",
+    "people_told": "security_incident.people_notify",
+}
+
+
+async def log_change(
     incident_id: int,
     action: str,
-    changes: dict[str, Any],
+    history: dict[str, Any],
     *,
+    audit_details: dict[str, Any],
     actor: Actor,
+    address: str,
     now: dt.datetime,
 ) -> None:
-    """Add an entry to an incident's history (inside the caller's transaction)."""
+    """Write a change to an incident into its history and the audit log (inside the caller's
+    transaction). ``history`` is what the register keeps (values included); the audit entry
+    gets only ``audit_details``, since the audit log is kept for good and the register is the
+    place for what happened and whom it concerns."""
     await SecurityIncidentChange.insert(
         SecurityIncidentChange(
             incident=incident_id,
             action=action,
-            changes=json.dumps(changes, ensure_ascii=False),
+            changes=json.dumps(history, ensure_ascii=False),
             actor=actor.name[:100],
             actor_id=actor.id,
             at=now,
         )
     ).run()
+    await audit.record(
+        _AUDIT_ACTIONS[action],
+        actor=actor,
+        target=f"security_incident:{incident_id}",
+        address=address,
+        details=audit_details,
+        at=now,
+    )
 
 
 async def lock_incident(incident_id: int) -> Incident:
@@ -408,20 +434,14 @@ async def create_incident(
             )
         ).returning(*SecurityIncident.all_columns())
         incident = _incident(rows[0])
-        await record_change(
+        await log_change(
             incident.id,
             "created",
             {name: _plain(values[name]) for name in _FIELDS},
+            audit_details={"kind": incident.kind, "personal_data": incident.personal_data},
             actor=actor,
-            now=now,
-        )
-        await audit.record(
-            "security_incident.create",
-            actor=actor,
-            target=f"security_incident:{incident.id}",
             address=address,
-            details={"kind": incident.kind, "personal_data": incident.personal_data},
-            at=now,
+            now=now,
         )
     return incident
 
@@ -480,14 +500,14 @@ async def update_incident(
             update[SecurityIncident.closed_at] = now if values["status"] == "closed" else None
         update[SecurityIncident.updated_at] = now
         await SecurityIncident.update(update).where(SecurityIncident.id == incident_id).run()
-        await record_change(incident_id, "edited", changed, actor=actor, now=now)
-        await audit.record(
-            "security_incident.update",
+        await log_change(
+            incident_id,
+            "edited",
+            changed,
+            audit_details={"fields": sorted(changed)},
             actor=actor,
-            target=f"security_incident:{incident_id}",
             address=address,
-            details={"fields": sorted(changed)},
-            at=now,
+            now=now,
         )
     return await get_incident(incident_id)
 
