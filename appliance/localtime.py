@@ -15,6 +15,7 @@ from appliance.errors import InvalidInput
 
 __all__ = [
     "clean_zone",
+    "format_duration",
     "format_local",
     "format_utc",
     "local_input",
@@ -82,9 +83,36 @@ def parse_local_time(value: str, zone_name: str, *, field: str) -> dt.datetime:
     return local.astimezone(dt.UTC)
 
 
-def format_utc(moment: dt.datetime) -> str:
-    """``2026-11-29 14:05 UTC``: times in alerts, probe details and reports."""
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+def format_utc(moment: dt.datetime, *, seconds: bool = False) -> str:
+    """``2026-11-29 14:05 UTC`` (``14:05:09 UTC`` with ``seconds``): times in alerts, probe
+    details and reports."""
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return f"{moment.astimezone(dt.UTC):{shape}} UTC"
+
+
+def format_duration(seconds: float, *, exact: bool = False) -> str:
+    """A duration for people, in one shape everywhere: "45 s", "12 min", "3 h 5 min" (up to
+    two days, so a 72-hour deadline reads in hours), "4 days 3 h".
+
+    Past a minute the seconds are dropped (cut, not rounded: a deadline never looks later than
+    it is). ``exact`` keeps them, rounded, where the sum must add up (the SLA report: "43 min
+    12 s" of a 99.9% month): "43 min 12 s", "1 h 0 min", "2 days 3 h 0 min 5 s".
+    """
+    whole = max(0, round(seconds) if exact else int(seconds))
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    if whole < 60:
+        return f"{secs} s"
+    if hours == 0:
+        parts = [f"{minutes} min"]
+    elif hours < 48:
+        parts = [f"{hours} h", f"{minutes} min"]
+    else:
+        days, hours = divmod(hours, 24)
+        parts = [f"{days} days", f"{hours} h"] + ([f"{minutes} min"] if exact else [])
+    if exact and secs:
+        parts.append(f"{secs} s")
+    return " ".join(parts)
 
 
 def format_local(moment: dt.datetime, zone_name: str) -> str:

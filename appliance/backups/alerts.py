@@ -21,7 +21,7 @@ import msgspec
 from appliance.backups.tables import BackupAlert, BackupSetting, DrillReport
 from appliance.clock import utcnow
 from appliance.config import Settings
-from appliance.localtime import format_utc
+from appliance.localtime import format_duration, format_utc
 from appliance.notify import channels
 from appliance.notify.delivery import deliver_due
 from appliance.notify.messages import queue_alert_rows
@@ -344,14 +344,7 @@ def _recovered(key: str, *, since: dt.datetime, error: str, now: dt.datetime) ->
 
 
 def _duration(span: dt.timedelta) -> str:
-    minutes = max(0, int(span.total_seconds() // 60))
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} day{'s' * (days != 1)}, {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min"
+    return format_duration(span.total_seconds())
 
 
 # --- the overdue drill and the admin page ----------------------------------------------------

@@ -14,6 +14,7 @@ from appliance.backups import admin, overview, repositories
 from appliance.backups.restic import display_url
 from appliance.config import Settings
 from appliance.errors import ApplianceError
+from appliance.localtime import format_duration
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -112,7 +113,7 @@ class BackupsController(Controller):
             },
             "repository_form": extra.pop("repository_form", RepositoryForm()),
             "size": _size,
-            "span": _span,
+            "span": format_duration,
             **extra,
         }
         return render(
@@ -280,18 +281,3 @@ def _size(count: int | float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"
-
-
-def _span(seconds: float) -> str:
-    """A duration for people: 45 s, 12 min, 3 h 5 min, 2 days 4 h."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole} s"
-    minutes = whole // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} days {hours} h"

@@ -31,7 +31,7 @@ from appliance.backups.tables import BackupJob, DrillReport
 from appliance.config import Settings
 from appliance.db.engine import engine
 from appliance.galleries.tables import PhotoJob
-from appliance.localtime import format_utc
+from appliance.localtime import format_duration, format_utc
 from appliance.monitoring.components import State
 from appliance.monitoring.states import Observation
 from appliance.monitoring.tables import ComponentStatus
@@ -116,8 +116,7 @@ def _short(text: str) -> str:
 
 
 def _age(span: dt.timedelta) -> str:
-    hours = span.total_seconds() / 3600
-    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+    return format_duration(span.total_seconds())
 
 
 # --- web, database, object store, worker, queue ---------------------------------------------

@@ -12,7 +12,7 @@ import msgspec
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import InvalidInput
-from appliance.localtime import format_utc
+from appliance.localtime import format_duration, format_utc
 from appliance.monitoring import components
 from appliance.monitoring.uptime import (
     OVERALL,
@@ -21,7 +21,6 @@ from appliance.monitoring.uptime import (
     Record,
     Uptime,
     budget,
-    format_duration,
     intersect,
     load_record,
     month_bounds,
@@ -232,12 +231,12 @@ def report_pdf(report: MonthReport) -> bytes:
             ("Target", f"{report.target_percent:g}% available"),
             ("Overall availability", f"{_percent(overall.uptime, 3) or '-'}%"),
             ("Result", _met(overall, report.running)),
-            ("Downtime counted", format_duration(overall.uptime.down)),
-            ("Downtime allowed", format_duration(report.budget.allowed)),
-            ("Budget left", format_duration(report.budget.left)),
-            ("Announced maintenance", format_duration(overall.uptime.maintenance)),
-            ("Not watched", format_duration(overall.uptime.unknown)),
-            ("Not measured", format_duration(overall.uptime.not_measured)),
+            ("Downtime counted", format_duration(overall.uptime.down, exact=True)),
+            ("Downtime allowed", format_duration(report.budget.allowed, exact=True)),
+            ("Budget left", format_duration(report.budget.left, exact=True)),
+            ("Announced maintenance", format_duration(overall.uptime.maintenance, exact=True)),
+            ("Not watched", format_duration(overall.uptime.unknown, exact=True)),
+            ("Not measured", format_duration(overall.uptime.not_measured, exact=True)),
         ]
     )
     pdf.paragraph(
@@ -253,10 +252,10 @@ def report_pdf(report: MonthReport) -> bytes:
                 row.label,
                 f"{_percent(row.uptime, 3)}%" if row.uptime.percent is not None else "-",
                 _met(row, report.running),
-                format_duration(row.uptime.down),
-                format_duration(row.uptime.maintenance),
-                format_duration(row.uptime.degraded),
-                format_duration(row.uptime.unknown),
+                format_duration(row.uptime.down, exact=True),
+                format_duration(row.uptime.maintenance, exact=True),
+                format_duration(row.uptime.degraded, exact=True),
+                format_duration(row.uptime.unknown, exact=True),
             ]
             for row in report.rows
         ],
@@ -286,8 +285,8 @@ def report_pdf(report: MonthReport) -> bytes:
                     o.label,
                     format_utc(o.start),
                     "ongoing" if o.ongoing else format_utc(o.end),
-                    format_duration(o.counted),
-                    format_duration(o.maintenance),
+                    format_duration(o.counted, exact=True),
+                    format_duration(o.maintenance, exact=True),
                 ]
                 for o in report.outages
             ],

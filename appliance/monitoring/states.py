@@ -23,7 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from appliance.db.engine import engine
-from appliance.localtime import format_utc
+from appliance.localtime import format_duration, format_utc
 from appliance.monitoring import incidents
 from appliance.monitoring.components import State, label, reported_elsewhere
 from appliance.monitoring.tables import ComponentStatus, ProbeResult
@@ -170,18 +170,6 @@ def unwatched_gap(
     return previous_beat, now
 
 
-def _duration(span: dt.timedelta) -> str:
-    minutes = max(int(span.total_seconds() // 60), 0)
-    if minutes < 1:
-        return "less than a minute"
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [f"{days} d"] if days else []
-    parts += [f"{hours} h"] if hours else []
-    parts += [f"{minutes} min"] if minutes and not days else []
-    return " ".join(parts)
-
-
 def alert_for(transition: Transition, started: dt.datetime, previous_since: dt.datetime) -> Alert:
     """The alert of a confirmed change: down, degraded, or up again after how long."""
     name = label(transition.component)
@@ -189,9 +177,10 @@ def alert_for(transition: Transition, started: dt.datetime, previous_since: dt.d
     detail = transition.detail or "no detail"
     if transition.current == "up":
         title = f"{name} is up again"
+        lasted = format_duration((started - previous_since).total_seconds())
         body = (
             f"{name} is up again since {format_utc(started)} after "
-            f"{_duration(started - previous_since)} {transition.previous}.\n{detail}"
+            f"{lasted} {transition.previous}.\n{detail}"
         )
     else:
         title = f"{name} is {transition.current}"

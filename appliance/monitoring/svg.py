@@ -12,7 +12,8 @@ from html import escape
 
 from markupsafe import Markup
 
-from appliance.monitoring.uptime import Day, Uptime, format_duration
+from appliance.localtime import format_duration
+from appliance.monitoring.uptime import Day, Uptime
 
 __all__ = [
     "BAR_GAP",
@@ -63,13 +64,13 @@ def day_text(day: Day) -> str:
         return f"{day.date.isoformat()}: no data"
     parts = [f"{day.date.isoformat()}: {percent(figures)} up"]
     if figures.down:
-        parts.append(f"down {format_duration(figures.down)}")
+        parts.append(f"down {format_duration(figures.down, exact=True)}")
     if figures.maintenance:
-        parts.append(f"maintenance {format_duration(figures.maintenance)}")
+        parts.append(f"maintenance {format_duration(figures.maintenance, exact=True)}")
     if figures.degraded:
-        parts.append(f"degraded {format_duration(figures.degraded)}")
+        parts.append(f"degraded {format_duration(figures.degraded, exact=True)}")
     if figures.unknown:
-        parts.append(f"not watched {format_duration(figures.unknown)}")
+        parts.append(f"not watched {format_duration(figures.unknown, exact=True)}")
     return ", ".join(parts)
 
 

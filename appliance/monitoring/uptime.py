@@ -41,7 +41,6 @@ __all__ = [
     "Span",
     "Uptime",
     "budget",
-    "format_duration",
     "in_page_order",
     "intersect",
     "load_now",
@@ -407,21 +406,6 @@ def budget(target_percent: float, start: dt.datetime, end: dt.datetime, used: fl
         used=used,
         left=max(0.0, allowed - used),
     )
-
-
-def format_duration(total: float) -> str:
-    """Seconds for people, exact to the second: "43 min 12 s", "2 d 3 h 0 min", "0 s"."""
-    whole = max(0, round(total))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h {minutes} min"
-    if hours:
-        return f"{hours} h {minutes} min {secs} s" if secs else f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{secs} s"
 
 
 # --- the loader -----------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ async def test_backup_probes_read_what_the_backups_recorded(
     assert {"backup", "drill", "disk:backup", "offsite:nas"} <= set(planned)
     results = {r.component: r for r in await probes.run_probes(planned, limit=5, now=now)}
     assert results["backup"].state == "degraded"  # 40 h: past backup_max_age_hours (30)
-    assert "40.0 h ago" in results["backup"].detail
+    assert "40 h 0 min ago" in results["backup"].detail
     assert results["drill"].state == "up"
     assert results["offsite:nas"].state == "down"
     assert "copy failed" in results["offsite:nas"].detail
@@ -543,7 +543,7 @@ async def test_backup_components_change_state_without_alerts_or_incidents(
         observation = states.Observation(
             component="backup",
             state="down",
-            detail="no verified backup for 70.0 h",
+            detail="no verified backup for 70 h 0 min",
             latency_ms=None,
             checked_at=clock(),
         )
@@ -658,7 +658,7 @@ async def test_backups_switched_on_late_count_from_their_own_first_probe(
     later = await probes.probe_backup(enabled, now + dt.timedelta(hours=limit + 1))
     assert (later.state, later.detail) == (
         "degraded",
-        f"no backup has finished in the {limit + 1:.1f} h watched",
+        f"no backup has finished in the {limit + 1} h 0 min watched",
     )
     later = await probes.probe_backup(enabled, now + dt.timedelta(hours=2 * limit + 1))
     assert later.state == "down"

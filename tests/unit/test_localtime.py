@@ -7,7 +7,13 @@ import datetime as dt
 import pytest
 
 from appliance.errors import InvalidInput
-from appliance.localtime import clean_zone, format_local, local_input, parse_local_time
+from appliance.localtime import (
+    clean_zone,
+    format_duration,
+    format_local,
+    local_input,
+    parse_local_time,
+)
 from appliance.validation import clean_multiline, parse_count
 
 
@@ -75,3 +81,41 @@ def test_multiline_text_keeps_lines_and_refuses_control_characters() -> None:
         clean_multiline("x" * 11, field="f", max_length=10)
     with pytest.raises(InvalidInput):
         clean_multiline(" ", field="f", max_length=10, required=True)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (-5, "0 s"),
+        (0, "0 s"),
+        (45.9, "45 s"),
+        (60, "1 min"),
+        (45 * 60 + 59, "45 min"),
+        (3 * 3600 + 5 * 60 + 30, "3 h 5 min"),
+        (3600, "1 h 0 min"),
+        (47 * 3600 + 59 * 60, "47 h 59 min"),
+        (48 * 3600, "2 days 0 h"),
+        (4 * 86400 + 3 * 3600 + 59 * 60, "4 days 3 h"),
+    ],
+)
+def test_durations_read_in_one_shape_cut_to_the_minute(seconds: float, shown: str) -> None:
+    """Past a minute the seconds are cut; hours up to two days, then days and hours."""
+    assert format_duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0 s"),
+        (0.6, "1 s"),
+        (43 * 60 + 12, "43 min 12 s"),
+        (43 * 60, "43 min"),
+        (3600, "1 h 0 min"),
+        (3600 + 7, "1 h 0 min 7 s"),
+        (2 * 86400 + 3 * 3600, "2 days 3 h 0 min"),
+        (2 * 86400 + 3 * 3600 + 5, "2 days 3 h 0 min 5 s"),
+    ],
+)
+def test_exact_durations_keep_their_seconds(seconds: float, shown: str) -> None:
+    """The SLA figures keep seconds so that they add up to the budget."""
+    assert format_duration(seconds, exact=True) == shown
