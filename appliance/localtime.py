@@ -83,11 +83,10 @@ def parse_local_time(value: str, zone_name: str, *, field: str) -> dt.datetime:
     return local.astimezone(dt.UTC)
 
 
-def format_utc(moment: dt.datetime, *, seconds: bool = False) -> str:
-    """``2026-11-29 14:05 UTC`` (``14:05:09 UTC`` with ``seconds``): times in alerts, probe
-    details and reports."""
-    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return f"{moment.astimezone(dt.UTC):{shape}} UTC"
+def format_utc(moment: dt.datetime) -> str:
+    """``2026-11-29 14:05 UTC``: times in alerts, probe details and reports; converted, so a
+    time read back in another zone is still shown as UTC."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def format_duration(seconds: float, *, exact: bool = False) -> str:

@@ -30,6 +30,7 @@ from appliance import __version__
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings
 from appliance.db.engine import DATABASE_UNAVAILABLE, engine
+from appliance.localtime import format_utc
 from appliance.monitoring import probes, states, watcher
 from appliance.monitoring.components import label
 from appliance.notify.delivery import alert_urls
@@ -208,7 +209,7 @@ class MonitorLoop(threading.Thread):
         outage.title = f"{label('database')} is down"
         outage.body = (
             f"The appliance cannot reach its database since "
-            f"{outage.started:%Y-%m-%d %H:%M:%S} UTC: {detail}\nThe website, galleries and "
+            f"{format_utc(outage.started)}: {detail}\nThe website, galleries and "
             "every background job depend on it. This alert was sent directly: the outbox is "
             "kept in that database."
         )

@@ -22,6 +22,7 @@ from asyncpg.exceptions import UniqueViolationError
 from appliance.clock import Clock
 from appliance.config import Settings
 from appliance.db.engine import DATABASE_UNAVAILABLE
+from appliance.localtime import format_utc
 from appliance.monitoring import states
 from appliance.monitoring.components import label
 from appliance.monitoring.tables import ProcessHeartbeat
@@ -185,7 +186,7 @@ class WorkerWatch:
 
     async def mark_down(self, last_beat: dt.datetime, now: dt.datetime) -> bool:
         """Mark the worker down (once, whoever else is watching) and alert directly."""
-        detail = f"No heartbeat from the worker since {last_beat:%Y-%m-%d %H:%M:%S} UTC."
+        detail = f"No heartbeat from the worker since {format_utc(last_beat)}."
         if await states.confirm_down("worker", detail, last_beat, now) == "already":
             return False
         name = label("worker")
