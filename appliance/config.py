@@ -217,6 +217,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def data_dir(self) -> Path:
         return Path(self.paths.data_dir).resolve()
 
+    @property
+    def studio_zone(self) -> str:
+        """The studio's time zone: pages show times in it and forms read typed times in it.
+
+        It is ``backups.timezone``, the zone the backup schedule already runs in, so that one
+        setting names the studio's local time everywhere.
+        """
+        return self.backups.timezone
+
 
 # Keys whose value may instead be read from a file named by `<key>_file` (Docker secrets).
 SECRET_KEYS = {

@@ -86,7 +86,7 @@ def _listed(value: list[str] | str) -> list[str]:
 
 def _zone(request: AnyRequest) -> str:
     settings: Settings = request.app.state.settings
-    return settings.backups.timezone
+    return settings.studio_zone
 
 
 def _notice(done: str | None) -> str | None:

@@ -29,7 +29,7 @@ def register(huey: Huey, settings: Settings) -> None:
                 notice_days=settings.monitoring.maintenance_notice_days,
                 language=settings.notify.language,
                 studio=studio.name if studio else "",
-                zone=settings.backups.timezone,
+                zone=settings.studio_zone,
                 now=utcnow(),
             )
         )

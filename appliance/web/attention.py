@@ -65,7 +65,7 @@ async def _components(settings: Settings, now: dt.datetime) -> list[Notice]:
         stale_seconds=settings.monitoring.worker_stale_seconds,
         round_seconds=settings.monitoring.probe_interval_seconds,
     )
-    zone = settings.backups.timezone
+    zone = settings.studio_zone
     notices = []
     for component in current.components:
         if component.state not in ("down", "degraded"):

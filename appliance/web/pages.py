@@ -139,7 +139,7 @@ def maintenance_banner_key(request: AnyRequest) -> tuple[str, str, tuple[str, ..
     running = cache.active(request.app.state.clock())
     if running is None:
         return None
-    zone = request.app.state.settings.backups.timezone
+    zone = request.app.state.settings.studio_zone
     return running.title, format_local(running.ends_at, zone), tuple(running.component_labels)
 
 
@@ -151,7 +151,7 @@ def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
     now = request.app.state.clock()
     cache.refresh_soon(now)
     running = cache.active(now)
-    zone = request.app.state.settings.backups.timezone
+    zone = request.app.state.settings.studio_zone
     values: dict[str, Any] = {"maintenance_now": None, "maintenance_next": None}
     if running is not None:
         values["maintenance_now"] = {
