@@ -29,6 +29,7 @@ from appliance.privacy.service import (
 from appliance.privacy.tables import AffectedPerson, PersonNotice
 from appliance.setup.service import StudioProfile
 from appliance.validation import clean_multiline, clean_text
+from appliance.web.form_keys import clean_form_key
 
 __all__ = [
     "MAX_PEOPLE_AT_ONCE",
@@ -486,7 +487,7 @@ async def notify_people(
     subject: str,
     body: str,
     again: bool,
-    nonce: str,
+    form_key: str,
     language: str,
     studio: str,
     actor: Actor,
@@ -496,9 +497,9 @@ async def notify_people(
     """Queue the notice for the chosen affected people (ids of their rows on the list).
 
     Someone already told is skipped unless ``again``; someone without an e-mail address is
-    counted and left for the studio to reach another way. ``nonce`` comes with the form: each
-    notice's outbox key names the person and the form, so a form sent twice (a double click,
-    a reload) queues one e-mail per person, also with ``again``.
+    counted and left for the studio to reach another way. ``form_key`` is the form's one-time
+    key: each notice's outbox key names the person and the form, so a form sent twice (a
+    double click, a reload) queues one e-mail per person, also with ``again``.
     """
     clean_subject = clean_text(subject, field="subject", max_length=MAX_SUBJECT)
     clean_body = clean_multiline(body, field="body", max_length=MAX_TEXT, required=True)
@@ -515,7 +516,8 @@ async def notify_people(
     outcomes: dict[str, list[str]] = {"told": [], "already": [], "without": []}
     async with AffectedPerson._meta.db.transaction(allow_nested=True):
         _require_personal_data(await lock_incident(incident_id))
-        if not re.fullmatch(r"[0-9a-f]{32}", nonce):
+        key = clean_form_key(form_key)
+        if key is None:
             raise InvalidInput("This form is incomplete; open it again and send it from there.")
         rows: dict[int, dict[str, Any]] = {
             row["id"]: row
@@ -532,8 +534,12 @@ async def notify_people(
         for row_id in wanted:
             row = rows[row_id]
             found = on_record.get((row["kind"], row["person_id"]))
-            key = f"security-notice:{incident_id}:{row_id}:{nonce}"
-            outcome = await _tell_one(row, found[1] if found else "", notice, dedupe_key=key)
+            outcome = await _tell_one(
+                row,
+                found[1] if found else "",
+                notice,
+                dedupe_key=f"security-notice:{incident_id}:{row_id}:{key}",
+            )
             outcomes[outcome].append(f"{row['kind']}:{row['person_id']}")
         told = outcomes["told"]
         if told:

@@ -29,6 +29,7 @@ from appliance.privacy.tables import (
     SecurityIncidentChange,
 )
 from appliance.validation import clean_multiline, clean_text
+from appliance.web.form_keys import clean_form_key
 
 __all__ = [
     "ALERT_HOURS",
@@ -419,20 +420,51 @@ async def lock_incident(incident_id: int) -> Incident:
     return _incident(rows[0])
 
 
+async def _by_form_key(key: str | None) -> Incident | None:
+    if key is None:
+        return None
+    row = await SecurityIncident.select().where(SecurityIncident.form_key == key).first().run()
+    return None if row is None else _incident(row)
+
+
 async def create_incident(
-    data: IncidentInput, *, actor: Actor, address: str, now: dt.datetime
+    data: IncidentInput,
+    *,
+    actor: Actor,
+    address: str,
+    now: dt.datetime,
+    form_key: str = "",
 ) -> Incident:
+    """Record an incident. The same form sent again (its one-time ``form_key``: a double
+    click, a browser resending) returns the incident it recorded and records none."""
+    key = clean_form_key(form_key)
+    earlier = await _by_form_key(key)
+    if earlier is not None:
+        return earlier
     values = _clean(data, now)
     async with SecurityIncident._meta.db.transaction(allow_nested=True):
-        rows = await SecurityIncident.insert(
-            SecurityIncident(
-                **values,
-                closed_at=now if values["status"] == "closed" else None,
-                created_by=actor.id,
-                created_at=now,
-                updated_at=now,
+        # A second request with the same key at the same moment waits here for the first
+        # one's transaction, then inserts nothing and takes the first one's incident.
+        rows = (
+            await SecurityIncident.insert(
+                SecurityIncident(
+                    **values,
+                    closed_at=now if values["status"] == "closed" else None,
+                    created_by=actor.id,
+                    created_at=now,
+                    updated_at=now,
+                    form_key=key,
+                )
             )
-        ).returning(*SecurityIncident.all_columns())
+            .on_conflict(target=SecurityIncident.form_key, action="DO NOTHING")
+            .returning(*SecurityIncident.all_columns())
+            .run()
+        )
+        if not rows:
+            earlier = await _by_form_key(key)
+            if earlier is None:  # the key's row is gone again: only a deleted incident does that
+                raise Conflict("This form was sent twice; open the register and look again.")
+            return earlier
         incident = _incident(rows[0])
         await log_change(
             incident.id,

@@ -63,6 +63,9 @@ class SecurityIncident(Table, tablename="security_incident"):
     created_by = Integer(null=True, default=None)  # staff user id; no foreign key: kept history
     created_at = Timestamptz()
     updated_at = Timestamptz()
+    # The one-time key of the form that recorded it (appliance.web.form_keys): the same form
+    # sent twice finds this incident instead of recording a second one.
+    form_key = Varchar(length=64, null=True, default=None, unique=True)
 
 
 class SecurityIncidentChange(Table, tablename="security_incident_change"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -19,6 +18,7 @@ from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
+from appliance.web.form_keys import new_form_key
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
 
@@ -62,6 +62,8 @@ class IncidentForm(msgspec.Struct):
     # The incident's updated_at when the form was opened: an edit saved by someone else in
     # between is not overwritten.
     version: str = ""
+    # The one-time key of the "new" form (appliance.web.form_keys): sent twice, one incident.
+    form_key: str = ""
 
     def input(self) -> IncidentInput:
         return IncidentInput(
@@ -135,8 +137,9 @@ class NotifyForm(msgspec.Struct):
     body: str = ""
     people: list[str] | str = msgspec.field(default_factory=list)
     again: str = ""
-    # Rendered into the form once: the same form sent twice queues each notice once.
-    nonce: str = ""
+    # The one-time key of the form shown (appliance.web.form_keys): the same form sent twice
+    # queues each notice once.
+    form_key: str = ""
 
 
 class MatchingForm(msgspec.Struct):
@@ -214,7 +217,9 @@ class SecurityIncidentController(Controller):
         now = request.app.state.clock()
         # The zone of the studio's schedule is the best guess of where the studio is.
         zone = settings.backups.timezone
-        form = IncidentForm(timezone=zone, detected_at=local_input(now, zone))
+        form = IncidentForm(
+            timezone=zone, detected_at=local_input(now, zone), form_key=new_form_key()
+        )
         return self._form(request, form, None)
 
     @post("/new", name="security_incident_create")
@@ -228,6 +233,7 @@ class SecurityIncidentController(Controller):
                 actor=signed.member.actor,
                 address=client_address(request),
                 now=request.app.state.clock(),
+                form_key=data.form_key,
             )
         except ApplianceError as exc:
             return self._form(request, data, None, exc=exc)
@@ -524,7 +530,7 @@ class SecurityIncidentController(Controller):
             incident, await setup.get_studio(), settings.notify.language
         )
         untold = [str(p.id) for p in await people.list_affected(incident_id) if not p.times_told]
-        form = NotifyForm(subject=subject, body=body, people=untold, nonce=secrets.token_hex(16))
+        form = NotifyForm(subject=subject, body=body, people=untold, form_key=new_form_key())
         return await self._notify_page(request, incident, form)
 
     @post("/{incident_id:int}/notify", name="security_incident_notify_send")
@@ -546,7 +552,7 @@ class SecurityIncidentController(Controller):
                 subject=data.subject,
                 body=data.body,
                 again=data.again == "1",
-                nonce=data.nonce,
+                form_key=data.form_key,
                 language=settings.notify.language,
                 studio=studio.name if studio else "",
                 actor=signed.member.actor,

@@ -203,7 +203,7 @@ async def test_the_notice_arrives_over_smtp_as_edited(
             subject=subject,
             body=edited,
             again=False,
-            nonce="5" * 32,
+            form_key="5" * 32,
             language="de",
             studio="Studio Lumen",
             actor=OWNER,
@@ -581,11 +581,46 @@ async def test_a_form_sent_twice_queues_each_notice_once(
     data = {"subject": "S", "body": "B", "people": [str(row["id"])], "again": "1"}
     for _ in range(2):  # the first notice, then "send again", each clicked twice
         opened = await client.get(notify)
-        form = {**data, "nonce": hidden(opened.text, "nonce"), "_csrf": csrf_of(opened.text)}
+        key = hidden(opened.text, "form_key")
+        form = {**data, "form_key": key, "_csrf": csrf_of(opened.text)}
         assert (await client.post(notify, data=form)).status_code == 303
         assert (await client.post(notify, data=form)).status_code == 303
     assert [m["recipient"] for m in await emails()] == ["anna@example.org"] * 2
     told = await AffectedPerson.select().first().run()
     assert told is not None and told["times_told"] == 2
-    forged = await client.post(notify, data={**form, "nonce": "../x"})
-    assert forged.status_code == 400 and "open it again" in forged.text
+    forged = await client.post(notify, data={**form, "form_key": "../x"})
+    assert forged.status_code == 400 and "This form is out of date" in forged.text
+    keyless = await client.post(notify, data={**form, "form_key": ""})
+    assert keyless.status_code == 400 and "open it again" in keyless.text
+    assert len(await emails()) == 2
+
+
+async def test_the_new_incident_form_sent_twice_records_one_incident(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """Two identical POSTs of the "new" form (one form key) record one incident, with one
+    history entry and one audit entry, and both redirect to it; a forged key is refused."""
+    await signed_in_owner(client, admin, clock)
+    new = f"{PAGE}/new"
+    opened = await client.get(new)
+    key = hidden(opened.text, "form_key")
+    assert key is not None and len(key) >= 16
+    form = {
+        **incident_form(clock() - dt.timedelta(hours=1)),
+        "form_key": key,
+        "_csrf": csrf_of(opened.text),
+    }
+    first = await client.post(new, data=form)
+    second = await client.post(new, data=form)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    (row,) = await SecurityIncident.select().run()
+    assert first.headers["location"] == f"{PAGE}/{row['id']}?done=created"
+    assert row["form_key"] == key
+    assert [c.action for c in await service.list_changes(row["id"])] == ["created"]
+    assert (await actions()).count("security_incident.create") == 1
+    another = await client.get(new)
+    assert hidden(another.text, "form_key") not in (None, key)  # each form a key of its own
+    forged = await client.post(new, data={**form, "form_key": "../x"})
+    assert forged.status_code == 400 and "This form is out of date" in forged.text
+    assert await SecurityIncident.count().run() == 1

@@ -90,7 +90,8 @@ def authority_form(notified: dt.datetime, **changes: str) -> dict[str, str]:
 
 
 async def create(client: httpx.AsyncClient, form: dict[str, str]) -> int:
-    response = await submit(client, f"{PAGE}/new", form)
+    """Record an incident through the "new" form, as a browser sends it (with its form key)."""
+    response = await post(client, f"{PAGE}/new", f"{PAGE}/new", form)
     assert response.status_code == 303, response.text
     match = re.fullmatch(rf"{PAGE}/(\d+)\?done=created", response.headers["location"])
     assert match, response.headers["location"]
@@ -105,12 +106,12 @@ def hidden(page: str, name: str) -> str | None:
 
 async def post(client: httpx.AsyncClient, page: str, action: str, data: dict[str, Any]) -> Any:
     """Open ``page`` and send ``data`` to ``action`` as its form would: with the CSRF token and
-    the form's version and nonce, when it has them and ``data`` does not."""
+    the form's version and one-time key, when it has them and ``data`` does not."""
     opened = await client.get(page)
     assert opened.status_code == 200, (page, opened.status_code)
     extra = {
         name: value
-        for name in ("version", "nonce")
+        for name in ("version", "form_key")
         if name not in data and (value := hidden(opened.text, name)) is not None
     }
     return await client.post(action, data={**data, **extra, "_csrf": csrf_of(opened.text)})
