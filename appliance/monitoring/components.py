@@ -7,7 +7,10 @@ still gets a readable label.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Literal
+
+from appliance.errors import InvalidInput
 
 __all__ = [
     "CORE",
@@ -15,6 +18,7 @@ __all__ = [
     "LABELS",
     "SpanState",
     "State",
+    "clean_components",
     "group_of",
     "label",
     "reported_elsewhere",
@@ -69,6 +73,18 @@ def label(component: str) -> str:
     if component.startswith("offsite:"):
         return f"Off-site copy ({component.partition(':')[2]})"
     return LABELS.get(component, component)
+
+
+def clean_components(chosen: Iterable[str], known: Collection[str]) -> list[str]:
+    """The components ticked on a form, trimmed, once each, in the order given; a key that is
+    not in ``known`` (a forged form) is refused."""
+    picked = list(dict.fromkeys(item.strip() for item in chosen if item.strip()))
+    unknown = [item for item in picked if item not in known]
+    if unknown:
+        raise InvalidInput(
+            f"Unknown component: {unknown[0][:64]!r}. Choose from the list.", field="components"
+        )
+    return picked
 
 
 def group_of(component: str) -> str:

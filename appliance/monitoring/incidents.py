@@ -16,7 +16,7 @@ from asyncpg.exceptions import UniqueViolationError
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.monitoring.components import label
+from appliance.monitoring.components import clean_components, label
 from appliance.monitoring.tables import Incident, IncidentUpdate
 from appliance.validation import clean_multiline, clean_text
 from appliance.web.form_keys import clean_form_key
@@ -258,12 +258,7 @@ async def create_incident(
         raise InvalidInput("Give the incident a title.", field="title")
     if impact not in IMPACTS:
         raise InvalidInput(f"Choose one of: {', '.join(IMPACTS)}.", field="impact")
-    chosen = list(dict.fromkeys(item.strip() for item in components if item.strip()))
-    unknown = [item for item in chosen if item not in known]
-    if unknown:
-        raise InvalidInput(
-            f"Unknown component: {unknown[0][:64]!r}. Choose from the list.", field="components"
-        )
+    chosen = clean_components(components, known)
     text = _clean_message(message)
     try:
         incident = await _open(

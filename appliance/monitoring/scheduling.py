@@ -14,6 +14,7 @@ from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput
 from appliance.localtime import parse_local_time
 from appliance.monitoring.announcements import send_cancellations
+from appliance.monitoring.components import clean_components
 from appliance.monitoring.maintenance import (
     MAX_DURATION,
     Maintenance,
@@ -62,13 +63,7 @@ async def _clean(
         raise InvalidInput(
             "A maintenance window may last at most 7 days. Split longer work.", field="ends"
         )
-    allowed = await known_components()
-    components = list(dict.fromkeys(item.strip() for item in data.components if item.strip()))
-    unknown = [item for item in components if item not in allowed]
-    if unknown:
-        raise InvalidInput(
-            f"Unknown component: {unknown[0][:64]!r}. Choose from the list.", field="components"
-        )
+    components = clean_components(data.components, await known_components())
     return {
         "title": title,
         "description": clean_multiline(
