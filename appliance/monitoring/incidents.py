@@ -32,7 +32,6 @@ __all__ = [
     "list_incidents",
     "open_automatic",
     "post_update",
-    "recent_incidents",
     "resolve_automatic",
 ]
 
@@ -223,14 +222,6 @@ async def current_incidents(now: dt.datetime) -> list[IncidentRecord]:
     24 hours, newest first, each with its updates newest first."""
     return await _records(
         Incident.resolved_at.is_null() | (Incident.resolved_at > now - RECENTLY_RESOLVED)
-    )
-
-
-async def recent_incidents(now: dt.datetime, days: int) -> list[IncidentRecord]:
-    """Incidents that started in the last ``days`` or are still open, newest first (the
-    status page's history)."""
-    return await _records(
-        Incident.resolved_at.is_null() | (Incident.started_at > now - dt.timedelta(days=days))
     )
 
 

@@ -479,9 +479,6 @@ class Now(msgspec.Struct, frozen=True, kw_only=True):
     last_backup_at: dt.datetime | None  # the last backup job that finished without fault
     last_drill_at: dt.datetime | None  # the last restore drill that passed
 
-    def state_of(self, component: str) -> str:
-        return next((c.state for c in self.components if c.component == component), "unknown")
-
 
 async def load_now(
     now: dt.datetime, *, stale_seconds: int, round_seconds: int = 60, latency: bool = False

@@ -152,16 +152,14 @@ async def queue_alert_rows(
     for channel in await channel_keys(config_urls):
         if channel in skipped:
             continue
-        row = OutboxMessage(
-            kind="alert",
-            channel=channel,
-            subject=title[:500],
-            body_text=body,
+        row = _alert_row(
+            channel,
+            title,
+            body,
             severity=severity,
             source=source,
+            now=now,
             dedupe_key=f"{dedupe_key}@{channel}"[:200] if dedupe_key else None,
-            next_attempt_at=now,
-            created_at=now,
         )
         queued = await _insert(row)
         if queued is not None:
@@ -173,18 +171,33 @@ async def queue_channel_alert(
     channel: str, title: str, body: str, *, severity: Severity, source: str, now: dt.datetime
 ) -> int:
     """Queue an alert for one channel only (a test from the admin page); the id of its row."""
-    row = OutboxMessage(
+    row = _alert_row(channel, title, body, severity=severity, source=source, now=now)
+    await row.save().run()
+    return int(row.id)
+
+
+def _alert_row(
+    channel: str,
+    title: str,
+    body: str,
+    *,
+    severity: Severity,
+    source: str,
+    now: dt.datetime,
+    dedupe_key: str | None = None,
+) -> OutboxMessage:
+    """An alert's outbox row for ``channel``, due at once; the subject cut to its column."""
+    return OutboxMessage(
         kind="alert",
         channel=channel,
         subject=title[:500],
         body_text=body,
         severity=severity,
         source=source,
+        dedupe_key=dedupe_key,
         next_attempt_at=now,
         created_at=now,
     )
-    await row.save().run()
-    return int(row.id)
 
 
 async def _insert(row: OutboxMessage) -> int | None:
