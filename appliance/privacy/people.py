@@ -19,6 +19,7 @@ from appliance.accounts.service import StaffMember
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.localtime import format_local
 from appliance.notify.messages import queue_email
 from appliance.privacy.service import (
     MAX_TEXT,
@@ -467,11 +468,10 @@ def default_notice(
         )
         if part
     )
-    detected = incident.local(incident.detected_at)
     values = {
         "studio": name,
         "nature": incident.description or incident.title,
-        "detected": f"{detected:%Y-%m-%d %H:%M} ({incident.timezone})",
+        "detected": format_local(incident.detected_at, incident.timezone),
         "categories": incident.data_categories or missing,
         "consequences": incident.consequences or missing,
         "measures": incident.measures or missing,

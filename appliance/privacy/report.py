@@ -250,11 +250,8 @@ async def export_pdf(
     changes = await list_changes(incident_id)
     report.heading("History")
     report.table(
-        ["When (UTC)", "Who", "What"],
-        [
-            [f"{c.at.astimezone(dt.UTC):%Y-%m-%d %H:%M}", c.actor, _summary(c.action, c.changes)]
-            for c in changes
-        ],
+        ["When", "Who", "What"],
+        [[_local(incident, c.at), c.actor, _summary(c.action, c.changes)] for c in changes],
     )
     data = report.output()
     await _audited(incident_id, "pdf", actor=actor, address=address, now=now)

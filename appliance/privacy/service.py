@@ -21,8 +21,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.localtime import clean_zone, parse_local_time
-from appliance.localtime import zone as zone_of
+from appliance.localtime import clean_zone, format_utc, parse_local_time
 from appliance.privacy.tables import (
     AffectedPerson,
     SecurityIncident,
@@ -172,10 +171,6 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     def must_tell_people(self) -> bool:
         """Art. 34(1) and policy §6: high risk to people whose personal data is involved."""
         return self.personal_data and self.risk == "high"
-
-    def local(self, moment: dt.datetime) -> dt.datetime:
-        """``moment`` in the incident's time zone."""
-        return moment.astimezone(zone_of(self.timezone))
 
 
 class Change(msgspec.Struct, frozen=True):
@@ -561,13 +556,13 @@ def _alert_text(incident: Incident, hours: int, now: dt.datetime) -> tuple[str, 
     # kind only, never its title or description, which may hold personal data.
     deadline = incident.detected_at + DEADLINE
     left = (deadline - now).total_seconds()
-    when = f"{deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    when = format_utc(deadline)
     title = f"Security incident #{incident.id}: {hours} h since detection, authority not notified"
     body = "\n".join(
         [
             f"Security incident #{incident.id} ({incident.kind_label.lower()}) involves "
             "personal data and was detected "
-            f"{incident.detected_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC.",
+            f"{format_utc(incident.detected_at)}.",
             "The supervisory authority has not been notified yet. GDPR Art. 33(1) asks for "
             f"that within 72 hours of detection, by {when}"
             + (f" ({span(left)} left)." if left > 0 else f" (overdue by {span(-left)})."),
@@ -613,8 +608,8 @@ def _mail_context(incident: Incident, hours: int, now: dt.datetime) -> dict[str,
         "incident_id": incident.id,
         "kind": incident.kind,
         "hours": hours,
-        "detected": f"{incident.detected_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        "deadline": f"{deadline.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "detected": format_utc(incident.detected_at),
+        "deadline": format_utc(deadline),
         "overdue": left <= 0,
         "left": span(abs(left)),
     }

@@ -44,7 +44,7 @@ class Report:
             self.pdf.add_font("dejavu", "", str(fonts[0]))
             self.pdf.add_font("dejavu", "B", str(fonts[1]))
             self.family, self.unicode = "dejavu", True
-        footer = f"{title} - created {created_at:%Y-%m-%d %H:%M} UTC"
+        footer = f"{title} - created {created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
         self.pdf.footer = lambda: self._footer(footer)  # type: ignore[method-assign]
         self.pdf.add_page()
         self._font(18, bold=True)

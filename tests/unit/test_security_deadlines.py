@@ -9,15 +9,20 @@ import msgspec
 import pytest
 
 from appliance.errors import InvalidInput
+from appliance.localtime import zone
+from appliance.privacy.people import default_notice
 from appliance.privacy.service import (
     NO_NOTICE,
     Incident,
+    _alert_text,
     _due_threshold,
+    _mail_context,
     countdown,
     parse_count,
     parse_time,
     people_countdown,
 )
+from appliance.web.pdf import Report
 
 DETECTED = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 
@@ -200,3 +205,32 @@ def test_the_people_countdown_runs_while_anyone_is_untold(
     if timer is not None and state == "overdue":
         assert timer.text == "overdue by 8 h 0 min"
     assert people_countdown(incident(personal_data=False), 1, 1, DETECTED) is None
+
+
+def test_alerts_and_reminders_give_their_times_in_utc() -> None:
+    """The deadline alert and the admins' reminder name detection and deadline in UTC."""
+    title, body = _alert_text(incident(), 24, DETECTED + dt.timedelta(hours=24))
+    assert title == "Security incident #7: 24 h since detection, authority not notified"
+    assert "detected 2026-11-27 09:00 UTC." in body
+    assert "by 2026-11-30 09:00 UTC (48 h 0 min left)." in body
+    context = _mail_context(incident(), 66, DETECTED + dt.timedelta(hours=73))
+    assert (context["detected"], context["deadline"]) == (
+        "2026-11-27 09:00 UTC",
+        "2026-11-30 09:00 UTC",
+    )
+    assert context["overdue"] is True and context["left"] == "1 h 0 min"
+
+
+def test_the_notice_gives_the_detection_time_in_the_incidents_zone_with_utc() -> None:
+    """The letter to the people shows the time as the register's pages do."""
+    _, body = default_notice(incident(), None, "en")
+    assert "It was detected on 2026-11-27 10:00 CET (09:00 UTC)." in body
+
+
+def test_a_pdf_footer_gives_its_creation_time_in_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report created with a time in another zone says that time in UTC, as it claims to."""
+    footers: list[str] = []
+    monkeypatch.setattr(Report, "_footer", lambda self, text: footers.append(text))
+    berlin = DETECTED.astimezone(zone("Europe/Berlin"))
+    Report("Security incident #7", created_at=berlin).output()
+    assert footers == ["Security incident #7 - created 2026-11-27 09:00 UTC"]
