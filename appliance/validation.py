@@ -11,7 +11,15 @@ import unicodedata
 
 from appliance.errors import InvalidInput
 
-__all__ = ["clean_email", "clean_multiline", "clean_text", "clean_username", "parse_count"]
+__all__ = [
+    "MAX_ID",
+    "clean_email",
+    "clean_multiline",
+    "clean_text",
+    "clean_username",
+    "parse_count",
+    "parse_id",
+]
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
@@ -19,6 +27,12 @@ _CONTROL = {"Cc", "Cf", "Cs"}
 # One-line text also refuses the line and paragraph separators (U+2028, U+2029): they break a
 # line wherever the text goes, an e-mail subject included. (U+0085, \v and \f are Cc.)
 _NOT_IN_ONE_LINE = _CONTROL | {"Zl", "Zp"}
+# A count: plain digits, or groups of three behind one kind of thousands separator (English,
+# German, Swiss, typographic spaces). Twelve digits at most, before comparing to a maximum.
+_COUNT = re.compile(r"[0-9]{1,12}|[0-9]{1,3}([ .,'_\u00a0\u202f])[0-9]{3}(?:\1[0-9]{3}){0,2}")
+_SEPARATOR = re.compile(r"[ .,'_\u00a0\u202f]")
+_ID = re.compile(r"[0-9]{1,10}")
+MAX_ID = 2**31 - 1  # the largest PostgreSQL integer (serial ids)
 
 
 def clean_text(value: str, *, field: str, max_length: int, required: bool = True) -> str:
@@ -46,18 +60,31 @@ def clean_multiline(value: str, *, field: str, max_length: int, required: bool =
 
 
 def parse_count(value: str, *, field: str, maximum: int) -> int | None:
-    """A whole number typed by a person ("120", "1.200", "~3 000"); None when empty. Only
-    ASCII digits count: ``"²".isdigit()`` is true, but it is not a number anyone meant."""
+    """A whole number typed by a person ("120", "1.200", "1,200", "~3 000"); None when empty.
+
+    Separators must group thousands, the same one throughout: "1.5" and "1,5" are refused,
+    not read as 15 (a German decimal comma or an English decimal point would otherwise turn
+    a typo into a number ten or a thousand times off). Only ASCII digits count:
+    ``"²".isdigit()`` is true, but it is not a number anyone meant."""
     text = value.strip().lstrip("~").strip()
     if not text:
         return None
-    digits = re.sub(r"[ .,'_\u00a0\u202f]", "", text)
-    if not re.fullmatch(r"[0-9]{1,12}", digits) or int(digits) > maximum:
+    if not _COUNT.fullmatch(text) or int(digits := _SEPARATOR.sub("", text)) > maximum:
         raise InvalidInput(
             f"Enter a whole number up to {maximum:,}, e.g. 120 (an estimate is fine).",
             field=field,
         )
     return int(digits)
+
+
+def parse_id(text: str, *, field: str) -> int:
+    """The id of a row as a form sends it (``"12"``): ASCII digits, from 1 to the largest
+    value a PostgreSQL ``integer`` holds, so a hostile value gets this message instead of an
+    error from the database."""
+    cleaned = text.strip()
+    if not _ID.fullmatch(cleaned) or not 1 <= int(cleaned) <= MAX_ID:
+        raise InvalidInput(f"{cleaned[:20]!r} is not a valid id.", field=field)
+    return int(cleaned)
 
 
 def clean_email(value: str, *, field: str = "email", required: bool = True) -> str:

@@ -13,17 +13,17 @@ from appliance.errors import Conflict, InvalidInput
 from appliance.localtime import clean_zone, local_input
 from appliance.privacy.service import (
     DEADLINE,
+    MAX_COUNT,
     MAX_TEXT,
     Incident,
     lock_incident,
     log_change,
-    parse_count,
     parse_time,
     span,
 )
 from appliance.privacy.tables import AuthorityNotice, SecurityIncident
 from appliance.setup.service import StudioProfile
-from appliance.validation import clean_multiline, clean_text
+from appliance.validation import clean_multiline, clean_text, parse_count
 
 __all__ = [
     "AuthorityInput",
@@ -165,7 +165,7 @@ def _clean(data: AuthorityInput, incident: Incident, now: dt.datetime) -> dict[s
         if not values[name]:
             raise InvalidInput(f"Art. 33(3) asks for {label}.", field=name)
     for name, what in (("people_count", "people"), ("records_count", "records")):
-        count = parse_count(getattr(data, name), name)
+        count = parse_count(getattr(data, name), field=name, maximum=MAX_COUNT)
         if count is None:
             raise InvalidInput(
                 f"Art. 33(3)(a) asks for the approximate number of {what} concerned; "

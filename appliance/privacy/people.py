@@ -8,7 +8,6 @@ outbox once per person: telling someone a second time takes an explicit "send ag
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from appliance.privacy.service import (
 )
 from appliance.privacy.tables import AffectedPerson, PersonNotice
 from appliance.setup.service import StudioProfile
-from appliance.validation import clean_multiline, clean_text
+from appliance.validation import clean_multiline, clean_text, parse_id
 from appliance.web.form_keys import clean_form_key
 
 __all__ = [
@@ -104,10 +103,14 @@ class NoticeResult(msgspec.Struct, frozen=True):
 def parse_person(key: str) -> tuple[PersonKind, int]:
     """``client:12`` or ``staff:3`` as chosen on the page."""
     kind, _, number = key.strip().partition(":")
-    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
-    if kind not in ("client", "staff") or not re.fullmatch(r"[0-9]{1,9}", number):
-        raise InvalidInput(f"{key[:40]!r} does not name a client or staff member.", field="people")
-    return ("client" if kind == "client" else "staff"), int(number)
+    refused = InvalidInput(f"{key[:40]!r} does not name a client or staff member.", field="people")
+    if kind not in ("client", "staff"):
+        raise refused
+    try:
+        person_id = parse_id(number, field="people")
+    except InvalidInput:
+        raise refused from None
+    return ("client" if kind == "client" else "staff"), person_id
 
 
 async def _lookup(keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, str]]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from typing import Any
 
 import msgspec
 
-from appliance import validation
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
@@ -27,13 +25,14 @@ from appliance.privacy.tables import (
     SecurityIncident,
     SecurityIncidentChange,
 )
-from appliance.validation import clean_multiline, clean_text
+from appliance.validation import clean_multiline, clean_text, parse_count
 from appliance.web.form_keys import clean_form_key
 
 __all__ = [
     "ALERT_HOURS",
     "DEADLINE",
     "KINDS",
+    "MAX_COUNT",
     "MAX_TEXT",
     "NO_NOTICE",
     "RISKS",
@@ -52,7 +51,6 @@ __all__ = [
     "list_incidents",
     "lock_incident",
     "log_change",
-    "parse_count",
     "parse_time",
     "people_countdown",
     "span",
@@ -84,8 +82,6 @@ MAX_TEXT = 10_000
 MAX_COUNT = 1_000_000_000
 # Detection "now" typed in a browser whose clock runs a little ahead is not in the future.
 _CLOCK_SLACK = dt.timedelta(minutes=2)
-# Empty, 1200, or 1,200 / 1.200 / 1 200 / 1'200 (thousands separators of English and German).
-_GROUPED = re.compile(r"|[0-9]{1,10}|[0-9]{1,3}(?:[,. '][0-9]{3}){1,3}")
 _FIELDS = (
     "kind",
     "title",
@@ -256,17 +252,6 @@ def parse_time(
     return moment
 
 
-def parse_count(value: str, field: str) -> int | None:
-    """An approximate number of people or records as typed ("~1.200"); None when empty.
-    Separators must group thousands: "1.5" is not read as 15."""
-    if not _GROUPED.fullmatch(value.strip().lstrip("~").strip()):
-        raise InvalidInput(
-            f"Enter a whole number up to {MAX_COUNT:,}, e.g. 120 (an estimate is fine).",
-            field=field,
-        )
-    return validation.parse_count(value, field=field, maximum=MAX_COUNT)
-
-
 def _choice(value: str, options: dict[str, str], field: str) -> str:
     if value not in options:
         raise InvalidInput(f"Choose one of: {', '.join(options.values())}.", field=field)
@@ -290,8 +275,8 @@ def _clean(data: IncidentInput, now: dt.datetime) -> dict[str, Any]:
         "occurred_at": occurred,
         "timezone": zone_name,
         "personal_data": bool(data.personal_data),
-        "people_count": parse_count(data.people_count, "people_count"),
-        "records_count": parse_count(data.records_count, "records_count"),
+        "people_count": parse_count(data.people_count, field="people_count", maximum=MAX_COUNT),
+        "records_count": parse_count(data.records_count, field="records_count", maximum=MAX_COUNT),
     }
     for name in ("description", "analysis", "measures", "data_categories", "consequences"):
         values[name] = clean_multiline(getattr(data, name), field=name, max_length=MAX_TEXT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any
 
 import msgspec
@@ -17,6 +16,7 @@ from appliance.privacy import authority, decision, people, report, service
 from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
 from appliance.setup import service as setup
+from appliance.validation import parse_id
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.form_keys import new_form_key
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
@@ -596,10 +596,11 @@ class SecurityIncidentController(Controller):
 
 
 def _row_id(key: str) -> int:
-    # ASCII digits only: "²".isdigit() is true, and int() refuses it.
-    if not re.fullmatch(r"[0-9]{1,9}", key):
-        raise InvalidInput("Choose people from the list.", field="people")
-    return int(key)
+    """The id of a person's row on the list, as the notice form sends it."""
+    try:
+        return parse_id(key, field="people")
+    except InvalidInput:
+        raise InvalidInput("Choose people from the list.", field="people") from None
 
 
 def _told(result: people.NoticeResult) -> str:

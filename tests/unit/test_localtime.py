@@ -14,7 +14,7 @@ from appliance.localtime import (
     local_input,
     parse_local_time,
 )
-from appliance.validation import clean_multiline, parse_count
+from appliance.validation import MAX_ID, clean_multiline, parse_count, parse_id
 
 
 def test_a_local_time_is_read_in_its_zone() -> None:
@@ -65,12 +65,69 @@ def test_zone_names() -> None:
 
 
 def test_counts_take_ascii_digits_only() -> None:
+    """Counts are ASCII digits, with a tilde for an estimate; other digits are refused."""
     assert parse_count("~1.200", field="n", maximum=10**9) == 1200
     assert parse_count(" 3 000 ", field="n", maximum=10**9) == 3000
     assert parse_count("", field="n", maximum=10) is None
     for bad in ("²", "١٢", "12abc", "-5", "1e9", "99999999999999"):
         with pytest.raises(InvalidInput):
             parse_count(bad, field="n", maximum=10**9)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("1500", 1500),
+        ("1.500", 1500),
+        ("1,500", 1500),
+        ("1'500", 1500),
+        ("1 500", 1500),
+        ("1\u202f500", 1500),
+        ("12.345.678", 12_345_678),
+        ("999,999,999,999", 999_999_999_999),
+        ("007", 7),
+    ],
+)
+def test_thousands_separators_are_read_in_groups_of_three(text: str, number: int) -> None:
+    """One kind of separator between groups of three digits: English, German, Swiss."""
+    assert parse_count(text, field="n", maximum=10**12) == number
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.5", "1,5", "1.50", "1.5000", "1.500,000", ".500", "1.500.", "1..500", "1.000.000.000.000"],
+)
+def test_separators_that_do_not_group_thousands_are_refused(text: str) -> None:
+    """ "1.5" is refused, not read as 15; mixed separators and stray ones too."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_count(text, field="people_count", maximum=10**12)
+    assert refused.value.field == "people_count"
+    assert "Enter a whole number up to 1,000,000,000,000" in refused.value.message
+
+
+def test_a_count_above_its_maximum_is_refused() -> None:
+    """The maximum is part of the message, so the person knows what fits."""
+    assert parse_count("1.000", field="n", maximum=1000) == 1000
+    with pytest.raises(InvalidInput) as refused:
+        parse_count("1.001", field="n", maximum=1000)
+    assert "up to 1,000" in refused.value.message
+
+
+@pytest.mark.parametrize(("text", "number"), [("1", 1), (" 42 ", 42), (str(MAX_ID), 2**31 - 1)])
+def test_ids_are_positive_ascii_numbers(text: str, number: int) -> None:
+    """An id as a form sends it is read as a number."""
+    assert parse_id(text, field="id") == number
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "-1", "+1", "1.0", "1e3", "²", "\u0661", "1²", str(2**31), "9" * 40, "x"]
+)
+def test_ids_outside_a_database_integer_are_refused(text: str) -> None:
+    """Zero, signs, other digits and numbers past 2**31 - 1 get a message naming the field."""
+    with pytest.raises(InvalidInput) as refused:
+        parse_id(text, field="people")
+    assert refused.value.field == "people"
+    assert "is not a valid id" in refused.value.message
 
 
 def test_multiline_text_keeps_lines_and_refuses_control_characters() -> None:

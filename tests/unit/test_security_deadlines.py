@@ -12,16 +12,17 @@ from appliance.errors import InvalidInput
 from appliance.localtime import zone
 from appliance.privacy.people import default_notice
 from appliance.privacy.service import (
+    MAX_COUNT,
     NO_NOTICE,
     Incident,
     _alert_text,
     _due_threshold,
     _mail_context,
     countdown,
-    parse_count,
     parse_time,
     people_countdown,
 )
+from appliance.validation import parse_count
 from appliance.web.pdf import Report
 
 DETECTED = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
@@ -165,14 +166,14 @@ def test_a_time_skipped_by_daylight_saving_is_refused() -> None:
 )
 def test_approximate_numbers(text: str, number: int | None) -> None:
     """Counts may carry thousands separators of English and German, or a tilde."""
-    assert parse_count(text, "people_count") == number
+    assert parse_count(text, field="people_count", maximum=MAX_COUNT) == number
 
 
 @pytest.mark.parametrize("text", ["-3", "1.5", "lots", "9" * 11, "12e3", "²", "١٢", "1²"])
 def test_numbers_that_are_not_counts_are_refused(text: str) -> None:
     """Anything but a whole number is refused with the field named."""
     with pytest.raises(InvalidInput) as refused:
-        parse_count(text, "people_count")
+        parse_count(text, field="people_count", maximum=MAX_COUNT)
     assert refused.value.field == "people_count"
 
 
