@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ from tests.smtp import SmtpServer
 
 T0 = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A running SMTP server on loopback for one test."""
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def notify_settings(settings: Settings, **changes: Any) -> Settings:

@@ -4,7 +4,6 @@ saved, alert channels checked by apprise, the outbox's failed messages, and the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -18,6 +17,7 @@ from appliance.notify.messages import config_channel_key, queue_email
 from appliance.notify.relay import RELAY_KEY
 from appliance.notify.tables import AlertChannel, NotifySetting, OutboxMessage
 from tests.conftest import FakeClock, make_client
+from tests.integration.conftest import SMTP_PASSWORD, SMTP_USER
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
 from tests.integration.test_sign_in import invite_photographer
@@ -25,18 +25,7 @@ from tests.receiver import TOKEN, Receiver
 from tests.smtp import SmtpServer
 
 PAGE = "/admin/notifications"
-PASSWORD = "relay-pass-7f3e9a"
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A running SMTP server on loopback that wants a login."""
-    server = SmtpServer(credentials=("studio", PASSWORD))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+PASSWORD = SMTP_PASSWORD
 
 
 async def post(client: httpx.AsyncClient, action: str, data: dict[str, str]) -> httpx.Response:
@@ -48,7 +37,7 @@ def relay_form(server: SmtpServer, **changes: str) -> dict[str, str]:
         "host": server.host,
         "port": str(server.port),
         "security": "none",
-        "username": "studio",
+        "username": SMTP_USER,
         "password": PASSWORD,
         "mail_from": "studio@lumen.example",
         "mail_from_name": "Studio Lumen",
@@ -72,18 +61,18 @@ async def audit_text() -> str:
 
 
 async def test_relay_is_saved_only_after_a_real_login_and_the_password_never_shown(
-    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_server: SmtpServer
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_login_server: SmtpServer
 ) -> None:
     """A relay that accepts the login is saved and audited without the password; the page
     never shows the password, and saving again with it left empty keeps it."""
     await signed_in_owner(client, admin, clock)
-    response = await post(client, "/smtp", relay_form(smtp_server))
+    response = await post(client, "/smtp", relay_form(smtp_login_server))
     assert response.status_code == 303 and response.headers["location"] == f"{PAGE}?done=smtp"
     stored = await stored_relay()
     assert stored is not None
     assert (stored["host"], stored["port"], stored["password"]) == (
         "127.0.0.1",
-        smtp_server.port,
+        smtp_login_server.port,
         PASSWORD,
     )
     page = await client.get(PAGE)
@@ -93,7 +82,7 @@ async def test_relay_is_saved_only_after_a_real_login_and_the_password_never_sho
     assert page.headers["cache-control"] == "no-store"
 
     response = await post(
-        client, "/smtp", relay_form(smtp_server, password="", mail_from_name="Lumen")
+        client, "/smtp", relay_form(smtp_login_server, password="", mail_from_name="Lumen")
     )
     assert response.status_code == 303
     stored = await stored_relay()
@@ -126,14 +115,14 @@ async def test_invalid_relay_settings_are_refused_with_the_reason_and_nothing_sa
     client: httpx.AsyncClient,
     admin: Admin,
     clock: FakeClock,
-    smtp_server: SmtpServer,
+    smtp_login_server: SmtpServer,
     changes: dict[str, str],
     reason: str,
 ) -> None:
     """Each bad value gets a 400 naming what is wrong; no relay is stored or audited, and
     the password typed is not echoed."""
     await signed_in_owner(client, admin, clock)
-    response = await post(client, "/smtp", relay_form(smtp_server, **changes))
+    response = await post(client, "/smtp", relay_form(smtp_login_server, **changes))
     assert response.status_code == 400
     assert reason in response.text
     assert await stored_relay() is None
@@ -142,14 +131,17 @@ async def test_invalid_relay_settings_are_refused_with_the_reason_and_nothing_sa
 
 
 async def test_a_relay_that_cannot_be_reached_is_refused_with_the_reason(
-    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_server: SmtpServer
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_login_server: SmtpServer
 ) -> None:
     """A stopped server: "could not connect to host:port: connection refused", nothing saved."""
     await signed_in_owner(client, admin, clock)
-    smtp_server.stop()
-    response = await post(client, "/smtp", relay_form(smtp_server))
+    smtp_login_server.stop()
+    response = await post(client, "/smtp", relay_form(smtp_login_server))
     assert response.status_code == 400
-    assert f"could not connect to 127.0.0.1:{smtp_server.port}: connection refused" in response.text
+    assert (
+        f"could not connect to 127.0.0.1:{smtp_login_server.port}: connection refused"
+        in response.text
+    )
     assert await stored_relay() is None
 
 
@@ -159,7 +151,7 @@ async def test_a_relay_whose_certificate_is_not_trusted_is_refused(
     """STARTTLS to a server with a self-signed certificate fails verification: refused with
     that reason, nothing saved."""
     await signed_in_owner(client, admin, clock)
-    server = SmtpServer(credentials=("studio", PASSWORD), starttls=True)
+    server = SmtpServer(credentials=(SMTP_USER, PASSWORD), starttls=True)
     server.start()
     try:
         response = await post(client, "/smtp", relay_form(server, security="starttls"))
@@ -174,7 +166,7 @@ async def test_test_email_goes_through_the_outbox_in_the_chosen_language(
     client: httpx.AsyncClient,
     admin: Admin,
     clock: FakeClock,
-    smtp_server: SmtpServer,
+    smtp_login_server: SmtpServer,
     settings: Settings,
 ) -> None:
     """The test e-mail is queued, audited with the domain only, and arrives in German with the
@@ -182,13 +174,13 @@ async def test_test_email_goes_through_the_outbox_in_the_chosen_language(
     await signed_in_owner(client, admin, clock)
     refused = await post(client, "/test-email", {"to": "anna@example.org", "language": "de"})
     assert refused.status_code == 409 and "Set the SMTP relay first" in refused.text
-    assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
+    assert (await post(client, "/smtp", relay_form(smtp_login_server))).status_code == 303
     bad = await post(client, "/test-email", {"to": "not an address", "language": "de"})
     assert bad.status_code == 400 and "name@example.com" in bad.text
     response = await post(client, "/test-email", {"to": "anna@example.org", "language": "de"})
     assert response.status_code == 303
     assert (await deliver_due(settings, clock())).sent == 1
-    [mail] = smtp_server.messages
+    [mail] = smtp_login_server.messages
     assert mail.recipients == ["anna@example.org"]
     assert mail.message["Subject"] == "Testnachricht von Studio Lumen"
     assert "owner hat diese Testnachricht" in mail.part("plain")
@@ -278,14 +270,14 @@ async def test_failed_messages_are_listed_and_can_be_retried_or_discarded(
     client: httpx.AsyncClient,
     admin: Admin,
     clock: FakeClock,
-    smtp_server: SmtpServer,
+    smtp_login_server: SmtpServer,
     settings: Settings,
 ) -> None:
     """A mail refused for good shows up with its reason; "retry now" sends it once the cause
     is fixed, "discard" gives one up; both are audited, and other states are refused."""
     await signed_in_owner(client, admin, clock)
-    assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
-    smtp_server.refused.update({"gone@example.org", "later@example.org"})
+    assert (await post(client, "/smtp", relay_form(smtp_login_server))).status_code == 303
+    smtp_login_server.refused.update({"gone@example.org", "later@example.org"})
     ids = []
     for to in ("gone@example.org", "later@example.org"):
         queued = await queue_email(
@@ -303,11 +295,11 @@ async def test_failed_messages_are_listed_and_can_be_retried_or_discarded(
     assert page.text.count("550 5.1.1 No such user here") == 2
     assert 'id="count-failed">2<' in page.text
 
-    smtp_server.refused.discard("later@example.org")
+    smtp_login_server.refused.discard("later@example.org")
     assert (await post(client, f"/messages/{ids[1]}/retry", {})).status_code == 303
     assert (await post(client, f"/messages/{ids[0]}/discard", {})).status_code == 303
     assert (await deliver_due(settings, clock())).sent == 1
-    assert [m.recipients for m in smtp_server.messages] == [["later@example.org"]]
+    assert [m.recipients for m in smtp_login_server.messages] == [["later@example.org"]]
     states = {
         row["id"]: row["state"]
         for row in await OutboxMessage.select(OutboxMessage.id, OutboxMessage.state).run()
@@ -368,24 +360,26 @@ async def test_the_page_is_for_admins_only(
 
 
 async def test_the_stored_password_is_not_sent_to_another_server(
-    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_server: SmtpServer
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock, smtp_login_server: SmtpServer
 ) -> None:
     """Pointing the relay at another server with the password left empty is refused, asking
     for the password again; the other server never sees a login, and nothing is saved. A
     login without encryption to a server on the network is refused too."""
-    other = SmtpServer(credentials=("studio", PASSWORD))
+    other = SmtpServer(credentials=(SMTP_USER, PASSWORD))
     other.start()
     try:
         await signed_in_owner(client, admin, clock)
-        assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
+        assert (await post(client, "/smtp", relay_form(smtp_login_server))).status_code == 303
         before = await stored_relay()
         response = await post(
-            client, "/smtp", relay_form(smtp_server, port=str(other.port), password="")
+            client, "/smtp", relay_form(smtp_login_server, port=str(other.port), password="")
         )
         assert response.status_code == 400
         assert "Enter the password again" in response.text
         assert await stored_relay() == before
-        response = await post(client, "/smtp", relay_form(smtp_server, host="mail.example.com"))
+        response = await post(
+            client, "/smtp", relay_form(smtp_login_server, host="mail.example.com")
+        )
         assert response.status_code == 400
         assert "clear text" in response.text
         assert await stored_relay() == before
@@ -398,15 +392,15 @@ async def test_all_failed_messages_can_be_retried_at_once_with_audit(
     client: httpx.AsyncClient,
     admin: Admin,
     clock: FakeClock,
-    smtp_server: SmtpServer,
+    smtp_login_server: SmtpServer,
     settings: Settings,
 ) -> None:
     """After the cause is fixed, "retry all failed" sends every failed message again, once,
     and the audit log counts them; with nothing failed it says so."""
     await signed_in_owner(client, admin, clock)
-    assert (await post(client, "/smtp", relay_form(smtp_server))).status_code == 303
+    assert (await post(client, "/smtp", relay_form(smtp_login_server))).status_code == 303
     recipients = ["a@example.org", "b@example.org", "c@example.org"]
-    smtp_server.refused.update(recipients)
+    smtp_login_server.refused.update(recipients)
     for to in recipients:
         await queue_email(
             to=to,
@@ -418,12 +412,12 @@ async def test_all_failed_messages_can_be_retried_at_once_with_audit(
         )
     assert (await deliver_due(settings, clock())).failed == 3
     assert "Retry all 3 failed" in (await client.get(PAGE)).text
-    smtp_server.refused.clear()
+    smtp_login_server.refused.clear()
     response = await post(client, "/messages/retry-failed", {})
     assert response.status_code == 303
     assert response.headers["location"] == f"{PAGE}?done=retry-failed"
     assert (await deliver_due(settings, clock())).sent == 3
-    assert sorted(r for m in smtp_server.messages for r in m.recipients) == recipients
+    assert sorted(r for m in smtp_login_server.messages for r in m.recipients) == recipients
     [entry] = [e for e in await list_entries() if e.action == "notify.message.retry_all"]
     assert entry.details == {"emails": 3, "alerts": 0}
     again = await post(client, "/messages/retry-failed", {})
