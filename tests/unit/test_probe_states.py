@@ -1,4 +1,5 @@
-"""Monitoring decisions without services: damping, changes, gaps, alerts, disks, certificates."""
+"""Monitoring decisions without services: damping, changes, gaps, alerts, disks, certificates,
+the components a form may name."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.errors import InvalidInput
+from appliance.monitoring.components import clean_components
 from appliance.monitoring.probes import cert_state, disk_outcome, not_after
 from appliance.monitoring.states import (
     Status,
@@ -228,3 +231,20 @@ def test_not_after_refuses_garbage() -> None:
     """Bytes that are no certificate raise ValueError or IndexError, which the probe reports."""
     with pytest.raises((ValueError, IndexError)):
         not_after(b"\x30\x82\xff\xff")
+
+
+def test_components_ticked_on_a_form_are_trimmed_once_each_and_forged_ones_refused() -> None:
+    """Blank entries go, repeats count once in the order given; a key not offered is refused
+    with a message that names it (cut short)."""
+    known = ["web", "database", "offsite:nas"]
+    assert clean_components([" database", "", "web", "database ", "  "], known) == [
+        "database",
+        "web",
+    ]
+    assert clean_components([], known) == []
+    with pytest.raises(InvalidInput, match="Unknown component: 'toaster'") as refused:
+        clean_components(["web", "toaster"], known)
+    assert refused.value.field == "components"
+    with pytest.raises(InvalidInput) as long:
+        clean_components(["x" * 500], known)
+    assert "x" * 65 not in str(long.value)
