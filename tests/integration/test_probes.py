@@ -29,7 +29,7 @@ from appliance.monitoring.tables import (
     ProbeResult,
     ProcessHeartbeat,
 )
-from appliance.monitoring.watcher import watch_worker
+from appliance.monitoring.watcher import WorkerWatch, watch_worker
 from appliance.notify.messages import config_channel_key
 from appliance.notify.tables import OutboxMessage
 from appliance.storage import open_store
@@ -731,3 +731,20 @@ async def test_component_alerts_reach_the_backups_alert_urls_too(
     rows = await OutboxMessage.select(OutboxMessage.subject, OutboxMessage.channel).run()
     assert [row["subject"] for row in rows] == ["Website and galleries is down"]
     assert rows[0]["channel"] == config_channel_key(receiver.alert_url())
+
+
+async def test_the_worker_down_alert_names_the_last_beat_in_utc(
+    watched: Settings, receiver: Receiver, clock: FakeClock
+) -> None:
+    """A heartbeat read back with another offset (the database session's zone) is still
+    written as UTC in the state's detail and in the alert, not its wall clock labelled UTC."""
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    last_beat = dt.datetime(2026, 11, 29, 15, 4, 59, tzinfo=berlin)
+    watch = WorkerWatch(watched, clock)
+    assert await watch.mark_down(last_beat, clock())
+    said = "No heartbeat from the worker since 2026-11-29 14:04 UTC."
+    status = await ComponentStatus.select().where(ComponentStatus.component == "worker").first()
+    assert status is not None and status["state"] == "down" and status["detail"] == said
+    [alert] = receiver.messages()
+    assert alert["title"] == "Background worker is down"
+    assert alert["message"].startswith(said)
