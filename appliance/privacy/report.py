@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+import msgspec
 
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
@@ -33,6 +36,52 @@ def _time(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(dt.UTC).isoformat()
 
 
+# The decision not to notify the authority is reported as one object ("no_notice"), or None.
+_NO_NOTICE_FIELDS = {
+    "no_notice_at": "decided_at",
+    "no_notice_by": "decided_by",
+    "no_notice_reason": "reason",
+}
+# Names the export has used since its first version for fields named otherwise in the code.
+_SUBMISSION_NAMES = {"created_by": "recorded_by", "created_at": "recorded_at"}
+
+
+def _value(value: Any) -> Any:
+    return _time(value) if isinstance(value, dt.datetime) else value
+
+
+def _fields(
+    struct: msgspec.Struct, *, renamed: Mapping[str, str] = {}, left_out: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Every field of ``struct``, in its order, times in UTC (ISO 8601): taken from the
+    struct's definition, so a field added to it is in the export without anyone listing it
+    (Art. 33(5): the documentation of a breach leaves nothing out)."""
+    skipped = set(left_out)
+    return {
+        renamed.get(field.name, field.name): _value(getattr(struct, field.name))
+        for field in msgspec.structs.fields(struct)
+        if field.name not in skipped
+    }
+
+
+def _incident(incident: Incident, now: dt.datetime) -> dict[str, Any]:
+    timer = countdown(incident, now)
+    decision = (
+        None
+        if incident.no_notice_at is None
+        else {
+            "decision": NO_NOTICE,
+            **{label: _value(getattr(incident, name)) for name, label in _NO_NOTICE_FIELDS.items()},
+        }
+    )
+    return {
+        **_fields(incident, left_out=_NO_NOTICE_FIELDS),
+        "authority_deadline": _time(incident.deadline),
+        "deadline_state": timer.state if timer else None,
+        "no_notice": decision,
+    }
+
+
 async def _notices(incident_id: int) -> dict[int, list[str]]:
     """The times each affected person (by row id) was sent a notice, oldest first."""
     rows = (
@@ -51,7 +100,6 @@ async def _notices(incident_id: int) -> dict[int, list[str]]:
 async def report_data(incident_id: int, now: dt.datetime) -> dict[str, Any]:
     """Everything the register holds about an incident, times in UTC (ISO 8601)."""
     incident = await get_incident(incident_id)
-    timer = countdown(incident, now)
     notices = await _notices(incident_id)
     affected = (
         await AffectedPerson.select()
@@ -63,64 +111,14 @@ async def report_data(incident_id: int, now: dt.datetime) -> dict[str, Any]:
         "format": "fotostudio-security-incident",
         "version": FORMAT_VERSION,
         "generated_at": _time(now),
-        "incident": {
-            "id": incident.id,
-            "kind": incident.kind,
-            "title": incident.title,
-            "status": incident.status,
-            "detected_at": _time(incident.detected_at),
-            "occurred_at": _time(incident.occurred_at),
-            "timezone": incident.timezone,
-            "description": incident.description,
-            "analysis": incident.analysis,
-            "measures": incident.measures,
-            "personal_data": incident.personal_data,
-            "data_categories": incident.data_categories,
-            "people_count": incident.people_count,
-            "records_count": incident.records_count,
-            "consequences": incident.consequences,
-            "risk": incident.risk,
-            "authority_deadline": _time(incident.deadline),
-            "authority_notified_at": _time(incident.authority_notified_at),
-            "deadline_state": timer.state if timer else None,
-            # The recorded decision not to notify the authority (Art. 33(1)), or None.
-            "no_notice": None
-            if incident.no_notice_at is None
-            else {
-                "decision": NO_NOTICE,
-                "decided_at": _time(incident.no_notice_at),
-                "decided_by": incident.no_notice_by,
-                "reason": incident.no_notice_reason,
-            },
-            "alerted_hours": incident.alerted_hours,
-            "closed_at": _time(incident.closed_at),
-            "created_by": incident.created_by,
-            "created_at": _time(incident.created_at),
-            "updated_at": _time(incident.updated_at),
-        },
+        "incident": _incident(incident, now),
         "history": [
             {"at": _time(c.at), "action": c.action, "actor": c.actor, "changes": c.changes}
             for c in await list_changes(incident_id)
         ],
         "authority_submissions": [
-            {
-                "phase": s.phase,
-                "authority": s.authority,
-                "notified_at": _time(s.notified_at),
-                "reference": s.reference,
-                "nature": s.nature,
-                "data_categories": s.data_categories,
-                "people_count": s.people_count,
-                "records_count": s.records_count,
-                "contact_name": s.contact_name,
-                "contact_details": s.contact_details,
-                "consequences": s.consequences,
-                "measures": s.measures,
-                "delay_reasons": s.delay_reasons,
-                "recorded_by": s.created_by,
-                "recorded_at": _time(s.created_at),
-            }
-            for s in await authority.list_submissions(incident_id)
+            _fields(submission, renamed=_SUBMISSION_NAMES)
+            for submission in await authority.list_submissions(incident_id)
         ],
         # Ids only: the report may leave the appliance, the people's details need not.
         "affected_people": [

@@ -19,6 +19,7 @@ from appliance.clients.service import ClientDetails
 from appliance.config import Settings
 from appliance.notify.delivery import deliver_due
 from appliance.privacy import people, service
+from appliance.privacy.authority import AuthoritySubmission
 from appliance.privacy.tables import (
     AffectedPerson,
     SecurityIncident,
@@ -261,6 +262,13 @@ async def test_reports_hold_everything_and_are_audited(
         "people_count", "records_count", "consequences", "risk", "authority_deadline",
         "authority_notified_at", "closed_at", "created_at", "updated_at",
     }  # fmt: skip
+    # Every field of the register is in the export, whoever adds one: the decision not to
+    # notify as one object (None here), the submissions' author and time under their names.
+    grouped = {"no_notice_at", "no_notice_by", "no_notice_reason"}
+    assert set(service.Incident.__struct_fields__) - set(incident) == grouped
+    assert incident["no_notice"] is None
+    assert incident["detected_at"] == (clock() - dt.timedelta(hours=5)).isoformat()
+    assert incident["created_at"] == clock().isoformat() and incident["alerted_hours"] == 0
     assert incident["records_count"] == 1340 and incident["people_count"] == 120
     assert incident["deadline_state"] == "met"
     assert [h["action"] for h in report["history"]] == [
@@ -270,7 +278,15 @@ async def test_reports_hold_everything_and_are_audited(
         "authority_notified",
     ]
     assert report["history"][0]["changes"]["title"] == "Laptop with the client list stolen"
-    submission = report["authority_submissions"][0]
+    (submission,) = report["authority_submissions"]
+    assert set(AuthoritySubmission.__struct_fields__) - set(submission) == {
+        "created_by",
+        "created_at",
+    }
+    assert submission["recorded_at"] == submission["notified_at"] == clock().isoformat()
+    owner = await StaffUser.select(StaffUser.id).where(StaffUser.username == admin.username).first()
+    assert owner is not None
+    assert submission["recorded_by"] == owner["id"] and submission["phase"] == 1
     assert submission["reference"] == "BlnBDI-2026-4711"
     assert submission["contact_details"] == "privacy@lumen.example\n+49 30 1234567"
     assert report["affected_people"] == [
