@@ -90,8 +90,8 @@ def format_utc(moment: dt.datetime) -> str:
 
 
 def format_duration(seconds: float, *, exact: bool = False) -> str:
-    """A duration for people, in one shape everywhere: "45 s", "12 min", "3 h 5 min" (up to
-    two days, so a 72-hour deadline reads in hours), "4 days 3 h".
+    """A duration for people, in one shape everywhere: "45 s", "12 min", "3 h 5 min" (below
+    100 hours, so a 72-hour deadline reads in hours to its end), "4 days 3 h".
 
     Past a minute the seconds are dropped (cut, not rounded: a deadline never looks later than
     it is). ``exact`` keeps them, rounded, where the sum must add up (the SLA report: "43 min
@@ -104,7 +104,7 @@ def format_duration(seconds: float, *, exact: bool = False) -> str:
         return f"{secs} s"
     if hours == 0:
         parts = [f"{minutes} min"]
-    elif hours < 48:
+    elif hours < 100:
         parts = [f"{hours} h", f"{minutes} min"]
     else:
         days, hours = divmod(hours, 24)

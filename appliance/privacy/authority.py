@@ -10,7 +10,7 @@ import msgspec
 
 from appliance.audit.service import Actor
 from appliance.errors import Conflict, InvalidInput
-from appliance.localtime import clean_zone, local_input
+from appliance.localtime import clean_zone, format_duration, local_input
 from appliance.privacy.service import (
     DEADLINE,
     MAX_COUNT,
@@ -19,7 +19,6 @@ from appliance.privacy.service import (
     lock_incident,
     log_change,
     parse_time,
-    span,
 )
 from appliance.privacy.tables import AuthorityNotice, SecurityIncident
 from appliance.setup.service import StudioProfile
@@ -204,7 +203,8 @@ async def record_submission(
         late = values["notified_at"] - (incident.detected_at + DEADLINE)
         if not previous and late > dt.timedelta(0) and not values["delay_reasons"]:
             raise InvalidInput(
-                f"This notification came {span(late.total_seconds())} after the 72 hours: "
+                f"This notification came {format_duration(late.total_seconds())} after the "
+                "72 hours: "
                 "Art. 33(1) asks for the reasons for the delay.",
                 field="delay_reasons",
             )

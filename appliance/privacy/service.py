@@ -19,7 +19,7 @@ from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
-from appliance.localtime import clean_zone, format_utc, parse_local_time
+from appliance.localtime import clean_zone, format_duration, format_utc, parse_local_time
 from appliance.privacy.tables import (
     AffectedPerson,
     SecurityIncident,
@@ -53,7 +53,6 @@ __all__ = [
     "log_change",
     "parse_time",
     "people_countdown",
-    "span",
     "update_incident",
 ]
 
@@ -186,18 +185,6 @@ class Countdown(msgspec.Struct, frozen=True):
     seconds_left: int
 
 
-def span(seconds: float) -> str:
-    """A duration for people: 5 min, 41 h 12 min, 4 days 3 h."""
-    minutes = max(0, int(seconds)) // 60
-    hours, minutes = divmod(minutes, 60)
-    if hours == 0:
-        return f"{minutes} min"
-    if hours < 100:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} days {hours} h"
-
-
 def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
     """The deadline for notifying the authority, as text; None without personal data."""
     deadline = incident.deadline
@@ -207,7 +194,8 @@ def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
     if notified is not None:
         late = (notified - deadline).total_seconds()
         if late > 0:
-            return Countdown(deadline, "late", f"authority notified {span(late)} late", 0)
+            text = f"authority notified {format_duration(late)} late"
+            return Countdown(deadline, "late", text, 0)
         return Countdown(deadline, "met", "authority notified in time", 0)
     if incident.no_notice_at is not None:
         return Countdown(deadline, "decided", NO_NOTICE, 0)
@@ -217,8 +205,8 @@ def countdown(incident: Incident, now: dt.datetime) -> Countdown | None:
 def _running(deadline: dt.datetime, now: dt.datetime) -> Countdown:
     left = int((deadline - now).total_seconds())
     if left >= 0:
-        return Countdown(deadline, "running", f"{span(left)} left", left)
-    return Countdown(deadline, "overdue", f"overdue by {span(-left)}", left)
+        return Countdown(deadline, "running", f"{format_duration(left)} left", left)
+    return Countdown(deadline, "overdue", f"overdue by {format_duration(-left)}", left)
 
 
 def people_countdown(
@@ -550,7 +538,11 @@ def _alert_text(incident: Incident, hours: int, now: dt.datetime) -> tuple[str, 
             f"{format_utc(incident.detected_at)}.",
             "The supervisory authority has not been notified yet. GDPR Art. 33(1) asks for "
             f"that within 72 hours of detection, by {when}"
-            + (f" ({span(left)} left)." if left > 0 else f" (overdue by {span(-left)})."),
+            + (
+                f" ({format_duration(left)} left)."
+                if left > 0
+                else f" (overdue by {format_duration(-left)})."
+            ),
             "Open Admin → Security on the appliance to record the notification.",
         ]
     )
@@ -596,7 +588,7 @@ def _mail_context(incident: Incident, hours: int, now: dt.datetime) -> dict[str,
         "detected": format_utc(incident.detected_at),
         "deadline": format_utc(deadline),
         "overdue": left <= 0,
-        "left": span(abs(left)),
+        "left": format_duration(abs(left)),
     }
 
 

@@ -216,7 +216,7 @@ class SecurityIncidentController(Controller):
         settings: Settings = request.app.state.settings
         now = request.app.state.clock()
         # The zone of the studio's schedule is the best guess of where the studio is.
-        zone = settings.backups.timezone
+        zone = settings.studio_zone
         form = IncidentForm(
             timezone=zone, detected_at=local_input(now, zone), form_key=new_form_key()
         )

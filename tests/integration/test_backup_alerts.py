@@ -113,7 +113,7 @@ async def test_failures_remind_once_a_day_and_recovery_is_told_once(
     recovered = receiver.messages()[2]
     assert recovered["title"] == "Recovered: Backup"
     assert recovered["type"] == "success"
-    assert "failing since 2026-11-29 02:30 UTC (2 days 0 h)" in recovered["message"]
+    assert "failing since 2026-11-29 02:30 UTC (48 h 0 min)" in recovered["message"]
     assert "The last error was: disk full" in recovered["message"]
 
     await run(True, T0 + dt.timedelta(days=3))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -154,17 +153,6 @@ async def test_people_are_chosen_told_once_and_again_only_on_request(
         {"people": [f"client:{anna.id}", owner_key.group(1)], "again": False},
         {"people": [f"client:{anna.id}"], "again": True},
     ]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    """A running SMTP server on loopback for one test."""
-    server = SmtpServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_the_notice_arrives_over_smtp_as_edited(

@@ -4,7 +4,6 @@ people through the outbox, the reports, the audit entries, and hostile input."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
@@ -14,14 +13,12 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from huey.api import PeriodicTask
 from litestar import Litestar
 
 from appliance.audit.service import Actor, list_entries
 from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.config import Settings
-from appliance.db.engine import engine
 from appliance.notify.tables import OutboxMessage
 from appliance.privacy import service
 from appliance.privacy.service import IncidentInput
@@ -31,8 +28,8 @@ from appliance.privacy.tables import (
     SecurityIncident,
     SecurityIncidentChange,
 )
-from appliance.worker import close_thread_loop, make_huey
 from tests.conftest import FakeClock, make_client
+from tests.integration.conftest import run_periodic_twice
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
 from tests.integration.test_sign_in import invite_photographer
@@ -260,28 +257,7 @@ async def test_the_periodic_task_alerts_once_through_huey(
     """The worker's ``privacy.check_deadlines`` task, run twice as huey runs it on a loop of
     its own, queues the 24-hour alert once."""
     incident = await recorded(dt.datetime.now(dt.UTC), hours_ago=25)
-    data = msgspec.structs.replace(alerting.paths, data_dir=str(tmp_path))
-    huey = make_huey(msgspec.structs.replace(alerting, paths=data), immediate=True)
-    (task,) = [
-        t
-        for t in huey._registry._registry.values()
-        if issubclass(t, PeriodicTask) and t.__name__ == "privacy.check_deadlines"
-    ]
-    # As in tests/integration/test_worker.py: the worker has no pool of the web app.
-    db = engine()
-    pool, db.pool = db.pool, None
-    try:
-
-        def execute_twice() -> None:
-            try:
-                huey.execute(task())
-                huey.execute(task())
-            finally:
-                close_thread_loop()
-
-        await asyncio.to_thread(execute_twice)
-    finally:
-        db.pool = pool
+    await run_periodic_twice(alerting, "privacy.check_deadlines", tmp_path)
     sent = await alerts()
     assert [row["subject"] for row in sent] == [
         f"Security incident #{incident.id}: 24 h since detection, authority not notified"

@@ -151,12 +151,14 @@ def test_multiline_text_keeps_lines_and_refuses_control_characters() -> None:
         (3 * 3600 + 5 * 60 + 30, "3 h 5 min"),
         (3600, "1 h 0 min"),
         (47 * 3600 + 59 * 60, "47 h 59 min"),
-        (48 * 3600, "2 days 0 h"),
-        (4 * 86400 + 3 * 3600 + 59 * 60, "4 days 3 h"),
+        (71 * 3600 + 59 * 60, "71 h 59 min"),
+        (99 * 3600 + 59 * 60, "99 h 59 min"),
+        (100 * 3600, "4 days 4 h"),
+        (5 * 86400 + 3 * 3600 + 59 * 60, "5 days 3 h"),
     ],
 )
 def test_durations_read_in_one_shape_cut_to_the_minute(seconds: float, shown: str) -> None:
-    """Past a minute the seconds are cut; hours up to two days, then days and hours."""
+    """Past a minute the seconds are cut; hours below 100, then days and hours."""
     assert format_duration(seconds) == shown
 
 
@@ -169,8 +171,8 @@ def test_durations_read_in_one_shape_cut_to_the_minute(seconds: float, shown: st
         (43 * 60, "43 min"),
         (3600, "1 h 0 min"),
         (3600 + 7, "1 h 0 min 7 s"),
-        (2 * 86400 + 3 * 3600, "2 days 3 h 0 min"),
-        (2 * 86400 + 3 * 3600 + 5, "2 days 3 h 0 min 5 s"),
+        (2 * 86400 + 3 * 3600, "51 h 0 min"),
+        (5 * 86400 + 3 * 3600 + 5, "5 days 3 h 0 min 5 s"),
     ],
 )
 def test_exact_durations_keep_their_seconds(seconds: float, shown: str) -> None:
