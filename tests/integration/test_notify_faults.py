@@ -22,13 +22,10 @@ from tests.integration.test_notify_delivery import (
     notify_settings,
     queue_mails,
     rows,
-    smtp_server,
     use_relay,
 )
 from tests.receiver import Receiver
 from tests.smtp import SmtpServer
-
-__all__ = ["smtp_server"]  # the fixture, shared with the outbox's other tests
 
 
 @pytest.fixture
