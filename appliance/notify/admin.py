@@ -302,7 +302,12 @@ async def outbox_overview(settings: Settings, now: dt.datetime) -> OutboxOvervie
             subject=row["subject"],
             state=row["state"],
             attempts=row["attempts"],
-            last_error=channels.redact(row["last_error"])
+            # An alert's reason comes from apprise, which may name the channel's URL; an
+            # e-mail's is our own sentence about the relay, and masking every remembered URL
+            # piece in it would hide words such as "user" in the relay's reply.
+            last_error=(
+                channels.redact(row["last_error"]) if row["kind"] == "alert" else row["last_error"]
+            )
             or (
                 "waiting for an SMTP relay"
                 if row["kind"] == "email" and not relay.configured

@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from appliance.audit.service import list_entries
 from appliance.config import Settings
+from appliance.notify import channels
 from appliance.notify.delivery import deliver_due
 from appliance.notify.messages import config_channel_key, queue_email
 from appliance.notify.relay import RELAY_KEY
@@ -278,6 +279,8 @@ async def test_failed_messages_are_listed_and_can_be_retried_or_discarded(
     await signed_in_owner(client, admin, clock)
     assert (await post(client, "/smtp", relay_form(smtp_login_server))).status_code == 303
     smtp_login_server.refused.update({"gone@example.org", "later@example.org"})
+    # An alert URL whose pieces are everyday words: the relay's reply is still shown whole.
+    channels.remember(["json://user:here@redaction-check.invalid"])
     ids = []
     for to in ("gone@example.org", "later@example.org"):
         queued = await queue_email(
