@@ -17,7 +17,15 @@ from appliance.errors import ApplianceError
 from appliance.localtime import format_duration
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.pages import (
+    FORM,
+    NO_STORE,
+    client_address,
+    error_context,
+    redirect,
+    render,
+    status_of,
+)
 from appliance.web.requests import AnyRequest
 
 __all__ = ["BackupsController"]
@@ -25,8 +33,6 @@ __all__ = ["BackupsController"]
 log = logging.getLogger(__name__)
 
 PAGE = "/admin/backups"
-# The page may show the repository password: no copy of it may stay in a cache.
-NO_STORE = {"Cache-Control": "no-store"}
 # What a redirect after a change may announce: fixed texts, so nothing from the request is
 # ever reflected into the page.
 NOTICES = {

@@ -25,7 +25,7 @@ from appliance.monitoring.uptime import (
 )
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
-from appliance.web.pages import client_address, render
+from appliance.web.pages import NO_STORE, client_address, render
 from appliance.web.requests import AnyRequest
 
 __all__ = ["MonitoringAdminController"]
@@ -39,7 +39,6 @@ def _sla_duration(seconds: float) -> str:
 PAGE = "/admin/monitoring"
 MONTHS_SHOWN = 12
 # Probe details may name hosts and paths: no copy of the page may stay in a cache.
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 async def _context(settings: Settings, now: dt.datetime) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from appliance.web.pages import (
     banner_cache,
     client_address,
     error_context,
+    form_list,
     redirect,
     render,
     status_of,
@@ -74,14 +75,10 @@ class MaintenanceForm(msgspec.Struct):
             description=self.description,
             starts=self.starts,
             ends=self.ends,
-            components=_listed(self.components),
+            components=form_list(self.components),
             notify_clients=bool(self.notify_clients),
             form_key=self.form_key,
         )
-
-
-def _listed(value: list[str] | str) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _zone(request: AnyRequest) -> str:
@@ -114,7 +111,7 @@ class IncidentAdminController(Controller):
             "active": await maintenance.active_maintenance(now),
             "zone": _zone(request),
             "when": format_local,
-            "listed": _listed,
+            "listed": form_list,
             "now": now,
             **extra,
         }
@@ -133,7 +130,7 @@ class IncidentAdminController(Controller):
             created = await incidents.create_incident(
                 title=data.title,
                 impact=data.impact,
-                components=_listed(data.components),
+                components=form_list(data.components),
                 message=data.message,
                 form_key=data.form_key,
                 known=await maintenance.known_components(),
@@ -217,7 +214,7 @@ class IncidentAdminController(Controller):
             "zone": _zone(request),
             "when": format_local,
             "local_input": local_input,
-            "listed": _listed,
+            "listed": form_list,
             "notice_days": settings.monitoring.maintenance_notice_days,
             "now": now,
             **extra,

@@ -14,13 +14,20 @@ from appliance.notify import admin, relay
 from appliance.notify.relay import RelayForm, effective_relay
 from appliance.setup import service as setup
 from appliance.web.auth import require_admin, signed_in
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.pages import (
+    FORM,
+    NO_STORE,
+    client_address,
+    error_context,
+    redirect,
+    render,
+    status_of,
+)
 from appliance.web.requests import AnyRequest
 
 __all__ = ["NotifyAdminController"]
 
 PAGE = "/admin/notifications"
-NO_STORE = {"Cache-Control": "no-store"}
 # What a redirect may announce: fixed texts, so nothing from the request is reflected.
 NOTICES = {
     "smtp": "SMTP relay saved: the connection test passed.",

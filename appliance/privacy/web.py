@@ -19,14 +19,22 @@ from appliance.setup import service as setup
 from appliance.validation import parse_id
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.form_keys import new_form_key
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.pages import (
+    FORM,
+    NO_STORE,
+    client_address,
+    error_context,
+    form_list,
+    redirect,
+    render,
+    status_of,
+)
 from appliance.web.requests import AnyRequest
 
 __all__ = ["SecurityIncidentController"]
 
 PAGE = "/admin/security-incidents"
 # The register holds what went wrong and whom it concerns: no copy in any cache.
-NO_STORE = {"Cache-Control": "no-store"}
 NOTICES = {
     "created": "Incident recorded.",
     "saved": "Changes saved.",
@@ -37,10 +45,6 @@ NOTICES = {
     "decided": "The decision not to notify the authority is recorded.",
     "withdrawn": "The decision not to notify the authority is withdrawn; the deadline runs again.",
 }
-
-
-def _listed(value: list[str] | str) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 class IncidentForm(msgspec.Struct):
@@ -473,7 +477,7 @@ class SecurityIncidentController(Controller):
         try:
             await people.add_people(
                 incident_id,
-                [key for key in _listed(data.people) if key],
+                [key for key in form_list(data.people) if key],
                 actor=signed.member.actor,
                 address=client_address(request),
                 now=request.app.state.clock(),
@@ -513,7 +517,7 @@ class SecurityIncidentController(Controller):
         context: dict[str, Any] = {
             "incident": incident,
             "form": form,
-            "chosen": set(_listed(form.people)),
+            "chosen": set(form_list(form.people)),
             "affected": await people.list_affected(incident.id),
         }
         if exc is not None:
@@ -545,7 +549,7 @@ class SecurityIncidentController(Controller):
         incident = await service.get_incident(incident_id)
         studio = await setup.get_studio()
         try:
-            chosen = [_row_id(key) for key in _listed(data.people) if key]
+            chosen = [_row_id(key) for key in form_list(data.people) if key]
             result = await people.notify_people(
                 incident_id,
                 chosen,

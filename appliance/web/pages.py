@@ -37,9 +37,11 @@ from appliance.web.security import parse_address
 __all__ = [
     "EXCEPTION_HANDLERS",
     "FORM",
+    "NO_STORE",
     "banner_cache",
     "client_address",
     "error_context",
+    "form_list",
     "load_maintenance_banner",
     "maintenance_banner",
     "maintenance_banner_key",
@@ -174,6 +176,15 @@ def maintenance_banner(request: AnyRequest) -> dict[str, Any]:
                 "ends": format_local(coming.ends_at, zone),
             }
     return values
+
+
+# Pages with settings, client data or reports: never kept by a browser or a proxy.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def form_list(value: list[str] | str) -> list[str]:
+    """A form field that may be sent once (a string) or several times (a list), as a list."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def redirect(path: str, *, cookies: Iterable[Cookie] = ()) -> Redirect:
