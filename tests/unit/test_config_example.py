@@ -99,3 +99,68 @@ def test_every_example_key_is_preceded_by_a_comment() -> None:
             undocumented.append(f"line {number + 1}: {dotted}")
     assert seen == flatten(tomllib.loads(example_text)), "could not locate every key line"
     assert not undocumented, f"keys without a comment above them: {undocumented}"
+
+
+CONFIGURATION_DOC = EXAMPLE.parent / "docs" / "configuration.md"
+_DOC_SECTION = re.compile(r"^###\s+`\[([a-z_]+)\]`")
+_CODE = re.compile(r"`([^`]*)`")
+
+
+def documented_defaults(markdown: str) -> dict[str, Any]:
+    """The keys and defaults of the tables under each "### `[section]`" heading of the docs.
+
+    A row may name several keys (`a`, `b`) with one default for all or one default each.
+    """
+    documented: dict[str, Any] = {}
+    section = ""
+    for line in markdown.splitlines():
+        heading = _DOC_SECTION.match(line)
+        if heading:
+            section = heading.group(1)
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not section or len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        keys = _CODE.findall(cells[0])
+        defaults = [tomllib.loads(f"v = {literal}")["v"] for literal in _CODE.findall(cells[1])]
+        if len(defaults) == 1:
+            defaults *= len(keys)
+        assert len(defaults) == len(keys), f"docs/configuration.md: defaults of {keys} unclear"
+        for key, default in zip(keys, defaults, strict=True):
+            documented[f"{section}.{key}"] = default
+    return documented
+
+
+def example_defaults(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if isinstance(value, dict):
+            values |= example_defaults(value, f"{prefix}{name}.")
+        else:
+            values[documented_key(f"{prefix}{name}")] = value
+    return values
+
+
+def test_configuration_doc_lists_every_key_with_the_example_default() -> None:
+    """docs/configuration.md documents exactly the keys of config.example.toml, with the same
+    defaults, so neither can change without the other."""
+    example = example_defaults(tomllib.loads(read_example()))
+    documented = documented_defaults(CONFIGURATION_DOC.read_text(encoding="utf-8"))
+    missing = sorted(set(example) - set(documented))
+    unknown = sorted(set(documented) - set(example))
+    assert not missing and not unknown, f"not in the docs: {missing}; not a setting: {unknown}"
+    wrong = {k: (documented[k], v) for k, v in example.items() if documented[k] != v}
+    assert not wrong, f"docs default differs from config.example.toml (docs, example): {wrong}"
+
+
+def test_doc_table_reader_sees_a_changed_default() -> None:
+    """The reader of the docs' tables is precise enough to notice one changed default."""
+    text = "### `[server]`\n\n| key | default | meaning |\n|---|---|---|\n"
+    text += '| `host`, `port` | `"127.0.0.1"`, `8000` | where |\n| `a`, `b` | `""` | both |\n'
+    assert documented_defaults(text) == {
+        "server.host": "127.0.0.1",
+        "server.port": 8000,
+        "server.a": "",
+        "server.b": "",
+    }
+    assert documented_defaults(text.replace("`8000`", "`9000`"))["server.port"] == 9000
