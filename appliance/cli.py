@@ -337,7 +337,13 @@ def _add_domain_commands() -> None:
     from appliance.backups import commands
     from appliance.monitoring.commands import status
 
-    for command in (commands.backup, commands.drill, commands.restore, status):
+    for command in (
+        commands.backup,
+        commands.drill,
+        commands.restore,
+        commands.upgrade_check,
+        status,
+    ):
         cli.add_command(command)
 
 

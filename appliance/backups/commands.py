@@ -1,14 +1,17 @@
-"""``appliance backup``, ``appliance drill`` and ``appliance restore``.
+"""``appliance backup``, ``drill``, ``restore`` and ``upgrade-check``.
 
 ``backup`` and ``drill`` queue a job exactly as the schedule does and run it in this process,
 so they wait for a job running on the same repository instead of competing with it, and leave
-the same records and alerts as a scheduled run.
+the same records and alerts as a scheduled run. ``upgrade-check`` is the gate the upgrade
+script asks before it touches anything: an upgrade is only as safe as the last backup that is
+known to restore.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Any
 
 import asyncpg
@@ -19,7 +22,7 @@ from appliance.cli import Context, database
 from appliance.config import Settings
 from appliance.logs import configure_logging
 
-__all__ = ["backup", "drill", "restore"]
+__all__ = ["backup", "drill", "restore", "upgrade_check"]
 
 
 def _with_password_file(settings: Settings, password_file: str | None) -> Settings:
@@ -180,3 +183,103 @@ def restore(
         f"({outcome.object_bytes / 1e6:.1f} MB)"
         + (f"; files in {outcome.folder}" if outcome.folder else "")
     )
+
+
+async def _upgrade_gate(settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    """The last finished backup and the last restore drill, and why they do not allow an
+    upgrade (no reasons: ready). Read from the tables, like the probes: no repository is asked.
+    """
+    from appliance.backups.tables import BackupJob, DrillReport
+    from appliance.db.engine import configure, connection_pool
+    from appliance.localtime import format_duration, format_utc
+
+    configure(settings.database.url)
+    async with connection_pool():
+        backup = (
+            await BackupJob.select(BackupJob.state, BackupJob.finished_at, BackupJob.error)
+            .where((BackupJob.kind == "backup") & BackupJob.state.is_in(["done", "failed"]))
+            .order_by(BackupJob.finished_at, ascending=False)
+            .first()
+            .run()
+        )
+        drill = (
+            await DrillReport.select(
+                DrillReport.finished_at, DrillReport.passed, DrillReport.point_id
+            )
+            .order_by(DrillReport.finished_at, ascending=False)
+            .first()
+            .run()
+        )
+    limit_hours = settings.monitoring.backup_max_age_hours
+    age = "" if backup is None else format_duration((now - backup["finished_at"]).total_seconds())
+    reasons = []
+    if not settings.backups.enabled:
+        reasons.append("backups are switched off (backups.enabled = false)")
+    if backup is None:
+        reasons.append("no recovery point has been made yet: run `appliance backup`")
+    elif backup["state"] == "failed":
+        error = (backup["error"] or "no reason recorded").splitlines()[0]
+        reasons.append(
+            f"the last backup failed at {format_utc(backup['finished_at'])} ({error}): "
+            "fix the cause and run `appliance backup`"
+        )
+    elif now - backup["finished_at"] > dt.timedelta(hours=limit_hours):
+        reasons.append(
+            f"the last recovery point is {age} old, older than "
+            f"monitoring.backup_max_age_hours ({limit_hours} h): run `appliance backup`"
+        )
+    if drill is None:
+        reasons.append("no restore drill has run yet: run `appliance drill`")
+    elif not drill["passed"]:
+        reasons.append(
+            f"the last restore drill failed at {format_utc(drill['finished_at'])}: "
+            "see Admin → Backups, then run `appliance drill`"
+        )
+    summary = ""
+    if not reasons and drill is not None:
+        summary = (
+            f"the last recovery point is {age} old and the last restore drill passed at "
+            f"{format_utc(drill['finished_at'])}"
+        )
+    return {
+        "ready": not reasons,
+        "reasons": reasons,
+        "summary": summary,
+        "checked_at": now.isoformat(),
+        "backup_max_age_hours": limit_hours,
+        "last_backup": None
+        if backup is None
+        else {
+            "state": backup["state"],
+            "finished_at": backup["finished_at"].isoformat(),
+            "error": backup["error"],
+        },
+        "last_drill": None
+        if drill is None
+        else {
+            "passed": drill["passed"],
+            "finished_at": drill["finished_at"].isoformat(),
+            "point_id": drill["point_id"],
+        },
+    }
+
+
+@click.command("upgrade-check")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@click.pass_obj
+def upgrade_check(obj: Context, as_json: bool) -> None:
+    """Exit 0 only when the last backup worked, is recent, and the last restore drill passed."""
+    from appliance.clock import utcnow
+
+    with database(obj.settings) as (settings, _):
+        verdict = asyncio.run(_upgrade_gate(settings, utcnow()))
+    if as_json:
+        click.echo(json.dumps(verdict, indent=2))
+    elif verdict["ready"]:
+        click.echo(f"ready to upgrade: {verdict['summary']}")
+    else:
+        click.echo("not ready to upgrade:")
+        for reason in verdict["reasons"]:
+            click.echo(f"  - {reason}")
+    if not verdict["ready"]:
+        raise SystemExit(1)
