@@ -15,6 +15,7 @@ import msgspec
 
 from appliance.config import ConfigError, Settings, ensure_secret_key, load_settings
 from appliance.db.embedded import EmbeddedPostgres, start_embedded
+from appliance.edge import Edge, EdgeError, find_caddy, plan_edge, server_env
 from appliance.logs import configure_logging
 
 __all__ = ["main"]
@@ -113,14 +114,66 @@ def _announce_setup(link: str | None) -> None:
     )
 
 
+def _plan_edge(
+    settings: Settings, https_port: int | None, http_port: int | None
+) -> tuple[Edge, str]:
+    """Caddy's plan and binary; a problem stops ``up`` in one line, not in a restart loop."""
+    try:
+        edge = plan_edge(settings, https_port=https_port, http_port=http_port)
+        caddy = find_caddy(settings.tls.caddy)
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    edge.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the CA's keys
+    return edge, caddy
+
+
+def _announce_edge(edge: Edge) -> None:
+    click.echo(
+        f"HTTPS through Caddy on port {edge.https_port} (port {edge.http_port} redirects to it); "
+        f"the web server listens on 127.0.0.1:{edge.upstream_port} only",
+        err=True,
+    )
+    if edge.mode == "lan":
+        click.echo(
+            "\n  Certificates come from this machine's own authority. Browsers warn until a\n"
+            "  device trusts its root certificate (written at Caddy's first start):\n\n"
+            f"    {edge.root_certificate}\n\n"
+            "  Copy it to each computer, phone and tablet and install it as a trusted root\n"
+            "  (docs/tls.md shows how on Windows, macOS, Linux, iOS and Android).\n",
+            err=True,
+        )
+
+
 @cli.command()
+@click.option(
+    "--tls/--no-tls",
+    "tls",
+    default=None,
+    help="Run Caddy in front of the web server for HTTPS (default: tls.enabled).",
+)
+@click.option(
+    "--https-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Caddy's HTTPS port (default: tls.https_port; 443 as root, else 8443).",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Caddy's HTTP port, which redirects to HTTPS (default: tls.http_port; 80 or 8080).",
+)
 @click.pass_obj
-def up(obj: Context) -> None:
+def up(obj: Context, tls: bool | None, https_port: int | None, http_port: int | None) -> None:
     """Run the whole appliance on this machine (embedded database unless configured)."""
     from appliance.supervisor import Child, Supervisor, child_argv, child_env
 
     settings = obj.settings
     configure_logging(settings.logging.level)
+    edge, caddy = None, ""
+    if settings.tls.enabled if tls is None else tls:
+        edge, caddy = _plan_edge(settings, https_port, http_port)
+        settings = msgspec.structs.replace(settings, server=edge.server_behind(settings.server))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_secret_key(settings)  # made once here, before two children race to make it
     if settings.backups.enabled:
@@ -136,13 +189,20 @@ def up(obj: Context) -> None:
             return await _setup_link(resolved)
 
         link = asyncio.run(prepare())
-        click.echo(f"Fotostudio Appliance on {_base_url(resolved)}", err=True)
+        address = edge.https_url if edge else _base_url(resolved)
+        click.echo(f"Fotostudio Appliance on {address}", err=True)
+        if edge:
+            _announce_edge(edge)
         _announce_setup(link)
+        env = child_env(resolved.database.url, obj.config_path)
         children = [
             Child("web", child_argv("web", "--no-migrate", "--no-setup-token")),
             Child("worker", child_argv("worker")),
         ]
-        Supervisor(children, child_env(resolved.database.url, obj.config_path)).run()
+        if edge:
+            env |= server_env(resolved.server)  # the user's settings file stays as it is
+            children.append(Child("caddy", edge.caddy_argv(caddy), env=edge.caddy_env()))
+        Supervisor(children, env).run()
 
 
 @cli.command()

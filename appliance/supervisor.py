@@ -1,10 +1,10 @@
-"""``appliance up``: run the web server and the worker as supervised child processes.
+"""``appliance up``: run the web server, the worker (and Caddy) as supervised child processes.
 
 Steps:
 1. start the embedded PostgreSQL unless ``database.url`` names a server;
 2. run the migrations and, while set-up is unfinished, print the setup link with a fresh token;
-3. start ``appliance web`` and ``appliance worker``; a child that dies is logged and restarted
-   after a back-off that grows while it keeps crashing;
+3. start ``appliance web`` and ``appliance worker`` (and Caddy with ``--tls``); a child that
+   dies is logged and restarted after a back-off that grows while it keeps crashing;
 4. on SIGINT or SIGTERM, stop the children (SIGTERM, then SIGKILL at the deadline), then the
    database, all within ``STOP_SECONDS``.
 """
@@ -33,6 +33,7 @@ _MAX_BACKOFF = 30.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None  # instead of the supervisor's (Caddy gets no secrets)
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -56,7 +57,8 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         # A session of its own: Ctrl-C in the terminal reaches only the supervisor, which then
         # stops the children in order instead of all of them racing each other.
-        child.process = subprocess.Popen(child.argv, env=self.env, start_new_session=True)  # noqa: S603 - argv is ours
+        env = self.env if child.env is None else child.env
+        child.process = subprocess.Popen(child.argv, env=env, start_new_session=True)  # noqa: S603 - argv is ours
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
