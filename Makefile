@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 tools: ## Install restic 0.18 into .tools/bin
 	bash scripts/install-tools.sh
 
-tools-test: ## Install restic, Chromium and shellcheck (for the tests)
+tools-test: ## Install restic and the test tools (Chromium, shellcheck, Compose, Ansible)
 	bash scripts/install-tools.sh --test
 
 up: $(STAMP) tools ## Run the whole appliance here (embedded PostgreSQL; Ctrl-C stops it)
@@ -32,15 +32,15 @@ lint: $(STAMP) ## ruff (lint and format check), mypy, shellcheck
 	$(BIN)/ruff check appliance tests
 	$(BIN)/ruff format --check appliance tests
 	$(BIN)/mypy
-	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
+	@if command -v shellcheck >/dev/null; then shellcheck -x scripts/*.sh .ci/run installer/*.sh; \
 	 else echo "shellcheck not installed (make tools-test installs it); shell scripts not checked"; fi
 
 format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format appliance tests
 	$(BIN)/ruff check --fix appliance tests
 
-test-fast: $(STAMP) ## Unit and integration tests only
-	$(BIN)/pytest tests/unit tests/integration tests/faults
+test-fast: $(STAMP) ## Unit, packaging and integration tests only
+	$(BIN)/pytest tests/unit tests/packaging tests/integration tests/faults
 
 test-e2e: $(STAMP) tools-test ## Browser tests in their own pytest process
 	$(BIN)/pytest tests/e2e
@@ -49,7 +49,7 @@ test-embedded: $(STAMP) ## Integration tests against the embedded PostgreSQL (as
 	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q
 
 test: $(STAMP) tools-test lint ## Everything CI runs: lint, all tests, and again on embedded PG
-	$(BIN)/pytest tests/unit tests/integration tests/faults
+	$(BIN)/pytest tests/unit tests/packaging tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
 # Again on the embedded server; the restic wrapper's tests use no database at all.
 	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q \
