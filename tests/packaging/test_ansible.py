@@ -406,6 +406,7 @@ class InstallFolder:
             "fotostudio_dir": str(self.dir),
             "fotostudio_backup_repositories": repositories,
             "fotostudio_app_uid": os.getuid(),
+            "fotostudio_app_gid": os.getgid(),
             "fotostudio_compose": [str(self.compose)],
         }))  # fmt: skip
         return subprocess.run(
