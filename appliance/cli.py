@@ -287,12 +287,26 @@ def worker(obj: Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--storage/--no-storage",
+    default=True,
+    help="Then make sure the object store is ready: its bucket or folder exists.",
+)
 @click.pass_obj
-def migrate(obj: Context) -> None:
+def migrate(obj: Context, storage: bool) -> None:
     """Apply pending database migrations (under a lock, safe to run twice)."""
     configure_logging(obj.settings.logging.level)
     with database(obj.settings) as (settings, _):
-        ran = asyncio.run(_migrate(settings, quiet=True))
+
+        async def prepare() -> list[str]:
+            ran = await _migrate(settings, quiet=True)
+            # The compose bundle's one-shot migrate service is the only step before web and
+            # worker start (web runs with --no-migrate), so the bucket is made here.
+            if storage:
+                await _prepare_storage(settings)
+            return ran
+
+        ran = asyncio.run(prepare())
     click.echo(f"applied {len(ran)} migration(s)" if ran else "database is up to date")
 
 
@@ -396,6 +410,7 @@ def check_config(obj: Context) -> None:
 def _add_domain_commands() -> None:
     from appliance.backups import commands
     from appliance.monitoring.commands import status
+    from appliance.monitoring.healthcheck import healthcheck
 
     for command in (
         commands.backup,
@@ -403,6 +418,7 @@ def _add_domain_commands() -> None:
         commands.restore,
         commands.upgrade_check,
         status,
+        healthcheck,
     ):
         cli.add_command(command)
 
