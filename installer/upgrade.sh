@@ -67,7 +67,7 @@ check_gate() {
     return 0
   fi
   printf '%s\n' "$out" >&2
-  die "not upgrading: the last backup or restore drill did not pass. Fix: see Admin → Backups, run appliance backup and appliance drill in the worker, then run this again (or use --force)." "$EXIT_REFUSED"
+  die "not upgrading: appliance upgrade-check did not pass (its reasons are above; if the worker does not run, start the appliance first). Fix: see Admin → Backups, run appliance backup and appliance drill in the worker, then run this again (or use --force)." "$EXIT_REFUSED"
 }
 
 take_recovery_point() {

@@ -185,16 +185,9 @@ def bench(tmp_path: Path, root_certificate: bytes) -> Iterator[Bench]:
     yield Bench(root=tmp_path, env=env, install_dir=tmp_path / "fotostudio")
 
 
-def internet_flags() -> list[str]:
-    return [
-        "--mode",
-        "internet",
-        "--domain",
-        "photos.example.com",
-        "--email",
-        "it@example.com",
-        "--timezone",
-        "Europe/Berlin",
-        "--public-ip",
-        PUBLIC_IP,
-    ]
+def internet_flags(public_ip: str | None = PUBLIC_IP) -> list[str]:
+    """install.sh's answers for photos.example.com, which the test resolver points at
+    PUBLIC_IP; without ``public_ip`` that is not an address of this machine."""
+    flags = ["--mode", "internet", "--domain", "photos.example.com"]
+    flags += ["--email", "it@example.com", "--timezone", "Europe/Berlin"]
+    return flags + (["--public-ip", public_ip] if public_ip else [])
