@@ -374,10 +374,11 @@ write_secrets() {
 }
 
 install_files() {
-  local config env values=("SITE=$SITE" "MODE=$MODE" "EMAIL=$EMAIL" "TZ=$TZ_NAME" "DIR=$DIR"
+  local config env wrapper values=("SITE=$SITE" "MODE=$MODE" "EMAIL=$EMAIL" "TZ=$TZ_NAME" "DIR=$DIR"
     "SUBNET=$SUBNET" "VERSION=$VERSION")
   config=$(render "$HERE/templates/config.toml.in" "${values[@]}")
   env=$(render "$HERE/templates/env.in" "${values[@]}")
+  wrapper=$(render "$HERE/templates/fotostudio.in" "DIR=$DIR")
   [[ -d $DIR ]] || (umask 022 && mkdir -p "$DIR")
   umask 077
   ensure_dir "$DIR" 0755 0
@@ -400,6 +401,8 @@ install_files() {
   ((!CHANGED)) || say "  wrote .env"
   sync_compose bak
   ((!CHANGED)) || say "  copied compose/"
+  put_file "$DIR/fotostudio" 0755 0 0 <<<"$wrapper"
+  ((!CHANGED)) || say "  wrote fotostudio (docker compose on this folder)"
 }
 
 # --- starting ------------------------------------------------------------------------------

@@ -98,8 +98,12 @@ dc() {
 }
 
 dc_with_stdin() {
-  docker compose --project-name "$PROJECT" --env-file "$DIR/.env" \
-    --file "$DIR/compose/docker-compose.yml" "$@"
+  local files=(--file "$DIR/compose/docker-compose.yml")
+  # The site's own additions (the Ansible role's backup mounts, say) live beside .env, so a
+  # new release's compose/ never overwrites them.
+  [[ ! -f $DIR/docker-compose.override.yml ]] ||
+    files+=(--file "$DIR/docker-compose.override.yml")
+  docker compose --project-name "$PROJECT" --env-file "$DIR/.env" "${files[@]}" "$@"
 }
 
 # dc_build VERSION: build the image from the release's own compose file and source tree (the

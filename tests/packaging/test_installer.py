@@ -476,3 +476,40 @@ def test_the_written_env_satisfies_the_real_bundle(bench: Bench) -> None:
         assert Path(secret["file"]).is_file(), name
         assert Path(secret["file"]).parent == bench.install_dir / "secrets"
     assert bundle["services"]["caddy"]["environment"]["APPLIANCE_SITE"] == "photos.example.com"
+
+
+def test_the_fotostudio_command_runs_compose_on_the_folder(bench: Bench) -> None:
+    """The installer leaves ``fotostudio`` in the folder: docker compose on this install, with
+    the site's own override file once one exists beside .env."""
+    assert bench.install(*internet_flags()).returncode == 0
+    wrapper = bench.install_dir / "fotostudio"
+    assert mode(wrapper) == 0o755
+    bench.forget_calls()
+
+    def last_call(*args: str) -> list[str]:
+        result = subprocess.run(
+            [str(wrapper), *args], env=bench.env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        argv: list[str] = bench.calls()[-1]["argv"]
+        return argv
+
+    folder = bench.install_dir
+    argv = last_call("ps")
+    assert argv[:3] == ["compose", "--project-name", "fotostudio"]
+    assert argv[argv.index("--env-file") + 1] == str(folder / ".env")
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--file"]
+    assert files == [str(folder / "compose" / "docker-compose.yml")]
+    assert argv[-1] == "ps"
+
+    (folder / "docker-compose.override.yml").write_text("services: {}\n")
+    argv = last_call("logs", "web")
+    files = [argv[i + 1] for i, a in enumerate(argv) if a == "--file"]
+    assert files[-1] == str(folder / "docker-compose.override.yml")
+    assert argv[-2:] == ["logs", "web"]
+    # The installer's own compose calls take the override too.
+    bench.forget_calls()
+    assert bench.install(*internet_flags()).returncode == 0
+    for call in bench.calls():
+        if call["argv"][:1] == ["compose"] and "--env-file" in call["argv"]:
+            assert str(folder / "docker-compose.override.yml") in call["argv"], call["argv"]
