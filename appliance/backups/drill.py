@@ -222,7 +222,8 @@ async def migrate_database(settings: Settings, dsn: str) -> None:
     process stays on the live database)."""
     env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_DATABASE__URL_FILE"}
     env["APPLIANCE_DATABASE__URL"] = dsn  # a *_FILE secret would win over it: dropped above
-    argv = [sys.executable, "-m", "appliance", "migrate"]
+    # The scratch database only: the live object store is no business of a drill.
+    argv = [sys.executable, "-m", "appliance", "migrate", "--no-storage"]
     limit = settings.backups.timeout_minutes * 60.0
     await _run_tool(argv, env, what="migrations do not apply", limit=limit)
 
