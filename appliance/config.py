@@ -219,6 +219,8 @@ class PrivacySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     request: the grace period plus the daily purge run must stay inside it, hence at most 29."""
 
     erasure_grace_days: Annotated[int, msgspec.Meta(ge=1, le=29)] = 7
+    # Hours an export's download link works; the export is deleted from the store after that.
+    export_link_hours: Annotated[int, msgspec.Meta(ge=1, le=720)] = 24
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
