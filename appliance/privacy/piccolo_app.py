@@ -7,6 +7,8 @@ from piccolo.conf.apps import AppConfig
 from appliance.privacy.tables import (
     AffectedPerson,
     AuthorityNotice,
+    ErasureRequest,
+    LegalHold,
     PersonNotice,
     SecurityIncident,
     SecurityIncidentChange,
@@ -21,6 +23,8 @@ APP_CONFIG = AppConfig(
         AuthorityNotice,
         AffectedPerson,
         PersonNotice,
+        ErasureRequest,
+        LegalHold,
     ],
     migration_dependencies=["appliance.monitoring.piccolo_app"],
     commands=[],

@@ -1,4 +1,5 @@
-"""Piccolo tables of the privacy domain: the security-incident register (policy §6, GDPR Art. 33).
+"""Piccolo tables of the privacy domain: the security-incident register (policy §6, GDPR Art. 33)
+and the erasure lifecycle (policy §8, GDPR Art. 17).
 
 The register is the studio's documentation under Art. 33(5): every incident, every change to
 it, every submission to the supervisory authority and every person told. People are kept as
@@ -23,6 +24,8 @@ from piccolo.table import Table
 __all__ = [
     "AffectedPerson",
     "AuthorityNotice",
+    "ErasureRequest",
+    "LegalHold",
     "PersonNotice",
     "SecurityIncident",
     "SecurityIncidentChange",
@@ -124,3 +127,47 @@ class PersonNotice(Table, tablename="security_person_notice"):
     outbox_id = Integer(null=True, default=None)
     sent_by = Integer(null=True, default=None)
     queued_at = Timestamptz()
+
+
+class ErasureRequest(Table, tablename="erasure_request"):
+    """A client, a staff account or the whole studio to be erased, and, once purged, the proof.
+
+    The row never holds personal data: the subject is an id, the counts say what kinds of
+    records went and how many. It stays after the purge as the deletion record.
+    """
+
+    id: Serial
+    kind = Varchar(length=8)  # client, staff, studio
+    subject_id = Integer(null=True, default=None)  # null for the studio
+    # "<kind>:<id>" while pending or purging, null after: a second request for the same
+    # subject finds the open one (unique), and a cancelled or finished one allows a new one.
+    open_key = Varchar(length=40, null=True, default=None, unique=True)
+    state = Varchar(length=12, default="pending", index=True)  # pending, purging, done, cancelled
+    source = Varchar(length=8, default="staff")  # staff or client (a client's own request)
+    requested_at = Timestamptz()
+    requested_by = Integer(null=True, default=None)  # staff user id; no foreign key: kept proof
+    purge_after = Timestamptz(index=True)
+    # What was switched off at once, so a cancellation restores exactly that: share link ids
+    # revoked, whether the staff account was active.
+    undo = JSONB(default="{}")
+    # The purge's progress: steps finished, object keys to delete (read before the rows go),
+    # counts per kind. A purge killed half-way starts again from here.
+    progress = JSONB(default="{}")
+    cancelled_at = Timestamptz(null=True, default=None)
+    cancelled_by = Integer(null=True, default=None)
+    purged_at = Timestamptz(null=True, default=None)
+
+
+class LegalHold(Table, tablename="legal_hold"):
+    """Records the law obliges the studio to keep (invoices: 10 years in Germany, §147 AO) about
+    a person being erased: kept, restricted, until ``expires_at``; then the daily purge takes
+    them. Nothing holds records yet; billing will add its invoices here."""
+
+    id: Serial
+    kind = Varchar(length=8)  # client or staff
+    subject_id = Integer()
+    table_name = Varchar(length=64)  # the table whose rows are held
+    record_id = Integer()
+    reason = Varchar(length=200)
+    created_at = Timestamptz()
+    expires_at = Timestamptz(index=True)
