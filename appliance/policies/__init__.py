@@ -1,0 +1,1 @@
+"""The studio's privacy policy (versioned, acknowledged by staff) and its sub-processors page."""
