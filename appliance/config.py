@@ -221,6 +221,9 @@ class PrivacySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     erasure_grace_days: Annotated[int, msgspec.Meta(ge=1, le=29)] = 7
     # Hours an export's download link works; the export is deleted from the store after that.
     export_link_hours: Annotated[int, msgspec.Meta(ge=1, le=720)] = 24
+    # Days before a client's privacy request is due (one month, Art. 12(3)) that admins are
+    # alerted; a second alert follows when it has passed.
+    request_alert_days: Annotated[int, msgspec.Meta(ge=1, le=28)] = 7
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
