@@ -8,7 +8,9 @@ which browsers count as secure even over plain HTTP.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -44,12 +46,18 @@ class Running:
         """A client context that trusts only the appliance's own root certificate."""
         return ssl.create_default_context(cafile=self.root_certificate)
 
-    def get(self, path: str, *, verify: ssl.SSLContext | None = None) -> httpx.Response:
+    def get(
+        self,
+        path: str,
+        *,
+        verify: ssl.SSLContext | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         """GET over HTTPS as a browser that typed https://fotostudio.test:<port> would."""
         with httpx.Client(verify=verify or self.trusting(), timeout=5) as client:
             return client.get(
                 f"https://127.0.0.1:{self.https_port}{path}",
-                headers={"Host": f"{SITE}:{self.https_port}"},
+                headers={"Host": f"{SITE}:{self.https_port}", **(headers or {})},
                 extensions={"sni_hostname": SITE},
             )
 
@@ -166,6 +174,32 @@ def test_the_web_server_sees_https_and_prints_https_links(running: Running) -> N
     ).headers["set-cookie"]
     assert direct.startswith("fs_csrf="), direct
     assert f"https://{SITE}:{running.https_port}/setup?token=" in running.app.text()
+
+
+def test_caddys_log_keeps_no_token_referer_or_cookie(running: Running) -> None:
+    """A share link opened from a page with a token in its address, with a cookie, is logged
+    by Caddy as /s/[redacted] with the query masked and no Referer or Cookie at all."""
+    token = "Tk" + secrets.token_urlsafe(24)
+    response = running.get(
+        f"/s/{token}/p/1?pin={token}",
+        headers={
+            "Referer": f"https://{SITE}:{running.https_port}/invite/{token}-from",
+            "Cookie": f"fs_session={token}-cookie",
+        },
+    )
+    assert response.status_code == 404  # no such link; the request still reached the app
+    deadline = time.monotonic() + 5
+    while "/s/[redacted]/p/1?[redacted]" not in running.app.text():
+        assert time.monotonic() < deadline, running.app.text()[-3000:]
+        time.sleep(0.1)
+    (logged,) = [
+        json.loads(line[line.index("{") :])
+        for line in running.app.text().splitlines()
+        if "/s/[redacted]/p/1" in line and '"http.log.access' in line
+    ]
+    assert logged["request"]["uri"] == "/s/[redacted]/p/1?[redacted]"
+    assert {"Referer", "Cookie"}.isdisjoint(logged["request"]["headers"])
+    assert token not in running.app.text()
 
 
 def test_sigterm_stops_caddy_with_the_rest(running: Running) -> None:
