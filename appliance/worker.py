@@ -29,11 +29,13 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
             "appliance", filename=str(settings.data_dir / "queue.db"), immediate=immediate
         )
     from appliance.accounts import tasks as account_tasks
+    from appliance.exports import tasks as export_tasks
     from appliance.galleries import tasks as gallery_tasks
     from appliance.monitoring import tasks as monitoring_tasks
     from appliance.privacy import tasks as privacy_tasks
 
     account_tasks.register(huey, settings)
+    export_tasks.register(huey, settings)
     gallery_tasks.register(huey, settings)
     monitoring_tasks.register(huey, settings)
     privacy_tasks.register(huey, settings)

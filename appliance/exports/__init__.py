@@ -1,0 +1,1 @@
+"""Exports of everything the appliance holds about one person (GDPR Art. 15 and 20)."""

@@ -1,0 +1,450 @@
+"""Exports of one person's data: requested, built by the worker, downloaded, expired.
+
+Steps of an export:
+1. ``request_export`` queues a job (or returns the one already queued or running for that
+   person, so asking twice never builds two) and writes the request to the audit log;
+2. the worker claims it with a conditional UPDATE (``run_pending``), collects the records and
+   files and streams the archive into the object store under ``exports/``;
+3. staff make a download link (``issue_link``): a 256-bit token, stored as its SHA-256, good
+   for ``MAX_DOWNLOADS`` downloads until the export expires; each download is audit-logged;
+4. ``expire_exports`` deletes archives whose time is up (``privacy.export_link_hours``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import msgspec
+
+from appliance.audit import service as audit
+from appliance.audit.service import Actor
+from appliance.audit.tables import AuditEntry
+from appliance.config import Settings
+from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.exports import archive, records
+from appliance.exports.records import PersonKind
+from appliance.exports.summary import Access, gather_facts, render_summary
+from appliance.exports.tables import ExportJob as ExportRow
+from appliance.storage.base import ObjectInfo, ObjectStore, StorageError
+from appliance.tokens import new_token, token_digest
+
+__all__ = [
+    "MAX_DOWNLOADS",
+    "ExportJob",
+    "LinkExpired",
+    "access_log",
+    "count_download",
+    "delete_exports_of",
+    "expire_exports",
+    "get_export",
+    "issue_link",
+    "list_exports",
+    "open_download",
+    "request_export",
+    "run_export",
+    "run_pending",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_DOWNLOADS = 3  # a broken download can be tried again, a forwarded link not used forever
+STALE_AFTER = dt.timedelta(minutes=10)  # a running job without a heartbeat for this long died
+MAX_ATTEMPTS = 3  # claims of one job before it is marked failed (a job that kills its worker)
+ACTIVE = ("queued", "running")
+_LOCK_BASE = 0x6578706F7274  # "export": the advisory lock per person is this plus a CRC
+SYSTEM = Actor(id=None, name="system")
+
+
+class LinkExpired(Conflict):
+    """The download link was real, but its export expired or it was used up."""
+
+
+class ExportJob(msgspec.Struct, frozen=True):
+    id: int
+    kind: PersonKind
+    subject_id: int
+    state: Literal["queued", "running", "ready", "failed", "expired"]
+    source: str
+    requested_by_name: str
+    requested_at: dt.datetime
+    finished_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    error: str
+    size: int
+    files: int
+    downloads: int
+    has_link: bool
+
+    @property
+    def target(self) -> str:
+        return f"{self.kind}:{self.subject_id}"
+
+
+def _job(row: dict[str, Any]) -> ExportJob:
+    return ExportJob(
+        id=row["id"],
+        kind=row["kind"],
+        subject_id=row["subject_id"],
+        state=row["state"],
+        source=row["source"],
+        requested_by_name=row["requested_by_name"],
+        requested_at=row["requested_at"],
+        finished_at=row["finished_at"],
+        expires_at=row["expires_at"],
+        error=row["error"],
+        size=row["size"],
+        files=row["files"],
+        downloads=row["downloads"],
+        has_link=row["token_hash"] is not None,
+    )
+
+
+async def _subject_exists(kind: PersonKind, subject_id: int) -> bool:
+    if kind == "client":
+        from appliance.clients import service as clients
+
+        try:
+            await clients.get_client(subject_id)
+        except NotFound:
+            return False
+        return True
+    from appliance.accounts import service as accounts
+
+    return await accounts.get_member(subject_id) is not None
+
+
+async def request_export(
+    settings: Settings,
+    *,
+    kind: Literal["client", "staff"],
+    subject_id: int,
+    actor: Actor | str,
+    source: Literal["staff", "client"],
+    now: dt.datetime,
+    address: str = "",
+) -> ExportJob:
+    """Queue an export of one person's data, or return the one queued or running for them."""
+    if kind not in records.PERSON_TABLES:
+        raise InvalidInput("An export is of a client or of a member of staff.", field="kind")
+    if source not in ("staff", "client"):
+        raise InvalidInput("An export is asked for by staff or by the client.", field="source")
+    if not 0 < subject_id < 2**31 or not await _subject_exists(kind, subject_id):
+        raise NotFound("No such person.")
+    who = actor if isinstance(actor, Actor) else Actor(id=None, name=actor)
+    async with ExportRow._meta.db.transaction():
+        # Serialises requests for one person, so two at once cannot both queue a job.
+        lock = _LOCK_BASE + zlib.crc32(f"{kind}:{subject_id}".encode())
+        await ExportRow.raw("SELECT pg_advisory_xact_lock({})", lock)
+        row = (
+            await ExportRow.select()
+            .where(
+                (ExportRow.kind == kind)
+                & (ExportRow.subject_id == subject_id)
+                & ExportRow.state.is_in(list(ACTIVE))
+            )
+            .first()
+            .run()
+        )
+        joined = row is not None
+        if row is None:
+            inserted = await ExportRow.insert(
+                ExportRow(
+                    kind=kind,
+                    subject_id=subject_id,
+                    state="queued",
+                    source=source,
+                    requested_by=who.id,
+                    requested_by_name=who.name[:100],
+                    requested_at=now,
+                )
+            ).run()
+            row = await ExportRow.select().where(ExportRow.id == inserted[0]["id"]).first().run()
+            assert row is not None
+        await audit.record(
+            "export.request",
+            actor=who,
+            target=f"{kind}:{subject_id}",
+            address=address,
+            details={"export": row["id"], "source": source, "joined": joined},
+            at=now,
+        )
+    return _job(row)
+
+
+async def get_export(export_id: int) -> ExportJob:
+    row = await ExportRow.select().where(ExportRow.id == export_id).first().run()
+    if row is None:
+        raise NotFound("No such export.")
+    return _job(row)
+
+
+async def list_exports(kind: PersonKind, subject_id: int, *, limit: int = 10) -> list[ExportJob]:
+    rows = (
+        await ExportRow.select()
+        .where((ExportRow.kind == kind) & (ExportRow.subject_id == subject_id))
+        .order_by(ExportRow.id, ascending=False)
+        .limit(limit)
+        .run()
+    )
+    return [_job(row) for row in rows]
+
+
+async def _claim(now: dt.datetime) -> dict[str, Any] | None:
+    """Take the oldest queued job, or a running one whose worker died; None when there is none.
+    ``SKIP LOCKED`` and the conditional state make sure two workers never take the same."""
+    rows: list[dict[str, Any]] = await ExportRow.raw(
+        "UPDATE export_job SET state = 'running', heartbeat_at = {}, attempts = attempts + 1,"
+        " error = '' WHERE id = (SELECT id FROM export_job WHERE state = 'queued'"
+        " OR (state = 'running' AND heartbeat_at < {}) ORDER BY id LIMIT 1"
+        " FOR UPDATE SKIP LOCKED) RETURNING *",
+        now,
+        now - STALE_AFTER,
+    ).run()
+    return rows[0] if rows else None
+
+
+async def run_pending(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
+    """Build every export waiting for the worker; returns how many were taken."""
+    taken = 0
+    while (row := await _claim(now)) is not None:
+        taken += 1
+        if row["attempts"] > MAX_ATTEMPTS:
+            await _fail(row["id"], "The export stopped several times part-way; ask again.", now)
+            continue
+        await run_export(settings, store, row["id"], now)
+    return taken
+
+
+async def _fail(export_id: int, message: str, now: dt.datetime) -> None:
+    await (
+        ExportRow.update(
+            {ExportRow.state: "failed", ExportRow.error: message, ExportRow.finished_at: now}
+        )
+        .where((ExportRow.id == export_id) & (ExportRow.state == "running"))
+        .run()
+    )
+
+
+def _key(kind: str, subject_id: int, export_id: int) -> str:
+    return f"exports/{kind}/{subject_id}/{export_id}.zip"
+
+
+async def access_log(client_id: int, gallery_ids: list[int]) -> list[Access]:
+    """Every audit entry of a staff member about this client or their galleries, oldest first.
+
+    Read here, not through the audit service, because only the export asks by target.
+    """
+    targets = [f"client:{client_id}"] + [f"gallery:{g}" for g in gallery_ids]
+    rows = (
+        await AuditEntry.select(
+            AuditEntry.at, AuditEntry.actor, AuditEntry.action, AuditEntry.target
+        )
+        .where(AuditEntry.target.is_in(targets) & AuditEntry.actor_id.is_not_null())
+        .order_by(AuditEntry.seq)
+        .run()
+    )
+    return [
+        Access(at=row["at"], who=row["actor"], action=row["action"], target=row["target"])
+        for row in rows
+    ]
+
+
+async def _build(
+    settings: Settings,
+    store: ObjectStore,
+    kind: PersonKind,
+    subject_id: int,
+    key: str,
+    now: dt.datetime,
+    heartbeat: Callable[[], Awaitable[None]],
+) -> tuple[ObjectInfo, int]:
+    """Collect, summarise and write one archive; returns the object and its file count."""
+    found = await records.collect(kind, subject_id)
+    if not found:
+        raise NotFound("The person no longer exists")
+    # A client's files are their photos; the photos a member of staff uploaded are the clients'
+    # data, so a staff export lists them as records only.
+    files = archive.files_of(found) if kind == "client" else []
+    extra: dict[str, Any] = {}
+    accesses: list[Access] = []
+    if kind == "client":
+        galleries = [r["id"] for t in found if t.table == "gallery" for r in t.rows]
+        accesses = await access_log(subject_id, galleries)
+        extra["access_log.json"] = accesses
+    facts = await gather_facts(
+        settings,
+        kind=kind,
+        subject_id=subject_id,
+        records=found,
+        files=len(files),
+        accesses=accesses,
+        now=now,
+    )
+    stored, _ = await archive.write_archive(
+        store,
+        key,
+        records=found,
+        files=files,
+        extra_json=extra,
+        summary=render_summary(facts, archive.MANIFEST),
+        now=now,
+        heartbeat=heartbeat,
+    )
+    return stored, len(files)
+
+
+async def run_export(
+    settings: Settings, store: ObjectStore, export_id: int, now: dt.datetime
+) -> ExportJob:
+    """Build one claimed (running) export into the store; a failure leaves it failed, with a
+    message staff can act on, and no object behind."""
+    row = await ExportRow.select().where(ExportRow.id == export_id).first().run()
+    if row is None or row["state"] != "running":
+        raise Conflict("This export is not being built.")
+    kind: PersonKind = row["kind"]
+    subject_id: int = row["subject_id"]
+    key = _key(kind, subject_id, export_id)
+
+    async def heartbeat() -> None:
+        await ExportRow.update({ExportRow.heartbeat_at: now}).where(ExportRow.id == export_id)
+
+    try:
+        stored, count = await _build(settings, store, kind, subject_id, key, now, heartbeat)
+    except (StorageError, NotFound) as exc:
+        log.warning("export %d failed: %s", export_id, exc)
+        message = exc.message if isinstance(exc, NotFound) else "The file store failed"
+        await _fail(export_id, f"{message}; try again.", now)
+        return await get_export(export_id)
+    except Exception:
+        log.exception("export %d failed", export_id)
+        await _fail(export_id, "The export failed unexpectedly; try again.", now)
+        return await get_export(export_id)
+    hours = settings.privacy.export_link_hours
+    async with ExportRow._meta.db.transaction():
+        await ExportRow.update(
+            {
+                ExportRow.state: "ready",
+                ExportRow.object_key: key,
+                ExportRow.size: stored.size,
+                ExportRow.files: count,
+                ExportRow.finished_at: now,
+                ExportRow.expires_at: now + dt.timedelta(hours=hours),
+            }
+        ).where((ExportRow.id == export_id) & (ExportRow.state == "running"))
+        await audit.record(
+            "export.create",
+            actor=SYSTEM,
+            target=f"{kind}:{subject_id}",
+            details={"export": export_id, "bytes": stored.size, "files": count},
+            at=now,
+        )
+    return await get_export(export_id)
+
+
+async def issue_link(export_id: int, *, actor: Actor, now: dt.datetime, address: str = "") -> str:
+    """A new download token for a ready export (the previous link stops working); only its
+    SHA-256 is kept, so it is shown once."""
+    token = new_token()
+    async with ExportRow._meta.db.transaction():
+        changed = (
+            await ExportRow.update(
+                {ExportRow.token_hash: token_digest(token), ExportRow.downloads: 0}
+            )
+            .where(
+                (ExportRow.id == export_id)
+                & (ExportRow.state == "ready")
+                & (ExportRow.expires_at > now)
+            )
+            .returning(ExportRow.kind, ExportRow.subject_id)
+            .run()
+        )
+        if not changed:
+            raise Conflict("This export is not ready, or it has expired: ask for a new one.")
+        await audit.record(
+            "export.link",
+            actor=actor,
+            target=f"{changed[0]['kind']}:{changed[0]['subject_id']}",
+            address=address,
+            details={"export": export_id},
+            at=now,
+        )
+    return token
+
+
+async def open_download(token: str, now: dt.datetime) -> dict[str, Any]:
+    """The export a download token opens. NotFound for a token that never existed (looked up by
+    its SHA-256, so the time taken says nothing about how close a guess came); LinkExpired for
+    one whose export expired or whose downloads are used up."""
+    if not 20 <= len(token) <= 100:
+        raise NotFound("This download link does not exist.")
+    row = await ExportRow.select().where(ExportRow.token_hash == token_digest(token)).first().run()
+    if row is None:
+        raise NotFound("This download link does not exist.")
+    if row["state"] != "ready" or row["expires_at"] <= now:
+        raise LinkExpired("This download link has expired. Ask the studio for a new export.")
+    if row["downloads"] >= MAX_DOWNLOADS:
+        raise LinkExpired("This download link has been used up. Ask the studio for a new one.")
+    return dict(row)
+
+
+async def count_download(
+    row: dict[str, Any], *, actor: Actor, now: dt.datetime, address: str
+) -> None:
+    """Count one download (refused past the limit, even for two at once) and audit it."""
+    async with ExportRow._meta.db.transaction():
+        counted = (
+            await ExportRow.update({ExportRow.downloads: ExportRow.downloads + 1})
+            .where(
+                (ExportRow.id == row["id"])
+                & (ExportRow.token_hash == row["token_hash"])
+                & (ExportRow.downloads < MAX_DOWNLOADS)
+            )
+            .returning(ExportRow.downloads)
+            .run()
+        )
+        if not counted:
+            raise LinkExpired("This download link has been used up. Ask the studio for a new one.")
+        await audit.record(
+            "export.download",
+            actor=actor,
+            target=f"{row['kind']}:{row['subject_id']}",
+            address=address,
+            details={"export": row["id"], "download": counted[0]["downloads"]},
+            at=now,
+        )
+
+
+async def expire_exports(store: ObjectStore, now: dt.datetime) -> int:
+    """Delete the archives of exports whose time is up; returns how many. The row stays (state
+    "expired", no key, no link) as the record that an export was made."""
+    rows = (
+        await ExportRow.select(ExportRow.id, ExportRow.object_key)
+        .where((ExportRow.state == "ready") & (ExportRow.expires_at <= now))
+        .run()
+    )
+    for row in rows:
+        # The object first: a crash between the two leaves a row that is deleted again next run.
+        await store.delete(row["object_key"])
+        await ExportRow.update(
+            {ExportRow.state: "expired", ExportRow.object_key: "", ExportRow.token_hash: None}
+        ).where(ExportRow.id == row["id"])
+    return len(rows)
+
+
+async def delete_exports_of(
+    kind: Literal["client", "staff"], subject_id: int, *, store: ObjectStore
+) -> int:
+    """Erase every export of one person, archives and rows; returns how many rows went.
+    Called by the erasure purge."""
+    await store.delete_prefix(f"exports/{kind}/{subject_id}/")
+    deleted = (
+        await ExportRow.delete()
+        .where((ExportRow.kind == kind) & (ExportRow.subject_id == subject_id))
+        .returning(ExportRow.id)
+        .run()
+    )
+    return len(deleted)
