@@ -22,6 +22,7 @@ from appliance.backups.web import BackupsController
 from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
+from appliance.exports.web import ExportController, ExportDownloadController
 from appliance.db.engine import configure, connection_pool
 from appliance.galleries.media_web import ShareMediaController, StaffMediaController
 from appliance.galleries.page_cache import PageCache
@@ -36,7 +37,9 @@ from appliance.monitoring.status_web import StatusController
 from appliance.monitoring.watcher import watch_worker
 from appliance.monitoring.web import HealthController
 from appliance.notify.web import NotifyAdminController
+from appliance.policies.web import PolicyAdminController, PrivacyPolicyController
 from appliance.privacy.web import SecurityIncidentController
+from appliance.privacy_requests.web import ClientPrivacyController, PrivacyRequestAdminController
 from appliance.setup.web import SetupController, StudioSettingsController
 from appliance.storage import open_store
 from appliance.web.csrf import csrf_guard
@@ -86,14 +89,20 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             MonitoringAdminController,
             IncidentAdminController,
             SecurityIncidentController,
+            PrivacyRequestAdminController,
+            PolicyAdminController,
+            PrivacyPolicyController,
             StatusController,
             MetricsController,
             ClientController,
+            ExportController,
+            ExportDownloadController,
             GalleryController,
             UploadController,
             StaffMediaController,
             ShareLinkController,
             ShareController,
+            ClientPrivacyController,
             ShareMediaController,
             create_static_files_router(
                 path="/static",

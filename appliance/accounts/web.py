@@ -146,11 +146,11 @@ class SignInController(Controller):
         if signed is None or signed.session.stage != "full":
             return redirect("/login")
         now = request.app.state.clock()
-        notices = []
-        if signed.member.is_admin:
-            from appliance.web.attention import for_admins
+        from appliance.web.attention import for_admins, for_member
 
-            notices = await for_admins(request.app.state.settings, now)
+        settings = request.app.state.settings
+        notices = await for_admins(settings, now) if signed.member.is_admin else []
+        notices += await for_member(settings, signed.member.id, now)
         return render(
             request,
             "accounts/home.html",

@@ -20,7 +20,7 @@ from appliance.monitoring import uptime
 from appliance.notify import admin as notify
 from appliance.privacy import service as privacy
 
-__all__ = ["Notice", "for_admins"]
+__all__ = ["Notice", "for_admins", "for_member"]
 
 
 class Notice(msgspec.Struct, frozen=True):
@@ -39,6 +39,25 @@ async def for_admins(settings: Settings, now: dt.datetime) -> list[Notice]:
         *await _outbox(settings, now),
     ]
     return sorted(notices, key=lambda notice: notice.level != "error")
+
+
+async def for_member(settings: Settings, member_id: int, now: dt.datetime) -> list[Notice]:
+    """What every staff member is asked to do: confirm a new version of the privacy policy."""
+    from appliance.policies import service as policies
+
+    version = await policies.pending_acknowledgement(member_id, now)
+    if version is None:
+        return []
+    return [
+        Notice(
+            "notice",
+            f"Version {version.number} of the studio's privacy policy was published on "
+            f"{format_local(version.published_at, settings.studio_zone)}: read it and confirm "
+            "that you have.",
+            "/privacy",
+            "Read the privacy policy",
+        )
+    ]
 
 
 async def _security_incidents(now: dt.datetime) -> list[Notice]:
