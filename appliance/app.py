@@ -23,6 +23,7 @@ from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
 from appliance.exports.web import ExportController, ExportDownloadController
+from appliance.exports.web import ExportController, ExportDownloadController
 from appliance.db.engine import configure, connection_pool
 from appliance.galleries.media_web import ShareMediaController, StaffMediaController
 from appliance.galleries.page_cache import PageCache
@@ -95,6 +96,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StatusController,
             MetricsController,
             ClientController,
+            ExportController,
+            ExportDownloadController,
             ExportController,
             ExportDownloadController,
             GalleryController,
