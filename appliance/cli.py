@@ -15,7 +15,7 @@ import msgspec
 
 from appliance.config import ConfigError, Settings, ensure_secret_key, load_settings
 from appliance.db.embedded import EmbeddedPostgres, start_embedded
-from appliance.edge import Edge, EdgeError, find_caddy, plan_edge, server_env
+from appliance.edge import Edge, EdgeError, check_ports, find_caddy, plan_edge, server_env
 from appliance.logs import configure_logging
 
 __all__ = ["main"]
@@ -121,6 +121,7 @@ def _plan_edge(
     try:
         edge = plan_edge(settings, https_port=https_port, http_port=http_port)
         caddy = find_caddy(settings.tls.caddy)
+        check_ports(edge, caddy)
     except EdgeError as exc:
         raise click.ClickException(str(exc)) from None
     edge.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the CA's keys

@@ -14,16 +14,26 @@ import ipaddress
 import json
 import os
 import shutil
+import struct
 import sysconfig
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
 from appliance.config import ServerSettings, Settings
 
-__all__ = ["CADDYFILE", "Edge", "EdgeError", "find_caddy", "plan_edge", "site_mode"]
+__all__ = [
+    "CADDYFILE",
+    "Edge",
+    "EdgeError",
+    "check_ports",
+    "find_caddy",
+    "may_bind_low_ports",
+    "plan_edge",
+    "site_mode",
+]
 
 CADDYFILE = Path(__file__).with_name("Caddyfile")
 
@@ -48,6 +58,11 @@ _PASSED_ENV = (
 )
 
 Mode = Literal["internet", "lan"]
+
+# Below this port only root or a program with CAP_NET_BIND_SERVICE may listen (Linux).
+_UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+_CAP_NET_BIND_SERVICE = 10
+_VFS_CAP_FLAGS_EFFECTIVE = 0x000001
 
 
 class EdgeError(Exception):
@@ -100,13 +115,24 @@ class Edge(msgspec.Struct, frozen=True, kw_only=True):
         }
         return env
 
+    def _public_url(self, configured: str) -> str:
+        """The address for links: without a port in ``configured``, Caddy's real one, so a
+        user's Caddy on 8443 is not announced on 443. A port written there is kept: it is
+        where people arrive, e.g. through a port forward to Caddy's port."""
+        if not configured:
+            return self.https_url
+        parts = urlsplit(configured)
+        if parts.port is not None:
+            return configured
+        return urlunsplit(parts._replace(netloc=self.https_url.removeprefix("https://")))
+
     def server_behind(self, server: ServerSettings) -> ServerSettings:
         """The web server's settings behind Caddy: loopback only, Caddy trusted, the site's
-        name accepted, and links pointing at HTTPS unless public_url says otherwise."""
+        name accepted, and links pointing at HTTPS on Caddy's real port."""
         return msgspec.structs.replace(
             server,
             host="127.0.0.1",
-            public_url=server.public_url or self.https_url,
+            public_url=self._public_url(server.public_url),
             allowed_hosts=_merged(server.allowed_hosts, [self.site]),
             trusted_proxies=_merged(server.trusted_proxies, LOOPBACK_PROXIES),
         )
@@ -176,6 +202,62 @@ def plan_edge(
         acme_email=tls.acme_email,
         state_dir=settings.data_dir / "caddy",
     )
+
+
+def check_ports(
+    edge: Edge, caddy: str, *, as_root: bool | None = None, unprivileged_start: int | None = None
+) -> None:
+    """Refuse ports Caddy would not be allowed to listen on, which would otherwise leave it
+    restarting every few seconds while the links point at it."""
+    root = os.geteuid() == 0 if as_root is None else as_root
+    start = _unprivileged_port_start() if unprivileged_start is None else unprivileged_start
+    low = [port for port in (edge.https_port, edge.http_port) if port < start]
+    if not low or root or may_bind_low_ports(caddy):
+        return
+    ports = " and ".join(str(port) for port in low)
+    raise EdgeError(
+        f"Caddy may not listen on port {ports} without root (ports below {start} are "
+        f"privileged): run `sudo setcap cap_net_bind_service=+ep {caddy}` once, or choose "
+        "ports from 1024 with --https-port/--http-port"
+    )
+
+
+def _unprivileged_port_start() -> int:
+    try:
+        return int(_UNPRIVILEGED_PORT_START.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 1024  # the kernel's default, and the rule on systems without the file
+
+
+def may_bind_low_ports(program: str) -> bool:
+    """Whether ``program`` gets CAP_NET_BIND_SERVICE when we start it: a file capability
+    (``setcap cap_net_bind_service=+ep``) or one ambient in this process."""
+    try:
+        raw = os.getxattr(program, "security.capability")
+    except OSError:
+        raw = b""
+    return _file_grants_bind(raw) or _ambient_grants_bind()
+
+
+def _file_grants_bind(raw: bytes) -> bool:
+    # struct vfs_cap_data: magic_etc (revision | flags), then permitted and inheritable of the
+    # low 32 capabilities; only an effective, permitted bit helps a program that is not
+    # capability-aware, as Caddy is not.
+    if len(raw) < 8:
+        return False
+    magic, permitted = struct.unpack_from("<II", raw)
+    return bool(magic & _VFS_CAP_FLAGS_EFFECTIVE and permitted >> _CAP_NET_BIND_SERVICE & 1)
+
+
+def _ambient_grants_bind() -> bool:
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapAmb:"):
+            return bool(int(line.split()[1], 16) >> _CAP_NET_BIND_SERVICE & 1)
+    return False
 
 
 def find_caddy(configured: str = "") -> str:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from appliance.config import Settings, load_settings
-from appliance.edge import EdgeError, find_caddy, plan_edge, server_env, site_mode
+from appliance.edge import (
+    EdgeError,
+    check_ports,
+    find_caddy,
+    may_bind_low_ports,
+    plan_edge,
+    server_env,
+    site_mode,
+)
 
 
 def settings_with(**sections: dict[str, object]) -> Settings:
@@ -160,3 +170,60 @@ def test_caddy_is_found_beside_python_and_a_wrong_setting_is_named() -> None:
     assert Path(find_caddy()).name == "caddy"
     with pytest.raises(EdgeError, match=r"tls\.caddy"):
         find_caddy("/nonexistent/caddy")
+
+
+def test_links_carry_the_port_caddy_listens_on() -> None:
+    """A public_url without a port, with Caddy on 8443 (not root), becomes one with :8443, so
+    the printed and e-mailed links reach Caddy; a port written in it (a port forward) is kept."""
+    settings = settings_with(server={"public_url": "https://Studio.lan/base"})
+    edge = plan_edge(settings, as_root=False)
+    assert edge.https_port == 8443
+    assert edge.server_behind(settings.server).public_url == "https://studio.lan:8443/base"
+    moved = plan_edge(settings, https_port=9443, as_root=True)
+    assert moved.server_behind(settings.server).public_url == "https://studio.lan:9443/base"
+    forwarded = settings_with(server={"public_url": "https://studio.lan:443"})
+    behind = plan_edge(forwarded, https_port=8443, as_root=False).server_behind(forwarded.server)
+    assert behind.public_url == "https://studio.lan:443"
+
+
+def test_privileged_ports_without_root_or_capability_stop_up(tmp_path: Path) -> None:
+    """As a user, ports below ip_unprivileged_port_start are refused in one line naming the
+    fix, unless the kernel allows them; root and ports from 1024 pass."""
+    program = tmp_path / "caddy"
+    program.write_bytes(b"")
+    low = plan_edge(settings_with(), https_port=443, http_port=80, as_root=False)
+    with pytest.raises(EdgeError, match="port 443 and 80") as refused:
+        check_ports(low, str(program), as_root=False, unprivileged_start=1024)
+    assert f"setcap cap_net_bind_service=+ep {program}" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    check_ports(low, str(program), as_root=False, unprivileged_start=80)
+    check_ports(low, str(program), as_root=True, unprivileged_start=1024)
+    high = plan_edge(settings_with(), as_root=False)
+    check_ports(high, str(program), as_root=False, unprivileged_start=1024)
+
+
+def test_a_caddy_with_the_bind_capability_may_use_port_443(tmp_path: Path) -> None:
+    """`setcap cap_net_bind_service=+ep` on the binary is seen, so a user may run on 443."""
+    setcap = shutil.which("setcap") or shutil.which("setcap", path="/usr/sbin:/sbin")
+    if setcap is None:
+        pytest.skip("setcap is not installed")
+    program = tmp_path / "caddy"
+    program.write_bytes(b"")
+    assert not may_bind_low_ports(str(program))
+    done = subprocess.run(
+        [setcap, "cap_net_bind_service=+ep", str(program)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"setcap is not allowed here: {done.stderr!r}")
+    assert may_bind_low_ports(str(program))
+    check_ports(
+        plan_edge(settings_with(), https_port=443, http_port=80, as_root=False),
+        str(program),
+        as_root=False,
+        unprivileged_start=1024,
+    )
+    # Permitted but not effective does not help a program that does not raise it itself.
+    subprocess.run([setcap, "cap_net_bind_service=+p", str(program)], check=True)
+    assert not may_bind_low_ports(str(program))
