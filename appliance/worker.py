@@ -33,12 +33,14 @@ def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
     from appliance.galleries import tasks as gallery_tasks
     from appliance.monitoring import tasks as monitoring_tasks
     from appliance.privacy import tasks as privacy_tasks
+    from appliance.privacy_requests import tasks as privacy_request_tasks
 
     account_tasks.register(huey, settings)
     export_tasks.register(huey, settings)
     gallery_tasks.register(huey, settings)
     monitoring_tasks.register(huey, settings)
     privacy_tasks.register(huey, settings)
+    privacy_request_tasks.register(huey, settings)
     return huey
 
 

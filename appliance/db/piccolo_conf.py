@@ -29,6 +29,7 @@ APP_REGISTRY = AppRegistry(
         "appliance.notify.piccolo_app",
         "appliance.monitoring.piccolo_app",
         "appliance.privacy.piccolo_app",
+        "appliance.privacy_requests.piccolo_app",
         "appliance.exports.piccolo_app",
         "appliance.policies.piccolo_app",
     ]

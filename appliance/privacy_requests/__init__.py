@@ -1,0 +1,1 @@
+"""Clients' own privacy requests (GDPR Art. 15, 16, 17, 20) and their one-month deadline."""
