@@ -34,6 +34,7 @@ from appliance.backups.points import Point
 from appliance.backups.repositories import Target, backup_dir, restic_for
 from appliance.backups.restic import Restic
 from appliance.config import Settings
+from appliance.privacy import ledger
 from appliance.storage.base import ObjectStore, check_key
 
 __all__ = ["Progress", "RestoreOutcome", "choose_point", "restore"]
@@ -110,6 +111,9 @@ async def _restore_into(
 ) -> RestoreOutcome:
     restored = await restore_point(restic, point, folder, on_event=on_event)
     manifest = restored.manifest
+    if not into_scratch:
+        # A new machine has no erasure ledger yet: the repository's copy names who was erased.
+        await ledger.merge_from_repository(settings, restic)
     total = float(sum(o["size"] for o in manifest.objects))
     report("download", total, total)
     dsn = settings.database.url
@@ -135,7 +139,8 @@ async def _restore_into(
     mismatched: list[str] = []
     written = 0
     if not into_scratch:
-        skipped = set(manifest.deleted_during_backup)
+        # Objects of people erased since the point was taken are never written back.
+        skipped = set(manifest.deleted_during_backup) | ledger.erased_keys(settings)
         for entry in manifest.objects:
             if entry["key"] in skipped:
                 continue
@@ -154,6 +159,10 @@ async def _restore_into(
     await migrate_database(settings, target_dsn)
     report("migrations", 1, 1)
     if not into_scratch:
+        # Whoever was erased after the point was taken is erased again, rows and all.
+        report("erasures", 0, 1)
+        await ledger.reapply(settings, store, dt.datetime.now(dt.UTC))
+        report("erasures", 1, 1)
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
     return RestoreOutcome(
         point=point,

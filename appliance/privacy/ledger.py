@@ -1,0 +1,204 @@
+"""The erasure ledger: who was erased, as identifiers only, kept outside the database.
+
+A restore brings back the database and the objects of an older recovery point, with every
+person erased since. The ledger (``<data_dir>/privacy/erasure-ledger.jsonl``, one JSON object
+a line: request id, kind, subject id, object keys, times; no name, no address) is not part of
+any recovery point's restore path, so it survives a restore; :func:`reapply` then erases those
+people again, and the restore skips their objects altogether. A copy goes into every backup
+repository as a small snapshot of its own (tag ``fotostudio-erasure-ledger``), so a new machine
+restoring from a repository gets it too (:func:`merge_from_repository`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from appliance.backups.repositories import HOST, backup_dir, restic_for, targets
+from appliance.backups.restic import Restic, ResticError
+from appliance.config import Settings
+from appliance.storage.base import ObjectStore
+
+__all__ = [
+    "LEDGER_TAG",
+    "append",
+    "copy_to_repositories",
+    "entries",
+    "erased_keys",
+    "ledger_path",
+    "merge_from_repository",
+    "reapply",
+]
+
+log = logging.getLogger(__name__)
+LEDGER_TAG = "fotostudio-erasure-ledger"
+_FIELDS = ("request_id", "kind", "subject_id", "keep_staff", "requested_at", "purged_at", "keys")
+
+
+def ledger_path(settings: Settings) -> Path:
+    return settings.data_dir / "privacy" / "erasure-ledger.jsonl"
+
+
+def entries(settings: Settings) -> list[dict[str, Any]]:
+    """Every entry, oldest first; a torn last line (a crash mid-write) is skipped."""
+    path = ledger_path(settings)
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(line))
+    return found
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("kind"), a.get("subject_id"), a.get("requested_at")) == (
+        b.get("kind"),
+        b.get("subject_id"),
+        b.get("requested_at"),
+    )
+
+
+def append(settings: Settings, entry: dict[str, Any]) -> bool:
+    """Add ``entry`` unless it is there already (a purge step run twice); flushed to disk
+    before returning, since the rows go next. Returns whether it was added."""
+    clean = {key: entry.get(key) for key in _FIELDS}
+    if any(_same(clean, known) for known in entries(settings)):
+        return False
+    path = ledger_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(clean, sort_keys=True, separators=(",", ":")) + "\n"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def erased_keys(settings: Settings) -> set[str]:
+    """Object keys of erased people: a restore never writes these back."""
+    return {key for entry in entries(settings) for key in entry.get("keys") or []}
+
+
+async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
+    """Erase again everyone the ledger names (after a restore); returns how many entries.
+
+    Each is purged with fresh progress (the restored rows are found anew), and its deletion
+    record is made to say "done" whatever state the restored database had for it.
+    """
+    from appliance.db.engine import configure, engine
+    from appliance.privacy.purge import purge_subject
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    if not engine().config.get("dsn"):
+        configure(settings.database.url)  # `appliance restore` runs without the ORM set up
+
+    found = entries(settings)
+    for entry in found:
+        progress = await purge_subject(
+            settings,
+            store,
+            kind=entry["kind"],
+            subject_id=entry["subject_id"],
+            progress={},
+            keep_staff=entry.get("keep_staff"),
+        )
+        purged_at = dt.datetime.fromisoformat(entry["purged_at"])
+        requested_at = dt.datetime.fromisoformat(entry["requested_at"])
+        same = (ErasureRow.kind == entry["kind"]) & (ErasureRow.requested_at == requested_at)
+        if entry["subject_id"] is not None:
+            same &= ErasureRow.subject_id == entry["subject_id"]
+        record = json.dumps({"steps": progress["steps"], "counts": progress["counts"]})
+        updated = await (
+            ErasureRow.update(
+                {
+                    ErasureRow.state: "done",
+                    ErasureRow.open_key: None,
+                    ErasureRow.purged_at: purged_at,
+                    ErasureRow.undo: "{}",
+                }
+            )
+            .where(same)
+            .returning(ErasureRow.id)
+            .run()
+        )
+        if not updated:
+            await ErasureRow.insert(
+                ErasureRow(
+                    kind=entry["kind"],
+                    subject_id=entry["subject_id"],
+                    state="done",
+                    source="staff",
+                    requested_at=requested_at,
+                    purge_after=purged_at,
+                    purged_at=purged_at,
+                    progress=record,
+                    undo="{}",
+                )
+            ).run()
+    return len(found)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+async def copy_to_repositories(settings: Settings) -> list[str]:
+    """Back the ledger up into every configured repository whose copy is older than the file;
+    the older ledger snapshots there are forgotten. Returns the repositories written to.
+
+    A repository that cannot be reached is skipped (logged); the next daily run tries again.
+    """
+    path = ledger_path(settings)
+    if not path.exists() or not settings.backups.enabled:
+        return []
+    digest = _digest(path)
+    marks = path.parent / "copied.json"
+    copied: dict[str, str] = json.loads(marks.read_text()) if marks.exists() else {}
+    written = []
+    for target in await targets(settings):
+        if copied.get(target.name) == digest:
+            continue
+        restic = restic_for(settings, target, timeout=600)
+        try:
+            before = await restic.snapshots(tags=[LEDGER_TAG])
+            await restic.backup([path], tags=[LEDGER_TAG], host=HOST)
+            await restic.forget([s.id for s in before])
+        except ResticError as exc:
+            log.warning("erasure ledger not copied to %s: %s", target.name, exc)
+            continue
+        copied[target.name] = digest
+        written.append(target.name)
+    marks.write_text(json.dumps(copied))
+    return written
+
+
+async def merge_from_repository(settings: Settings, restic: Restic) -> int:
+    """Add the entries of the repository's newest ledger copy that this machine lacks (a new
+    machine restoring from a repository has none). Returns how many were added."""
+    try:
+        copies = await restic.snapshots(tags=[LEDGER_TAG])
+    except ResticError as exc:
+        log.warning("no erasure ledger read from the repository: %s", exc)
+        return 0
+    if not copies:
+        return 0
+    newest = max(copies, key=lambda s: s.time)
+    scratch = backup_dir(settings) / "scratch" / f"ledger-{newest.id[:12]}"
+    try:
+        await restic.restore(newest.id, scratch)
+        added = 0
+        for file in scratch.rglob(ledger_path(settings).name):
+            for line in file.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    added += append(settings, json.loads(line))
+        return added
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,351 @@
+"""The purge for good of an erasure request, once its grace period is over.
+
+Rows are found through Piccolo's app registry and foreign keys, not a hand-written list, so a
+table added later that belongs to a client (a foreign key chain that cascades or restricts
+back to ``client``) is purged without editing this module. Steps, each idempotent and recorded
+in the request's ``progress`` so a purge killed half-way finishes on the next run:
+
+1. ``collect``: the object keys (``*_key`` columns) and e-mail addresses of every row to go;
+2. ``ledger``: the identifiers appended to the erasure ledger (outside the database), so a
+   restore of an older recovery point erases the person again;
+3. ``rows``: every row, children first, in one transaction; ``set null`` references cleared;
+4. ``objects``: the objects in the store, and their copies in the backup mirror;
+5. ``exports``: the person's exports;
+6. ``outbox``: messages to their addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from piccolo.columns import ForeignKey, OnDelete
+from piccolo.table import Table
+
+from appliance.accounts.tables import StaffUser
+from appliance.backups.repositories import backup_dir
+from appliance.clients.tables import Client
+from appliance.config import Settings
+from appliance.notify.tables import OutboxMessage
+from appliance.privacy import ledger
+from appliance.privacy.tables import AffectedPerson
+from appliance.privacy.tables import ErasureRequest as ErasureRow
+from appliance.storage.base import ObjectStore, StorageError, check_key
+
+__all__ = ["Plan", "plan_for", "purge_due", "purge_request", "purge_subject", "registered_tables"]
+
+log = logging.getLogger(__name__)
+STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox")
+_ADDRESS_COLUMNS = ("email", "recipient")
+
+
+def registered_tables() -> list[type[Table]]:
+    """Every table of every app in the registry (so later apps are included)."""
+    from appliance.db.piccolo_conf import APP_REGISTRY
+
+    found: list[type[Table]] = []
+    for config in APP_REGISTRY.app_configs.values():
+        found += [t for t in config.table_classes if t not in found]
+    return found
+
+
+@dataclass
+class Plan:
+    """What to delete for one subject: a WHERE clause per table, in deletion order."""
+
+    where: dict[str, str] = field(default_factory=dict)
+    order: list[type[Table]] = field(default_factory=list)  # children first
+    clear: list[tuple[type[Table], str, str]] = field(default_factory=list)  # set-null refs
+
+
+def _references(table: type[Table]) -> list[tuple[ForeignKey[Any], type[Table]]]:
+    return [
+        (column, column._foreign_key_meta.resolved_references)
+        for column in table._meta.foreign_key_columns
+    ]
+
+
+def plan_for(root: type[Table], root_where: str) -> Plan:
+    """Every row that hangs off ``root`` rows matching ``root_where``, through foreign keys
+    that cascade or restrict (the child belongs to its parent); ``set null`` ones are only
+    cleared, since such a child belongs to someone else."""
+    tables = registered_tables()
+    plan = Plan(where={root._meta.tablename: root_where})
+    reached = [root]
+    changed = True
+    while changed:
+        changed = False
+        for table in tables:
+            clauses = []
+            for column, parent in _references(table):
+                parent_where = plan.where.get(parent._meta.tablename)
+                if parent_where is None or parent is table:
+                    continue
+                name = column._meta.db_column_name
+                parent_name = parent._meta.tablename
+                inner = f"{name} IN (SELECT id FROM {parent_name} WHERE {parent_where})"  # noqa: S608 - names from the table classes, ids are ints
+                if column._foreign_key_meta.on_delete == OnDelete.set_null:
+                    item = (table, name, inner)
+                    if item not in plan.clear:
+                        plan.clear.append(item)
+                    continue
+                clauses.append(inner)
+            if not clauses or table is root:
+                continue
+            where = " OR ".join(f"({c})" for c in clauses)
+            if plan.where.get(table._meta.tablename) != where:
+                plan.where[table._meta.tablename] = where
+                changed = True
+                if table not in reached:
+                    reached.append(table)
+    plan.order = _children_first(reached)
+    return plan
+
+
+def _children_first(tables: list[type[Table]]) -> list[type[Table]]:
+    ordered: list[type[Table]] = []
+
+    def visit(table: type[Table], seen: set[str]) -> None:
+        if table in ordered or table._meta.tablename in seen:
+            return
+        seen = seen | {table._meta.tablename}
+        for child in tables:
+            if any(parent is table for _, parent in _references(child)) and child is not table:
+                visit(child, seen)
+        ordered.append(table)
+
+    for table in tables:
+        visit(table, set())
+    return ordered
+
+
+def _subject_plans(kind: str, subject_id: int | None, keep_staff: int | None) -> list[Plan]:
+    if kind == "client":
+        return [plan_for(Client, f"id = {int(subject_id or 0)}")]
+    if kind == "staff":
+        return [plan_for(StaffUser, f"id = {int(subject_id or 0)}")]
+    # The whole studio: every client and every staff account but the admin who asked, who
+    # keeps the appliance administrable until the server itself is wiped.
+    staff_where = "TRUE" if keep_staff is None else f"id <> {int(keep_staff)}"
+    return [plan_for(Client, "TRUE"), plan_for(StaffUser, staff_where)]
+
+
+def _text_columns(table: type[Table], suffixes: Iterable[str]) -> list[str]:
+    return [
+        c._meta.db_column_name
+        for c in table._meta.columns
+        if any(c._meta.db_column_name.endswith(s) for s in suffixes) and c.value_type is str
+    ]
+
+
+async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
+    keys: set[str] = set()
+    addresses: set[str] = set()
+    for plan in plans:
+        for table in plan.order:
+            where = plan.where[table._meta.tablename]
+            for column in _text_columns(table, ("_key",)):
+                rows = await table.raw(
+                    f"SELECT {column} AS v FROM {table._meta.tablename} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                )
+                keys |= {r["v"] for r in rows if r["v"]}
+            for column in _text_columns(table, _ADDRESS_COLUMNS):
+                rows = await table.raw(
+                    f"SELECT {column} AS v FROM {table._meta.tablename} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                )
+                addresses |= {r["v"].strip().lower() for r in rows if r["v"] and "@" in r["v"]}
+    return {"keys": sorted(keys), "emails": sorted(addresses)}
+
+
+async def _delete_rows(plans: list[Plan], kind: str, subject_id: int | None) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    db = ErasureRow._meta.db
+    async with db.transaction():
+        for plan in plans:
+            for table, column, inner in plan.clear:
+                name = table._meta.tablename
+                clear = f"UPDATE {name} SET {column} = NULL WHERE {inner}"  # noqa: S608 - as above
+                await table.raw(clear)
+            for table in plan.order:
+                name = table._meta.tablename
+                rows = await table.raw(
+                    f"WITH gone AS (DELETE FROM {name} WHERE {plan.where[name]} RETURNING 1) "  # noqa: S608 - names from the table classes, ids are ints
+                    "SELECT count(*) AS n FROM gone"
+                )
+                if rows[0]["n"]:
+                    counts[name] = counts.get(name, 0) + int(rows[0]["n"])
+        # The incident register refers to people by kind and id, not by foreign key.
+        people = AffectedPerson.delete().where(AffectedPerson.kind == kind)
+        if kind != "studio":
+            people = people.where(AffectedPerson.person_id == subject_id)
+        await people.run()
+    return counts
+
+
+async def _delete_objects(settings: Settings, store: ObjectStore, keys: list[str]) -> int:
+    mirror = backup_dir(settings) / "mirror" / "objects"
+    deleted = 0
+    for key in keys:
+        try:
+            check_key(key)
+        except (StorageError, ValueError):
+            continue  # a column named *_key that holds no object key (a chunk's "12:3")
+        await store.delete(key)
+        with contextlib.suppress(FileNotFoundError):
+            (mirror / key).unlink()
+            deleted += 1
+        deleted += 1
+    return deleted
+
+
+async def _delete_exports(store: ObjectStore, kind: str, subject_id: int | None) -> int:
+    """Exports are the exports domain's; until it exists, its prefix is cleared here."""
+    if kind not in ("client", "staff") or subject_id is None:
+        return await store.delete_prefix("exports/")
+    try:
+        from appliance.exports.service import delete_exports_of
+    except ImportError:
+        return await store.delete_prefix(f"exports/{kind}/{subject_id}/")
+    subject: Literal["client", "staff"] = "client" if kind == "client" else "staff"
+    return int(await delete_exports_of(subject, subject_id, store=store))
+
+
+async def _delete_outbox(emails: list[str], studio: bool) -> int:
+    if studio:
+        query = OutboxMessage.delete().where(OutboxMessage.kind == "email")
+        return len(await query.returning(OutboxMessage.id).run())
+    if not emails:
+        return 0
+    rows = await OutboxMessage.raw(
+        "DELETE FROM outbox_message WHERE lower(recipient) = ANY({}) RETURNING id", emails
+    )
+    return len(rows)
+
+
+async def purge_subject(
+    settings: Settings,
+    store: ObjectStore,
+    *,
+    kind: str,
+    subject_id: int | None,
+    progress: dict[str, Any],
+    keep_staff: int | None = None,
+    ledger_entry: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Run the steps not yet in ``progress["steps"]``; ``save`` persists progress after each.
+
+    ``ledger_entry`` (without the keys, which step 1 finds) is appended in step 2; a re-run
+    from the ledger itself passes none.
+    """
+    steps: list[str] = progress.setdefault("steps", [])
+    counts: dict[str, int] = progress.setdefault("counts", {})
+    plans = _subject_plans(kind, subject_id, keep_staff)
+
+    async def done(step: str) -> None:
+        steps.append(step)
+        if save is not None:
+            await save(progress)
+
+    if "collect" not in steps:
+        progress.update(await _collect(plans))
+        await done("collect")
+    if "ledger" not in steps:
+        if ledger_entry is not None:
+            ledger.append(settings, {**ledger_entry, "keys": progress.get("keys", [])})
+        await done("ledger")
+    if "rows" not in steps:
+        for name, n in (await _delete_rows(plans, kind, subject_id)).items():
+            counts[name] = counts.get(name, 0) + n
+        await done("rows")
+    if "objects" not in steps:
+        counts["objects"] = await _delete_objects(settings, store, progress.get("keys", []))
+        await done("objects")
+    if "exports" not in steps:
+        counts["exports"] = await _delete_exports(store, kind, subject_id)
+        await done("exports")
+    if "outbox" not in steps:
+        emails = progress.get("emails", [])
+        counts["outbox_message"] = await _delete_outbox(emails, kind == "studio")
+        await done("outbox")
+    return progress
+
+
+async def purge_request(
+    settings: Settings, store: ObjectStore, request_id: int, now: dt.datetime
+) -> bool:
+    """Purge one due request; False when it is not due or already settled."""
+    rows = await ErasureRow.raw(
+        "UPDATE erasure_request SET state = 'purging' WHERE id = {} "
+        "AND state IN ('pending', 'purging') AND purge_after <= {} RETURNING *",
+        request_id,
+        now,
+    )
+    if not rows:
+        return False
+    row = rows[0]
+    raw = row["progress"]
+    progress = dict(json.loads(raw) if isinstance(raw, str) else raw or {})
+    keep_staff = row["requested_by"] if row["kind"] == "studio" else None
+
+    async def save(state: dict[str, Any]) -> None:
+        await (
+            ErasureRow.update({ErasureRow.progress: json.dumps(state)})
+            .where(ErasureRow.id == request_id)
+            .run()
+        )
+
+    await purge_subject(
+        settings,
+        store,
+        kind=row["kind"],
+        subject_id=row["subject_id"],
+        progress=progress,
+        keep_staff=keep_staff,
+        ledger_entry={
+            "request_id": row["id"],
+            "kind": row["kind"],
+            "subject_id": row["subject_id"],
+            "keep_staff": keep_staff,
+            "requested_at": row["requested_at"].astimezone(dt.UTC).isoformat(),
+            "purged_at": now.astimezone(dt.UTC).isoformat(),
+        },
+        save=save,
+    )
+    # The deletion record keeps kinds and counts only: the keys and addresses go.
+    record = {"steps": progress["steps"], "counts": progress["counts"]}
+    await (
+        ErasureRow.update(
+            {
+                ErasureRow.state: "done",
+                ErasureRow.open_key: None,
+                ErasureRow.purged_at: now,
+                ErasureRow.progress: json.dumps(record),
+                ErasureRow.undo: "{}",
+            }
+        )
+        .where(ErasureRow.id == request_id)
+        .run()
+    )
+    return True
+
+
+async def purge_due(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
+    """The daily job: purge every request whose grace period is over (and any a killed run
+    left half-done). Returns how many were finished."""
+    due = (
+        await ErasureRow.select(ErasureRow.id)
+        .where(ErasureRow.state.is_in(["pending", "purging"]) & (ErasureRow.purge_after <= now))
+        .order_by(ErasureRow.id)
+        .run()
+    )
+    finished = 0
+    for row in due:
+        if await purge_request(settings, store, row["id"], now):
+            finished += 1
+    return finished

@@ -1,0 +1,310 @@
+"""Erasure of a client: unreachable at once, purged for good after the grace period, and never
+brought back by a restore (real PostgreSQL, the filesystem store, real restic)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+
+from appliance.backups.repositories import configured, primary
+from appliance.backups.restore import choose_point, restore
+from appliance.backups.service import do_backup
+from appliance.clients.tables import Client
+from appliance.config import Settings
+from appliance.galleries.tables import Gallery, Photo
+from appliance.notify.tables import OutboxMessage
+from appliance.privacy import erasure, ledger, purge
+from appliance.privacy.tables import ErasureRequest as ErasureRow
+from appliance.storage.base import ObjectStore
+from tests.conftest import FakeClock
+from tests.integration import test_backups
+from tests.integration.flows import Admin
+from tests.integration.sharing_flows import published_gallery, share, visitor
+from tests.integration.test_clients import ANNA, BEN, signed_in_owner
+
+backup_settings = test_backups.backup_settings  # the fixture: a repository of the test's own
+
+
+@pytest.fixture(autouse=True)
+def fresh_ledger(settings: Settings) -> None:
+    """Each test starts without erasures from an earlier one."""
+    ledger.ledger_path(settings).unlink(missing_ok=True)
+    (ledger.ledger_path(settings).parent / "copied.json").unlink(missing_ok=True)
+
+
+@dataclass
+class Erased:
+    """Anna as the tests know her: her client id, her link, her objects and their bytes."""
+
+    client_id: int
+    link: str
+    keys: list[str]
+    contents: list[bytes]
+
+
+async def _object_bytes(store: ObjectStore, key: str) -> bytes:
+    return b"".join([chunk async for chunk in store.get(key)])
+
+
+async def _anna_and_ben(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> Erased:
+    """Two clients with a published gallery each, a link and a queued e-mail for Anna."""
+    await signed_in_owner(client, admin, clock)
+    anna_gallery, _ = await published_gallery(client, app, clock, ANNA, ["a1.jpg", "a2.jpg"])
+    await published_gallery(client, app, clock, BEN, ["b1.jpg"], title="Portraits")
+    link = await share(client, anna_gallery, recipient=ANNA["name"], email=ANNA["email"])
+    anna = await Gallery.select(Gallery.client).where(Gallery.id == anna_gallery).first().run()
+    assert anna is not None
+    store = app.state.store
+    photos = await Photo.select().where(Photo.gallery == anna_gallery).run()
+    keys = [p[k] for p in photos for k in ("original_key", "thumb_key", "preview_key")]
+    await OutboxMessage.insert(
+        OutboxMessage(
+            kind="email",
+            recipient=ANNA["email"],
+            subject=f"Your gallery, {ANNA['name']}",
+            body_text="Hello",
+            next_attempt_at=clock(),
+            created_at=clock(),
+        )
+    ).run()
+    contents = [await _object_bytes(store, key) for key in keys]
+    return Erased(client_id=anna["client"], link=link, keys=keys, contents=contents)
+
+
+async def _traces(database_url: str, needles: list[str], client_id: int) -> list[str]:
+    """Every text or JSON value in every table of every registered app that contains a needle,
+    and every foreign key to ``client`` still holding the client's id."""
+    found = []
+    conn = await asyncpg.connect(database_url)
+    try:
+        for table in purge.registered_tables():
+            name = table._meta.tablename
+            for column in table._meta.columns:
+                column_name = column._meta.db_column_name
+                if column.value_type in (str, dict, list) or column_name in ("details",):
+                    for needle in needles:
+                        hits = await conn.fetchval(
+                            f"SELECT count(*) FROM {name} WHERE {column_name}::text ILIKE $1",  # noqa: S608
+                            f"%{needle}%",
+                        )
+                        if hits:
+                            found.append(f"{name}.{column_name} holds {needle!r}")
+            for column in table._meta.foreign_key_columns:
+                if column._foreign_key_meta.resolved_references is Client:
+                    column_name = column._meta.db_column_name
+                    hits = await conn.fetchval(
+                        f"SELECT count(*) FROM {name} WHERE {column_name} = $1",  # noqa: S608
+                        client_id,
+                    )
+                    if hits:
+                        found.append(f"{name}.{column_name} refers to client {client_id}")
+        hits = await conn.fetchval("SELECT count(*) FROM client WHERE id = $1", client_id)
+        if hits:
+            found.append(f"client {client_id} is still there")
+    finally:
+        await conn.close()
+    return found
+
+
+async def _store_traces(store: ObjectStore, keys: list[str], contents: list[bytes]) -> list[str]:
+    found = []
+    async for info in store.list(""):
+        if info.key in keys:
+            found.append(f"object {info.key} is still there")
+        data = await _object_bytes(store, info.key)
+        if any(content in data for content in contents):
+            found.append(f"object {info.key} holds an erased photo's bytes")
+    return found
+
+
+def _folder_traces(folder: Path, contents: list[bytes]) -> list[str]:
+    return [
+        str(path)
+        for path in folder.rglob("*")
+        if path.is_file() and any(content in path.read_bytes() for content in contents)
+    ]
+
+
+async def test_a_purged_client_leaves_no_trace_in_any_table_object_or_mirror_copy(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    database_url: str,
+) -> None:
+    """Erased at once (the link stops working), purged after the grace period: no table of
+    any registered app, no object and no mirror copy holds Anna's name, address, id or photos,
+    Ben is untouched, and a deletion record with counts remains."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    store = app.state.store
+    await do_backup(backup_settings, store, clock)  # the mirror now holds Anna's photos
+    mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
+    assert _folder_traces(mirror, anna.contents)
+
+    request = await erasure.request_erasure(
+        backup_settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    async with visitor(app) as browser:
+        opened = await browser.get(anna.link)
+    assert opened.status_code in (403, 404, 410), opened.status_code
+    assert await erasure.is_erased("client", anna.client_id)
+
+    # Not yet: the grace period still runs.
+    assert await purge.purge_due(backup_settings, store, clock()) == 0
+    clock.advance(days=backup_settings.privacy.erasure_grace_days, seconds=1)
+    assert await purge.purge_due(backup_settings, store, clock()) == 1
+
+    needles = [ANNA["name"], ANNA["email"], "Hauptstr", "film look", "+49 170"]
+    assert await _traces(database_url, needles, anna.client_id) == []
+    assert await _store_traces(store, anna.keys, anna.contents) == []
+    assert _folder_traces(mirror, anna.contents) == []
+    assert await Client.count().where(Client.name == BEN["name"]).run() == 1
+    assert await Photo.count().run() == 1  # Ben's
+
+    done = await erasure.get_request(request.id)
+    assert done.state == "done"
+    assert done.counts["client"] == 1
+    assert done.counts["photo"] == 2
+    assert done.counts["share_link"] == 1
+    assert done.counts["outbox_message"] == 1
+    assert done.counts["objects"] >= 6
+    entry = ledger.entries(backup_settings)[0]
+    assert entry["subject_id"] == anna.client_id
+    assert set(entry["keys"]) >= set(anna.keys)
+    assert ANNA["email"] not in ledger.ledger_path(backup_settings).read_text()
+
+
+async def test_restoring_a_point_from_before_the_erasure_erases_the_client_again(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+    database_url: str,
+) -> None:
+    """A recovery point taken while Anna existed, restored after her purge: the ledger (also
+    copied into the repository) erases her again, her photos are not written back, Ben stays."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    store = app.state.store
+    await do_backup(backup_settings, store, clock)
+    target = primary(configured(backup_settings))
+    point = await choose_point(backup_settings, target, None)
+
+    await erasure.request_erasure(
+        backup_settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    clock.advance(days=backup_settings.privacy.erasure_grace_days + 1)
+    assert await purge.purge_due(backup_settings, store, clock()) == 1
+    assert await ledger.copy_to_repositories(backup_settings) == ["primary"]
+    # A new machine: no local ledger; the repository's copy must be enough.
+    ledger.ledger_path(backup_settings).unlink()
+
+    await restore(backup_settings, store, target, point)
+
+    needles = [ANNA["name"], ANNA["email"], "Hauptstr"]
+    assert await _traces(database_url, needles, anna.client_id) == []
+    assert await _store_traces(store, anna.keys, anna.contents) == []
+    assert await Client.count().where(Client.name == BEN["name"]).run() == 1
+    records = await ErasureRow.select().run()
+    assert [(r["kind"], r["subject_id"], r["state"]) for r in records] == [
+        ("client", anna.client_id, "done")
+    ]
+    assert json.loads(records[0]["progress"])["counts"]["client"] == 1
+    assert ledger.entries(backup_settings)[0]["subject_id"] == anna.client_id
+
+
+async def test_a_second_request_is_the_same_request_and_cancelling_gives_the_link_back(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    settings: Settings,
+) -> None:
+    """Requested twice: one request. Cancelled within the grace period: the link opens again;
+    after the grace period a cancellation is refused."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    first = await erasure.request_erasure(
+        settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    clock.advance(hours=1)
+    second = await erasure.request_erasure(
+        settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="client",
+        now=clock(),
+    )
+    assert second.id == first.id
+    assert await ErasureRow.count().run() == 1
+    from appliance.audit.service import Actor
+
+    cancelled = await erasure.cancel_erasure(first.id, actor=Actor(id=1, name="owner"), now=clock())
+    assert cancelled.state == "cancelled"
+    assert not await erasure.is_erased("client", anna.client_id)
+    async with visitor(app) as browser:
+        opened = await browser.get(anna.link)
+    assert opened.status_code == 200
+
+    again = await erasure.request_erasure(
+        settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    assert again.id != first.id
+    clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
+    from appliance.errors import Conflict
+
+    with pytest.raises(Conflict):
+        await erasure.cancel_erasure(again.id, actor=Actor(id=1, name="owner"), now=clock())
+
+
+async def test_erasing_a_client_that_does_not_exist_or_of_the_wrong_kind_is_refused(
+    clean_db: None, settings: Settings, clock: FakeClock
+) -> None:
+    """A missing client, a staff id passed as a studio, a kind that is none: clear errors,
+    nothing recorded."""
+    from appliance.errors import InvalidInput, NotFound
+
+    with pytest.raises(NotFound):
+        await erasure.request_erasure(
+            settings, kind="client", subject_id=4242, actor="owner", source="staff", now=clock()
+        )
+    with pytest.raises(InvalidInput):
+        await erasure.request_erasure(
+            settings, kind="studio", subject_id=1, actor="owner", source="staff", now=clock()
+        )
+    with pytest.raises(InvalidInput):
+        await erasure.request_erasure(
+            settings, kind="gallery", subject_id=1, actor="owner", source="staff", now=clock()
+        )
+    assert await ErasureRow.count().run() == 0
+    assert dt.timedelta(days=settings.privacy.erasure_grace_days) < dt.timedelta(days=30)
