@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Iterable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,23 @@ import pytest
 from appliance.web.security import CONTENT_SECURITY_POLICY
 
 WEB = Path(__file__).resolve().parents[2] / "appliance" / "web"
-TEXT_SUFFIXES = {".html", ".txt", ".css", ".js", ".svg"}
+TEXT_SUFFIXES = {".html", ".css", ".js", ".svg"}  # plain-text e-mails load nothing
 
-# Every place an HTML, SVG or CSS file names a URL the browser may load or follow.
-_ATTRIBUTE = re.compile(
-    r"""\b(?:src|href|action|formaction|srcset|poster|data|background|xlink:href|content)"""
-    r"""\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""",
-    re.IGNORECASE,
-)
+# Attributes whose value a browser loads, submits to or follows.
+_URL_ATTRIBUTES = {
+    "src",
+    "href",
+    "action",
+    "formaction",
+    "srcset",
+    "imagesrcset",
+    "poster",
+    "data",
+    "background",
+    "xlink:href",
+    "ping",
+    "manifest",
+}
 _CSS_URL = re.compile(r"""url\(\s*(?:"([^"]*)"|'([^']*)'|([^)\s]*))\s*\)""", re.IGNORECASE)
 _CSS_IMPORT = re.compile(r"""@import\s+(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 # Scripts: any absolute URL in a string (fetch, XMLHttpRequest, import, new Image...).
@@ -33,7 +43,6 @@ _ABSOLUTE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//([^/?#\s]*)", re.IGNORECAS
 # A link a person chooses to follow (``<a href>``) loads nothing when the page opens; the few
 # the pages have point admins to documentation. Each is named here, so a new one is a decision.
 KNOWN_LINKS = frozenset({"https://github.com/caronc/apprise/wiki"})
-_ANCHOR = re.compile(r"""<a\b[^>]*?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
 # Sources a CSP may name that are not another origin.
 _CSP_OWN = {"'self'", "'none'", "data:", "blob:", "'unsafe-inline'", "'strict-dynamic'"}
 
@@ -49,17 +58,59 @@ def host_of(reference: str) -> str | None:
     return authority.partition(":")[0].lower()
 
 
-def _references(text: str, suffix: str) -> Iterable[str]:
-    patterns = [_CSS_URL, _CSS_IMPORT]
+def _matches(pattern: re.Pattern[str], text: str) -> list[str]:
+    return [
+        next((group for group in match.groups() if group is not None), "")
+        for match in pattern.finditer(text)
+    ]
+
+
+class _Markup(HTMLParser):
+    """The URLs of real tags only: text that merely looks like a tag (a client's name
+    ``<img src=...>`` printed escaped) is data, and loads nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[str] = []
+        self.links: set[str] = set()  # values of <a href>
+        self._inside = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None:
+                continue
+            if name in ("srcset", "imagesrcset"):  # "url 2x, url 1x"
+                self.urls += [part.split()[0] for part in value.split(",") if part.split()]
+            elif name in _URL_ATTRIBUTES:
+                self.urls.append(value.strip())
+                if tag == "a" and name == "href":
+                    self.links.add(value.strip())
+            elif name == "style":
+                self.urls += _matches(_CSS_URL, value) + _matches(_CSS_IMPORT, value)
+            elif name == "content" and tag == "meta":  # refresh "0; url=...", og:image...
+                self.urls.append(value.rpartition("url=")[2].strip())
+        self._inside = tag if tag in ("style", "script") else ""
+
+    def handle_endtag(self, tag: str) -> None:
+        self._inside = ""
+
+    def handle_data(self, data: str) -> None:
+        if self._inside == "style":
+            self.urls += _matches(_CSS_URL, data) + _matches(_CSS_IMPORT, data)
+        elif self._inside == "script":
+            self.urls += _matches(_SCRIPT_URL, data)
+
+
+def _references(text: str, suffix: str) -> tuple[list[str], set[str]]:
+    """The URLs in ``text`` and which of them are plain links."""
     if suffix in (".html", ".svg"):
-        patterns.append(_ATTRIBUTE)
-    if suffix in (".js", ".html"):
-        patterns.append(_SCRIPT_URL)
-    for pattern in patterns:
-        for match in pattern.finditer(text):
-            value = next((group for group in match.groups() if group is not None), "")
-            # srcset lists "url 2x, url 1x"
-            yield from (part.split()[0] for part in value.split(",") if part.split())
+        markup = _Markup()
+        markup.feed(text)
+        markup.close()
+        return markup.urls, markup.links
+    if suffix == ".css":
+        return _matches(_CSS_URL, text) + _matches(_CSS_IMPORT, text), set()
+    return _matches(_SCRIPT_URL, text), set()
 
 
 def foreign_references(
@@ -69,20 +120,17 @@ def foreign_references(
     documentation links of :data:`KNOWN_LINKS` as plain links. Template expressions
     (``{{ ... }}``) are skipped: the values they print are checked on the rendered pages."""
     own = {host.lower() for host in own_hosts}
-    anchors = {
-        next(group for group in match.groups() if group is not None)
-        for match in _ANCHOR.finditer(text)
-    }
+    urls, links = _references(text, suffix)
     found = []
-    for reference in _references(text, suffix):
+    for reference in urls:
         if reference.startswith(("{{", "{%")):
             continue
-        if reference in KNOWN_LINKS and reference in anchors:
+        if reference in KNOWN_LINKS and reference in links:
             continue
         host = host_of(reference)
         if host is not None and host not in own:
             found.append(reference)
-    return list(dict.fromkeys(found))  # a URL seen by two patterns is named once
+    return list(dict.fromkeys(found))  # a URL named twice is reported once
 
 
 def foreign_csp_sources(policy: str) -> list[str]:
@@ -190,3 +238,12 @@ def test_a_known_documentation_link_only_passes_as_a_link() -> None:
     assert foreign_references(link) == []
     loaded = '<script src="https://github.com/caronc/apprise/wiki"></script>'
     assert foreign_references(loaded) == ["https://github.com/caronc/apprise/wiki"]
+
+
+def test_escaped_text_that_looks_like_a_tag_is_not_a_reference() -> None:
+    """A client's name printed escaped loads nothing and is not reported; the same as a tag is."""
+    escaped = "<td>&lt;img src=https://tracker.example/p.gif&gt;</td>"
+    assert foreign_references(escaped) == []
+    assert foreign_references("<td><img src=https://tracker.example/p.gif></td>") == [
+        "https://tracker.example/p.gif"
+    ]
