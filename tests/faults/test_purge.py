@@ -1,0 +1,87 @@
+"""A purge killed half-way: the request keeps its progress and the next run finishes it."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from litestar import Litestar
+
+from appliance.config import Settings
+from appliance.galleries.tables import Photo
+from appliance.privacy import erasure, purge
+from appliance.privacy.tables import ErasureRequest as ErasureRow
+from appliance.storage.base import ObjectStore
+from tests.conftest import FakeClock
+from tests.integration.flows import Admin
+from tests.integration.test_erasure import _anna_and_ben, _store_traces
+
+
+class WorkerDies(Exception):
+    """The worker process going away in the middle of the object step."""
+
+
+class DyingStore:
+    """The real store, except that the worker dies after ``lives`` deletions."""
+
+    def __init__(self, store: ObjectStore, lives: int) -> None:
+        self.store = store
+        self.lives = lives
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def delete(self, key: str) -> None:
+        if self.lives == 0:
+            raise WorkerDies(key)
+        self.lives -= 1
+        await self.store.delete(key)
+
+
+async def test_a_purge_killed_half_way_finishes_on_the_next_run(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    settings: Settings,
+) -> None:
+    """Killed after the rows and two objects: the request stays "purging" with the steps it
+    finished and the keys still to delete; the next run deletes the rest and records the
+    deletion once."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    request = await erasure.request_erasure(
+        settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
+    store = app.state.store
+    try:
+        await purge.purge_due(settings, DyingStore(store, lives=2), clock())  # type: ignore[arg-type]
+    except WorkerDies:
+        pass
+    else:
+        raise AssertionError("the purge did not reach the object step")
+    row = await ErasureRow.select().where(ErasureRow.id == request.id).first().run()
+    assert row is not None
+    assert row["state"] == "purging"
+    progress = json.loads(row["progress"])
+    assert progress["steps"] == ["collect", "ledger", "rows"]
+    assert set(anna.keys) <= set(progress["keys"])
+    assert await Photo.count().run() == 1  # Ben's; Anna's rows went before the kill
+    assert await _store_traces(store, anna.keys, anna.contents) != []  # objects left behind
+
+    assert await purge.purge_due(settings, store, clock()) == 1
+    assert await _store_traces(store, anna.keys, anna.contents) == []
+    done = await erasure.get_request(request.id)
+    assert done.state == "done"
+    assert done.counts["photo"] == 2
+    assert "keys" not in json.loads(
+        (await ErasureRow.select().where(ErasureRow.id == request.id).first().run() or {})[
+            "progress"
+        ]
+    )
+    assert await purge.purge_due(settings, store, clock()) == 0  # nothing left to do
