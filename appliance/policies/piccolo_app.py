@@ -10,6 +10,6 @@ APP_CONFIG = AppConfig(
     app_name="policies",
     migrations_folder_path=str(Path(__file__).parent / "piccolo_migrations"),
     table_classes=[PolicyVersion, PolicyDraft, PolicyAcknowledgement],
-    migration_dependencies=["appliance.privacy.piccolo_app"],
+    migration_dependencies=["appliance.accounts.piccolo_app", "appliance.privacy.piccolo_app"],
     commands=[],
 )

@@ -37,7 +37,6 @@ __all__ = [
     "blocks",
     "current_version",
     "discard_draft",
-    "forget_staff",
     "get_draft",
     "get_version",
     "list_versions",
@@ -391,7 +390,7 @@ async def acknowledge(
             await PolicyAcknowledgement.insert(
                 PolicyAcknowledgement(
                     version=row["id"],
-                    staff_id=staff_id,
+                    staff=staff_id,
                     slot=f"{number}:{staff_id}",
                     acknowledged_at=now,
                 )
@@ -428,7 +427,7 @@ async def acknowledgements(number: int) -> Acknowledgements:
     version = await get_version(number)
     rows = (
         await PolicyAcknowledgement.select(
-            PolicyAcknowledgement.staff_id, PolicyAcknowledgement.acknowledged_at
+            PolicyAcknowledgement.staff.as_alias("staff_id"), PolicyAcknowledgement.acknowledged_at
         )
         .where(PolicyAcknowledgement.version.number == number)
         .order_by(PolicyAcknowledgement.acknowledged_at)
@@ -452,17 +451,3 @@ async def acknowledgements(number: int) -> Acknowledgements:
         if m.is_active and m.id not in seen
     ]
     return Acknowledgements(version=version, confirmed=confirmed, waiting=waiting)
-
-
-async def forget_staff(staff_id: int) -> int:
-    """Remove a staff member's confirmations (for their erasure); the number removed.
-
-    Versions they published keep the id only, which then names nobody.
-    """
-    gone = (
-        await PolicyAcknowledgement.delete()
-        .where(PolicyAcknowledgement.staff_id == staff_id)
-        .returning(PolicyAcknowledgement.id)
-        .run()
-    )
-    return len(gone)

@@ -1,13 +1,15 @@
 """Piccolo tables of the policies domain: published versions, the one draft, acknowledgements.
 
 People are kept as staff ids of the accounts domain, never as copies of their names, so an
-erased staff member leaves no name behind here (see :func:`service.forget_staff`).
+erased staff member leaves no name behind here.
 """
 
 from __future__ import annotations
 
 from piccolo.columns import ForeignKey, Integer, OnDelete, Serial, Text, Timestamptz, Varchar
 from piccolo.table import Table
+
+from appliance.accounts.tables import StaffUser
 
 __all__ = ["PolicyAcknowledgement", "PolicyDraft", "PolicyVersion"]
 
@@ -44,7 +46,9 @@ class PolicyAcknowledgement(Table, tablename="policy_acknowledgement"):
 
     id: Serial
     version = ForeignKey(references=PolicyVersion, index=True, on_delete=OnDelete.cascade)
-    staff_id = Integer(index=True)
+    # A foreign key, so erasing the staff member (whose rows are found through foreign keys)
+    # removes their confirmations with them.
+    staff = ForeignKey(references=StaffUser, index=True, on_delete=OnDelete.cascade)
     # "<version number>:<staff id>", unique: a confirmation sent twice is recorded once.
     slot = Varchar(length=32, unique=True)
     acknowledged_at = Timestamptz()

@@ -154,6 +154,10 @@ async def test_staff_confirm_the_new_version_once(
     assert await PolicyAcknowledgement.count() == 1
     entries = [e for e in await list_entries() if e.action == "policy.acknowledge"]
     assert [(e.actor, e.target) for e in entries] == [("pia", "privacy-policy:2")]
+    # Erasing her account (its rows go through foreign keys) takes her confirmation with it.
+    await StaffUser.delete().where(StaffUser.username == "pia")
+    assert await PolicyAcknowledgement.count() == 0
+    assert "Pia" not in (await client.get(f"{ADMIN}/versions/2")).text
 
 
 async def test_a_stale_or_unsummarised_draft_is_not_published(
