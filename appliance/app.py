@@ -39,6 +39,7 @@ from appliance.monitoring.watcher import watch_worker
 from appliance.monitoring.web import HealthController
 from appliance.notify.web import NotifyAdminController
 from appliance.policies.web import PolicyAdminController, PrivacyPolicyController
+from appliance.privacy.erasure_web import ErasureController
 from appliance.privacy.web import SecurityIncidentController
 from appliance.privacy_requests.web import ClientPrivacyController, PrivacyRequestAdminController
 from appliance.setup.web import SetupController, StudioSettingsController
@@ -90,6 +91,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             MonitoringAdminController,
             IncidentAdminController,
             SecurityIncidentController,
+            ErasureController,
             PrivacyRequestAdminController,
             PolicyAdminController,
             PrivacyPolicyController,

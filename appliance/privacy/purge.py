@@ -37,11 +37,23 @@ from appliance.privacy.tables import AffectedPerson
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore, StorageError, check_key
 
-__all__ = ["Plan", "plan_for", "purge_due", "purge_request", "purge_subject", "registered_tables"]
+__all__ = [
+    "Plan",
+    "plan_for",
+    "preview",
+    "purge_due",
+    "purge_request",
+    "purge_subject",
+    "registered_tables",
+]
 
 log = logging.getLogger(__name__)
 STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox")
 _ADDRESS_COLUMNS = ("email", "recipient")
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def registered_tables() -> list[type[Table]]:
@@ -86,8 +98,8 @@ def plan_for(root: type[Table], root_where: str) -> Plan:
                 parent_where = plan.where.get(parent._meta.tablename)
                 if parent_where is None or parent is table:
                     continue
-                name = column._meta.db_column_name
-                parent_name = parent._meta.tablename
+                name = _quoted(column._meta.db_column_name)  # "user" is a keyword
+                parent_name = _quoted(parent._meta.tablename)
                 inner = f"{name} IN (SELECT id FROM {parent_name} WHERE {parent_where})"  # noqa: S608 - names from the table classes, ids are ints
                 if column._foreign_key_meta.on_delete == OnDelete.set_null:
                     item = (table, name, inner)
@@ -135,9 +147,22 @@ def _subject_plans(kind: str, subject_id: int | None, keep_staff: int | None) ->
     return [plan_for(Client, "TRUE"), plan_for(StaffUser, staff_where)]
 
 
+async def preview(kind: str, subject_id: int | None, keep_staff: int | None) -> dict[str, int]:
+    """Rows per table the purge would delete now: the confirmation page names what will go."""
+    counts: dict[str, int] = {}
+    for plan in _subject_plans(kind, subject_id, keep_staff):
+        for table in plan.order:
+            name = table._meta.tablename
+            sql = f"SELECT count(*) AS n FROM {_quoted(name)} WHERE {plan.where[name]}"  # noqa: S608 - as above
+            n = int((await table.raw(sql))[0]["n"])
+            if n:
+                counts[name] = counts.get(name, 0) + n
+    return counts
+
+
 def _text_columns(table: type[Table], suffixes: Iterable[str]) -> list[str]:
     return [
-        c._meta.db_column_name
+        _quoted(c._meta.db_column_name)
         for c in table._meta.columns
         if any(c._meta.db_column_name.endswith(s) for s in suffixes) and c.value_type is str
     ]
@@ -151,12 +176,12 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
             where = plan.where[table._meta.tablename]
             for column in _text_columns(table, ("_key",)):
                 rows = await table.raw(
-                    f"SELECT {column} AS v FROM {table._meta.tablename} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                    f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
                 keys |= {r["v"] for r in rows if r["v"]}
             for column in _text_columns(table, _ADDRESS_COLUMNS):
                 rows = await table.raw(
-                    f"SELECT {column} AS v FROM {table._meta.tablename} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                    f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
                 addresses |= {r["v"].strip().lower() for r in rows if r["v"] and "@" in r["v"]}
     return {"keys": sorted(keys), "emails": sorted(addresses)}
@@ -168,14 +193,14 @@ async def _delete_rows(plans: list[Plan], kind: str, subject_id: int | None) -> 
     async with db.transaction():
         for plan in plans:
             for table, column, inner in plan.clear:
-                name = table._meta.tablename
+                name = _quoted(table._meta.tablename)
                 clear = f"UPDATE {name} SET {column} = NULL WHERE {inner}"  # noqa: S608 - as above
                 await table.raw(clear)
             for table in plan.order:
                 name = table._meta.tablename
                 rows = await table.raw(
-                    f"WITH gone AS (DELETE FROM {name} WHERE {plan.where[name]} RETURNING 1) "  # noqa: S608 - names from the table classes, ids are ints
-                    "SELECT count(*) AS n FROM gone"
+                    f"WITH gone AS (DELETE FROM {_quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
+                    "RETURNING 1) SELECT count(*) AS n FROM gone"
                 )
                 if rows[0]["n"]:
                     counts[name] = counts.get(name, 0) + int(rows[0]["n"])

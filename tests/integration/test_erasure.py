@@ -25,7 +25,7 @@ from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
 from tests.integration import test_backups
-from tests.integration.flows import Admin
+from tests.integration.flows import Admin, submit
 from tests.integration.sharing_flows import published_gallery, share, visitor
 from tests.integration.test_clients import ANNA, BEN, signed_in_owner
 
@@ -308,3 +308,53 @@ async def test_erasing_a_client_that_does_not_exist_or_of_the_wrong_kind_is_refu
         )
     assert await ErasureRow.count().run() == 0
     assert dt.timedelta(days=settings.privacy.erasure_grace_days) < dt.timedelta(days=30)
+
+
+async def test_admin_confirms_a_deletion_that_names_what_goes_and_refuses_hostile_posts(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """The confirmation names the client and the records that go; a post without the CSRF
+    token, for a client that does not exist, or for the studio without its typed name records
+    nothing; the confirmed post makes the request, shown with its cancel button."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    page = await client.get(f"/admin/erasure/new?kind=client&subject={anna.client_id}")
+    assert page.status_code == 200
+    assert ANNA["name"] in page.text
+    assert "2 photo" in page.text and "1 share_link" in page.text
+
+    bare = await client.post(
+        "/admin/erasure", data={"kind": "client", "subject_id": str(anna.client_id)}
+    )
+    assert bare.status_code == 403
+    missing = await submit(
+        client,
+        f"/admin/erasure/new?kind=client&subject={anna.client_id}",
+        {"kind": "client", "subject_id": "987654"},
+        action="/admin/erasure",
+    )
+    assert missing.status_code == 404
+    assert "no client #987654" in missing.text
+    hostile = await client.get("/admin/erasure/new?kind=client&subject=1%20OR%201=1")
+    assert hostile.status_code == 400
+    studio = await submit(
+        client,
+        "/admin/erasure/new?kind=studio",
+        {"kind": "studio", "subject_id": "", "confirm": "not the name"},
+        action="/admin/erasure",
+    )
+    assert studio.status_code == 400
+    assert "Type the studio's name" in studio.text
+    assert await ErasureRow.count().run() == 0
+
+    done = await submit(
+        client,
+        f"/admin/erasure/new?kind=client&subject={anna.client_id}",
+        {"kind": "client", "subject_id": str(anna.client_id)},
+        action="/admin/erasure",
+    )
+    assert done.status_code == 303
+    listing = await client.get("/admin/erasure")
+    assert f"client #{anna.client_id}" in listing.text
+    assert "/cancel" in listing.text
+    assert ANNA["name"] not in listing.text
+    assert await erasure.is_erased("client", anna.client_id)
