@@ -358,3 +358,63 @@ async def test_admin_confirms_a_deletion_that_names_what_goes_and_refuses_hostil
     assert "/cancel" in listing.text
     assert ANNA["name"] not in listing.text
     assert await erasure.is_erased("client", anna.client_id)
+
+
+async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, database_url: str
+) -> None:
+    """Erasing a photographer ends their sessions and refuses their password at once; the purge
+    removes their account, recovery codes and sessions, and the audit log still verifies."""
+    from appliance.accounts import service as accounts
+    from appliance.accounts.tables import StaffSession, StaffUser
+    from appliance.audit.service import Actor, verify_chain
+    from tests.conftest import make_client
+    from tests.integration.flows import sign_in
+
+    settings = app.state.settings
+    password = "amber meadow violin 77 cedar"
+    member = await accounts.create_user(
+        username="carla",
+        email="carla@studio.example",
+        display_name="Carla Reyes",
+        role="photographer",
+        password=password,
+        settings=settings,
+        now=clock(),
+        actor=Actor(id=None, name="test"),
+        address="test",
+    )
+    async with make_client(app) as browser:
+        first = await sign_in(browser, "carla", password)
+        assert first.status_code == 303, first.text[-500:]
+        assert await StaffSession.count().where(StaffSession.user == member.id).run() >= 1
+
+        request = await erasure.request_erasure(
+            settings,
+            kind="staff",
+            subject_id=member.id,
+            actor="owner",
+            source="staff",
+            now=clock(),
+        )
+        assert await StaffSession.count().where(StaffSession.user == member.id).run() == 0
+        home = await browser.get("/")
+        assert home.status_code in (303, 401, 403)
+    async with make_client(app) as other:
+        refused = await sign_in(other, "carla", password)
+        assert refused.headers.get("location") not in ("/", "/login/two-factor")
+
+    clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
+    assert await purge.purge_due(settings, app.state.store, clock()) == 1
+    assert await StaffUser.count().where(StaffUser.id == member.id).run() == 0
+    assert (await erasure.get_request(request.id)).counts["staff_user"] == 1
+    assert await StaffUser.count().where(StaffUser.username == "owner").run() == 1
+    conn = await asyncpg.connect(database_url)
+    try:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM staff_user WHERE email = 'carla@studio.example'"
+        )
+    finally:
+        await conn.close()
+    assert left == 0
+    assert (await verify_chain()).intact
