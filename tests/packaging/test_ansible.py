@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,152 @@ def test_installer_rule_catches_a_call_that_would_ask(tmp_path: Path) -> None:
     assert "--non-interactive" not in calls[0]
 
 
+# --- tasks of the role run for real on localhost, on files in tmp_path ----------------------
+
+
+def run_role_tasks(
+    tmp_path: Path, tasks_from: str, variables: dict[str, Any], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook with only one task file of the role, on localhost, without facts."""
+    playbook = tmp_path / f"{tasks_from}.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role:\n        name: fotostudio\n"
+        f"        tasks_from: {tasks_from}\n"
+    )
+    values = tmp_path / f"{tasks_from}-vars.json"
+    values.write_text(json.dumps(variables))
+    return subprocess.run(
+        [tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{values}", str(playbook)],
+        env=ansible_env(tmp_path) | (env or {}), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+# What `ufw allow` writes for the role's rules: "from any" once per file, with each family's
+# any-address.
+UFW_ROLE_RULES = {
+    "user.rules": [
+        "allow tcp 22 0.0.0.0/0 any {ssh_from} in comment=535348",
+        "allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in comment=48545450",
+        "allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in comment=4854545053",
+        "allow udp 443 0.0.0.0/0 any 0.0.0.0/0 in comment=485454502f33",
+    ],
+    "user6.rules": [
+        "allow tcp 80 ::/0 any ::/0 in comment=48545450",
+        "allow tcp 443 ::/0 any ::/0 in comment=4854545053",
+        "allow udp 443 ::/0 any ::/0 in comment=485454502f33",
+    ],
+}
+
+
+def audit_firewall(
+    tmp_path: Path, ssh_from: str, extra: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """The role's strict firewall check on ufw rule files in tmp_path: the role's own rules for
+    SSH from ``ssh_from`` plus ``extra`` tuples in user.rules."""
+    ufw = tmp_path / "ufw"
+    ufw.mkdir(exist_ok=True)
+    for name, tuples in UFW_ROLE_RULES.items():
+        lines = [line.format(ssh_from="0.0.0.0/0" if ssh_from == "any" else ssh_from)
+                 for line in tuples]  # fmt: skip
+        if name == "user6.rules" and ssh_from == "any":
+            lines.append("allow tcp 22 ::/0 any ::/0 in comment=535348")
+        if name == "user.rules":
+            lines += extra
+        body = "".join(f"\n### tuple ### {line}\n-A ufw-user-input -j ACCEPT\n" for line in lines)
+        (ufw / name).write_text(f"*filter\n### RULES ###\n{body}\n### END RULES ###\nCOMMIT\n")
+    return run_role_tasks(tmp_path, "firewall_audit", {
+        "fotostudio_ufw_dir": str(ufw), "fotostudio_ssh_allow_from": ssh_from,
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ssh_from", "extra", "reported"),
+    [
+        ("any", [], []),
+        ("192.0.2.0/24", [], []),
+        ("192.0.2.0/24", ["allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=535348"],
+         ["allow tcp 22 0.0.0.0/0"]),
+        ("any", ["allow_log tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in",
+                 "allow tcp 5432 0.0.0.0/0 any 0.0.0.0/0 in_eth1",
+                 "limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in",
+                 "allow tcp 25 0.0.0.0/0 any 0.0.0.0/0 out"],
+         ["allow tcp 8080 0.0.0.0/0", "allow tcp 5432 0.0.0.0/0", "limit tcp 22 0.0.0.0/0"]),
+    ],
+    ids=["role-only", "role-only-subnet", "ssh-from-any-left", "logged-interface-app"],
+)  # fmt: skip
+def test_strict_firewall_check_compares_the_source_too(
+    tmp_path: Path, ssh_from: str, extra: list[str], reported: list[str]
+) -> None:
+    """The strict check passes on exactly the role's rules and names any other rule that lets
+    traffic in: SSH still open from any after narrowing it, logged, interface-bound and
+    application rules alike; outgoing rules are not its business."""
+    result = audit_firewall(tmp_path, ssh_from, extra)
+    if not reported:
+        assert result.returncode == 0, result.stdout + result.stderr
+        return
+    assert result.returncode != 0
+    message = " ".join(result.stdout.split())
+    assert "ufw allows more than" in message
+    for rule in reported:
+        assert rule in message, message
+    assert "tcp 25" not in message  # outgoing rules are not the check's business
+
+
+def check_ssh_connection(
+    tmp_path: Path, connection: str, port: int, allow_from: str
+) -> subprocess.CompletedProcess[str]:
+    """The role's SSH preflight with SSH_CONNECTION as sshd would set it for the play."""
+    return run_role_tasks(
+        tmp_path, "ssh_connection",
+        {"fotostudio_ssh_port": port, "fotostudio_ssh_allow_from": allow_from},
+        env={"SSH_CONNECTION": connection},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("connection", "port", "allow_from", "refusal"),
+    [
+        ("192.0.2.77 50022 192.0.2.5 22", 22, "192.0.2.0/24", None),
+        ("::ffff:192.0.2.77 50022 ::ffff:192.0.2.5 22", 22, "192.0.2.0/24", None),
+        ("", 2222, "192.0.2.0/24", None),
+        ("203.0.113.9 50022 192.0.2.5 22", 22, "192.0.2.0/24", "from 203.0.113.9 on port 22"),
+        ("203.0.113.9 50022 192.0.2.5 22", 2222, "any", "only let SSH in on port 2222"),
+        ("192.0.2.77 50022 192.0.2.5 22", 22, "192.0.2.7/24", "(here: 192.0.2.0/24)"),
+        ("192.0.2.77 50022 192.0.2.5 22", 22, "the office", "(such as 192.0.2.0/24)"),
+    ],
+    ids=["inside", "mapped-v4", "not-over-ssh", "outside", "other-port", "host-bits",
+         "not-a-network"],
+)  # fmt: skip
+def test_preflight_refuses_a_firewall_that_would_cut_the_plays_ssh(
+    tmp_path: Path, connection: str, port: int, allow_from: str, refusal: str | None
+) -> None:
+    """The play's own SSH connection must arrive on fotostudio_ssh_port from inside
+    fotostudio_ssh_allow_from, written as ufw writes it; otherwise the play stops first."""
+    result = check_ssh_connection(tmp_path, connection, port, allow_from)
+    if refusal is None:
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0
+        assert refusal in " ".join(result.stdout.split()), result.stdout
+
+
+def test_docker_packages_update_the_cache_when_dockers_index_is_missing() -> None:
+    """A retry after a failed apt update (docker.list unchanged, no Docker index yet) updates
+    the cache again; with the index there and docker.list unchanged it does not."""
+    packages = "{{ fotostudio_docker_packages }}"
+    (task,) = [task for task in role_tasks(ROLE) if module_of(task)[0] == "apt"
+               and module_of(task)[1].get("name") == packages]  # fmt: skip
+    update = module_of(task)[1]["update_cache"]
+    for changed, matched, expected in [(False, 0, "True"), (False, 1, "False"),
+                                       (True, 1, "True")]:  # fmt: skip
+        context = {
+            "fotostudio_docker_repo": {"changed": changed},
+            "fotostudio_docker_index": {"matched": matched},
+        }
+        assert render(update, context) == expected, (changed, matched)
+
+
 # --- the backup repository tasks, run for real on a folder in tmp_path ---------------------
 
 CONTRACT_CONFIG = """\
@@ -354,6 +501,10 @@ metrics_token_file = "/run/secrets/metrics_token"
 """
 INSTALLER_SECRETS = ("database_url", "secret_key", "storage_secret_key", "restic_password",
                      "metrics_token")  # fmt: skip
+SITE_MARKER = (
+    "# --- Site settings: everything below this line is kept when the installer runs again ---"
+)
+SITE_SETTING = "# The studio's own line, below the installer's.\n"
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA\n-----END OPENSSH PRIVATE KEY-----\n"
 OFFSITE_SECRET = "bG9uZy1yYW5kb20tc2VjcmV0LWZvci10aGUtdGVzdA"
 
@@ -373,14 +524,29 @@ class InstallFolder:
         for name, value in (("SITE", "fotostudio.lan"), ("SUBNET", "172.30.40.0/24"),
                             ("TZ", "Europe/Berlin")):  # fmt: skip
             text = text.replace("{{" + name + "}}", value)
+        if SITE_MARKER not in text:  # an installer from before the site-settings line
+            text += SITE_MARKER + "\n"
         self.config = self.dir / "config.toml"
-        self.config.write_text(text)
+        self.config.write_text(text + SITE_SETTING)
         for name in INSTALLER_SECRETS:
             (self.dir / "secrets" / name).write_text(f"{name}-value-of-at-least-32-characters\n")
         (self.dir / "secrets" / "database_url").write_text("postgresql://a:b@postgres/appliance\n")
-        # Stands in for `docker compose`: records what the handlers ask of it.
+        # Stands in for `docker compose`: records what it is asked, and runs the real
+        # `appliance check-config` on a staged config.toml handed to the container, with the
+        # containers' secret paths mapped to the install folder's.
         self.compose = tmp_path / "compose-standin"
-        self.compose.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{self.compose_log}"\n')
+        checked = tmp_path / "checked.toml"
+        self.compose.write_text(
+            "#!/bin/sh\n"
+            f'printf "%s\\n" "$*" >> "{self.compose_log}"\n'
+            "staged=\n"
+            'for arg; do case $arg in *:/etc/appliance/staged.toml:ro) '
+            'staged=${arg%:/etc/appliance/staged.toml:ro} ;; esac; done\n'
+            '[ -n "$staged" ] || exit 0\n'
+            f'sed "s#/run/secrets/#{self.dir}/secrets/#g" "$staged" > "{checked}"\n'
+            f'exec env -i PATH=/usr/bin:/bin HOME="{tmp_path}" "{sys.executable}" -m appliance'
+            f' --config "{checked}" check-config\n'
+        )  # fmt: skip
         self.compose.chmod(0o755)
 
     def repositories(self) -> list[dict[str, Any]]:
@@ -395,24 +561,13 @@ class InstallFolder:
 
     def run(self, repositories: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
         """ansible-playbook with only the role's backups tasks, on localhost."""
-        playbook = self.tmp / "backups.yml"
-        playbook.write_text(
-            "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
-            "    - ansible.builtin.include_role:\n        name: fotostudio\n"
-            "        tasks_from: backups\n"
-        )
-        variables = self.tmp / "vars.json"
-        variables.write_text(json.dumps({
+        return run_role_tasks(self.tmp, "backups", {
             "fotostudio_dir": str(self.dir),
             "fotostudio_backup_repositories": repositories,
             "fotostudio_app_uid": os.getuid(),
             "fotostudio_app_gid": os.getgid(),
             "fotostudio_compose": [str(self.compose)],
-        }))  # fmt: skip
-        return subprocess.run(
-            [tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{variables}", str(playbook)],
-            env=ansible_env(self.tmp), capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+        })  # fmt: skip
 
     def settings_repositories(self) -> list[Any]:
         """The repositories the app reads from config.toml, container paths mapped to tmp_path."""
@@ -471,18 +626,21 @@ def test_backup_repositories_reach_config_and_containers_once(tmp_path: Path) ->
         "bind": {"create_host_path": False},
     }]  # fmt: skip
     assert "volumes" not in override["services"]["migrate"]
-    assert [call.split()[:2] for call in folder.compose_calls()] == [
-        ["run", "--rm"],
-        ["up", "--detach"],
-    ]
+    text = folder.config.read_text()
+    assert text.index(SITE_MARKER) < text.index(SITE_SETTING) < text.index("# BEGIN extra backup")
+    assert not (folder.dir / "config.toml.staged").exists()
+    staged_check, settings_check, restart = folder.compose_calls()
+    assert "--config /etc/appliance/staged.toml check-config" in staged_check
+    assert settings_check.split()[:2] == ["run", "--rm"]
+    assert restart.split()[:2] == ["up", "--detach"]
 
     assert changed_count(folder.run(folder.repositories())) == 0
-    assert len(folder.compose_calls()) == 2  # no restart without a change
+    assert len(folder.compose_calls()) == 3  # no check and no restart without a change
 
     assert changed_count(folder.run([])) > 0
     assert folder.config.read_bytes() == original
     assert not (folder.dir / "docker-compose.override.yml").exists()
-    assert len(folder.compose_calls()) == 4
+    assert len(folder.compose_calls()) == 6
 
 
 def test_backup_repository_on_a_missing_nas_folder_is_refused(tmp_path: Path) -> None:
@@ -494,6 +652,22 @@ def test_backup_repository_on_a_missing_nas_folder_is_refused(tmp_path: Path) ->
     assert "mount the NAS there first" in result.stdout
     assert folder.config.read_bytes() == original
     assert not (folder.dir / "docker-compose.override.yml").exists()
+
+
+def test_a_repository_the_app_refuses_never_reaches_config_toml(tmp_path: Path) -> None:
+    """A block that check-config refuses (a name the studio already gave a repository below the
+    site-settings line) fails the play and leaves config.toml as it was, without restarts."""
+    folder = InstallFolder(tmp_path)
+    with folder.config.open("a") as config:
+        config.write('[[backups.repositories]]\nname = "nas"\nurl = "/srv/nas"\noffsite = true\n')
+    original = folder.config.read_bytes()
+    result = folder.run([{"name": "nas", "url": str(folder.nas)}])
+    assert result.returncode != 0
+    assert "backups.repositories.nas: two repositories have this name" in result.stdout
+    assert folder.config.read_bytes() == original
+    assert not (folder.dir / "config.toml.staged").exists()
+    assert [call.split()[-1] for call in folder.compose_calls()] == ["check-config"]
+    assert not any(call.startswith("up ") for call in folder.compose_calls())
 
 
 # --- templates, rendered by Ansible itself --------------------------------------------------
