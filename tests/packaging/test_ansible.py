@@ -625,7 +625,9 @@ def test_backup_repositories_reach_config_and_containers_once(tmp_path: Path) ->
         "type": "bind", "source": str(folder.nas), "target": str(folder.nas),
         "bind": {"create_host_path": False},
     }]  # fmt: skip
+    # Only the worker runs restic: the web server never gets the NAS folders, not even read-only.
     assert "volumes" not in override["services"]["migrate"]
+    assert "volumes" not in override["services"]["web"]
     text = folder.config.read_text()
     assert text.index(SITE_MARKER) < text.index(SITE_SETTING) < text.index("# BEGIN extra backup")
     assert not (folder.dir / "config.toml.staged").exists()
@@ -765,9 +767,9 @@ def test_compose_override_merges_into_the_bundle(tmp_path: Path) -> None:
         mounted = {secret["source"] for secret in services[name]["secrets"]}
         assert ours <= mounted, name
         assert "database_url" in mounted, name  # the bundle's own are kept
-    for name in ("web", "worker"):
-        nas = [v for v in services[name]["volumes"] if v["target"] == str(folder.nas)]
-        assert [(v["type"], v["source"]) for v in nas] == [("bind", str(folder.nas))], name
-        assert not nas[0]["bind"].get("create_host_path"), name  # never made on the system disk
+    nas = [v for v in services["worker"]["volumes"] if v["target"] == str(folder.nas)]
+    assert [(v["type"], v["source"]) for v in nas] == [("bind", str(folder.nas))]
+    assert not nas[0]["bind"].get("create_host_path")  # never made on the system disk
     assert str(folder.nas) not in json.dumps(services["migrate"])
+    assert str(folder.nas) not in json.dumps(services["web"])
     assert set(override["services"]) == {"web", "worker", "migrate"}
