@@ -14,6 +14,7 @@ from appliance.errors import ApplianceError
 from appliance.galleries import service as gallery_service
 from appliance.galleries import sharing
 from appliance.notify import languages
+from appliance.web.access import record_access
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -103,6 +104,7 @@ class ClientController(Controller):
     @get("/{client_id:int}", name="client")
     async def show(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         record = await service.get_client(client_id)
+        await record_access(request, "client.view", f"client:{client_id}", page="show")
         galleries = await gallery_service.list_for_client(client_id)
         links = {gallery.id: await sharing.list_links(gallery.id) for gallery in galleries}
         return render(
@@ -120,6 +122,7 @@ class ClientController(Controller):
     @get("/{client_id:int}/edit", name="client_edit")
     async def edit(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         record = await service.get_client(client_id)
+        await record_access(request, "client.view", f"client:{client_id}", page="edit")
         form = ClientForm(
             name=record.name,
             email=record.email,

@@ -90,7 +90,7 @@ def verify_media_url(
 async def photo_file(
     photo_id: int, variant: str, *, gallery_id: int | None = None
 ) -> dict[str, Any]:
-    """The object key, type and name of a variant; NotFound while it does not exist yet.
+    """The object key, type, name and gallery of a variant; NotFound while it does not exist yet.
 
     With ``gallery_id`` (a share link's gallery) only a ready photo of that gallery is found.
     """
@@ -100,6 +100,7 @@ async def photo_file(
         Photo.preview_key,
         Photo.content_type,
         Photo.filename,
+        Photo.gallery,
     ).where(Photo.id == photo_id)
     if gallery_id is not None:
         query = query.where((Photo.gallery == gallery_id) & (Photo.status == "ready"))
@@ -111,6 +112,7 @@ async def photo_file(
         "key": row[VARIANTS[variant]],
         "content_type": row["content_type"] if original else "image/jpeg",
         "filename": row["filename"],
+        "gallery_id": row["gallery"],
     }
 
 

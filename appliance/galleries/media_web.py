@@ -17,6 +17,7 @@ from appliance.errors import Forbidden
 from appliance.galleries import media, sharing
 from appliance.galleries.share_web import visitor_value
 from appliance.storage.base import ObjectStore
+from appliance.web.access import record_access
 from appliance.web.auth import require_staff
 from appliance.web.pages import client_address
 from appliance.web.requests import AnyRequest
@@ -45,6 +46,13 @@ async def _stream(store: ObjectStore, found: dict[str, Any], *, attachment: bool
     )
 
 
+async def _record_download(
+    request: AnyRequest, found: dict[str, Any], photo_id: int, **details: Any
+) -> None:
+    target = f"gallery:{found['gallery_id']}"
+    await record_access(request, "photo.download", target, photo=photo_id, **details)
+
+
 class StaffMediaController(Controller):
     path = "/media/staff"
     guards = [require_staff]  # re-authorised on every request, whatever the URL says
@@ -68,7 +76,11 @@ class StaffMediaController(Controller):
             now=request.app.state.clock(),
         )
         found = await media.photo_file(photo_id, variant)
-        return await _stream(request.app.state.store, found, attachment=variant == "original")
+        original = variant == "original"
+        response = await _stream(request.app.state.store, found, attachment=original)
+        if original:  # thumbnails and previews are parts of pages, which are logged
+            await _record_download(request, found, photo_id)
+        return response
 
 
 class ShareMediaController(Controller):
@@ -118,4 +130,7 @@ class ShareMediaController(Controller):
                 photo_id=photo_id,
                 detail=detail,
             )
-        return await _stream(request.app.state.store, found, attachment=download)
+        response = await _stream(request.app.state.store, found, attachment=download)
+        if download:  # by a member of staff using a client's link: logged as theirs
+            await _record_download(request, found, photo_id, link=link.id, variant=variant)
+        return response

@@ -35,6 +35,7 @@ from appliance.galleries.sharing import LinkRecord, Visit
 from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
 from appliance.setup import service as studio
 from appliance.tokens import new_token
+from appliance.web.access import record_access
 from appliance.web.cookies import make_cookie, read_cookie
 from appliance.web.csrf import CSRF_FIELD, csrf_token
 from appliance.web.pages import (
@@ -592,6 +593,15 @@ class ShareController(Controller):
             now=opened.now,
             address=client_address(request),
             detail=f"{len(entries)} photos, {size}",
+        )
+        gallery_target = f"gallery:{opened.gallery.id}"  # staff using a client's link: audited
+        await record_access(
+            request,
+            "gallery.download",
+            gallery_target,
+            link=link.id,
+            photos=len(entries),
+            size=size,
         )
         clock = request.app.state.clock
 

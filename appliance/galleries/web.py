@@ -12,6 +12,7 @@ from appliance.clients import service as clients
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.galleries import media, photos, selections, service, sharing, uploads
 from appliance.galleries.service import GalleryDetails
+from appliance.web.access import record_access
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -166,11 +167,15 @@ class GalleryController(Controller):
 
     @get("/{gallery_id:int}", name="gallery")
     async def show(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
-        return await self._page(request, gallery_id)
+        response = await self._page(request, gallery_id)
+        # After the page is built, so a gallery that does not exist (404) logs nothing.
+        await record_access(request, "gallery.view", f"gallery:{gallery_id}", page="show")
+        return response
 
     @get("/{gallery_id:int}/edit", name="gallery_edit")
     async def edit(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
         gallery = await service.get_gallery(gallery_id)
+        await record_access(request, "gallery.view", f"gallery:{gallery_id}", page="edit")
         form = GalleryForm(
             title=gallery.title,
             description=gallery.description,
