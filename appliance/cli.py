@@ -412,6 +412,7 @@ def _add_domain_commands() -> None:
     from appliance.backups import commands
     from appliance.monitoring.commands import status
     from appliance.monitoring.healthcheck import healthcheck
+    from appliance.privacy.commands import privacy
 
     for command in (
         commands.backup,
@@ -420,6 +421,7 @@ def _add_domain_commands() -> None:
         commands.upgrade_check,
         status,
         healthcheck,
+        privacy,
     ):
         cli.add_command(command)
 

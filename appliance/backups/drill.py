@@ -49,6 +49,7 @@ from appliance.backups.repositories import TAG, Target, backup_dir, restic_for
 from appliance.backups.restic import Restic
 from appliance.config import Settings
 from appliance.db.engine import code_migrations
+from appliance.privacy import ledger
 
 __all__ = ["DrillFailed", "DrillResult", "RestoredPoint", "restore_point", "run_drill"]
 
@@ -229,12 +230,16 @@ async def migrate_database(settings: Settings, dsn: str) -> None:
 
 
 def _check_objects(
-    restored: RestoredPoint, sample_size: int
+    restored: RestoredPoint, sample_size: int, erased: set[str]
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Problems with the restored objects, and the sampled digests for the evidence."""
+    """Problems with the restored objects, and the sampled digests for the evidence.
+
+    Objects of erased people (``erased``, from the erasure ledger) may have been cut out of the
+    point by ``appliance privacy rewrite-backups``: their absence is no fault.
+    """
     problems = []
     present = []
-    skipped = set(restored.manifest.deleted_during_backup)
+    skipped = set(restored.manifest.deleted_during_backup) | erased
     for entry in restored.manifest.objects:
         if entry["key"] in skipped:
             continue
@@ -298,7 +303,7 @@ async def verify(settings: Settings, restored: RestoredPoint, dsn: str) -> list[
         await conn.close()
 
     problems, sampled = await anyio.to_thread.run_sync(
-        _check_objects, restored, settings.backups.drill_sample
+        _check_objects, restored, settings.backups.drill_sample, ledger.erased_keys(settings)
     )
     check(
         "objects present with their sizes",

@@ -482,6 +482,15 @@ class Restic:
     async def prune(self) -> None:
         await self.run(["prune"], what="prune")
 
+    async def rewrite(self, *, tags: Sequence[str], exclude_file: Path) -> None:
+        """New snapshots without the files ``exclude_file`` names (one pattern a line), the
+        originals forgotten (``--forget``): metadata and tags stay. Only a prune then
+        removes the data itself."""
+        args = ["rewrite", "--forget", "--exclude-file", str(exclude_file)]
+        if tags:
+            args += ["--tag", ",".join(tags)]
+        await self.run(args, what="rewrite snapshots")
+
     async def unlock(self) -> None:
         """Remove stale locks only (plain ``restic unlock``; never ``--remove-all``)."""
         await self.run(["unlock"], what="remove stale locks", timeout=600)

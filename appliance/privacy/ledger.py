@@ -21,9 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from appliance.backups.repositories import HOST, backup_dir, restic_for, targets
+from appliance.backups.repositories import HOST, TAG, backup_dir, restic_for, targets
 from appliance.backups.restic import Restic, ResticError
 from appliance.config import Settings
+from appliance.errors import InvalidInput
 from appliance.storage.base import ObjectStore
 
 __all__ = [
@@ -35,11 +36,21 @@ __all__ = [
     "ledger_path",
     "merge_from_repository",
     "reapply",
+    "rewrite_backups",
 ]
 
 log = logging.getLogger(__name__)
 LEDGER_TAG = "fotostudio-erasure-ledger"
-_FIELDS = ("request_id", "kind", "subject_id", "keep_staff", "requested_at", "purged_at", "keys")
+_FIELDS = (
+    "request_id",
+    "kind",
+    "subject_id",
+    "keep_staff",
+    "requested_at",
+    "purged_at",
+    "keys",
+    "sequences",
+)
 
 
 def ledger_path(settings: Settings) -> Path:
@@ -102,6 +113,7 @@ async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> i
 
     found = entries(settings)
     for entry in found:
+        await _advance_sequences(entry.get("sequences") or {})
         progress = await purge_subject(
             settings,
             store,
@@ -144,6 +156,28 @@ async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> i
                 )
             ).run()
     return len(found)
+
+
+async def sequence_marks() -> dict[str, int]:
+    """Every id sequence's last value: recorded with an erasure so that after the restore of
+    an older point no id (a client's, a photo's, hence an object key) is handed out again,
+    or the next re-application of the ledger would erase someone new under an old id."""
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    rows = await ErasureRow.raw(
+        "SELECT sequencename AS name, last_value AS value FROM pg_sequences "
+        "WHERE schemaname = 'public' AND last_value IS NOT NULL"
+    )
+    return {row["name"]: int(row["value"]) for row in rows}
+
+
+async def _advance_sequences(marks: dict[str, int]) -> None:
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    current = await sequence_marks()
+    for name, value in marks.items():
+        if current.get(name, 0) < value:
+            await ErasureRow.raw("SELECT setval({}::regclass, {})", name, value)
 
 
 def _digest(path: Path) -> str:
@@ -202,3 +236,43 @@ async def merge_from_repository(settings: Settings, restic: Restic) -> int:
         return added
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _subject_keys(settings: Settings, kind: str, subject_id: int | None) -> list[str]:
+    matching = [e for e in entries(settings) if e["kind"] == kind and e["subject_id"] == subject_id]
+    if not matching:
+        who = "the studio" if kind == "studio" else f"{kind} {subject_id}"
+        raise InvalidInput(f"{who} is not in the erasure ledger: only purged people are cut out")
+    return sorted({key for e in matching for key in e.get("keys") or []})
+
+
+async def rewrite_backups(
+    settings: Settings, *, kind: str, subject_id: int | None, prune: bool = True
+) -> dict[str, int]:
+    """Cut a purged person's files out of every recovery point of every repository
+    (``restic rewrite --forget``, then ``prune`` so the data itself goes). Returns the number
+    of files excluded per repository.
+
+    The points' database dumps still hold their rows: a dump cannot be rewritten, so those
+    leave with retention (``backups.max_age_days``), and a restore erases them again.
+    """
+    keys = _subject_keys(settings, kind, subject_id)
+    if not keys:
+        return {}
+    mirror = backup_dir(settings) / "mirror" / "objects"
+    scratch = backup_dir(settings) / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    patterns = scratch / f"rewrite-{kind}-{subject_id}.txt"
+    # Object keys are made by the appliance (no wildcard characters); each names one file.
+    patterns.write_text("".join(f"{mirror / key}\n" for key in keys), encoding="utf-8")
+    done: dict[str, int] = {}
+    try:
+        for target in await targets(settings):
+            restic = restic_for(settings, target)
+            await restic.rewrite(tags=[TAG, "part:files"], exclude_file=patterns)
+            if prune:
+                await restic.prune()
+            done[target.name] = len(keys)
+    finally:
+        patterns.unlink(missing_ok=True)
+    return done

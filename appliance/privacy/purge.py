@@ -282,7 +282,9 @@ async def purge_subject(
         await done("collect")
     if "ledger" not in steps:
         if ledger_entry is not None:
-            ledger.append(settings, {**ledger_entry, "keys": progress.get("keys", [])})
+            marks = await ledger.sequence_marks()
+            keys = progress.get("keys", [])
+            ledger.append(settings, {**ledger_entry, "keys": keys, "sequences": marks})
         await done("ledger")
     if "rows" not in steps:
         for name, n in (await _delete_rows(plans, kind, subject_id)).items():

@@ -13,8 +13,11 @@ from appliance.privacy import erasure, purge
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
+from tests.integration import test_erasure
 from tests.integration.flows import Admin
 from tests.integration.test_erasure import _anna_and_ben, _store_traces
+
+fresh_ledger = test_erasure.fresh_ledger  # the fixture: no erasure leaks into other tests
 
 
 class WorkerDies(Exception):

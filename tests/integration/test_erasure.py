@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +35,17 @@ backup_settings = test_backups.backup_settings  # the fixture: a repository of t
 
 
 @pytest.fixture(autouse=True)
-def fresh_ledger(settings: Settings) -> None:
-    """Each test starts without erasures from an earlier one."""
-    ledger.ledger_path(settings).unlink(missing_ok=True)
-    (ledger.ledger_path(settings).parent / "copied.json").unlink(missing_ok=True)
+def fresh_ledger(settings: Settings) -> Iterator[None]:
+    """No erasure of one test reaches another (the data folder is the session's): the ledger
+    goes before and after each test."""
+
+    def wipe() -> None:
+        ledger.ledger_path(settings).unlink(missing_ok=True)
+        (ledger.ledger_path(settings).parent / "copied.json").unlink(missing_ok=True)
+
+    wipe()
+    yield
+    wipe()
 
 
 @dataclass
@@ -230,7 +239,9 @@ async def test_restoring_a_point_from_before_the_erasure_erases_the_client_again
         ("client", anna.client_id, "done")
     ]
     assert json.loads(records[0]["progress"])["counts"]["client"] == 1
-    assert ledger.entries(backup_settings)[0]["subject_id"] == anna.client_id
+    entry = ledger.entries(backup_settings)[0]
+    assert entry["subject_id"] == anna.client_id
+    assert entry["sequences"]["client_id_seq"] >= anna.client_id
 
 
 async def test_a_second_request_is_the_same_request_and_cancelling_gives_the_link_back(
@@ -418,3 +429,55 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
         await conn.close()
     assert left == 0
     assert (await verify_chain()).intact
+
+
+async def test_rewriting_the_backups_cuts_a_purged_clients_photos_out_of_every_point(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """After the purge, rewrite-backups leaves no byte of Anna's photos in the repository's
+    points (restored into scratch to look), keeps Ben's, and the restore drill still passes;
+    someone not purged is refused."""
+    from appliance.backups.drill import run_drill
+    from appliance.errors import InvalidInput
+
+    anna = await _anna_and_ben(client, app, admin, clock)
+    store = app.state.store
+    await do_backup(backup_settings, store, clock)
+    target = primary(configured(backup_settings))
+    with pytest.raises(InvalidInput):
+        await ledger.rewrite_backups(backup_settings, kind="client", subject_id=anna.client_id)
+    await erasure.request_erasure(
+        backup_settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+    clock.advance(days=backup_settings.privacy.erasure_grace_days + 1)
+    assert await purge.purge_due(backup_settings, store, clock()) == 1
+
+    done = await ledger.rewrite_backups(backup_settings, kind="client", subject_id=anna.client_id)
+    assert done == {"primary": len(set(anna.keys))}
+
+    point = await choose_point(backup_settings, target, None)
+    outcome = await restore(backup_settings, store, target, point, into_scratch=True)
+    assert outcome.folder is not None
+    try:
+        assert _folder_traces(outcome.folder, anna.contents) == []
+        ben = await Photo.select(Photo.original_key).first().run()
+        assert ben is not None
+        assert list(outcome.folder.rglob(Path(ben["original_key"]).name))
+    finally:
+        conn = await asyncpg.connect(backup_settings.database.url)
+        try:
+            await conn.execute(f'DROP DATABASE "{outcome.database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        shutil.rmtree(outcome.folder)
+    drill = await run_drill(backup_settings, target, now=clock)
+    assert drill.passed, drill.failure
