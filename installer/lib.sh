@@ -43,6 +43,50 @@ version_at_least() {
   return 0
 }
 
+# release_key VERSION: six numbers that order the appliance's releases as PEP 440 does for
+# the forms it uses, N.N.N[.N] with an optional aN, bN or rcN (0.2.0a1 < 0.2.0b1 < 0.2.0rc1 <
+# 0.2.0 = 0.2.0.0 < 0.2.0.1). Any other form (0.2, 0.2.0.dev1, 0.2.0-rc1) fails with why.
+release_key() {
+  local n='([0-9]{1,9})' rank
+  local re="^${n}[.]${n}[.]${n}([.]${n})?((a|b|rc)${n})?\$"
+  if [[ ! $1 =~ $re ]]; then
+    printf '"%s" is not a release version this script can order (N.N.N or N.N.N.N, optionally followed by aN, bN or rcN, e.g. 0.2.0 or 0.2.0rc1)\n' "$1"
+    return 1
+  fi
+  case ${BASH_REMATCH[7]} in
+    a) rank=0 ;;
+    b) rank=1 ;;
+    rc) rank=2 ;;
+    *) rank=3 ;; # a final release comes after its pre-releases
+  esac
+  printf '%d %d %d %d %d %d\n' "$((10#${BASH_REMATCH[1]}))" "$((10#${BASH_REMATCH[2]}))" \
+    "$((10#${BASH_REMATCH[3]}))" "$((10#${BASH_REMATCH[5]:-0}))" "$rank" "$((10#${BASH_REMATCH[8]:-0}))"
+}
+
+# compare_releases A B: prints -1, 0 or 1 as A is older than, the same as or newer than B;
+# fails, printing why, when either is not a release version.
+compare_releases() {
+  local a b i
+  local -a ka kb
+  a=$(release_key "$1") || {
+    printf '%s\n' "$a"
+    return 1
+  }
+  b=$(release_key "$2") || {
+    printf '%s\n' "$b"
+    return 1
+  }
+  read -r -a ka <<<"$a"
+  read -r -a kb <<<"$b"
+  for i in 0 1 2 3 4 5; do
+    if ((ka[i] != kb[i])); then
+      ((ka[i] < kb[i])) && echo -1 || echo 1
+      return 0
+    fi
+  done
+  echo 0
+}
+
 # source_version: the version in the release's pyproject.toml, the image's tag.
 source_version() {
   local line re='^version = "([0-9A-Za-z.+-]+)"$'
@@ -106,11 +150,32 @@ dc_with_stdin() {
   docker compose --project-name "$PROJECT" --env-file "$DIR/.env" "${files[@]}" "$@"
 }
 
-# dc_build VERSION: build the image from the release's own compose file and source tree (the
-# install folder holds no source).
+# dc_release VERSION ARGS...: docker compose with the release's own compose file (and the
+# site's override) and VERSION as the image tag, for what must happen before the install
+# folder is switched to the release: building its image, checking config.toml with it.
+# The environment wins over .env, so the running version's .env stays as it is.
+dc_release() {
+  local version=$1 files=(--file "$SOURCE/compose/docker-compose.yml")
+  shift
+  [[ ! -f $DIR/docker-compose.override.yml ]] ||
+    files+=(--file "$DIR/docker-compose.override.yml")
+  APPLIANCE_VERSION=$version APPLIANCE_SOURCE=$SOURCE docker compose --project-name "$PROJECT" \
+    --env-file "$DIR/.env" "${files[@]}" "$@" </dev/null
+}
+
+# dc_build VERSION: build the image from the release's source tree (the install folder holds
+# no source).
 dc_build() {
-  APPLIANCE_VERSION=$1 APPLIANCE_SOURCE=$SOURCE docker compose --project-name "$PROJECT" --env-file "$DIR/.env" \
-    --file "$SOURCE/compose/docker-compose.yml" build </dev/null
+  dc_release "$1" build
+}
+
+# check_config_with VERSION: the image of VERSION judges config.toml (its entrypoint is
+# `appliance`, so run takes the sub-command alone); on a refusal, prints its last line.
+check_config_with() {
+  local out
+  out=$(dc_release "$1" run --rm --no-deps -T migrate check-config 2>&1) && return 0
+  printf '%s\n' "${out##*$'\n'}"
+  return 1
 }
 
 # env_value KEY [FILE]: a value of the install folder's .env (read, never sourced).
@@ -125,13 +190,15 @@ env_value() {
   return 1
 }
 
-# stack_waiting: prints the services not ready yet ("web (starting)"), one a line; returns 2
-# when one can never become ready (migrations failed). `ps --format json` prints one object a
+# stack_waiting [SERVICE...]: prints the services (default: all) not ready yet
+# ("web (starting)"), one a line; returns 2 when one can never become ready (migrations failed). `ps --format json` prints one object a
 # container, its "ID" first, as a JSON array before Compose 2.21 and as JSON lines since, so
 # each object is taken from one "ID" to the next and read field by field.
 stack_waiting() {
   local json rest object service state health code name re_exit='"ExitCode"[[:space:]]*:[[:space:]]*([0-9-]+)'
   local -A ready=()
+  local -a wanted=("$@")
+  ((${#wanted[@]})) || wanted=("${SERVICES[@]}")
   json=$(dc ps --all --format json 2>/dev/null) || json=""
   rest=$json
   while [[ $rest == *'"ID"'* ]]; do
@@ -144,7 +211,7 @@ stack_waiting() {
     if [[ $service == migrate ]]; then
       if [[ $state == exited && $code == 0 ]]; then
         ready[migrate]=${ready[migrate]:-yes}
-      elif [[ $state == exited ]]; then
+      elif [[ $state == exited && " ${wanted[*]} " == *" migrate "* ]]; then
         printf 'migrate (exited with %s: docker compose logs migrate)\n' "$code"
         return 2
       else
@@ -156,7 +223,7 @@ stack_waiting() {
       ready[$service]="(${health:-$state})"
     fi
   done
-  for name in "${SERVICES[@]}"; do
+  for name in "${wanted[@]}"; do
     if [[ ${ready[$name]:-} != yes ]]; then
       printf '%s %s\n' "$name" "${ready[$name]:-(not started)}"
     fi
@@ -170,16 +237,17 @@ json_field() {
   return 0
 }
 
-# wait_healthy SECONDS: poll until every service is ready; on a time-out (or failed
-# migrations) say which are not and return 1.
+# wait_healthy SECONDS [SERVICE...]: poll until every service (default: all) is ready; on a
+# time-out (or failed migrations) say which are not and return 1.
 wait_healthy() {
-  local deadline=$((SECONDS + $1)) waiting status
-  say "Waiting for the services to report healthy (at most $1 s)..."
+  local deadline=$((SECONDS + $1)) waiting status what=${2:+${*:2}}
+  shift
+  say "Waiting for ${what:-the services} to report healthy (at most $((deadline - SECONDS)) s)..."
   while :; do
     status=0
-    waiting=$(stack_waiting) || status=$?
+    waiting=$(stack_waiting "$@") || status=$?
     if [[ -z $waiting && $status == 0 ]]; then
-      say "All services are healthy."
+      say "${what:-All services}: healthy."
       return 0
     fi
     if ((status == 2 || SECONDS >= deadline)); then
@@ -190,22 +258,37 @@ wait_healthy() {
   done
 }
 
+# --- one at a time ---------------------------------------------------------------------------
+
+# lock_folder: hold $DIR/upgrade/lock until this script ends, so that two installs or upgrades
+# never work on one install folder at once. The kernel drops the lock with the last process
+# holding it, also after a kill; the short wait covers a child that outlives a killed run.
+lock_folder() {
+  command -v flock >/dev/null 2>&1 ||
+    die "flock is missing. Fix: install util-linux (apt-get install util-linux)."
+  ensure_dir "$DIR/upgrade" 0700 0
+  exec {LOCK_FD}>>"$DIR/upgrade/lock" || die "cannot open $DIR/upgrade/lock"
+  flock --wait 3 "$LOCK_FD" ||
+    die "another install or upgrade is running in $DIR (it holds $DIR/upgrade/lock). Fix: wait until it has finished, then run this again."
+}
+
 # --- files ---------------------------------------------------------------------------------
 
-# ensure_owner_mode PATH MODE UID: set what differs only, so a second run changes nothing.
+# ensure_owner_mode PATH MODE UID [GID]: set what differs only, so a second run changes
+# nothing; the group is GID (default: UID's number), so a wrong group is repaired too.
 ensure_owner_mode() {
-  local path=$1 mode=$2 uid=$3 now
-  now=$(stat -c '%a %u' "$path")
-  [[ ${now% *} == "${mode#0}" ]] || chmod "$mode" "$path"
-  if ((CHOWN)) && [[ ${now#* } != "$uid" ]]; then
-    chown "$uid:$uid" "$path"
+  local path=$1 mode=$2 owner="$3:${4:-$3}" now
+  now=$(stat -c '%a %u:%g' "$path")
+  [[ ${now%% *} == "${mode#0}" ]] || chmod "$mode" "$path"
+  if ((CHOWN)) && [[ ${now#* } != "$owner" ]]; then
+    chown "$owner" "$path"
   fi
 }
 
-# ensure_dir PATH MODE UID
+# ensure_dir PATH MODE UID [GID]
 ensure_dir() {
   [[ -d $1 ]] || mkdir -p "$1"
-  ensure_owner_mode "$1" "$2" "$3"
+  ensure_owner_mode "$@"
 }
 
 # put_file DEST MODE UID GID < CONTENT: replace DEST only when the content differs, keeping
@@ -218,7 +301,7 @@ put_file() {
   cat >"$tmp"
   if [[ -f $dest ]] && cmp -s "$tmp" "$dest"; then
     rm -f "$tmp"
-    ensure_owner_mode "$dest" "$mode" "$uid"
+    ensure_owner_mode "$dest" "$mode" "$uid" "$gid"
     return 0
   fi
   chmod "$mode" "$tmp"

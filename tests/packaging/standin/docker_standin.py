@@ -7,7 +7,8 @@ environment, the compose env file and what stdin carried) as a JSON line in
 ``$DOCKER_STANDIN_DIR/calls.jsonl``. ``$DOCKER_STANDIN_DIR/config.json``, written by a test,
 changes its answers: ``server_version``, ``compose_version``, ``fail`` (steps that fail:
 build, up, check-config, migrate, upgrade-check, backup, pg_dump, pg_restore), ``unhealthy``
-(versions whose services never become healthy; "*" for all), ``setup_complete``,
+(versions whose services never become healthy; "*" for all), ``migrate_exit_code`` (version,
+or "*", to the exit code ``ps`` reports for that version's migrate container), ``setup_complete``,
 ``ps_array`` (print ``ps`` as one JSON array, as Compose before 2.21 did).
 """
 
@@ -38,6 +39,7 @@ CONFIG = _load(
         "compose_version": "2.29.7",
         "fail": [],
         "unhealthy": [],
+        "migrate_exit_code": {},
         "setup_complete": False,
         "ps_array": False,
     },
@@ -99,9 +101,12 @@ def compose(engine: Engine, args: list[str], stdin: bytes, env: dict[str, str]) 
         print(f"Image fotostudio-appliance:{version} Built")
     elif command == "up":
         _fail("up", "Error response from daemon: driver failed programming external connectivity")
-        engine.state.update(running=version, stopped=[])
+        # `up -d postgres` starts postgres alone; services stopped before stay stopped.
+        targets = [a for a in rest if not a.startswith("-")] or SERVICES
+        stopped = [s for s in engine.state["stopped"] if s not in targets]
+        engine.state.update(running=version, stopped=stopped)
         # The migrate service runs first; on a database migrated already it changes nothing.
-        if engine.state["database"] == "empty":
+        if "migrate" in targets and engine.state["database"] == "empty":
             engine.state["database"] = f"schema of {version}"
         if env.get("APPLIANCE_TLS") == "lan":
             ca = Path(env["APPLIANCE_DIR"], "data/caddy/caddy/pki/authorities/local/root.crt")
@@ -121,6 +126,8 @@ def ps(engine: Engine, only: list[str]) -> None:
         print("[]" if CONFIG["ps_array"] else "", end="")
         return
     sick = "*" in CONFIG["unhealthy"] or running in CONFIG["unhealthy"]
+    codes = CONFIG["migrate_exit_code"]
+    migrate_code = codes.get(running, codes.get("*", 0))
     containers = []
     for service in only or SERVICES:
         stopped = service in engine.state["stopped"]
@@ -132,7 +139,7 @@ def ps(engine: Engine, only: list[str]) -> None:
             "Service": service,
             "State": "exited" if service == "migrate" or stopped else "running",
             "Health": "" if service == "migrate" else ("unhealthy" if sick else "healthy"),
-            "ExitCode": 0,
+            "ExitCode": migrate_code if service == "migrate" else 0,
             "Publishers": [],
         }
         if service == "caddy":
