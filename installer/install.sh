@@ -134,18 +134,59 @@ check_ports() {
   die "port ${busy[*]} is in use by another program (see: ss -ltnp 'sport = :${busy[0]}'); Caddy needs 80 and 443. Fix: stop that program (or move it to other ports) and run this again."
 }
 
-# resolve NAME: its addresses, one a line.
+# upstream_nameserver: with systemd-resolved, the DNS server it forwards to; its stub at
+# 127.0.0.53 answers from /etc/hosts and for the server's own name too.
+upstream_nameserver() {
+  local key value
+  [[ -r /run/systemd/resolve/resolv.conf ]] || return 0
+  while read -r key value _; do
+    if [[ $key == nameserver ]]; then
+      printf '%s\n' "$value"
+      return 0
+    fi
+  done </run/systemd/resolve/resolv.conf
+}
+
+# only_addresses: the lines that are IPv4 or IPv6 addresses (dig +short also prints CNAMEs).
+only_addresses() {
+  local line
+  while read -r line; do
+    if [[ $line =~ ^[0-9.]+$ || $line =~ ^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$ ]]; then
+      printf '%s\n' "${line,,}"
+    fi
+  done
+}
+
+# resolve NAME: its A and AAAA records as the DNS has them, one a line. Not getent first: it
+# reads /etc/hosts, where the server's own name is 127.0.1.1 and a split-horizon address may
+# be. So dig, else host, else python3 asking the DNS server itself (dns_query.py); getent
+# only as a last resort, with a warning.
 resolve() {
-  local address names
+  local address names server
   if [[ -n ${FOTOSTUDIO_HOSTS_FILE:-} ]]; then
     while read -r address names; do
       if [[ $address != \#* && " $names " == *" $1 "* ]]; then printf '%s\n' "$address"; fi
     done <"$FOTOSTUDIO_HOSTS_FILE"
     return 0
   fi
-  { getent ahosts "$1" 2>/dev/null || true; } | while read -r address _; do
-    printf '%s\n' "$address"
-  done | sort -u
+  server=$(upstream_nameserver)
+  if command -v dig >/dev/null 2>&1; then
+    { dig +short +time=3 +tries=2 ${server:+"@$server"} "$1" A
+      dig +short +time=3 +tries=2 ${server:+"@$server"} "$1" AAAA; } 2>/dev/null </dev/null |
+      only_addresses | sort -u
+  elif command -v host >/dev/null 2>&1; then
+    { host -W 3 -t A "$1" ${server:+"$server"}
+      host -W 3 -t AAAA "$1" ${server:+"$server"}; } 2>/dev/null </dev/null |
+      while read -r _ _ _ address; do printf '%s\n' "${address##* }"; done | only_addresses | sort -u
+  elif command -v python3 >/dev/null 2>&1; then
+    say "  (no dig or host here: python3 asks the DNS server ${server:-of /etc/resolv.conf} for $1)" >&2
+    python3 "$HERE/dns_query.py" "$1" ${server:+"$server"} </dev/null | only_addresses | sort -u
+  else
+    warn "no dig, host or python3 here: resolving $1 with getent, which reads /etc/hosts first. For a check that asks the DNS itself, install dnsutils (dig)."
+    { getent ahosts "$1" 2>/dev/null || true; } | while read -r address _; do
+      printf '%s\n' "$address"
+    done | only_addresses | sort -u
+  fi
 }
 
 # This server's own addresses (not loopback or link-local) and the ones given as --public-ip.
@@ -163,21 +204,27 @@ host_addresses() {
   return 0
 }
 
+# Every A and AAAA record must be this server: a browser or Let's Encrypt may take any of
+# them, and a stale AAAA record alone makes certificates fail.
 check_dns() {
-  local resolved mine address
+  local resolved mine address elsewhere=()
   resolved=$(resolve "$SITE")
   [[ -n $resolved ]] ||
     die "$SITE does not resolve to any address. Fix: create a DNS A (or AAAA) record pointing at this server, wait until it is visible, and run this again."
   mine=$(host_addresses)
   while read -r address; do
-    grep -qxF -- "$address" <<<"$mine" && return 0
+    grep -qixF -- "$address" <<<"$mine" || elsewhere+=("$address")
   done <<<"$resolved"
-  die "$SITE resolves to ${resolved//$'\n'/, }, which is not an address of this server (${mine//$'\n'/, }). Fix: point its DNS record at this server; behind NAT, pass --public-ip with the server's public address."
+  ((${#elsewhere[@]})) || return 0
+  die "$SITE resolves to ${resolved//$'\n'/, }; ${elsewhere[*]} is not an address of this server (${mine//$'\n'/, }). Fix: point every A and AAAA record of $SITE at this server and remove stale ones; behind NAT, pass --public-ip with each public address."
 }
 
 # An existing folder is either an earlier install of this version or empty.
 check_folder() {
   local installed
+  if [[ -f $DIR/upgrade/state ]]; then
+    die "an upgrade of $DIR did not finish ($DIR/upgrade/state). Fix: run installer/upgrade.sh of the release it was upgrading to again: it finishes the rollback."
+  fi
   if [[ -f $DIR/.env ]]; then
     installed=$(env_value APPLIANCE_VERSION) || installed="?"
     [[ $installed == "$VERSION" ]] ||
@@ -340,6 +387,32 @@ confirm() {
 
 # --- writing -------------------------------------------------------------------------------
 
+# The template's last line: what an administrator or the Ansible role adds below it survives
+# every later run of the installer.
+readonly SITE_MARKER="# --- Site settings: everything below this line is kept when the installer runs again ---"
+readonly ANSIBLE_BEGIN="# BEGIN extra backup repositories (managed by Ansible, role fotostudio)"
+readonly ANSIBLE_END="# END extra backup repositories (managed by Ansible, role fotostudio)"
+
+# site_settings FILE: the lines of an existing config.toml below the marker, exactly. A file
+# from before the marker existed gives its Ansible block only: other hand edits cannot be
+# told from the installer's own lines, and stay in config.toml.bak.
+site_settings() {
+  local line below=0 marked=0
+  [[ -f $1 ]] || return 0
+  grep -qxF -- "$SITE_MARKER" "$1" && marked=1
+  while IFS= read -r line || [[ -n $line ]]; do
+    if ((marked)); then
+      ((!below)) || printf '%s\n' "$line"
+      [[ $line != "$SITE_MARKER" ]] || below=1
+    else
+      [[ $line != "$ANSIBLE_BEGIN" ]] || below=1
+      ((!below)) || printf '%s\n' "$line"
+      [[ $line != "$ANSIBLE_END" ]] || below=0
+    fi
+  done <"$1"
+  ((marked)) || warn "$1 has no site-settings line (an older installer wrote it): if you edited it by hand, copy your changes from config.toml.bak below the line \"${SITE_MARKER}\"."
+}
+
 # make_secret NAME: 32 random bytes as base64url (43 characters: safe in URLs, TOML and
 # .env). An existing secret is never replaced: the database, the object store and every
 # backup are locked with them.
@@ -382,6 +455,7 @@ install_files() {
   [[ -d $DIR ]] || (umask 022 && mkdir -p "$DIR")
   umask 077
   ensure_dir "$DIR" 0755 0
+  lock_folder
   ensure_dir "$DIR/secrets" 0700 0
   ensure_dir "$DIR/data" 0755 0
   ensure_dir "$DIR/data/app" 0700 "$APP_UID"
@@ -393,7 +467,8 @@ install_files() {
   # config.toml holds no secret; the app's user reads it through its group.
   local replacing=0
   [[ ! -f $DIR/config.toml ]] || replacing=1
-  put_file "$DIR/config.toml" 0640 0 "$APP_UID" <<<"$config"
+  put_file "$DIR/config.toml" 0640 0 "$APP_UID" \
+    < <(printf '%s\n' "$config" && site_settings "$DIR/config.toml")
   ((!CHANGED)) || say "  wrote config.toml"
   # Running containers keep the file they mounted: they need a restart to read the new one.
   ((!CHANGED || !replacing)) || RESTART_APP=1
@@ -416,9 +491,7 @@ start_stack() {
     dc_build "$VERSION" ||
       die "building the image failed (see above). Fix the cause and run the installer again."
   fi
-  # The image's entrypoint is `appliance`: run takes the sub-command alone.
-  out=$(dc run --rm --no-deps -T migrate check-config 2>&1) ||
-    die "the appliance refused $DIR/config.toml: ${out##*$'\n'}"
+  out=$(check_config_with "$VERSION") || die "the appliance refused $DIR/config.toml: $out"
   dc up -d --remove-orphans ||
     die "starting the services failed (see above). Fix the cause (see: $hint logs) and run the installer again."
   if ((RESTART_APP)); then

@@ -3,14 +3,19 @@ the secrets, what it refuses, and that a second run changes nothing."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -149,7 +154,9 @@ def test_answers_from_a_pipe_install_an_internet_site(bench: Bench, tmp_path: Pa
     settings = settings_from(folder, tmp_path)
     assert settings.server.public_url == "https://photos.example.com"
     assert settings.server.allowed_hosts == ["photos.example.com"]
-    assert settings.server.trusted_proxies == [env["APPLIANCE_SUBNET"]]
+    # Only Caddy's fixed address in the internal network may set X-Forwarded-*.
+    [proxy] = settings.server.trusted_proxies
+    assert ipaddress.ip_network(proxy).subnet_of(ipaddress.ip_network(env["APPLIANCE_SUBNET"]))
     assert settings.database.url == values["database_url"]
     assert settings.security.secret_key == values["secret_key"]
     assert settings.storage.secret_key == values["minio_root_password"]
@@ -347,7 +354,7 @@ def test_a_domain_pointing_elsewhere_is_refused(bench: Bench) -> None:
     """In internet mode the domain must resolve to this server (or the given public address)."""
     elsewhere = bench.install(*internet_flags(public_ip=None))
     assert elsewhere.returncode == 1
-    assert "photos.example.com resolves to 203.0.113.10, which is not an address" in (
+    assert "photos.example.com resolves to 203.0.113.10; 203.0.113.10 is not an address" in (
         elsewhere.stderr
     )
     assert "--public-ip" in elsewhere.stderr
@@ -513,3 +520,191 @@ def test_the_fotostudio_command_runs_compose_on_the_folder(bench: Bench) -> None
     for call in bench.calls():
         if call["argv"][:1] == ["compose"] and "--env-file" in call["argv"]:
             assert str(folder / "docker-compose.override.yml") in call["argv"], call["argv"]
+
+
+SITE_MARKER = (
+    "# --- Site settings: everything below this line is kept when the installer runs again ---"
+)
+ANSIBLE_BLOCK = """# BEGIN extra backup repositories (managed by Ansible, role fotostudio)
+[[backups.repositories]]
+name = "nas"
+url = "/mnt/nas/fotostudio"
+offsite = true
+# END extra backup repositories (managed by Ansible, role fotostudio)
+"""
+
+
+def test_a_stale_record_beside_the_right_one_is_refused(bench: Bench) -> None:
+    """Every A and AAAA record must be this server: one matching record is not enough."""
+    hosts = Path(bench.env["FOTOSTUDIO_HOSTS_FILE"])
+    hosts.write_text(hosts.read_text() + "2001:db8::dead photos.example.com\n")
+    stale = bench.install(*internet_flags())
+    assert stale.returncode == 1
+    assert "2001:db8::dead is not an address of this server" in stale.stderr
+    assert "203.0.113.10 is not" not in stale.stderr
+    assert_nothing_installed(bench)
+    both = bench.install(*internet_flags(), "--public-ip", "2001:DB8::DEAD")
+    assert both.returncode == 0, both.stderr
+
+
+def _tool(folder: Path, name: str, script: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(script)
+    (folder / name).chmod(0o755)
+
+
+def test_dig_is_asked_before_etc_hosts(bench: Bench, tmp_path: Path) -> None:
+    """Without the test resolver the records come from dig, one query for A and one for AAAA,
+    and only the addresses it prints count (not the CNAME)."""
+    del bench.env["FOTOSTUDIO_HOSTS_FILE"]
+    tools = tmp_path / "tools"
+    log = tmp_path / "dig.log"
+    _tool(
+        tools,
+        "dig",
+        f"""#!/bin/sh
+echo "$@" >>{log}
+echo front.example.net.
+case "$*" in *AAAA*) echo 2001:db8::dead ;; *) echo {PUBLIC_IP} ;; esac
+""",
+    )
+    bench.env["PATH"] = f"{tools}:{bench.env['PATH']}"
+    result = bench.install(*internet_flags())
+    assert result.returncode == 1
+    assert "resolves to 2001:db8::dead, 203.0.113.10; 2001:db8::dead is not" in result.stderr
+    asked = log.read_text().splitlines()
+    assert [line.split()[-2:] for line in asked] == [
+        ["photos.example.com", "A"],
+        ["photos.example.com", "AAAA"],
+    ]
+    assert all("+short" in line for line in asked)
+
+
+def _dns_server(records: dict[int, bytes]) -> tuple[socket.socket, threading.Thread]:
+    """A one-name DNS server on UDP: answers each question with the records of its type."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                message, peer = server.recvfrom(512)
+            except OSError:
+                return
+            question = message[12:]
+            rtype = struct.unpack("!H", question[question.index(0) + 1 :][:2])[0]
+            answers = [
+                b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, 60, len(data)) + data
+                for data in ([records[rtype]] if rtype in records else [])
+            ]
+            header = message[:2] + struct.pack("!HHHHH", 0x8180, 1, len(answers), 0, 0)
+            server.sendto(header + question + b"".join(answers), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_without_dig_python_asks_the_dns_server_itself(bench: Bench) -> None:
+    """With neither dig nor host, python3 queries the name server directly (not /etc/hosts);
+    a stale AAAA record it returns is refused, and the right records pass."""
+    if shutil.which("dig") or shutil.which("host"):
+        pytest.skip("dig or host is installed: the installer prefers them")
+    del bench.env["FOTOSTUDIO_HOSTS_FILE"]
+    stale = {1: socket.inet_aton(PUBLIC_IP), 28: socket.inet_pton(socket.AF_INET6, "2001:db8::1")}
+    server, _ = _dns_server(stale)
+    with server:
+        bench.env["FOTOSTUDIO_NAMESERVER"] = f"127.0.0.1:{server.getsockname()[1]}"
+        result = bench.install(*internet_flags())
+    assert result.returncode == 1
+    assert "python3 asks the DNS server" in result.stderr
+    assert "resolves to 2001:db8::1, 203.0.113.10; 2001:db8::1 is not" in result.stderr
+    server, _ = _dns_server({1: socket.inet_aton(PUBLIC_IP)})
+    with server:
+        bench.env["FOTOSTUDIO_NAMESERVER"] = f"127.0.0.1:{server.getsockname()[1]}"
+        assert bench.install(*internet_flags()).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_a_second_run_repairs_a_wrong_group(bench: Bench) -> None:
+    """config.toml belongs to root and the app's group; a wrong group (or owner) is put right."""
+    assert bench.install(*internet_flags()).returncode == 0
+    config = bench.install_dir / "config.toml"
+    os.chown(config, 0, 0)
+    os.chown(bench.install_dir / "data" / "app", APP_UID, 0)
+    assert bench.install(*internet_flags()).returncode == 0
+    assert (config.stat().st_uid, config.stat().st_gid) == (0, APP_UID)
+    app = (bench.install_dir / "data" / "app").stat()
+    assert (app.st_uid, app.st_gid) == (APP_UID, APP_UID)
+
+
+def test_failed_migrations_end_the_wait_at_once(bench: Bench) -> None:
+    """A migrate container that exited non-zero can never become ready: the installer says so
+    without waiting out --wait."""
+    bench.configure(migrate_exit_code={"*": 3})
+    started = time.monotonic()
+    result = bench.install(*internet_flags(), "--wait", "60")
+    assert result.returncode == 1
+    assert "migrate (exited with 3: docker compose logs migrate)" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_site_settings_below_the_marker_survive_a_new_run(bench: Bench, tmp_path: Path) -> None:
+    """config.toml ends with the site-settings line; what is below it (the Ansible role's
+    repositories, a hand-made table) is kept byte for byte when another answer rewrites the
+    rest, and the app accepts the result."""
+    assert bench.install(*internet_flags()).returncode == 0
+    config = bench.install_dir / "config.toml"
+    assert config.read_text().splitlines()[-1] == SITE_MARKER
+    mine = '\n[logging]\nlevel = "DEBUG"  # for a week\n\n' + ANSIBLE_BLOCK
+    config.write_text(config.read_text() + mine)
+    flags = internet_flags()
+    flags[flags.index("Europe/Berlin")] = "America/New_York"
+    result = bench.install(*flags)
+    assert result.returncode == 0, result.stderr
+    text = config.read_text()
+    assert 'timezone = "America/New_York"' in text
+    assert text.endswith(SITE_MARKER + "\n" + mine)
+    settings = settings_from(bench.install_dir, tmp_path)
+    assert [r.name for r in settings.backups.repositories] == ["local", "nas"]
+    assert settings.logging.level == "DEBUG"
+    before = snapshot(bench.install_dir)
+    assert bench.install(*flags).returncode == 0
+    assert snapshot(bench.install_dir) == before
+
+
+def test_an_older_config_keeps_its_ansible_block(bench: Bench) -> None:
+    """A config.toml from before the marker keeps the Ansible role's block (moved below the
+    line) and the installer says where other hand edits went."""
+    assert bench.install(*internet_flags()).returncode == 0
+    config = bench.install_dir / "config.toml"
+    old = config.read_text().replace(SITE_MARKER + "\n", "") + ANSIBLE_BLOCK
+    config.write_text(old)
+    result = bench.install(*internet_flags())
+    assert result.returncode == 0, result.stderr
+    assert config.read_text().endswith(SITE_MARKER + "\n" + ANSIBLE_BLOCK)
+    assert "has no site-settings line" in result.stderr
+    assert (bench.install_dir / "config.toml.bak").read_text() == old
+
+
+def test_a_running_upgrade_or_install_locks_the_folder(bench: Bench) -> None:
+    """While another run holds the folder's lock, the installer refuses and writes nothing."""
+    assert bench.install(*internet_flags()).returncode == 0
+    env_before = (bench.install_dir / ".env").read_bytes()
+    flags = internet_flags()
+    flags[flags.index("Europe/Berlin")] = "America/New_York"
+    with (bench.install_dir / "upgrade" / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = bench.install(*flags)
+    assert result.returncode == 1
+    assert "another install or upgrade is running" in result.stderr
+    assert (bench.install_dir / ".env").read_bytes() == env_before
+
+
+def test_an_unfinished_upgrade_is_left_to_upgrade_sh(bench: Bench) -> None:
+    """A state file from an interrupted upgrade stops the installer with what to run."""
+    assert bench.install(*internet_flags()).returncode == 0
+    (bench.install_dir / "upgrade" / "state").write_text("old=0.1.0\nnew=0.2.0\n")
+    result = bench.install(*internet_flags())
+    assert result.returncode == 1
+    assert "did not finish" in result.stderr and "upgrade.sh" in result.stderr
