@@ -89,6 +89,17 @@ async def _anna_and_ben(
     return Erased(client_id=anna["client"], link=link, keys=keys, contents=contents)
 
 
+async def _erase_and_purge(
+    settings: Settings, store: ObjectStore, clock: FakeClock, client_id: int
+) -> None:
+    """The owner erases the client, the grace period passes, the daily purge runs."""
+    await erasure.request_erasure(
+        settings, kind="client", subject_id=client_id, actor="owner", source="staff", now=clock()
+    )
+    clock.advance(days=settings.privacy.erasure_grace_days + 1)
+    assert await purge.purge_due(settings, store, clock()) == 1
+
+
 async def _traces(database_url: str, needles: list[str], client_id: int) -> list[str]:
     """Every text or JSON value in every table of every registered app that contains a needle,
     and every foreign key to ``client`` still holding the client's id."""
@@ -214,16 +225,7 @@ async def test_restoring_a_point_from_before_the_erasure_erases_the_client_again
     target = primary(configured(backup_settings))
     point = await choose_point(backup_settings, target, None)
 
-    await erasure.request_erasure(
-        backup_settings,
-        kind="client",
-        subject_id=anna.client_id,
-        actor="owner",
-        source="staff",
-        now=clock(),
-    )
-    clock.advance(days=backup_settings.privacy.erasure_grace_days + 1)
-    assert await purge.purge_due(backup_settings, store, clock()) == 1
+    await _erase_and_purge(backup_settings, store, clock, anna.client_id)
     assert await ledger.copy_to_repositories(backup_settings) == ["primary"]
     # A new machine: no local ledger; the repository's copy must be enough.
     ledger.ledger_path(backup_settings).unlink()
@@ -450,16 +452,7 @@ async def test_rewriting_the_backups_cuts_a_purged_clients_photos_out_of_every_p
     target = primary(configured(backup_settings))
     with pytest.raises(InvalidInput):
         await ledger.rewrite_backups(backup_settings, kind="client", subject_id=anna.client_id)
-    await erasure.request_erasure(
-        backup_settings,
-        kind="client",
-        subject_id=anna.client_id,
-        actor="owner",
-        source="staff",
-        now=clock(),
-    )
-    clock.advance(days=backup_settings.privacy.erasure_grace_days + 1)
-    assert await purge.purge_due(backup_settings, store, clock()) == 1
+    await _erase_and_purge(backup_settings, store, clock, anna.client_id)
 
     done = await ledger.rewrite_backups(backup_settings, kind="client", subject_id=anna.client_id)
     assert done == {"primary": len(set(anna.keys))}
