@@ -211,6 +211,7 @@ async def _upgrade_gate(settings: Settings, now: dt.datetime) -> dict[str, Any]:
             .run()
         )
     limit_hours = settings.monitoring.backup_max_age_hours
+    drill_days = settings.backups.drill_overdue_days
     age = "" if backup is None else format_duration((now - backup["finished_at"]).total_seconds())
     reasons = []
     if not settings.backups.enabled:
@@ -235,6 +236,13 @@ async def _upgrade_gate(settings: Settings, now: dt.datetime) -> dict[str, Any]:
             f"the last restore drill failed at {format_utc(drill['finished_at'])}: "
             "see Admin → Backups, then run `appliance drill`"
         )
+    elif now - drill["finished_at"] > dt.timedelta(days=drill_days):
+        # A drill proves the backups of its day; the setting that makes a drill overdue for
+        # the alerts also says when its proof is too old to upgrade on.
+        reasons.append(
+            f"the last restore drill passed at {format_utc(drill['finished_at'])}, more than "
+            f"backups.drill_overdue_days ({drill_days} days) ago: run `appliance drill`"
+        )
     summary = ""
     if not reasons and drill is not None:
         summary = (
@@ -247,6 +255,7 @@ async def _upgrade_gate(settings: Settings, now: dt.datetime) -> dict[str, Any]:
         "summary": summary,
         "checked_at": now.isoformat(),
         "backup_max_age_hours": limit_hours,
+        "drill_overdue_days": drill_days,
         "last_backup": None
         if backup is None
         else {
@@ -268,7 +277,8 @@ async def _upgrade_gate(settings: Settings, now: dt.datetime) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @click.pass_obj
 def upgrade_check(obj: Context, as_json: bool) -> None:
-    """Exit 0 only when the last backup worked, is recent, and the last restore drill passed."""
+    """Exit 0 only when the last backup worked and is recent, and the last restore drill
+    passed within backups.drill_overdue_days."""
     from appliance.clock import utcnow
 
     with database(obj.settings) as (settings, _):

@@ -22,6 +22,7 @@ def _upgrade_check(settings: Settings, *extra: str) -> subprocess.CompletedProce
         **os.environ,
         "APPLIANCE_DATABASE__URL": settings.database.url,
         "APPLIANCE_MONITORING__BACKUP_MAX_AGE_HOURS": "30",
+        "APPLIANCE_BACKUPS__DRILL_OVERDUE_DAYS": "8",
     }
     return subprocess.run(
         [sys.executable, "-m", "appliance", "upgrade-check", *extra],
@@ -142,3 +143,19 @@ async def test_a_recent_backup_and_a_passed_drill_open_the_gate(
         assert verdict["backup_max_age_hours"] == 30
     else:
         assert result.stdout.startswith("ready to upgrade: the last recovery point is 2 h 0 min")
+
+
+async def test_a_drill_that_passed_too_long_ago_refuses(clean_db: None, settings: Settings) -> None:
+    """A passed drill older than backups.drill_overdue_days no longer opens the gate; one
+    just inside the limit does."""
+    await _backup("done", 2 * HOUR, "b1")
+    await _drill(True, dt.timedelta(days=8, hours=1))
+    result = _upgrade_check(settings, "--json")
+    assert result.returncode == 1
+    verdict = json.loads(result.stdout)
+    assert verdict["drill_overdue_days"] == 8
+    [reason] = verdict["reasons"]
+    assert "the last restore drill passed at" in reason
+    assert "backups.drill_overdue_days (8 days)" in reason
+    await _drill(True, dt.timedelta(days=7, hours=23))
+    assert _upgrade_check(settings).returncode == 0
