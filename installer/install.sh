@@ -10,7 +10,10 @@ SOURCE=$(dirname "$HERE")
 # shellcheck source=installer/lib.sh
 source "$HERE/lib.sh"
 
-readonly DEFAULT_DIR=/opt/fotostudio SUBNET=172.30.40.0/24 ZONEINFO=/usr/share/zoneinfo
+readonly DEFAULT_DIR=/opt/fotostudio ZONEINFO=/usr/share/zoneinfo
+# The bundle's internal network: Caddy has a fixed address in it, the only one the app believes
+# X-Forwarded-* from, outside the range Docker hands to the other containers.
+readonly SUBNET=172.30.40.0/24 CADDY_IP=172.30.40.2 DYNAMIC_RANGE=172.30.40.128/25
 
 usage() {
   cat <<EOF
@@ -448,7 +451,7 @@ write_secrets() {
 
 install_files() {
   local config env wrapper values=("SITE=$SITE" "MODE=$MODE" "EMAIL=$EMAIL" "TZ=$TZ_NAME" "DIR=$DIR"
-    "SUBNET=$SUBNET" "VERSION=$VERSION")
+    "SUBNET=$SUBNET" "CADDY_IP=$CADDY_IP" "DYNAMIC_RANGE=$DYNAMIC_RANGE" "VERSION=$VERSION")
   config=$(render "$HERE/templates/config.toml.in" "${values[@]}")
   env=$(render "$HERE/templates/env.in" "${values[@]}")
   wrapper=$(render "$HERE/templates/fotostudio.in" "DIR=$DIR")

@@ -38,6 +38,8 @@ ENV_KEYS = {
     "ACME_EMAIL",
     "APPLIANCE_DIR",
     "APPLIANCE_SUBNET",
+    "APPLIANCE_CADDY_IP",
+    "APPLIANCE_DYNAMIC_RANGE",
     "TZ",
 }
 APP_UID = 10001
@@ -155,8 +157,12 @@ def test_answers_from_a_pipe_install_an_internet_site(bench: Bench, tmp_path: Pa
     assert settings.server.public_url == "https://photos.example.com"
     assert settings.server.allowed_hosts == ["photos.example.com"]
     # Only Caddy's fixed address in the internal network may set X-Forwarded-*.
-    [proxy] = settings.server.trusted_proxies
-    assert ipaddress.ip_network(proxy).subnet_of(ipaddress.ip_network(env["APPLIANCE_SUBNET"]))
+    assert settings.server.trusted_proxies == [f"{env['APPLIANCE_CADDY_IP']}/32"]
+    subnet = ipaddress.ip_network(env["APPLIANCE_SUBNET"])
+    assert ipaddress.ip_address(env["APPLIANCE_CADDY_IP"]) in subnet
+    assert ipaddress.ip_address(env["APPLIANCE_CADDY_IP"]) not in ipaddress.ip_network(
+        env["APPLIANCE_DYNAMIC_RANGE"]
+    )
     assert settings.database.url == values["database_url"]
     assert settings.security.secret_key == values["secret_key"]
     assert settings.storage.secret_key == values["minio_root_password"]
