@@ -22,9 +22,8 @@ from appliance.backups.web import BackupsController
 from appliance.clients.web import ClientController
 from appliance.clock import Clock, utcnow
 from appliance.config import Settings, ensure_secret_key
-from appliance.exports.web import ExportController, ExportDownloadController
-from appliance.exports.web import ExportController, ExportDownloadController
 from appliance.db.engine import configure, connection_pool
+from appliance.exports.web import ExportController, ExportDownloadController
 from appliance.galleries.media_web import ShareMediaController, StaffMediaController
 from appliance.galleries.page_cache import PageCache
 from appliance.galleries.share_staff_web import ShareLinkController
@@ -98,8 +97,6 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> Litestar:
             StatusController,
             MetricsController,
             ClientController,
-            ExportController,
-            ExportDownloadController,
             ExportController,
             ExportDownloadController,
             GalleryController,
