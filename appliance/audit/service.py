@@ -3,6 +3,11 @@
 Each entry stores the hash of its predecessor and a hash over all of its own fields, so an entry
 that is altered no longer matches its hash, and one that is removed breaks the link of the entry
 after it (and leaves a hole in ``seq``).
+
+Entries of hash version 2 hash the SHA-256 of their actor, target, address and details rather
+than the values: :func:`erase_person` can blank those (a staff member's name, address, e-mail)
+when the person is erased, and the chain still verifies. An entry not erased must still match
+its digests, so altering a value is caught as before.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from appliance.audit.tables import AuditEntry
 from appliance.clock import utcnow
 
 __all__ = [
+    "ERASED",
     "GENESIS_HASH",
     "Actor",
     "AuditRecord",
     "ChainReport",
+    "erase_person",
     "list_entries",
     "record",
     "verify_chain",
@@ -32,6 +39,9 @@ GENESIS_HASH = "0" * 64
 # processes never chain onto the same predecessor.
 _APPEND_LOCK_ID = 0x61756469740A
 _VERIFY_BATCH = 1000
+HASH_VERSION = 2
+ERASED = "erased"  # what an erased actor and target read afterwards
+_ERASABLE = ("actor", "target", "address", "details")
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -99,6 +109,55 @@ def _entry_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _hash_v2(fields: dict[str, Any], digests: dict[str, str]) -> str:
+    """Version 2: the erasable fields enter the hash as their digests, marked as such."""
+    return _entry_hash(
+        **{
+            **fields,
+            **{name: f"sha256:{digests[name]}" for name in _ERASABLE},
+        }
+    )
+
+
+def _row_hash(row: dict[str, Any]) -> tuple[str, str | None]:
+    """The hash a stored row should have, and a problem found before hashing (a value that no
+    longer matches its digest, in an entry not erased)."""
+    fields = {key: row[key] for key in _HASHED}
+    if row.get("hash_version", 1) < HASH_VERSION:
+        return _entry_hash(**fields), None
+    digests = {name: row[f"{name}_digest"] for name in _ERASABLE}
+    if row["erased_at"] is None:
+        changed = [name for name in _ERASABLE if _digest(row[name]) != digests[name]]
+        if changed:
+            return "", f"its {changed[0]} was altered"
+    elif (row["actor"], row["target"], row["address"], row["details"]) != (
+        ERASED,
+        ERASED,
+        "",
+        "{}",
+    ):
+        return "", "an erased entry holds values again"
+    return _hash_v2(fields, digests), None
+
+
+_HASHED = (
+    "seq",
+    "at",
+    "actor_id",
+    "actor",
+    "action",
+    "outcome",
+    "target",
+    "address",
+    "details",
+    "prev_hash",
+)
+
+
 async def record(
     action: str,
     *,
@@ -138,8 +197,50 @@ async def record(
             "details": body,
             "prev_hash": prev_hash,
         }
-        await AuditEntry.insert(AuditEntry(**fields, entry_hash=_entry_hash(**fields))).run()
+        digests = {name: _digest(fields[name]) for name in _ERASABLE}
+        await AuditEntry.insert(
+            AuditEntry(
+                **fields,
+                entry_hash=_hash_v2(fields, digests),
+                hash_version=HASH_VERSION,
+                actor_digest=digests["actor"],
+                target_digest=digests["target"],
+                address_digest=digests["address"],
+                details_digest=digests["details"],
+            )
+        ).run()
     return seq
+
+
+async def erase_person(*, actor_id: int | None, targets: list[str], now: dt.datetime) -> int:
+    """Blank actor, target, address and details of every version 2 entry made by
+    ``actor_id`` or about one of ``targets`` (e.g. ``user:carla``); returns how many.
+
+    The entries themselves stay, with their action, outcome and time: the log still shows
+    that something was done, no longer by or to whom. Version 1 entries cannot be erased
+    without breaking the chain and keep their values.
+    """
+    about = AuditEntry.target.is_in(targets) if targets else AuditEntry.id < 0
+    by = AuditEntry.actor_id == actor_id if actor_id is not None else AuditEntry.id < 0
+    rows = (
+        await AuditEntry.update(
+            {
+                AuditEntry.actor: ERASED,
+                AuditEntry.target: ERASED,
+                AuditEntry.address: "",
+                AuditEntry.details: "{}",
+                AuditEntry.erased_at: now,
+            }
+        )
+        .where(
+            (AuditEntry.hash_version == HASH_VERSION)
+            & AuditEntry.erased_at.is_null()
+            & (about | by)
+        )
+        .returning(AuditEntry.id)
+        .run()
+    )
+    return len(rows)
 
 
 async def verify_chain() -> ChainReport:
@@ -170,26 +271,13 @@ async def verify_chain() -> ChainReport:
                     first_bad_seq=row["seq"],
                     problem=f"entry {row['seq']} does not link to the entry before it",
                 )
-            fields: dict[str, Any] = {
-                key: row[key]
-                for key in (
-                    "seq",
-                    "at",
-                    "actor_id",
-                    "actor",
-                    "action",
-                    "outcome",
-                    "target",
-                    "address",
-                    "details",
-                    "prev_hash",
-                )
-            }
-            if _entry_hash(**fields) != row["entry_hash"]:
+            expected, problem = _row_hash(row)
+            if problem is not None or expected != row["entry_hash"]:
+                why = problem or "its hash no longer matches"
                 return ChainReport(
                     checked=checked,
                     first_bad_seq=row["seq"],
-                    problem=f"entry {row['seq']} was altered (its hash no longer matches)",
+                    problem=f"entry {row['seq']} was altered ({why})",
                 )
             prev_hash = row["entry_hash"]
             expected_seq += 1

@@ -12,7 +12,8 @@ class AuditEntry(Table, tablename="audit_entry"):
     """One recorded action. ``entry_hash`` covers every other field and ``prev_hash``.
 
     ``seq`` has no gaps (assigned under a lock), so a removed entry shows as a hole as well as a
-    broken link. A database trigger refuses UPDATE, DELETE and TRUNCATE.
+    broken link. A database trigger refuses UPDATE, DELETE and TRUNCATE, except the erasure
+    of a version 2 entry's actor, target, address and details.
     """
 
     id: Serial  # added by Piccolo; declared for the type checker
@@ -28,3 +29,13 @@ class AuditEntry(Table, tablename="audit_entry"):
     details = Text()
     prev_hash = Varchar(length=64)
     entry_hash = Varchar(length=64)
+    # Version 2 hashes the SHA-256 of actor, target, address and details instead of the
+    # values, so an erasure (GDPR Art. 17) can blank those four and the chain still verifies;
+    # the database allows only that one change, once (``erased_at``). Version 1 entries hash
+    # the values themselves.
+    hash_version = Integer(default=1)
+    actor_digest = Varchar(length=64, default="")
+    target_digest = Varchar(length=64, default="")
+    address_digest = Varchar(length=64, default="")
+    details_digest = Varchar(length=64, default="")
+    erased_at = Timestamptz(null=True, default=None)

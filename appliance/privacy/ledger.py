@@ -120,6 +120,7 @@ async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> i
             kind=entry["kind"],
             subject_id=entry["subject_id"],
             progress={},
+            now=now,
             keep_staff=entry.get("keep_staff"),
         )
         purged_at = dt.datetime.fromisoformat(entry["purged_at"])

@@ -11,7 +11,9 @@ in the request's ``progress`` so a purge killed half-way finishes on the next ru
 3. ``rows``: every row, children first, in one transaction; ``set null`` references cleared;
 4. ``objects``: the objects in the store, and their copies in the backup mirror;
 5. ``exports``: the person's exports;
-6. ``outbox``: messages to their addresses.
+6. ``outbox``: messages to their addresses;
+7. ``audit``: audit entries by or about a staff member (their name, address, e-mail) are
+   blanked; the hash chain still verifies (:func:`appliance.audit.service.erase_person`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from piccolo.columns import ForeignKey, OnDelete
 from piccolo.table import Table
 
 from appliance.accounts.tables import StaffUser
+from appliance.audit.service import erase_person
 from appliance.backups.repositories import backup_dir
 from appliance.clients.tables import Client
 from appliance.config import Settings
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox")
+STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox", "audit")
 _ADDRESS_COLUMNS = ("email", "recipient")
 
 
@@ -184,7 +187,19 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
                     f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
                 addresses |= {r["v"].strip().lower() for r in rows if r["v"] and "@" in r["v"]}
-    return {"keys": sorted(keys), "emails": sorted(addresses)}
+    staff: list[dict[str, Any]] = []
+    for plan in plans:
+        staff_where = plan.where.get(StaffUser._meta.tablename)
+        if staff_where is not None and plan.order and plan.order[-1] is StaffUser:
+            staff += await StaffUser.raw(
+                f"SELECT id, username FROM staff_user WHERE {staff_where}"  # noqa: S608 - as above
+            )
+    return {
+        "keys": sorted(keys),
+        "emails": sorted(addresses),
+        "staff": sorted(row["id"] for row in staff),
+        "usernames": sorted(row["username"] for row in staff),
+    }
 
 
 async def _delete_rows(plans: list[Plan], kind: str, subject_id: int | None) -> dict[str, int]:
@@ -252,6 +267,15 @@ async def _delete_outbox(emails: list[str], studio: bool) -> int:
     return len(rows)
 
 
+async def _erase_audit(progress: dict[str, Any], now: dt.datetime) -> int:
+    targets = [f"user:{name}" for name in progress.get("usernames", [])]
+    targets += [f"email:{address}" for address in progress.get("emails", [])]
+    erased = await erase_person(actor_id=None, targets=targets, now=now)
+    for staff_id in progress.get("staff", []):
+        erased += await erase_person(actor_id=staff_id, targets=[], now=now)
+    return erased
+
+
 async def purge_subject(
     settings: Settings,
     store: ObjectStore,
@@ -259,6 +283,7 @@ async def purge_subject(
     kind: str,
     subject_id: int | None,
     progress: dict[str, Any],
+    now: dt.datetime,
     keep_staff: int | None = None,
     ledger_entry: dict[str, Any] | None = None,
     save: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
@@ -300,6 +325,9 @@ async def purge_subject(
         emails = progress.get("emails", [])
         counts["outbox_message"] = await _delete_outbox(emails, kind == "studio")
         await done("outbox")
+    if "audit" not in steps:
+        counts["audit_entries_erased"] = await _erase_audit(progress, now)
+        await done("audit")
     return progress
 
 
@@ -333,6 +361,7 @@ async def purge_request(
         kind=row["kind"],
         subject_id=row["subject_id"],
         progress=progress,
+        now=now,
         keep_staff=keep_staff,
         ledger_entry={
             "request_id": row["id"],
@@ -344,7 +373,7 @@ async def purge_request(
         },
         save=save,
     )
-    # The deletion record keeps kinds and counts only: the keys and addresses go.
+    # The deletion record keeps kinds and counts only: keys, addresses and names go.
     record = {"steps": progress["steps"], "counts": progress["counts"]}
     await (
         ErasureRow.update(

@@ -400,6 +400,7 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     async with make_client(app) as browser:
         first = await sign_in(browser, "carla", password)
         assert first.status_code == 303, first.text[-500:]
+        assert await _audit_mentions(database_url, "carla") > 0
         assert await StaffSession.count().where(StaffSession.user == member.id).run() >= 1
 
         request = await erasure.request_erasure(
@@ -420,7 +421,18 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
     assert await purge.purge_due(settings, app.state.store, clock()) == 1
     assert await StaffUser.count().where(StaffUser.id == member.id).run() == 0
-    assert (await erasure.get_request(request.id)).counts["staff_user"] == 1
+    counts = (await erasure.get_request(request.id)).counts
+    assert counts["staff_user"] == 1
+    assert counts["audit_entries_erased"] > 0
+    assert await _audit_mentions(database_url, "carla") == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.RaiseError):  # only the erasure's own change is let through
+            await conn.execute(
+                "UPDATE audit_entry SET details = '{\"x\":1}' WHERE actor = 'erased'"
+            )
+    finally:
+        await conn.close()
     assert await StaffUser.count().where(StaffUser.username == "owner").run() == 1
     conn = await asyncpg.connect(database_url)
     try:
@@ -431,6 +443,21 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
         await conn.close()
     assert left == 0
     assert (await verify_chain()).intact
+
+
+async def _audit_mentions(database_url: str, needle: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM audit_entry WHERE actor = $1 OR target ILIKE $2"
+                " OR details ILIKE $2",
+                needle,
+                f"%{needle}%",
+            )
+        )
+    finally:
+        await conn.close()
 
 
 async def test_rewriting_the_backups_cuts_a_purged_clients_photos_out_of_every_point(
