@@ -501,3 +501,37 @@ async def test_rewriting_the_backups_cuts_a_purged_clients_photos_out_of_every_p
         shutil.rmtree(outcome.folder)
     drill = await run_drill(backup_settings, target, now=clock)
     assert drill.passed, drill.failure
+
+
+async def test_erasing_the_whole_studio_keeps_only_the_admin_who_asked(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """With the studio's name typed, every link stops at once; after the grace period every
+    client, gallery, photo and object is gone, and the admin who asked can still work."""
+    from appliance.accounts.tables import StaffUser
+    from appliance.setup import service as setup
+
+    anna = await _anna_and_ben(client, app, admin, clock)
+    studio = await setup.get_studio()
+    assert studio is not None
+    done = await submit(
+        client,
+        "/admin/erasure/new?kind=studio",
+        {"kind": "studio", "subject_id": "", "confirm": studio.name},
+        action="/admin/erasure",
+    )
+    assert done.status_code == 303, done.text[-500:]
+    async with visitor(app) as browser:
+        assert (await browser.get(anna.link)).status_code in (403, 404, 410)
+    assert await erasure.is_erased("client", anna.client_id)
+
+    clock.advance(days=app.state.settings.privacy.erasure_grace_days, seconds=1)
+    store = app.state.store
+    assert await purge.purge_due(app.state.settings, store, clock()) == 1
+    assert await Client.count().run() == 0
+    assert await Gallery.count().run() == 0
+    assert [info.key async for info in store.list("")] == []
+    assert [r["username"] for r in await StaffUser.select(StaffUser.username).run()] == ["owner"]
+    client.cookies.clear()  # the session ran out during the grace period
+    await signed_in_owner(client, admin, clock)
+    assert (await client.get("/admin/erasure")).status_code == 200
