@@ -102,6 +102,30 @@ async def _check_subject(kind: Kind, subject_id: int | None) -> None:
         raise NotFound(f"There is no {kind} #{subject_id}.")
 
 
+async def _check_staff(subject_id: int | None, actor_id: int | None) -> None:
+    """An admin cannot erase themselves (they would lock themselves out mid-way), and the last
+    active admin cannot be erased: nobody could cancel it or run the appliance afterwards."""
+    if subject_id == actor_id:
+        raise Conflict("You cannot delete your own account: another admin must do it.")
+    target = (
+        await StaffUser.select(StaffUser.role, StaffUser.is_active)
+        .where(StaffUser.id == subject_id)
+        .first()
+        .run()
+    )
+    if target is None or target["role"] != "admin" or not target["is_active"]:
+        return
+    admins = (
+        await StaffUser.count()
+        .where(
+            (StaffUser.role == "admin") & (StaffUser.is_active == True)  # noqa: E712 - SQL
+        )
+        .run()
+    )
+    if admins <= 1:
+        raise Conflict("This is the only active admin: make another admin first.")
+
+
 async def request_erasure(
     settings: Settings,
     *,
@@ -115,6 +139,8 @@ async def request_erasure(
     """Make the person unreachable now and schedule the purge; a second request for the same
     subject returns the open one unchanged."""
     await _check_subject(kind, subject_id)
+    if kind == "staff":
+        await _check_staff(subject_id, actor_id)
     key = open_key(kind, subject_id)
     purge_after = now + dt.timedelta(days=settings.privacy.erasure_grace_days)
     db = ErasureRow._meta.db

@@ -357,6 +357,19 @@ async def test_admin_confirms_a_deletion_that_names_what_goes_and_refuses_hostil
     )
     assert studio.status_code == 400
     assert "Type the studio's name" in studio.text
+    # A client's id sent as a staff id names the owner here: the owner cannot erase themself.
+    from appliance.accounts.tables import StaffUser
+
+    owner = await StaffUser.select(StaffUser.id).where(StaffUser.username == "owner").first().run()
+    assert owner is not None and owner["id"] == anna.client_id
+    own = await submit(
+        client,
+        f"/admin/erasure/new?kind=client&subject={anna.client_id}",
+        {"kind": "staff", "subject_id": str(anna.client_id)},
+        action="/admin/erasure",
+    )
+    assert own.status_code == 409
+    assert "your own account" in own.text
     assert await ErasureRow.count().run() == 0
 
     done = await submit(
