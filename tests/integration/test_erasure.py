@@ -3,7 +3,6 @@ brought back by a restore (real PostgreSQL, the filesystem store, real restic)."
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator
@@ -320,7 +319,24 @@ async def test_erasing_a_client_that_does_not_exist_or_of_the_wrong_kind_is_refu
             settings, kind="gallery", subject_id=1, actor="owner", source="staff", now=clock()
         )
     assert await ErasureRow.count().run() == 0
-    assert dt.timedelta(days=settings.privacy.erasure_grace_days) < dt.timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("days", "accepted"), [("0", False), ("1", True), ("29", True), ("30", False)]
+)
+def test_the_grace_period_must_end_within_thirty_days_of_the_request(
+    days: str, accepted: bool
+) -> None:
+    """The purge runs daily after the grace period, so 30 days or more would break the
+    policy's promise: such a setting stops start-up with the key named."""
+    from appliance.config import ConfigError, load_settings
+
+    environ = {"APPLIANCE_PRIVACY__ERASURE_GRACE_DAYS": days}
+    if accepted:
+        assert load_settings(environ=environ).privacy.erasure_grace_days == int(days)
+    else:
+        with pytest.raises(ConfigError, match="erasure_grace_days"):
+            load_settings(environ=environ)
 
 
 async def test_admin_confirms_a_deletion_that_names_what_goes_and_refuses_hostile_posts(
