@@ -19,7 +19,7 @@ from tests.integration.flows import Admin
 from tests.integration.sharing_flows import published_gallery, share, visitor
 from tests.integration.test_clients import ANNA
 from tests.integration.test_policies import ADMIN, photographer, publish, save_draft
-from tests.unit.test_no_third_party import _Markup, foreign_csp_sources, foreign_references
+from tests.unit.test_no_third_party import MarkupUrls, foreign_csp_sources, foreign_references
 
 OWN_HOSTS = {"localhost", "127.0.0.1", "appliance.test"}
 # Not pages: photo files, a ZIP of a gallery, the API schema; each is left out of the crawl.
@@ -43,7 +43,7 @@ def route_paths(app: Litestar, values: dict[str, str]) -> list[str]:
 
 def links(html: str) -> list[str]:
     """The same-origin paths a page links to or loads, without fragments."""
-    markup = _Markup()
+    markup = MarkupUrls()
     markup.feed(html)
     found = []
     for url in markup.urls:

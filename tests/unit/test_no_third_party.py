@@ -65,7 +65,7 @@ def _matches(pattern: re.Pattern[str], text: str) -> list[str]:
     ]
 
 
-class _Markup(HTMLParser):
+class MarkupUrls(HTMLParser):
     """The URLs of real tags only: text that merely looks like a tag (a client's name
     ``<img src=...>`` printed escaped) is data, and loads nothing."""
 
@@ -104,7 +104,7 @@ class _Markup(HTMLParser):
 def _references(text: str, suffix: str) -> tuple[list[str], set[str]]:
     """The URLs in ``text`` and which of them are plain links."""
     if suffix in (".html", ".svg"):
-        markup = _Markup()
+        markup = MarkupUrls()
         markup.feed(text)
         markup.close()
         return markup.urls, markup.links
