@@ -62,10 +62,14 @@ async def test_purge_task_removes_expired_sessions_and_old_throttle_rows(
     tasks = [t for t in huey._registry._registry.values() if issubclass(t, PeriodicTask)]
     assert sorted(t.__name__ for t in tasks) == [
         "accounts.purge_expired",
+        "exports.expire",
+        "exports.run_pending",
         "galleries.purge_abandoned_uploads",
         "galleries.purge_share_visits",
         "monitoring.maintenance_notices",
         "privacy.check_deadlines",
+        "privacy.purge_erasures",
+        "privacy_requests.check_deadlines",
     ]
     tasks = [t for t in tasks if t.__name__ == "accounts.purge_expired"]
     # The task runs on a loop of its own in a worker thread, as in the worker process, which
