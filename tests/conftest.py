@@ -150,6 +150,12 @@ async def clean_db(database_url: str, clock: FakeClock, data_dir: Path) -> Async
     store of the app's data folder before a test."""
     clock.reset()
     await asyncio.to_thread(shutil.rmtree, data_dir / "objects", True)
+    await empty_database(database_url)
+    yield
+
+
+async def empty_database(database_url: str) -> None:
+    """Every table the migrations made emptied, as on a fresh install."""
     conn = await asyncpg.connect(database_url)
     try:
         # Superuser-only switch that disables triggers for this connection: the tests may wipe
@@ -164,7 +170,6 @@ async def clean_db(database_url: str, clock: FakeClock, data_dir: Path) -> Async
         await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()
-    yield
 
 
 # --- the app over HTTP, on the test's own event loop ---------------------------------------

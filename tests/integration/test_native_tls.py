@@ -7,6 +7,7 @@ which browsers count as secure even over plain HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import empty_database
 from tests.processes import AppProcess, alive, child_pids, free_port
 
 SITE = "fotostudio.test"
@@ -89,6 +91,8 @@ def _wait_for_https(running: Running) -> None:
 
 @pytest.fixture(scope="module")
 def running(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    # A fresh install: an earlier test module may have finished the setup wizard.
+    asyncio.run(empty_database(database_url))
     workdir = tmp_path_factory.mktemp("native-tls")
     web_port, https_port, http_port = free_port(), free_port(), free_port()
     app = AppProcess(
