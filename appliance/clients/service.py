@@ -2,6 +2,8 @@
 
 Every change is audited in the same transaction. The audit entry names the fields that
 changed, never their values: the audit log is kept for good, personal data is not.
+Staff pages ask with ``hide_erased=True``: a client whose erasure is pending is gone for them at
+once (policy §8); the erasure and privacy-request pages ask without it, to cancel or answer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from appliance.audit.service import Actor
 from appliance.clients.tables import Client
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.notify.languages import clean_language
+from appliance.privacy.erasure import erased_client_ids, is_erased
 from appliance.validation import clean_email, clean_text
 
 __all__ = [
@@ -113,9 +116,10 @@ def _clean_multiline(value: str, field: str, max_length: int) -> str:
     return text
 
 
-async def get_client(client_id: int) -> ClientRecord:
+async def get_client(client_id: int, *, hide_erased: bool = False) -> ClientRecord:
+    """The client; with ``hide_erased`` a client being erased is NotFound, as if already gone."""
     row = await Client.select().where(Client.id == client_id).first().run()
-    if row is None:
+    if row is None or (hide_erased and await is_erased("client", client_id)):
         raise NotFound("There is no such client.")
     return _record(row)
 
@@ -240,11 +244,20 @@ def _like_pattern(text: str) -> str:
 
 
 async def search_clients(
-    query: str = "", *, archived: bool = False, offset: int = 0, limit: int = PAGE_SIZE
+    query: str = "",
+    *,
+    archived: bool = False,
+    offset: int = 0,
+    limit: int = PAGE_SIZE,
+    hide_erased: bool = False,
 ) -> ClientPage:
-    """Active (or archived) clients whose name, e-mail or phone contains ``query``, by name."""
+    """Active (or archived) clients whose name, e-mail or phone contains ``query``, by name;
+    with ``hide_erased`` without the clients being erased (one query for their ids)."""
     text = clean_text(query, field="q", max_length=100, required=False)
     where: Any = Client.status == ("archived" if archived else "active")
+    erased = await erased_client_ids() if hide_erased else set()
+    if erased:
+        where = where & Client.id.not_in(sorted(erased))
     if text:
         pattern = _like_pattern(text)
         where = where & (

@@ -1,4 +1,8 @@
-"""Pages for the studio's clients: the list with search, a client's page, create and edit."""
+"""Pages for the studio's clients: the list with search, a client's page, create and edit.
+
+A client whose erasure is pending is gone from all of them (404), though only the purge
+deletes the data: Admin → Erasure still shows it, so an admin can cancel.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +67,9 @@ class ClientController(Controller):
         offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
     ) -> Response[Any]:
         try:
-            page = await service.search_clients(q, archived=archived, offset=offset)
+            page = await service.search_clients(
+                q, archived=archived, offset=offset, hide_erased=True
+            )
         except ApplianceError as exc:
             page = service.ClientPage(clients=[], total=0, offset=0)
             return render(
@@ -103,7 +109,7 @@ class ClientController(Controller):
 
     @get("/{client_id:int}", name="client")
     async def show(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
-        record = await service.get_client(client_id)
+        record = await service.get_client(client_id, hide_erased=True)
         await record_access(request, "client.view", f"client:{client_id}", page="show")
         galleries = await gallery_service.list_for_client(client_id)
         links = {gallery.id: await sharing.list_links(gallery.id) for gallery in galleries}
@@ -121,7 +127,7 @@ class ClientController(Controller):
 
     @get("/{client_id:int}/edit", name="client_edit")
     async def edit(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
-        record = await service.get_client(client_id)
+        record = await service.get_client(client_id, hide_erased=True)
         await record_access(request, "client.view", f"client:{client_id}", page="edit")
         form = ClientForm(
             name=record.name,
@@ -138,7 +144,7 @@ class ClientController(Controller):
         self, request: AnyRequest, client_id: FromPath[int], data: Annotated[ClientForm, FORM]
     ) -> Response[Any]:
         signed = await signed_in(request)
-        record = await service.get_client(client_id)
+        record = await service.get_client(client_id, hide_erased=True)
         try:
             await service.update_client(
                 client_id,
@@ -159,6 +165,7 @@ class ClientController(Controller):
     @post("/{client_id:int}/archive", name="client_archive")
     async def archive(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         signed = await signed_in(request)
+        await service.get_client(client_id, hide_erased=True)
         await service.archive_client(
             client_id,
             actor=signed.member.actor,
@@ -170,6 +177,7 @@ class ClientController(Controller):
     @post("/{client_id:int}/restore", name="client_restore")
     async def restore(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
         signed = await signed_in(request)
+        await service.get_client(client_id, hide_erased=True)
         await service.restore_client(
             client_id,
             actor=signed.member.actor,

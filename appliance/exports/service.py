@@ -8,6 +8,9 @@ Steps of an export:
 3. staff make a download link (``issue_link``): a 256-bit token, stored as its SHA-256, good
    for ``MAX_DOWNLOADS`` downloads until the export expires; each download is audit-logged;
 4. ``expire_exports`` deletes archives whose time is up (``privacy.export_link_hours``).
+
+A person whose erasure is pending gets no new export, link or download: their data is gone for
+everyone at once, though the purge deletes it later (and their exports with it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from appliance.exports import archive, records
 from appliance.exports.records import PersonKind
 from appliance.exports.summary import Access, gather_facts, render_summary
 from appliance.exports.tables import ExportJob as ExportRow
+from appliance.privacy.erasure import is_erased
 from appliance.storage.base import ObjectInfo, ObjectStore, StorageError
 from appliance.tokens import new_token, token_digest
 
@@ -117,6 +121,15 @@ async def _subject_exists(kind: PersonKind, subject_id: int) -> bool:
     return await accounts.get_member(subject_id) is not None
 
 
+async def _refuse_if_erased(kind: PersonKind, subject_id: int) -> None:
+    if await is_erased(kind, subject_id):
+        who = "client" if kind == "client" else "staff account"
+        raise Conflict(
+            f"This {who} is being deleted, so its data is no longer exported. "
+            "An admin can cancel the deletion on Admin → Erasure within the grace period."
+        )
+
+
 async def request_export(
     settings: Settings,
     *,
@@ -134,6 +147,7 @@ async def request_export(
         raise InvalidInput("An export is asked for by staff or by the client.", field="source")
     if not 0 < subject_id < 2**31 or not await _subject_exists(kind, subject_id):
         raise NotFound("No such person.")
+    await _refuse_if_erased(kind, subject_id)
     who = actor if isinstance(actor, Actor) else Actor(id=None, name=actor)
     async with ExportRow._meta.db.transaction():
         # Serialises requests for one person, so two at once cannot both queue a job.
@@ -175,9 +189,10 @@ async def request_export(
     return _job(row)
 
 
-async def get_export(export_id: int) -> ExportJob:
+async def get_export(export_id: int, *, hide_erased: bool = True) -> ExportJob:
+    """The export; one of a person being erased is NotFound unless ``hide_erased`` is off."""
     row = await ExportRow.select().where(ExportRow.id == export_id).first().run()
-    if row is None:
+    if row is None or (hide_erased and await is_erased(row["kind"], row["subject_id"])):
         raise NotFound("No such export.")
     return _job(row)
 
@@ -263,6 +278,8 @@ async def _build(
     heartbeat: Callable[[], Awaitable[None]],
 ) -> tuple[ObjectInfo, int]:
     """Collect, summarise and write one archive; returns the object and its file count."""
+    if await is_erased(kind, subject_id):  # asked for before the erasure: not built now
+        raise NotFound("The person is being deleted: cancel that first")
     found = await records.collect(kind, subject_id)
     if not found:
         raise NotFound("The person no longer exists")
@@ -318,11 +335,11 @@ async def run_export(
         log.warning("export %d failed: %s", export_id, exc)
         message = exc.message if isinstance(exc, NotFound) else "The file store failed"
         await _fail(export_id, f"{message}; try again.", now)
-        return await get_export(export_id)
+        return await get_export(export_id, hide_erased=False)
     except Exception:
         log.exception("export %d failed", export_id)
         await _fail(export_id, "The export failed unexpectedly; try again.", now)
-        return await get_export(export_id)
+        return await get_export(export_id, hide_erased=False)
     hours = settings.privacy.export_link_hours
     async with ExportRow._meta.db.transaction():
         await ExportRow.update(
@@ -342,12 +359,13 @@ async def run_export(
             details={"export": export_id, "bytes": stored.size, "files": count},
             at=now,
         )
-    return await get_export(export_id)
+    return await get_export(export_id, hide_erased=False)
 
 
 async def issue_link(export_id: int, *, actor: Actor, now: dt.datetime, address: str = "") -> str:
     """A new download token for a ready export (the previous link stops working); only its
     SHA-256 is kept, so it is shown once."""
+    await get_export(export_id)  # NotFound for a person being erased
     token = new_token()
     async with ExportRow._meta.db.transaction():
         changed = (
@@ -388,6 +406,8 @@ async def open_download(token: str, now: dt.datetime) -> dict[str, Any]:
         raise LinkExpired("This download link has expired. Ask the studio for a new export.")
     if row["downloads"] >= MAX_DOWNLOADS:
         raise LinkExpired("This download link has been used up. Ask the studio for a new one.")
+    if await is_erased(row["kind"], row["subject_id"]):
+        raise LinkExpired("This download link no longer works.")
     return dict(row)
 
 

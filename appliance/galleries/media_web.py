@@ -3,6 +3,7 @@
 The signature only proves that this appliance made the URL within the last five minutes; who
 may fetch it is decided again on every request: a signed-in staff member, or a share link that
 still works, opened (and unlocked) by this very browser, whose permissions cover the variant.
+Staff get no file of a client whose erasure is pending (their share links are revoked already).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from litestar.params import FromPath, QueryParameter
 from litestar.response import Stream
 
 from appliance.errors import Forbidden
-from appliance.galleries import media, sharing
+from appliance.galleries import media, service, sharing
 from appliance.galleries.share_web import visitor_value
 from appliance.storage.base import ObjectStore
 from appliance.web.access import record_access
@@ -76,6 +77,7 @@ class StaffMediaController(Controller):
             now=request.app.state.clock(),
         )
         found = await media.photo_file(photo_id, variant)
+        await service.get_gallery(found["gallery_id"], hide_erased=True)
         original = variant == "original"
         response = await _stream(request.app.state.store, found, attachment=original)
         if original:  # thumbnails and previews are parts of pages, which are logged

@@ -1,7 +1,8 @@
 """Galleries and their sets: create, edit, publish, archive, and arrange the sets.
 
 Every change is audited in the same transaction. A new gallery starts as a draft with one set,
-"Highlights"; a gallery always keeps at least one set.
+"Highlights"; a gallery always keeps at least one set. Staff pages ask with ``hide_erased=True``:
+the galleries of a client whose erasure is pending are gone for them at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.tables import Gallery, GallerySet, Photo, PhotoJob, PhotoUpload
+from appliance.privacy.erasure import erased_client_ids, is_erased
 from appliance.setup import service as setup
 from appliance.validation import clean_text
 
@@ -162,16 +164,23 @@ def _clean(
     }
 
 
-async def get_gallery(gallery_id: int) -> GalleryRecord:
+async def get_gallery(gallery_id: int, *, hide_erased: bool = False) -> GalleryRecord:
+    """The gallery; with ``hide_erased`` one whose client is being erased is NotFound."""
     row = await Gallery.select(*_COLUMNS).where(Gallery.id == gallery_id).first().run()
-    if row is None:
+    if row is None or (hide_erased and await is_erased("client", row["client"])):
         raise NotFound("There is no such gallery.")
     return gallery_from_row(row)
 
 
-async def list_galleries(*, status: str | None = None) -> list[GalleryRecord]:
-    """Every gallery (or those of one status), newest first."""
+async def list_galleries(
+    *, status: str | None = None, hide_erased: bool = False
+) -> list[GalleryRecord]:
+    """Every gallery (or those of one status), newest first; with ``hide_erased`` without
+    those of clients being erased (one query for their ids)."""
     query = Gallery.select(*_COLUMNS).order_by(Gallery.created_at, ascending=False)
+    erased = await erased_client_ids() if hide_erased else set()
+    if erased:
+        query = query.where(Gallery.client.not_in(sorted(erased)))
     if status is not None:
         if status not in STATUSES:
             raise InvalidInput(f"Choose one of: {', '.join(STATUSES)}.", field="status")

@@ -1,4 +1,8 @@
-"""Staff pages for galleries: the list, a gallery with its sets, create, edit, publish."""
+"""Staff pages for galleries: the list, a gallery with its sets, create, edit, publish.
+
+The galleries of a client whose erasure is pending are gone from all of them (404) until an
+admin cancels it.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ class GalleryController(Controller):
     async def _page(
         self, request: AnyRequest, gallery_id: int, *, status_code: int = 200, **extra: Any
     ) -> Response[Any]:
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         photos = await service.list_photos(gallery_id)
         now = request.app.state.clock()
         thumbs = {
@@ -100,6 +104,7 @@ class GalleryController(Controller):
     async def _act(self, request: AnyRequest, gallery_id: int, action: Any) -> Response[Any]:
         """Run a change; on success back to the gallery, on refusal the page with the reason."""
         signed = await signed_in(request)
+        await service.get_gallery(gallery_id, hide_erased=True)  # NotFound: no change at all
         try:
             await action(
                 actor=signed.member.actor,
@@ -116,7 +121,7 @@ class GalleryController(Controller):
     async def index(
         self, request: AnyRequest, status: Annotated[str | None, QueryParameter()] = None
     ) -> Response[Any]:
-        galleries = await service.list_galleries(status=status or None)
+        galleries = await service.list_galleries(status=status or None, hide_erased=True)
         return render(
             request,
             "galleries/index.html",
@@ -132,7 +137,7 @@ class GalleryController(Controller):
     async def new(
         self, request: AnyRequest, client: Annotated[int, QueryParameter(ge=1)]
     ) -> Response[Any]:
-        record = await clients.get_client(client)
+        record = await clients.get_client(client, hide_erased=True)
         return render(
             request,
             "galleries/form.html",
@@ -147,7 +152,7 @@ class GalleryController(Controller):
         data: Annotated[GalleryForm, FORM],
     ) -> Response[Any]:
         signed = await signed_in(request)
-        record = await clients.get_client(client)
+        record = await clients.get_client(client, hide_erased=True)
         try:
             gallery = await service.create_gallery(
                 client,
@@ -174,7 +179,7 @@ class GalleryController(Controller):
 
     @get("/{gallery_id:int}/edit", name="gallery_edit")
     async def edit(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         await record_access(request, "gallery.view", f"gallery:{gallery_id}", page="edit")
         form = GalleryForm(
             title=gallery.title,
@@ -192,7 +197,7 @@ class GalleryController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[GalleryForm, FORM]
     ) -> Response[Any]:
         signed = await signed_in(request)
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         try:
             await service.update_gallery(
                 gallery_id,
