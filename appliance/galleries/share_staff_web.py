@@ -57,7 +57,7 @@ class ShareLinkController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[LinkForm, FORM]
     ) -> Response[Any]:
         signed = await signed_in(request)
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         try:
             link, token = await sharing.create_link(
                 gallery_id,
@@ -84,7 +84,7 @@ class ShareLinkController(Controller):
 
     @get("/new", name="share_new")
     async def new(self, request: AnyRequest, gallery_id: FromPath[int]) -> Response[Any]:
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         form = LinkForm(download_web="on", favourites="on")
         return render(request, "galleries/share_form.html", {"gallery": gallery, "form": form})
 
@@ -93,7 +93,7 @@ class ShareLinkController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], link_id: FromPath[int]
     ) -> Response[Any]:
         """One link: its settings and its access log (who opened, viewed, downloaded what)."""
-        gallery = await service.get_gallery(gallery_id)
+        gallery = await service.get_gallery(gallery_id, hide_erased=True)
         link = await sharing.get_link(link_id)
         if link.gallery_id != gallery_id:
             raise NotFound("There is no such share link.")
@@ -115,6 +115,7 @@ class ShareLinkController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], link_id: FromPath[int]
     ) -> Response[Any]:
         signed = await signed_in(request)
+        await service.get_gallery(gallery_id, hide_erased=True)
         await sharing.revoke_link(
             gallery_id,
             link_id,

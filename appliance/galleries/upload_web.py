@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, get, post, put
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from appliance.galleries import uploads
+from appliance.galleries import service, uploads
 from appliance.web.auth import require_staff, signed_in
 from appliance.web.pages import client_address
 from appliance.web.requests import AnyRequest
@@ -38,6 +38,7 @@ class UploadController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], data: JSONBody[UploadStart]
     ) -> uploads.UploadState:
         signed = await signed_in(request)
+        await service.get_gallery(gallery_id, hide_erased=True)  # none for a client being erased
         return await uploads.start_upload(
             gallery_id,
             data.set_id,
@@ -81,6 +82,7 @@ class UploadController(Controller):
         self, request: AnyRequest, gallery_id: FromPath[int], token: FromPath[str]
     ) -> dict[str, Any]:
         signed = await signed_in(request)
+        await service.get_gallery(gallery_id, hide_erased=True)
         photo = await uploads.complete_upload(
             token,
             gallery_id,

@@ -271,8 +271,19 @@ async def _erased(kind: str) -> set[int]:
 
 
 async def erased_client_ids() -> set[int]:
-    """Clients being or already erased: other domains leave them out of lists and answers."""
+    """Clients being or already erased (every client while the whole studio is): other domains
+    leave them out of lists and answers."""
+    if await _studio_erasing():
+        return {row["id"] for row in await Client.select(Client.id).run()}
     return await _erased("client")
+
+
+async def _studio_erasing() -> bool:
+    return bool(
+        await ErasureRow.exists()
+        .where((ErasureRow.kind == "studio") & ErasureRow.state.is_in(list(ERASING)))
+        .run()
+    )
 
 
 async def erased_staff_ids() -> set[int]:
@@ -282,9 +293,6 @@ async def erased_staff_ids() -> set[int]:
 async def is_erased(kind: Literal["client", "staff"], subject_id: int) -> bool:
     """True while a request for this person is open or after it was carried out, and for
     everyone once the whole studio is being erased."""
-    studio = ErasureRow.exists().where(
-        (ErasureRow.kind == "studio") & ErasureRow.state.is_in(list(ERASING))
-    )
-    if await studio.run():
+    if await _studio_erasing():
         return True
     return subject_id in await _erased(kind)

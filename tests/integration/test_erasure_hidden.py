@@ -13,7 +13,7 @@ from appliance.clients.tables import Client
 from appliance.exports import service as exports
 from appliance.exports.tables import ExportJob
 from appliance.galleries import media
-from appliance.galleries.tables import Gallery
+from appliance.galleries.tables import Gallery, ShareLink
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from tests.conftest import FakeClock
 from tests.integration.flows import Admin, csrf_of, submit
@@ -60,6 +60,7 @@ def _pages(app: Litestar, clock: FakeClock, person: Person) -> list[str]:
         f"/galleries/new?client={person.client_id}",
         f"/galleries/{person.gallery_id}",
         f"/galleries/{person.gallery_id}/edit",
+        f"/galleries/{person.gallery_id}/shares/new",
     ]
     for variant in ("thumb", "preview", "original"):
         urls.append(
@@ -150,6 +151,17 @@ async def test_staff_pages_lists_and_files_hide_a_client_being_erased_until_canc
     status = await _post(client, f"/galleries/{anna.gallery_id}/status", {"status": "archived"})
     new = await _post(client, f"/galleries/new?client={anna.client_id}", {"title": "Another"})
     assert [edit.status_code, archive.status_code, status.status_code, new.status_code] == [404] * 4
+    # No new way in: no share link for her gallery, no upload into it.
+    links = await ShareLink.count().where(ShareLink.gallery == anna.gallery_id).run()
+    shared = await _post(client, f"/galleries/{anna.gallery_id}/shares/", {"download_web": "on"})
+    token = csrf_of((await client.get("/clients/new")).text)
+    upload = await client.post(
+        f"/api/v1/galleries/{anna.gallery_id}/uploads",
+        headers={"X-CSRF-Token": token},
+        json={"filename": "late.jpg", "size": 10, "set_id": 1},
+    )
+    assert [shared.status_code, upload.status_code] == [404, 404]
+    assert await ShareLink.count().where(ShareLink.gallery == anna.gallery_id).run() == links
     row = await Client.select(Client.name, Client.status).where(Client.id == anna.client_id).first()
     assert row == {"name": ANNA["name"], "status": "active"}
     assert await Gallery.count().where(Gallery.client == anna.client_id).run() == 1
