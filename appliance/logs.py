@@ -8,8 +8,9 @@ from typing import Any
 
 __all__ = ["TokenRedactor", "configure_logging", "redact_path"]
 
-# Path segments that are bearer secrets: invitation, reset and (later) share-link tokens.
-_TOKEN_PATH = re.compile(r"^(/(?:invite|reset|s|share)/)[^/?]+")
+# Path segments that are bearer secrets: invitation, reset, share-link and export-download
+# tokens.
+_TOKEN_PATH = re.compile(r"^(/(?:invite|reset|s|share|export)/)[^/?]+")
 
 
 def redact_path(path: str) -> str:

@@ -204,15 +204,15 @@ def caddy_regexp(field: dict[str, Any], value: str) -> str:
     return re.sub(field["regexp"], replacement, value)
 
 
-# What a request line becomes in Caddy's logs. The export download link has no page of the web
-# server yet, so appliance/logs.py does not name it; Caddy masks it ahead.
+# What a request line becomes in Caddy's logs: the same token segments as appliance/logs.py.
 LOGGED_URIS = {
     "/s/Share-Token_123": "/s/[redacted]",
     "/s/Share-Token_123/p/7": "/s/[redacted]/p/7",
     "/share/Share-Token_123": "/share/[redacted]",
     "/invite/Invite-Token": "/invite/[redacted]",
     "/reset/Reset-Token?next=%2F": "/reset/[redacted]?[redacted]",
-    "/exports/Export-Token/download": "/exports/[redacted]/download",
+    "/export/Export-Token": "/export/[redacted]",
+    "/exports/12": "/exports/12",  # a staff page: the id is no secret
     "/setup?token=Setup-Token": "/setup?[redacted]",
     "/login?next=%2Fgalleries": "/login?[redacted]",
     "/galleries/12/edit": "/galleries/12/edit",

@@ -22,6 +22,8 @@ ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'
         ("/reset/AbCdEf123/extra", "/reset/[redacted]/extra"),
         ("/s/share-token", "/s/[redacted]"),
         ("/share/share-token", "/share/[redacted]"),
+        ("/export/Xp0rt-t0ken_value", "/export/[redacted]"),
+        ("/exports/12", "/exports/12"),  # a staff page: the id is no secret
     ],
 )
 def test_redact_path_masks_tokens_and_drops_query(path: str, logged: str) -> None:
