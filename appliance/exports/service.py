@@ -4,10 +4,14 @@ Steps of an export:
 1. ``request_export`` queues a job (or returns the one already queued or running for that
    person, so asking twice never builds two) and writes the request to the audit log;
 2. the worker claims it with a conditional UPDATE (``run_pending``), collects the records and
-   files and streams the archive into the object store under ``exports/``;
+   files and streams the archive into the object store under ``exports/``. Each claim counts
+   ``attempts``, and that count is the claim's token: the archive's key carries it, the
+   heartbeat and the final update only touch the row while it is still the same claim, so a
+   builder that was thought dead and replaced can neither finish nor overwrite the new one;
 3. staff make a download link (``issue_link``): a 256-bit token, stored as its SHA-256, good
    for ``MAX_DOWNLOADS`` downloads until the export expires; each download is audit-logged;
-4. ``expire_exports`` deletes archives whose time is up (``privacy.export_link_hours``).
+4. ``expire_exports`` deletes archives whose time is up (``privacy.export_link_hours``) and any
+   archive no ready export or live claim owns (left by a failed or replaced builder).
 
 A person whose erasure is pending gets no new export, link or download: their data is gone for
 everyone at once, though the purge deletes it later (and their exports with it).
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import time
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -26,6 +32,7 @@ import msgspec
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.audit.tables import AuditEntry
+from appliance.clock import Clock
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.exports import archive, records
@@ -61,6 +68,7 @@ MAX_ATTEMPTS = 3  # claims of one job before it is marked failed (a job that kil
 ACTIVE = ("queued", "running")
 _LOCK_BASE = 0x6578706F7274  # "export": the advisory lock per person is this plus a CRC
 SYSTEM = Actor(id=None, name="system")
+_KEY = re.compile(r"exports/(client|staff)/(\d+)/(\d+)-(\d+)\.zip")
 
 
 class LinkExpired(Conflict):
@@ -222,30 +230,72 @@ async def _claim(now: dt.datetime) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-async def run_pending(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
-    """Build every export waiting for the worker; returns how many were taken."""
+def _running_clock(now: dt.datetime) -> Clock:
+    """``now`` moved on by the real time elapsed since: a long build's heartbeat must show the
+    time it is written, not the time the run started, or the job looks dead and is rebuilt."""
+    start = time.monotonic()
+    return lambda: now + dt.timedelta(seconds=time.monotonic() - start)
+
+
+async def run_pending(
+    settings: Settings, store: ObjectStore, now: dt.datetime, *, clock: Clock | None = None
+) -> int:
+    """Build every export waiting for the worker; returns how many were taken. ``clock`` gives
+    the time of each later claim and heartbeat (by default ``now`` plus the time elapsed)."""
+    clock = clock or _running_clock(now)
     taken = 0
-    while (row := await _claim(now)) is not None:
+    claim_at = now
+    while (row := await _claim(claim_at)) is not None:
         taken += 1
         if row["attempts"] > MAX_ATTEMPTS:
-            await _fail(row["id"], "The export stopped several times part-way; ask again.", now)
-            continue
-        await run_export(settings, store, row["id"], now)
+            message = "The export stopped several times part-way; ask again."
+            await _fail(store, row, row["attempts"], message, clock())
+        else:
+            await run_export(settings, store, row["id"], now, claim=row["attempts"], clock=clock)
+        claim_at = clock()
     return taken
 
 
-async def _fail(export_id: int, message: str, now: dt.datetime) -> None:
-    await (
-        ExportRow.update(
-            {ExportRow.state: "failed", ExportRow.error: message, ExportRow.finished_at: now}
-        )
-        .where((ExportRow.id == export_id) & (ExportRow.state == "running"))
-        .run()
+def _this_claim(export_id: int, claim: int) -> Any:
+    """The row while it is still running under this claim: a replaced builder matches nothing."""
+    return (
+        (ExportRow.id == export_id) & (ExportRow.state == "running") & (ExportRow.attempts == claim)
     )
 
 
-def _key(kind: str, subject_id: int, export_id: int) -> str:
-    return f"exports/{kind}/{subject_id}/{export_id}.zip"
+async def _fail(
+    store: ObjectStore, row: dict[str, Any], claim: int, message: str, now: dt.datetime
+) -> None:
+    """Mark the job failed (only if this claim still holds it) and delete every archive any of
+    its claims may have left, so a failed job never leaves a copy of someone's data behind."""
+    failed = (
+        await ExportRow.update(
+            {ExportRow.state: "failed", ExportRow.error: message, ExportRow.finished_at: now}
+        )
+        .where(_this_claim(row["id"], claim))
+        .returning(ExportRow.id)
+        .run()
+    )
+    if failed:
+        await _delete_quietly(store, prefix=_key(row["kind"], row["subject_id"], row["id"], None))
+
+
+async def _delete_quietly(store: ObjectStore, *, key: str = "", prefix: str = "") -> None:
+    """Delete an archive while handling another failure: ``expire_exports`` retries what is
+    left, so the original error is the one reported."""
+    try:
+        if prefix:
+            await store.delete_prefix(prefix)
+        else:
+            await store.delete(key)
+    except StorageError as exc:
+        log.warning("could not delete export archive %s: %s", key or prefix, exc)
+
+
+def _key(kind: str, subject_id: int, export_id: int, claim: int | None) -> str:
+    """The archive of one claim; with ``claim`` None the prefix of every claim's archive."""
+    base = f"exports/{kind}/{subject_id}/{export_id}-"
+    return base if claim is None else f"{base}{claim}.zip"
 
 
 async def access_log(client_id: int, gallery_ids: list[int]) -> list[Access]:
@@ -314,51 +364,85 @@ async def _build(
     return stored, len(files)
 
 
+class _ClaimLost(Exception):
+    """The job was claimed again by another worker while this one was still building it."""
+
+
 async def run_export(
-    settings: Settings, store: ObjectStore, export_id: int, now: dt.datetime
+    settings: Settings,
+    store: ObjectStore,
+    export_id: int,
+    now: dt.datetime,
+    *,
+    claim: int,
+    clock: Clock | None = None,
 ) -> ExportJob:
     """Build one claimed (running) export into the store; a failure leaves it failed, with a
-    message staff can act on, and no object behind."""
-    row = await ExportRow.select().where(ExportRow.id == export_id).first().run()
-    if row is None or row["state"] != "running":
+    message staff can act on, and no object behind. ``claim`` is the job's ``attempts`` when
+    it was claimed: once another worker claims it again, this build stops and deletes its
+    archive, and its result is never recorded."""
+    clock = clock or _running_clock(now)
+    row = await ExportRow.select().where(_this_claim(export_id, claim)).first().run()
+    if row is None:
         raise Conflict("This export is not being built.")
     kind: PersonKind = row["kind"]
     subject_id: int = row["subject_id"]
-    key = _key(kind, subject_id, export_id)
+    key = _key(kind, subject_id, export_id, claim)
 
     async def heartbeat() -> None:
-        await ExportRow.update({ExportRow.heartbeat_at: now}).where(ExportRow.id == export_id)
+        alive = (
+            await ExportRow.update({ExportRow.heartbeat_at: clock()})
+            .where(_this_claim(export_id, claim))
+            .returning(ExportRow.id)
+            .run()
+        )
+        if not alive:
+            raise _ClaimLost
 
     try:
         stored, count = await _build(settings, store, kind, subject_id, key, now, heartbeat)
+    except _ClaimLost:
+        log.warning("export %d was taken over by another worker; dropping this build", export_id)
+        await _delete_quietly(store, key=key)
+        return await get_export(export_id, hide_erased=False)
     except (StorageError, NotFound) as exc:
         log.warning("export %d failed: %s", export_id, exc)
         message = exc.message if isinstance(exc, NotFound) else "The file store failed"
-        await _fail(export_id, f"{message}; try again.", now)
+        await _fail(store, row, claim, f"{message}; try again.", now)
         return await get_export(export_id, hide_erased=False)
     except Exception:
         log.exception("export %d failed", export_id)
-        await _fail(export_id, "The export failed unexpectedly; try again.", now)
+        await _fail(store, row, claim, "The export failed unexpectedly; try again.", now)
         return await get_export(export_id, hide_erased=False)
     hours = settings.privacy.export_link_hours
+    finished = now  # the run's time, as the request's: the link's life is counted from it
     async with ExportRow._meta.db.transaction():
-        await ExportRow.update(
-            {
-                ExportRow.state: "ready",
-                ExportRow.object_key: key,
-                ExportRow.size: stored.size,
-                ExportRow.files: count,
-                ExportRow.finished_at: now,
-                ExportRow.expires_at: now + dt.timedelta(hours=hours),
-            }
-        ).where((ExportRow.id == export_id) & (ExportRow.state == "running"))
-        await audit.record(
-            "export.create",
-            actor=SYSTEM,
-            target=f"{kind}:{subject_id}",
-            details={"export": export_id, "bytes": stored.size, "files": count},
-            at=now,
+        done = (
+            await ExportRow.update(
+                {
+                    ExportRow.state: "ready",
+                    ExportRow.object_key: key,
+                    ExportRow.size: stored.size,
+                    ExportRow.files: count,
+                    ExportRow.finished_at: finished,
+                    ExportRow.expires_at: finished + dt.timedelta(hours=hours),
+                }
+            )
+            .where(_this_claim(export_id, claim))
+            .returning(ExportRow.id)
+            .run()
         )
+        if done:
+            await audit.record(
+                "export.create",
+                actor=SYSTEM,
+                target=f"{kind}:{subject_id}",
+                details={"export": export_id, "bytes": stored.size, "files": count},
+                at=finished,
+            )
+    if not done:  # replaced while finishing: the other claim's archive is the one that counts
+        log.warning("export %d was taken over by another worker; dropping this build", export_id)
+        await _delete_quietly(store, key=key)
     return await get_export(export_id, hide_erased=False)
 
 
@@ -440,7 +524,9 @@ async def count_download(
 
 async def expire_exports(store: ObjectStore, now: dt.datetime) -> int:
     """Delete the archives of exports whose time is up; returns how many. The row stays (state
-    "expired", no key, no link) as the record that an export was made."""
+    "expired", no key, no link) as the record that an export was made. Then delete every
+    archive that no ready export and no live claim owns: left by a builder that failed, died
+    after writing it, or was replaced."""
     rows = (
         await ExportRow.select(ExportRow.id, ExportRow.object_key)
         .where((ExportRow.state == "ready") & (ExportRow.expires_at <= now))
@@ -452,7 +538,38 @@ async def expire_exports(store: ObjectStore, now: dt.datetime) -> int:
         await ExportRow.update(
             {ExportRow.state: "expired", ExportRow.object_key: "", ExportRow.token_hash: None}
         ).where(ExportRow.id == row["id"])
+    await _delete_orphans(store)
     return len(rows)
+
+
+async def _delete_orphans(store: ObjectStore) -> int:
+    """Delete archives under ``exports/`` that no ready row points at and that are not the
+    current claim of a running job (which may be about to record it)."""
+    # Listed before the rows are read, and running jobs before ready ones: an archive whose
+    # builder finishes meanwhile is then still seen as running or as ready, never as neither.
+    keys = [info.key async for info in store.list("exports/")]
+    building = {
+        (row["id"], row["attempts"])
+        for row in await ExportRow.select(ExportRow.id, ExportRow.attempts)
+        .where(ExportRow.state == "running")
+        .run()
+    }
+    owned = {
+        row["object_key"]
+        for row in await ExportRow.select(ExportRow.object_key)
+        .where(ExportRow.state == "ready")
+        .run()
+    }
+    orphans = []
+    for key in keys:
+        match = _KEY.fullmatch(key)
+        live = match is not None and (int(match[3]), int(match[4])) in building
+        if key not in owned and not live:
+            orphans.append(key)
+    for key in orphans:
+        log.info("deleting orphaned export archive %s", key)
+        await store.delete(key)
+    return len(orphans)
 
 
 async def delete_exports_of(

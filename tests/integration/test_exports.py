@@ -440,3 +440,95 @@ async def test_a_killed_build_is_taken_again_and_expired_exports_are_deleted(
         await service.open_download(token, clock())
     assert await service.delete_exports_of("client", anna, store=s3_store) == 1
     assert await ExportJob.count() == 0
+
+
+# --- claims: a replaced or failed builder leaves nothing behind ------------------------------
+
+
+async def test_the_heartbeat_shows_the_time_it_is_written(
+    settings: Settings, s3_store: ObjectStore, clock: FakeClock
+) -> None:
+    """A long build's heartbeat carries the time it is written, not the time the run started,
+    so the job does not look dead and get built a second time."""
+    owner = await staff_user("olivia", clock())
+    anna, _ = await client_with_photos(s3_store, owner, "Anna Berg", [b"a" * 5000], clock())
+    job = await service.request_export(
+        settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
+    )
+    started = clock()
+    later = started + dt.timedelta(minutes=25)
+    assert await service.run_pending(settings, s3_store, started, clock=lambda: later) == 1
+    row = await ExportJob.select().where(ExportJob.id == job.id).first()
+    assert row is not None and row["state"] == "ready"
+    assert row["heartbeat_at"] == later
+
+
+async def test_a_replaced_builder_cannot_record_its_archive_and_deletes_it(
+    settings: Settings, s3_store: ObjectStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another worker claims a job while its first builder is finishing, the first one's
+    result is refused and its archive deleted; the second claim's archive is the one kept."""
+    owner = await staff_user("olivia", clock())
+    anna, _ = await client_with_photos(s3_store, owner, "Anna Berg", [b"a" * 5000], clock())
+    job = await service.request_export(
+        settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
+    )
+    real_build = service._build
+
+    async def build_then_taken_over(*args: Any) -> Any:
+        result = await real_build(*args)
+        # Another worker thought this one dead and claimed the job meanwhile.
+        await ExportJob.update({ExportJob.attempts: ExportJob.attempts + 1}).where(
+            ExportJob.id == job.id
+        )
+        return result
+
+    monkeypatch.setattr(service, "_build", build_then_taken_over)
+    assert await service.run_pending(settings, s3_store, clock()) == 1
+    row = await ExportJob.select().where(ExportJob.id == job.id).first()
+    assert row is not None and row["state"] == "running" and row["object_key"] == ""
+    assert [o.key async for o in s3_store.list("exports/")] == []
+
+    monkeypatch.setattr(service, "_build", real_build)
+    clock.advance(minutes=11)
+    assert (await built(settings, s3_store, job, clock())).state == "ready"
+    keys = [o.key async for o in s3_store.list("exports/")]
+    assert keys == [f"exports/client/{anna}/{job.id}-3.zip"]
+
+
+async def test_a_job_that_fails_for_good_and_orphans_leave_no_archive(
+    settings: Settings, s3_store: ObjectStore, clock: FakeClock
+) -> None:
+    """A job that stopped too often ends failed with the archive its dead builder wrote
+    deleted; ``expire_exports`` deletes any other archive no ready export owns, and keeps
+    the ready one."""
+    owner = await staff_user("olivia", clock())
+    anna, _ = await client_with_photos(s3_store, owner, "Anna Berg", [b"a" * 5000], clock())
+    ben, _ = await client_with_photos(s3_store, owner, "Ben Holm", [b"b" * 5000], clock())
+    dying = await service.request_export(
+        settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
+    )
+    left = f"exports/client/{anna}/{dying.id}-{service.MAX_ATTEMPTS}.zip"
+    await s3_store.put(left, chunks_of(b"anna's data"), content_type="application/zip")
+    stale = clock() - dt.timedelta(minutes=30)
+    await ExportJob.update(
+        {
+            ExportJob.state: "running",
+            ExportJob.heartbeat_at: stale,
+            ExportJob.attempts: service.MAX_ATTEMPTS,
+        }
+    ).where(ExportJob.id == dying.id)
+    assert await service.run_pending(settings, s3_store, clock()) == 1
+    assert (await service.get_export(dying.id)).state == "failed"
+    assert [o.key async for o in s3_store.list("exports/")] == []
+
+    kept = await service.request_export(
+        settings, kind="client", subject_id=ben, actor=owner, source="staff", now=clock()
+    )
+    await built(settings, s3_store, kept, clock())
+    orphan = f"exports/client/{anna}/{dying.id}-1.zip"
+    await s3_store.put(orphan, chunks_of(b"anna's data"), content_type="application/zip")
+    assert await service.expire_exports(s3_store, clock()) == 0
+    assert [o.key async for o in s3_store.list("exports/")] == [
+        f"exports/client/{ben}/{kept.id}-1.zip"
+    ]
