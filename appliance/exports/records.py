@@ -9,7 +9,10 @@ every export without a change here. A row is about a person when it is reached b
    gallery's photos, their share links and visits...): everything hanging off the client is
    theirs. Not for staff: a gallery a photographer created belongs to its client;
 4. an integer column without a foreign key that holds a staff user's id by the schema's
-   naming (``created_by``, ``actor_id``...): kept history that outlives the account;
+   naming (``created_by``, ``actor_id``...): kept history that outlives the account. Such a
+   row is usually someone else's data (a client the photographer created), so unless another
+   reference makes it the person's, only its id, the referencing column and its timestamps
+   are exported: the right of access must not hand over others' data (GDPR Art. 15(4));
 5. a ``kind`` column naming the person's kind beside a ``subject_id``/``person_id`` column;
 6. an e-mail address column (``recipient``, ``email``) holding the person's address.
 
@@ -19,6 +22,7 @@ not information about the person but keys to their account or links.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -156,6 +160,7 @@ async def collect(
     the order of :func:`references`; tables with no row about the person are left out."""
     by_table: dict[str, dict[Any, dict[str, Any]]] = {}
     order: list[str] = []
+    outlines: set[Any] = set()  # keys of rows reduced to an outline (see the module's 4.)
     email = ""
     for ref in references(kind, tables):
         table = _quoted(ref.table)
@@ -182,9 +187,16 @@ async def collect(
         if ref.table not in by_table:
             by_table[ref.table] = {}
             order.append(ref.table)
+        found = by_table[ref.table]
         for row in rows:
             key = row.get("id", tuple(sorted(row.items())))
-            by_table[ref.table][key] = {
+            if ref.how == "id_column":
+                if key not in found or key in outlines:
+                    found[key] = {**found.get(key, {}), **_outline(row, ref.column)}
+                    outlines.add(key)
+                continue
+            outlines.discard(key)  # the row is the person's: all of it, replacing an outline
+            found[key] = {
                 name: WITHHELD if withheld(name) and value is not None else value
                 for name, value in row.items()
             }
@@ -192,6 +204,16 @@ async def collect(
         TableRecords(table=name, rows=sorted(by_table[name].values(), key=_row_order))
         for name in order
     ]
+
+
+def _outline(row: dict[str, Any], column: str) -> dict[str, Any]:
+    """What a row that only names a member of staff as its creator or actor says about them:
+    that it exists, that they are in it, and when; not its other fields (another person's)."""
+    return {
+        name: value
+        for name, value in row.items()
+        if name in ("id", column) or isinstance(value, dt.date)
+    }
 
 
 async def _fetch(table: str, condition: str, *args: Any) -> list[dict[str, Any]]:

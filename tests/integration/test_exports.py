@@ -210,7 +210,8 @@ async def test_client_export_holds_records_photos_access_log_and_summary(
 async def test_staff_export_withholds_credentials(
     configured: Settings, s3_store: ObjectStore, clock: FakeClock
 ) -> None:
-    """A staff member's export holds their account and what they did, but no password hash."""
+    """A staff member's export holds their account and what they did, but no password hash and
+    none of the clients' data in the rows they created."""
     owner = await staff_user("olivia", clock())
     await client_with_photos(s3_store, owner, "Anna Berg", [b"x" * 1000], clock())
     job = await service.request_export(
@@ -222,8 +223,13 @@ async def test_staff_export_withholds_credentials(
     assert account["username"] == "olivia"
     assert account["password_hash"] == records.WITHHELD
     assert b"argon2id" not in b"".join(archive.read(n) for n in archive.namelist())
-    created = json.loads(archive.read("data/client.json"))
-    assert [row["created_by"] for row in created] == [owner.id]
+    # Rows that only name her as creator are outlined: id, her column, timestamps; the
+    # client's own fields are theirs, not hers (Art. 15(4)).
+    (created,) = json.loads(archive.read("data/client.json"))
+    assert created["created_by"] == owner.id and created["id"] > 0
+    assert set(created) - {"id", "created_by"} <= {"created_at", "updated_at", "deleted_at"}
+    everything = b"".join(archive.read(n) for n in archive.namelist())
+    assert b"Anna Berg" not in everything and b"anna@example.org" not in everything
     assert not any(n.startswith("photos/") for n in archive.namelist())
 
 
