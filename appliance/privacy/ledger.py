@@ -122,6 +122,7 @@ async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> i
             progress={},
             now=now,
             keep_staff=entry.get("keep_staff"),
+            marks=entry.get("sequences") or {},
         )
         purged_at = dt.datetime.fromisoformat(entry["purged_at"])
         requested_at = dt.datetime.fromisoformat(entry["requested_at"])

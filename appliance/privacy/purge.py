@@ -26,10 +26,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import asyncpg
 from piccolo.columns import ForeignKey, OnDelete
 from piccolo.table import Table
 
-from appliance.accounts.tables import StaffUser
+from appliance.accounts.tables import LoginThrottle, StaffInvitation, StaffUser
+from appliance.accounts.throttle import account_key
 from appliance.audit.service import erase_person
 from appliance.backups.repositories import backup_dir
 from appliance.clients.tables import Client
@@ -41,6 +43,7 @@ from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore, StorageError, check_key
 
 __all__ = [
+    "PURGE_LOCK",
     "Plan",
     "plan_for",
     "preview",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# The first key of the purge's advisory lock (the second is the request's id): "ERAS".
+PURGE_LOCK = 0x45524153
 STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox", "audit")
 _ADDRESS_COLUMNS = ("email", "recipient")
 
@@ -139,15 +144,30 @@ def _children_first(tables: list[type[Table]]) -> list[type[Table]]:
     return ordered
 
 
-def _subject_plans(kind: str, subject_id: int | None, keep_staff: int | None) -> list[Plan]:
+def _upto(marks: dict[str, int] | None, table: type[Table]) -> str:
+    """``id <= mark`` when re-applying: only ids that existed when the erasure was carried
+    out. Everyone created after it (a restore, then new clients) is not the studio erased."""
+    if marks is None:
+        return "TRUE"
+    return f"id <= {int(marks.get(f'{table._meta.tablename}_id_seq', 0))}"
+
+
+def _subject_plans(
+    kind: str,
+    subject_id: int | None,
+    keep_staff: int | None,
+    marks: dict[str, int] | None = None,
+) -> list[Plan]:
     if kind == "client":
         return [plan_for(Client, f"id = {int(subject_id or 0)}")]
     if kind == "staff":
         return [plan_for(StaffUser, f"id = {int(subject_id or 0)}")]
     # The whole studio: every client and every staff account but the admin who asked, who
     # keeps the appliance administrable until the server itself is wiped.
-    staff_where = "TRUE" if keep_staff is None else f"id <> {int(keep_staff)}"
-    return [plan_for(Client, "TRUE"), plan_for(StaffUser, staff_where)]
+    staff_where = _upto(marks, StaffUser)
+    if keep_staff is not None:
+        staff_where += f" AND id <> {int(keep_staff)}"
+    return [plan_for(Client, _upto(marks, Client)), plan_for(StaffUser, staff_where)]
 
 
 async def preview(kind: str, subject_id: int | None, keep_staff: int | None) -> dict[str, int]:
@@ -188,21 +208,51 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
                 )
                 addresses |= {r["v"].strip().lower() for r in rows if r["v"] and "@" in r["v"]}
     staff: list[dict[str, Any]] = []
+    clients: list[dict[str, Any]] = []
     for plan in plans:
-        staff_where = plan.where.get(StaffUser._meta.tablename)
-        if staff_where is not None and plan.order and plan.order[-1] is StaffUser:
+        root = plan.order[-1] if plan.order else None
+        if root is StaffUser:
             staff += await StaffUser.raw(
-                f"SELECT id, username FROM staff_user WHERE {staff_where}"  # noqa: S608 - as above
+                f"SELECT id, username FROM staff_user WHERE {plan.where['staff_user']}"  # noqa: S608 - as above
             )
+        elif root is Client:
+            clients += await Client.raw(f"SELECT id FROM client WHERE {plan.where['client']}")  # noqa: S608 - as above
     return {
         "keys": sorted(keys),
         "emails": sorted(addresses),
         "staff": sorted(row["id"] for row in staff),
         "usernames": sorted(row["username"] for row in staff),
+        "clients": sorted(row["id"] for row in clients),
     }
 
 
-async def _delete_rows(plans: list[Plan], kind: str, subject_id: int | None) -> dict[str, int]:
+async def _delete_staff_leftovers(progress: dict[str, Any]) -> None:
+    """What keeps a staff member's name or address without a foreign key to their account:
+    invitations (by address; an accepted one may no longer point at the user), the sign-in
+    throttle's per-name key, and the names copied onto other domains' rows (blanked here, in
+    the purge's transaction, rather than through an "erase" verb in each domain)."""
+    usernames = list(progress.get("usernames", []))
+    emails = list(progress.get("emails", []))
+    if emails:
+        await StaffInvitation.raw(
+            "DELETE FROM staff_invitation WHERE lower(email) = ANY({})", emails
+        )
+    if not usernames:
+        return
+    keys = [account_key(name) for name in usernames]
+    await LoginThrottle.delete().where(LoginThrottle.key.is_in(keys)).run()
+    await StaffUser.raw(
+        "UPDATE export_job SET requested_by_name = '' WHERE requested_by_name = ANY({})",
+        usernames,
+    )
+    for column in ("answered_by", "extended_by"):
+        await StaffUser.raw(
+            f"UPDATE privacy_request SET {column} = '' WHERE {column} = ANY({{}})",  # noqa: S608 - a fixed column name
+            usernames,
+        )
+
+
+async def _delete_rows(plans: list[Plan], gone: dict[str, list[int]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     db = ErasureRow._meta.db
     async with db.transaction():
@@ -219,11 +269,18 @@ async def _delete_rows(plans: list[Plan], kind: str, subject_id: int | None) -> 
                 )
                 if rows[0]["n"]:
                     counts[name] = counts.get(name, 0) + int(rows[0]["n"])
-        # The incident register refers to people by kind and id, not by foreign key.
-        people = AffectedPerson.delete().where(AffectedPerson.kind == kind)
-        if kind != "studio":
-            people = people.where(AffectedPerson.person_id == subject_id)
-        await people.run()
+        # The incident register refers to people by kind ("client" or "staff") and id, not by
+        # foreign key; the whole studio's erasure names the ids it collected.
+        for person_kind, table in (("client", Client), ("staff", StaffUser)):
+            ids = gone.get(table._meta.tablename, [])
+            if ids:
+                await (
+                    AffectedPerson.delete()
+                    .where(
+                        (AffectedPerson.kind == person_kind) & AffectedPerson.person_id.is_in(ids)
+                    )
+                    .run()
+                )
     return counts
 
 
@@ -237,8 +294,7 @@ async def _delete_objects(settings: Settings, store: ObjectStore, keys: list[str
             continue  # a column named *_key that holds no object key (a chunk's "12:3")
         await store.delete(key)
         with contextlib.suppress(FileNotFoundError):
-            (mirror / key).unlink()
-            deleted += 1
+            (mirror / key).unlink()  # the same object's copy: counted once, with the object
         deleted += 1
     return deleted
 
@@ -287,15 +343,19 @@ async def purge_subject(
     keep_staff: int | None = None,
     ledger_entry: dict[str, Any] | None = None,
     save: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    marks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Run the steps not yet in ``progress["steps"]``; ``save`` persists progress after each.
 
     ``ledger_entry`` (without the keys, which step 1 finds) is appended in step 2; a re-run
-    from the ledger itself passes none.
+    from the ledger itself passes none, and passes the entry's sequence ``marks`` instead: a
+    re-applied erasure of the whole studio reaches only ids that existed when it was carried
+    out, and leaves the outbox and exports of people created since alone.
     """
     steps: list[str] = progress.setdefault("steps", [])
     counts: dict[str, int] = progress.setdefault("counts", {})
-    plans = _subject_plans(kind, subject_id, keep_staff)
+    plans = _subject_plans(kind, subject_id, keep_staff, marks)
+    studio_now = kind == "studio" and marks is None
 
     async def done(step: str) -> None:
         steps.append(step)
@@ -312,18 +372,22 @@ async def purge_subject(
             ledger.append(settings, {**ledger_entry, "keys": keys, "sequences": marks})
         await done("ledger")
     if "rows" not in steps:
-        for name, n in (await _delete_rows(plans, kind, subject_id)).items():
+        gone = {"client": progress.get("clients", []), "staff_user": progress.get("staff", [])}
+        for name, n in (await _delete_rows(plans, gone)).items():
             counts[name] = counts.get(name, 0) + n
+        await _delete_staff_leftovers(progress)
         await done("rows")
     if "objects" not in steps:
         counts["objects"] = await _delete_objects(settings, store, progress.get("keys", []))
         await done("objects")
     if "exports" not in steps:
-        counts["exports"] = await _delete_exports(store, kind, subject_id)
+        counts["exports"] = (
+            await _delete_exports(store, kind, subject_id) if kind != "studio" or studio_now else 0
+        )
         await done("exports")
     if "outbox" not in steps:
         emails = progress.get("emails", [])
-        counts["outbox_message"] = await _delete_outbox(emails, kind == "studio")
+        counts["outbox_message"] = await _delete_outbox(emails, studio_now)
         await done("outbox")
     if "audit" not in steps:
         counts["audit_entries_erased"] = await _erase_audit(progress, now)
@@ -334,7 +398,29 @@ async def purge_subject(
 async def purge_request(
     settings: Settings, store: ObjectStore, request_id: int, now: dt.datetime
 ) -> bool:
-    """Purge one due request; False when it is not due or already settled."""
+    """Purge one due request; False when it is not due, already settled, or being purged by
+    another run right now.
+
+    A session advisory lock on a connection of its own guards the run: "purging" alone cannot
+    tell a run killed half-way (to be finished) from one still going (two runs would delete
+    and count twice). The lock goes with the connection if the process dies.
+    """
+    lock = await asyncpg.connect(settings.database.url)
+    try:
+        if not await lock.fetchval("SELECT pg_try_advisory_lock($1, $2)", PURGE_LOCK, request_id):
+            log.info("erasure request %s is being purged by another run", request_id)
+            return False
+        try:
+            return await _purge_locked(settings, store, request_id, now)
+        finally:
+            await lock.execute("SELECT pg_advisory_unlock($1, $2)", PURGE_LOCK, request_id)
+    finally:
+        await lock.close()
+
+
+async def _purge_locked(
+    settings: Settings, store: ObjectStore, request_id: int, now: dt.datetime
+) -> bool:
     rows = await ErasureRow.raw(
         "UPDATE erasure_request SET state = 'purging' WHERE id = {} "
         "AND state IN ('pending', 'purging') AND purge_after <= {} RETURNING *",

@@ -15,7 +15,7 @@ from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
 from tests.integration import test_erasure
 from tests.integration.flows import Admin
-from tests.integration.test_erasure import _anna_and_ben, _store_traces
+from tests.integration.test_erasure import _anna_and_ben, _erase_and_wait, _store_traces
 
 fresh_ledger = test_erasure.fresh_ledger  # the fixture: no erasure leaks into other tests
 
@@ -52,15 +52,7 @@ async def test_a_purge_killed_half_way_finishes_on_the_next_run(
     finished and the keys still to delete; the next run deletes the rest and records the
     deletion once."""
     anna = await _anna_and_ben(client, app, admin, clock)
-    request = await erasure.request_erasure(
-        settings,
-        kind="client",
-        subject_id=anna.client_id,
-        actor="owner",
-        source="staff",
-        now=clock(),
-    )
-    clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
+    request = await _erase_and_wait(settings, clock, anna.client_id)
     store = app.state.store
     try:
         await purge.purge_due(settings, DyingStore(store, lives=2), clock())  # type: ignore[arg-type]
