@@ -54,13 +54,22 @@ KINDS: dict[str, str] = {
     "correction": "A correction",
     "deletion": "Deletion",
 }
-STATUSES = {"open": "Open", "done": "Answered", "refused": "Refused"}
+STATUSES = {
+    "open": "Open",
+    "in_progress": "In progress",
+    "done": "Answered",
+    "refused": "Refused",
+}
+# Not answered yet, so the deadline runs: a copy request stays "in_progress" until its export
+# is handed over (a download link made), and goes back to "open" when the export fails.
+OPEN = ("open", "in_progress")
 MAX_TEXT = 5_000  # what a client writes
 MAX_NOTE = 5_000  # what an admin writes
 # Requests through one link in a day: enough for a person, too few to flood the queue.
 MAX_PER_LINK = 5
 RATE_WINDOW = dt.timedelta(days=1)
 CLIENT = Actor(id=None, name="client")
+SYSTEM = Actor(id=None, name="system")
 # Namespace of the transaction-scoped advisory lock taken per client: one client's requests
 # are received and merged one at a time, so two at once never open two requests.
 _LOCK_NAMESPACE = 0x7072
@@ -104,13 +113,19 @@ class RequestRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def can_extend(self) -> bool:
-        return self.status == "open" and self.extended_at is None
+        return self.status in OPEN and self.extended_at is None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN
 
 
 class Submission(msgspec.Struct, frozen=True):
     at: dt.datetime
     link_id: int
     details: str
+    link_recipient: str = ""  # whom the studio gave the link, when it was used
+    link_email: str = ""
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -128,7 +143,7 @@ class Countdown(msgspec.Struct, frozen=True):
 
 
 def countdown(request: RequestRecord, now: dt.datetime) -> Countdown:
-    if request.status != "open":
+    if not request.is_open:
         return Countdown("answered", request.status_label.lower())
     left = (request.deadline_at - now).total_seconds()
     if left >= 0:
@@ -155,9 +170,11 @@ async def list_requests(*, open_only: bool, limit: int = 200) -> list[RequestRec
     """Open requests, the nearest deadline first; or answered ones, the latest first."""
     query = PrivacyRequest.select().limit(limit)
     if open_only:
-        query = query.where(PrivacyRequest.status == "open").order_by(PrivacyRequest.deadline_at)
+        query = query.where(PrivacyRequest.status.is_in(list(OPEN))).order_by(
+            PrivacyRequest.deadline_at
+        )
     else:
-        query = query.where(PrivacyRequest.status != "open").order_by(
+        query = query.where(PrivacyRequest.status.not_in(list(OPEN))).order_by(
             PrivacyRequest.answered_at, ascending=False
         )
     return [_record(row) for row in await query.order_by(PrivacyRequest.id).run()]
@@ -171,7 +188,12 @@ async def list_submissions(request_id: int) -> list[Submission]:
         .order_by(PrivacyRequestSubmission.id)
         .run()
     )
-    return [Submission(row["at"], row["link_id"], row["details"]) for row in rows]
+    return [
+        Submission(
+            row["at"], row["link_id"], row["details"], row["link_recipient"], row["link_email"]
+        )
+        for row in rows
+    ]
 
 
 # --- receiving -----------------------------------------------------------------------------
@@ -212,8 +234,11 @@ async def receive_request(
     details: str,
     address: str,
     now: dt.datetime,
+    link_recipient: str = "",
+    link_email: str = "",
 ) -> Received:
-    """Record what a client asked through share link ``link_id``. An open request of the same
+    """Record what a client asked through share link ``link_id`` (given to ``link_recipient``
+    at ``link_email``: kept, since whoever holds a link can ask). An open request of the same
     kind joins this one; a new one tells the admins and acknowledges receipt to the client
     (when the studio has their e-mail address). At most :data:`MAX_PER_LINK` a day per link."""
     text = _clean_details(kind, details)
@@ -227,7 +252,7 @@ async def receive_request(
             .where(
                 PrivacyRequest.client == client_id,
                 PrivacyRequest.kind == kind,
-                PrivacyRequest.status == "open",
+                PrivacyRequest.status.is_in(list(OPEN)),
             )
             .first()
             .run()
@@ -251,7 +276,14 @@ async def receive_request(
             row = rows[0]
         request = _record(row)
         await PrivacyRequestSubmission.insert(
-            PrivacyRequestSubmission(request=request.id, link_id=link_id, details=text, at=now)
+            PrivacyRequestSubmission(
+                request=request.id,
+                link_id=link_id,
+                link_recipient=link_recipient[:120],
+                link_email=link_email[:254],
+                details=text,
+                at=now,
+            )
         ).run()
         await audit.record(
             "privacy_request.merge" if merged else "privacy_request.receive",
@@ -270,7 +302,9 @@ async def receive_request(
 # --- answering -----------------------------------------------------------------------------
 
 
-async def _lock_open(request_id: int) -> RequestRecord:
+async def _lock_open(request_id: int, statuses: tuple[str, ...] = ("open",)) -> RequestRecord:
+    """The request, locked for this transaction; Conflict unless its status is one of
+    ``statuses``."""
     rows = (
         await PrivacyRequest.select()
         .where(PrivacyRequest.id == request_id)
@@ -280,7 +314,9 @@ async def _lock_open(request_id: int) -> RequestRecord:
     if not rows:
         raise NotFound("There is no such privacy request.")
     request = _record(rows[0])
-    if request.status != "open":
+    if request.status not in statuses:
+        if request.status == "in_progress":
+            raise Conflict("The client's data is being exported; this request is in progress.")
         raise Conflict(f"This request was already {request.status_label.lower()}.")
     return request
 
@@ -341,7 +377,8 @@ async def fulfil_request(
     settings: Settings, request_id: int, *, actor: Actor, address: str, now: dt.datetime
 ) -> RequestRecord:
     """Answer a copy request with an export, or a deletion request with an erasure; both are
-    started in this transaction, so the request is closed only when they were."""
+    started in this transaction. A deletion is answered then; a copy is "in progress" until
+    its export is handed over (see :func:`settle_copies`)."""
     async with PrivacyRequest._meta.db.transaction(allow_nested=True):
         request = await _lock_open(request_id)
         started: dict[Any, Any]
@@ -349,8 +386,27 @@ async def fulfil_request(
             job = await fulfilment.start_export(
                 settings, client_id=request.client_id, actor=actor, address=address, now=now
             )
-            started = {PrivacyRequest.export_id: job}
-        elif request.kind == "deletion":
+            await (
+                PrivacyRequest.update(
+                    {
+                        PrivacyRequest.status: "in_progress",
+                        PrivacyRequest.export_id: job,
+                        PrivacyRequest.answer_note: "",
+                    }
+                )
+                .where(PrivacyRequest.id == request.id)
+                .run()
+            )
+            await audit.record(
+                "privacy_request.start",
+                actor=actor,
+                target=f"privacy_request:{request.id}",
+                address=address,
+                details={"kind": request.kind, "client": request.client_id, "export": job},
+                at=now,
+            )
+            return await get_request(request.id)
+        if request.kind == "deletion":
             erasure = await fulfilment.start_erasure(
                 settings,
                 client_id=request.client_id,
@@ -407,7 +463,7 @@ async def refuse_request(
     supervisory authority."""
     text = _reason(reason, field="refusal", missing="Give the reason the client will be told.")
     async with PrivacyRequest._meta.db.transaction(allow_nested=True):
-        request = await _lock_open(request_id)
+        request = await _lock_open(request_id, OPEN)
         return await _answer(
             settings, request, status="refused", note=text, actor=actor, address=address, now=now
         )
@@ -426,7 +482,7 @@ async def extend_request(
     number); the reason is recorded and the client told. Only before the first month ends."""
     text = _reason(reason, field="reason", missing="Give the reason the client will be told.")
     async with PrivacyRequest._meta.db.transaction(allow_nested=True):
-        request = await _lock_open(request_id)
+        request = await _lock_open(request_id, OPEN)
         if request.extended_at is not None:
             raise Conflict("The deadline was extended once already; it cannot be extended again.")
         if now > request.deadline_at:
@@ -481,12 +537,14 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
     """Queue the alerts of open requests: once ``privacy.request_alert_days`` before the
     deadline, once when it has passed. Each is claimed with a conditional UPDATE in the
     transaction that queues it, so any number of runs send it once; with nobody to alert,
-    nothing is claimed and the next run tries again. Returns the messages queued."""
+    nothing is claimed and the next run tries again. Returns the messages queued. Copy
+    requests whose export was handed over or failed are settled first."""
+    await settle_copies(settings, now)
     days = settings.privacy.request_alert_days
     rows = (
         await PrivacyRequest.select()
         .where(
-            PrivacyRequest.status == "open",
+            PrivacyRequest.status.is_in(list(OPEN)),
             PrivacyRequest.alerted < OVERDUE,
             PrivacyRequest.deadline_at <= now + dt.timedelta(days=days),
         )
@@ -504,7 +562,7 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
                 await PrivacyRequest.update({PrivacyRequest.alerted: stage})
                 .where(
                     PrivacyRequest.id == request.id,
-                    PrivacyRequest.status == "open",
+                    PrivacyRequest.status.is_in(list(OPEN)),
                     PrivacyRequest.alerted < stage,
                     # An extension meanwhile moved the deadline: this alert is not due.
                     PrivacyRequest.deadline_at == request.deadline_at,
@@ -531,10 +589,67 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
                 continue
             await audit.record(
                 "privacy_request.deadline_alert",
-                actor=Actor(id=None, name="system"),
+                actor=SYSTEM,
                 target=f"privacy_request:{request.id}",
                 details={"alert": event},
                 at=now,
             )
         queued += sent
     return queued
+
+
+# --- copies: answered when the export is handed over ---------------------------------------
+
+
+async def settle_copies(settings: Settings, now: dt.datetime) -> int:
+    """Close each copy request whose export has a download link (the client can have it now)
+    and reopen each whose export failed or expired unused, so the deadline watch keeps it in
+    front of the admins. Returns how many changed."""
+    from appliance.exports.service import get_export
+
+    rows = (
+        await PrivacyRequest.select(PrivacyRequest.id, PrivacyRequest.export_id)
+        .where(PrivacyRequest.status == "in_progress")
+        .run()
+    )
+    changed = 0
+    for row in rows:
+        try:
+            job = await get_export(row["export_id"] or 0, hide_erased=False)
+            handed_over, lost = job.has_link, job.state in ("failed", "expired")
+            why = job.error or f"The export {job.state} before a download link was made."
+        except NotFound:
+            handed_over, lost, why = False, True, "The export was deleted."
+        if not handed_over and not lost:
+            continue
+        async with PrivacyRequest._meta.db.transaction(allow_nested=True):
+            try:
+                request = await _lock_open(row["id"], ("in_progress",))
+            except Conflict:
+                continue  # settled meanwhile
+            changed += 1
+            if handed_over:
+                note = "The export is ready and its download link was made."
+                await _answer(
+                    settings, request, status="done", note=note, actor=SYSTEM, address="", now=now
+                )
+                continue
+            await (
+                PrivacyRequest.update(
+                    {PrivacyRequest.status: "open", PrivacyRequest.answer_note: why[:MAX_NOTE]}
+                )
+                .where(PrivacyRequest.id == request.id)
+                .run()
+            )
+            await audit.record(
+                "privacy_request.reopen",
+                actor=SYSTEM,
+                target=f"privacy_request:{request.id}",
+                details={
+                    "kind": request.kind,
+                    "client": request.client_id,
+                    "export": row["export_id"],
+                },
+                at=now,
+            )
+    return changed

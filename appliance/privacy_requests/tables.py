@@ -30,7 +30,8 @@ class PrivacyRequest(Table, tablename="privacy_request"):
     id: Serial  # added by Piccolo; declared for the type checker
     client = ForeignKey(references=Client, index=True, on_delete=OnDelete.cascade)
     kind = Varchar(length=12)  # copy, correction, deletion
-    status = Varchar(length=12, default="open", index=True)  # open, done, refused
+    # open, in_progress (a copy whose export is not handed over yet), done, refused
+    status = Varchar(length=12, default="open", index=True)
     received_at = Timestamptz()
     # The studio's zone at receipt: the deadline is a calendar date there, and stays so when
     # the setting changes later.
@@ -58,5 +59,9 @@ class PrivacyRequestSubmission(Table, tablename="privacy_request_submission"):
     id: Serial
     request = ForeignKey(references=PrivacyRequest, index=True, on_delete=OnDelete.cascade)
     link_id = Integer(index=True)  # the share link it came through; no key: links may go
+    # Whom the studio gave that link, as it was then: a link can be forwarded or held by a
+    # guest, so the admin checks who is asking before acting on it.
+    link_recipient = Varchar(length=120, default="")
+    link_email = Varchar(length=254, default="")
     details = Text(default="")  # what the client says is wrong (corrections), as typed
     at = Timestamptz()

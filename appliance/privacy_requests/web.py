@@ -21,6 +21,7 @@ from appliance.galleries.sharing import Opening
 from appliance.privacy_requests import service
 from appliance.privacy_requests.service import RequestRecord
 from appliance.setup import service as studio
+from appliance.web.access import record_access
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import (
     FORM,
@@ -39,7 +40,7 @@ __all__ = ["ClientPrivacyController", "PrivacyRequestAdminController"]
 PAGE = "/admin/privacy-requests"
 NOTICES = {
     "fulfilled": "The request is answered; the client is told by e-mail when the studio has "
-    "their address.",
+    "their address. A copy request is answered once its export has a download link.",
     "done": "The correction request is marked done.",
     "refused": "The request is refused; the client is told the reason.",
     "extended": "The deadline is extended by two months; the client is told the reason.",
@@ -142,6 +143,8 @@ class ClientPrivacyController(Controller):
                 request.app.state.settings,
                 client_id=opened.gallery.client_id,
                 link_id=opened.link.id,
+                link_recipient=opened.link.recipient,
+                link_email=opened.link.email,
                 kind=data.kind,
                 details=data.details,
                 address=client_address(request),
@@ -219,6 +222,7 @@ class PrivacyRequestAdminController(Controller):
     async def index(self, request: AnyRequest) -> Response[Any]:
         from appliance.privacy.service import deadline_recipients
 
+        await service.settle_copies(request.app.state.settings, request.app.state.clock())
         open_requests = await service.list_requests(open_only=True)
         answered = await service.list_requests(open_only=False, limit=50)
         names = await clients.get_clients(r.client_id for r in [*open_requests, *answered])
@@ -243,7 +247,13 @@ class PrivacyRequestAdminController(Controller):
         request_id: FromPath[int],
         done: Annotated[str, QueryParameter(max_length=20)] = "",
     ) -> Response[Any]:
+        await service.settle_copies(request.app.state.settings, request.app.state.clock())
         found = await service.get_request(request_id)
+        # The page shows the client's name, address and what they wrote: an access to their
+        # data, so it is in their access log like the client's own page.
+        await record_access(
+            request, "privacy_request.view", f"client:{found.client_id}", privacy_request=found.id
+        )
         return await self._show(request, found, notice=NOTICES.get(done))
 
     async def _act(

@@ -390,11 +390,13 @@ async def test_a_deletion_request_is_answered_with_a_real_erasure(
         assert (await browser.get(path)).status_code == 404
 
 
-async def test_a_copy_request_is_answered_with_a_real_export(
+async def test_a_copy_request_is_in_progress_until_its_export_link_is_made(
     client: httpx.AsyncClient, app: Litestar, clock: FakeClock, admin: Admin
 ) -> None:
-    """Answering a copy request queues an export of the client's data."""
-    from appliance.exports.tables import ExportJob
+    """Answering a copy request queues a real export; the request stays in progress (the
+    deadline still running) until a download link is made, and is answered then."""
+    from appliance.audit.service import Actor
+    from appliance.exports import service as exports
 
     path = await anna_link(client, app, clock, admin)
     async with visitor(app) as browser:
@@ -404,5 +406,74 @@ async def test_a_copy_request_is_answered_with_a_real_export(
     answered = await submit(client, page, {}, action=f"{page}/fulfil")
     assert answered.status_code == 303, answered.text[-2000:]
     found = await service.get_request(row["id"])
-    assert found.status == "done" and found.export_id is not None
-    assert await ExportJob.exists().where(ExportJob.id == found.export_id).run()
+    assert found.status == "in_progress" and found.export_id is not None
+    assert found.answered_at is None and found.is_open
+    assert [r.id for r in await service.list_requests(open_only=True)] == [row["id"]]
+    shown = await client.get(page)
+    assert "In progress" in shown.text and f'href="/exports/{found.export_id}"' in shown.text
+
+    assert await exports.run_pending(app.state.settings, app.state.store, clock()) == 1
+    assert (await service.get_request(row["id"])).status == "in_progress"  # built, not given
+    await exports.issue_link(found.export_id, actor=Actor(id=None, name="owner"), now=clock())
+    await client.get(QUEUE)  # the queue settles copies as it is shown
+    done = await service.get_request(row["id"])
+    assert done.status == "done" and done.answered_at == clock()
+
+
+async def test_a_failed_export_reopens_its_copy_request_and_the_deadline_watch_continues(
+    client: httpx.AsyncClient, app: Litestar, clock: FakeClock, admin: Admin
+) -> None:
+    """When the export of a copy request fails, the request is open again with the reason, its
+    deadline alerts still go out, and it can be answered with a new export."""
+    from appliance.exports.tables import ExportJob
+
+    path = await anna_link(client, app, clock, admin)
+    async with visitor(app) as browser:
+        await ask(browser, path, "copy")
+    (row,) = await PrivacyRequest.select().run()
+    page = f"{QUEUE}/{row['id']}"
+    await submit(client, page, {}, action=f"{page}/fulfil")
+    first = await service.get_request(row["id"])
+    assert first.status == "in_progress" and first.export_id is not None
+    # What the worker leaves when a build fails.
+    await ExportJob.update(
+        {ExportJob.state: "failed", ExportJob.error: "The file store failed; try again."}
+    ).where(ExportJob.id == first.export_id)
+    clock.advance(days=40)  # past the deadline: the overdue alert is due as well
+    settings = app.state.settings
+    assert await service.check_deadlines(settings, clock()) >= 1
+    reopened = await service.get_request(row["id"])
+    assert reopened.status == "open" and "file store failed" in reopened.answer_note
+    assert reopened.alerted == service.OVERDUE
+    second = await service.fulfil_request(settings, row["id"], actor=OWNER, address="", now=clock())
+    assert second.status == "in_progress" and second.export_id not in (None, first.export_id)
+
+
+async def test_the_request_page_names_the_link_warns_about_identity_and_is_an_access(
+    client: httpx.AsyncClient, app: Litestar, clock: FakeClock, admin: Admin
+) -> None:
+    """The admin sees which link a request came through and to whom it was given, is warned
+    that a link may be held by someone else, and the view is in the client's access log."""
+    from appliance.audit.tables import AuditEntry
+
+    await signed_in_owner(client, admin, clock)
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    path = await share(client, gallery, recipient="Anna's aunt", email="aunt@example.net")
+    async with visitor(app) as browser:
+        await ask(browser, path, "deletion")
+    (row,) = await PrivacyRequest.select().run()
+    (submission,) = await PrivacyRequestSubmission.select().run()
+    assert submission["link_recipient"] == "Anna's aunt"
+    assert submission["link_email"] == "aunt@example.net"
+    shown = await client.get(f"{QUEUE}/{row['id']}")
+    assert shown.status_code == 200
+    assert f"through link #{submission['link_id']}" in shown.text
+    assert "Anna&#39;s aunt &lt;aunt@example.net&gt;" in shown.text
+    assert 'id="identity-warning"' in shown.text
+    views = (
+        await AuditEntry.select(AuditEntry.target, AuditEntry.actor_id)
+        .where(AuditEntry.action == "privacy_request.view")
+        .run()
+    )
+    assert views == [{"target": f"client:{row['client']}", "actor_id": views[0]["actor_id"]}]
+    assert views[0]["actor_id"] is not None
