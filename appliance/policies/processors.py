@@ -17,7 +17,17 @@ from appliance.backups import repositories
 from appliance.config import Settings
 from appliance.notify.relay import effective_relay, is_loopback
 
-__all__ = ["Processor", "Processors", "host_of", "list_processors"]
+__all__ = ["PROVIDERS", "Processor", "Processors", "host_of", "list_processors"]
+
+# restic repositories whose location names a bucket or container, not a host (``b2:bucket:/p``,
+# ``gs:bucket:/p``...): the provider is the processor, and the bucket name is never shown.
+PROVIDERS = {
+    "b2": "Backblaze B2",
+    "azure": "Microsoft Azure",
+    "gs": "Google Cloud Storage",
+    "swift": "OpenStack Swift",
+    "rclone": "rclone remote",
+}
 
 
 class Processor(msgspec.Struct, frozen=True):
@@ -40,16 +50,20 @@ class Processors(msgspec.Struct, frozen=True):
 
 def host_of(url: str) -> str:
     """The host of a URL or restic repository location, lower-case, without user, password,
-    port, bucket or path; "" when there is none (a local folder).
+    port, bucket or path; "" when there is none (a local folder). For a repository at a
+    provider that is named by bucket (:data:`PROVIDERS`), the provider's name.
 
     Handles ``https://h/``, ``s3:https://h/bucket``, ``s3:h/bucket``, ``rest:https://u:p@h/``,
-    ``sftp:user@h:/path`` and ``sftp://user@h:22//path``.
+    ``sftp:user@h:/path``, ``sftp://user@h:22//path`` and ``b2:``, ``azure:``, ``gs:``,
+    ``swift:``, ``rclone:`` repositories.
     """
     text = url.strip()
     scheme, colon, rest = text.partition(":")
     if not colon or text.startswith(("/", ".", "~")):
         return ""
-    if scheme in ("s3", "rest", "swift", "b2", "azure", "gs"):
+    if scheme.lower() in PROVIDERS:
+        return PROVIDERS[scheme.lower()]
+    if scheme in ("s3", "rest"):
         if "://" not in rest:  # s3:host/bucket
             rest = "//" + rest
         text = rest
@@ -69,6 +83,8 @@ def host_of(url: str) -> str:
 def _outside(host: str) -> bool:
     """True for a host that may be another company's: not this machine, not a private
     address, not a single-label name (a container of the bundle such as ``minio``)."""
+    if host in PROVIDERS.values():
+        return True  # an rclone remote may be local, but nothing here can tell: listed
     if not host or is_loopback(host):
         return False
     try:

@@ -35,6 +35,8 @@ SECRETS = (
     "objects-secret",
     "photo-bucket",
     "saved-secret",
+    "lumen-b2-bucket",
+    "lumen-gcs-bucket",
     "s3:",
     "rest:",
     "sftp:",
@@ -67,6 +69,8 @@ def configured(settings: Settings, tmp_path: Path) -> Settings:
             offsite=True,
         ),
         RepositorySettings(name="nas", url="sftp:backupuser@nas.local:/srv/restic", offsite=True),
+        RepositorySettings(name="b2", url="b2:lumen-b2-bucket:/studio", offsite=True),
+        RepositorySettings(name="gcs", url="gs:lumen-gcs-bucket:/", offsite=True),
     ]
     storage = msgspec.structs.replace(
         settings.storage,
@@ -123,6 +127,9 @@ async def test_processors_follow_the_configuration_without_secrets(
     assert "<code>s3.eu-central-1.backupcloud.example</code> (region eu-central-1)" in offsite
     assert "<code>rest.offsite-partner.example</code>" in offsite
     assert "<code>sftp.far-away.example</code>" in offsite
+    # Named by bucket in the repository: the provider is shown, never the bucket.
+    assert "<code>Backblaze B2</code>" in offsite
+    assert "<code>Google Cloud Storage</code>" in offsite
     assert "nas.local" not in page and str(tmp_path) not in page
     assert "<code>objects.cloud-eu.example</code> (region eu-west-3)" in storage
     assert "No payment provider is configured." in payments
@@ -175,10 +182,16 @@ async def test_the_relay_saved_by_admins_replaces_the_files_one(
         ("sftp://user@host.example:2222//srv/restic", "host.example"),
         ("sftp:user@[2001:db8::1]:/srv", "2001:db8::1"),
         ("https://objects.example.eu", "objects.example.eu"),
+        ("b2:studio-bucket:/restic", "Backblaze B2"),
+        ("azure:container:/restic", "Microsoft Azure"),
+        ("gs:studio-bucket:/", "Google Cloud Storage"),
+        ("swift:container:/restic", "OpenStack Swift"),
+        ("rclone:myremote:restic", "rclone remote"),
         ("/var/backups/restic", ""),
         ("relative/folder", ""),
     ],
 )
 def test_host_of_keeps_the_host_only(url: str, host: str) -> None:
-    """Only the host of a repository or endpoint URL is kept: no user, password, port or path."""
+    """Only the host of a repository or endpoint URL is kept: no user, password, port or path;
+    for a repository named by bucket, the provider and never the bucket."""
     assert host_of(url) == host
