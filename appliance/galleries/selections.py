@@ -18,6 +18,7 @@ from appliance.galleries.sharing import LinkRecord, record_event
 from appliance.galleries.tables import Gallery, Photo, SelectionItem, SelectionList, ShareLink
 from appliance.notify.languages import language_for
 from appliance.notify.messages import queue_email
+from appliance.notify.tables import OutboxMessage
 from appliance.validation import clean_text
 
 __all__ = [
@@ -217,7 +218,7 @@ async def _tell_the_studio(
     now: dt.datetime,
 ) -> None:
     gallery = (
-        await Gallery.select(Gallery.title, Gallery.created_by)
+        await Gallery.select(Gallery.title, Gallery.created_by, Gallery.client)
         .where(Gallery.id == link.gallery_id)
         .first()
         .run()
@@ -232,7 +233,7 @@ async def _tell_the_studio(
     for person in people:
         if not person.email:
             continue
-        await queue_email(
+        queued = await queue_email(
             to=person.email,
             template="selection_received",
             context={
@@ -250,6 +251,15 @@ async def _tell_the_studio(
             # Sent again after a change is a new message; the same send twice is one.
             dedupe_key=f"selection:{selection.id}:{now.isoformat()}:{person.id}",
         )
+        if queued is not None and gallery["client"] is not None:
+            # Addressed to staff but about the client (their name, their note): the client's
+            # erasure deletes it by this reference, since the recipient is not theirs.
+            about = f"client:{gallery['client']}"
+            await (
+                OutboxMessage.update({OutboxMessage.about: about})
+                .where(OutboxMessage.id == queued)
+                .run()
+            )
 
 
 async def received(

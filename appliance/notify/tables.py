@@ -32,6 +32,8 @@ class OutboxMessage(Table, tablename="outbox_message"):
     body_html = Text(default="")
     severity = Varchar(length=8, default="info")  # alerts: info, success, warning, failure
     source = Varchar(length=32, default="")  # the domain that queued it: monitoring, backups...
+    # Whom a message to someone else is about ("client:<id>"): an erasure deletes it too.
+    about = Varchar(length=40, default="", index=True)
     dedupe_key = Varchar(length=200, null=True, default=None, unique=True)
     state = Varchar(length=12, default="pending", index=True)  # pending, sending, sent, failed
     attempts = Integer(default=0)

@@ -217,13 +217,27 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
             )
         elif root is Client:
             clients += await Client.raw(f"SELECT id FROM client WHERE {plan.where['client']}")  # noqa: S608 - as above
+    client_ids = sorted(row["id"] for row in clients)
     return {
         "keys": sorted(keys),
         "emails": sorted(addresses),
         "staff": sorted(row["id"] for row in staff),
         "usernames": sorted(row["username"] for row in staff),
-        "clients": sorted(row["id"] for row in clients),
+        "clients": client_ids,
+        "about": [f"client:{n}" for n in client_ids] + await _requests_of(plans),
     }
+
+
+async def _requests_of(plans: list[Plan]) -> list[str]:
+    """Audit targets of the clients' privacy requests: those entries carry the client's
+    address (they asked through their link)."""
+    found = []
+    for plan in plans:
+        where = plan.where.get("privacy_request")
+        if where is not None:
+            rows = await Client.raw(f"SELECT id FROM privacy_request WHERE {where}")  # noqa: S608 - as above
+            found += [f"privacy_request:{row['id']}" for row in rows]
+    return found
 
 
 async def _delete_staff_leftovers(progress: dict[str, Any]) -> None:
@@ -311,14 +325,17 @@ async def _delete_exports(store: ObjectStore, kind: str, subject_id: int | None)
     return int(await delete_exports_of(subject, subject_id, store=store))
 
 
-async def _delete_outbox(emails: list[str], studio: bool) -> int:
+async def _delete_outbox(emails: list[str], about: list[str], studio: bool) -> int:
+    """Messages to the person's addresses, and those to staff about them (a client's
+    favourites, with their name and note)."""
     if studio:
         query = OutboxMessage.delete().where(OutboxMessage.kind == "email")
         return len(await query.returning(OutboxMessage.id).run())
-    if not emails:
-        return 0
     rows = await OutboxMessage.raw(
-        "DELETE FROM outbox_message WHERE lower(recipient) = ANY({}) RETURNING id", emails
+        "DELETE FROM outbox_message WHERE lower(recipient) = ANY({}) OR about = ANY({})"
+        " RETURNING id",
+        emails,
+        about,
     )
     return len(rows)
 
@@ -326,6 +343,7 @@ async def _delete_outbox(emails: list[str], studio: bool) -> int:
 async def _erase_audit(progress: dict[str, Any], now: dt.datetime) -> int:
     targets = [f"user:{name}" for name in progress.get("usernames", [])]
     targets += [f"email:{address}" for address in progress.get("emails", [])]
+    targets += progress.get("about", [])  # a client's requests, made from their address
     erased = await erase_person(actor_id=None, targets=targets, now=now)
     for staff_id in progress.get("staff", []):
         erased += await erase_person(actor_id=staff_id, targets=[], now=now)
@@ -387,7 +405,9 @@ async def purge_subject(
         await done("exports")
     if "outbox" not in steps:
         emails = progress.get("emails", [])
-        counts["outbox_message"] = await _delete_outbox(emails, studio_now)
+        counts["outbox_message"] = await _delete_outbox(
+            emails, progress.get("about", []), studio_now
+        )
         await done("outbox")
     if "audit" not in steps:
         counts["audit_entries_erased"] = await _erase_audit(progress, now)

@@ -172,8 +172,20 @@ async def test_a_purged_client_leaves_no_trace_in_any_table_object_or_mirror_cop
     """Erased at once (the link stops working), purged after the grace period: no table of
     any registered app, no object and no mirror copy holds Anna's name, address, id or photos,
     Ben is untouched, and a deletion record with counts remains."""
+    from tests.integration.test_languages import send_favourites
+    from tests.integration.test_privacy_requests import ask
+
     anna = await _anna_and_ben(client, app, admin, clock)
     store = app.state.store
+    # Staff are told of her favourites (her name in a message to them); she asks for a copy
+    # of her data through her link (her address in the audit log).
+    photo = await Photo.select(Photo.id).where(Photo.original_key == anna.keys[0]).first().run()
+    assert photo is not None
+    await send_favourites(app, anna.link, photo["id"])
+    assert await OutboxMessage.count().where(OutboxMessage.about != "").run() >= 1
+    async with visitor(app) as browser:
+        assert (await ask(browser, anna.link, "copy")).status_code in (200, 303)
+    assert await _addresses_about(database_url, anna.client_id) > 0
     await do_backup(backup_settings, store, clock)  # the mirror now holds Anna's photos
     mirror = backup_settings.data_dir / "backup" / "mirror" / "objects"
     assert _folder_traces(mirror, anna.contents)
@@ -198,6 +210,7 @@ async def test_a_purged_client_leaves_no_trace_in_any_table_object_or_mirror_cop
 
     needles = [ANNA["name"], ANNA["email"], "Hauptstr", "film look", "+49 170"]
     assert await _traces(database_url, needles, anna.client_id) == []
+    assert await _addresses_about(database_url, anna.client_id) == 0
     assert await _store_traces(store, anna.keys, anna.contents) == []
     assert _folder_traces(mirror, anna.contents) == []
     assert await Client.count().where(Client.name == BEN["name"]).run() == 1
@@ -208,7 +221,7 @@ async def test_a_purged_client_leaves_no_trace_in_any_table_object_or_mirror_cop
     assert done.counts["client"] == 1
     assert done.counts["photo"] == 2
     assert done.counts["share_link"] == 1
-    assert done.counts["outbox_message"] == 1
+    assert done.counts["outbox_message"] == 3  # hers, the favourites to staff, the receipt
     assert done.counts["objects"] == len(set(anna.keys))  # a mirror copy is not a second one
     entry = ledger.entries(backup_settings)[0]
     assert entry["subject_id"] == anna.client_id
@@ -521,6 +534,15 @@ async def _count(database_url: str, sql: str, *args: object) -> int:
         return int(await conn.fetchval(sql, *args))
     finally:
         await conn.close()
+
+
+async def _addresses_about(database_url: str, client_id: int) -> int:
+    """Audit entries about the client or her privacy requests that still hold an address."""
+    sql = (
+        "SELECT count(*) FROM audit_entry WHERE address <> '' AND (target = $1"
+        " OR target LIKE 'privacy_request:%')"
+    )
+    return await _count(database_url, sql, f"client:{client_id}")
 
 
 async def _throttled(database_url: str, username: str) -> int:
