@@ -522,8 +522,9 @@ class InstallFolder:
         template = REPO / "installer" / "templates" / "config.toml.in"
         text = template.read_text() if template.exists() else CONTRACT_CONFIG
         for name, value in (("SITE", "fotostudio.lan"), ("SUBNET", "172.30.40.0/24"),
-                            ("TZ", "Europe/Berlin")):  # fmt: skip
+                            ("CADDY_IP", "172.30.40.2"), ("TZ", "Europe/Berlin")):  # fmt: skip
             text = text.replace("{{" + name + "}}", value)
+        assert not re.search(r"\{\{[A-Z_]+\}\}", text), "a placeholder of the installer is new here"
         if SITE_MARKER not in text:  # an installer from before the site-settings line
             text += SITE_MARKER + "\n"
         self.config = self.dir / "config.toml"
