@@ -23,6 +23,7 @@ from appliance.clients.tables import Client
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.galleries.tables import Gallery, ShareLink
+from appliance.privacy import ledger
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 
 __all__ = [
@@ -135,11 +136,16 @@ async def request_erasure(
     source: Literal["staff", "client"],
     now: dt.datetime,
     actor_id: int | None = None,
+    from_ledger: bool = False,
 ) -> ErasureRequest:
     """Make the person unreachable now and schedule the purge; a second request for the same
-    subject returns the open one unchanged."""
+    subject returns the open one unchanged.
+
+    The request is also written to the erasure ledger, so the restore of a point taken before
+    it makes it again (``from_ledger``: this is that restore, the ledger has it already).
+    """
     await _check_subject(kind, subject_id)
-    if kind == "staff":
+    if kind == "staff" and not from_ledger:
         await _check_staff(subject_id, actor_id)
     key = open_key(kind, subject_id)
     purge_after = now + dt.timedelta(days=settings.privacy.erasure_grace_days)
@@ -174,7 +180,25 @@ async def request_erasure(
             details={"source": source, "purge_after": purge_after.isoformat()},
             at=now,
         )
+    if not from_ledger:
+        made = {"id": rows[0]["id"], "kind": kind, "subject_id": subject_id}
+        _to_ledger(settings, {**made, "requested_by": actor_id, "requested_at": now}, "requested")
     return await get_request(rows[0]["id"])
+
+
+def _to_ledger(settings: Settings, row: dict[str, Any], state: str) -> None:
+    """After the commit: a ledger line for a request that rolled back would erase someone."""
+    ledger.append(
+        settings,
+        {
+            "request_id": row["id"],
+            "kind": row["kind"],
+            "subject_id": row["subject_id"],
+            "keep_staff": row["requested_by"] if row["kind"] == "studio" else None,
+            "requested_at": row["requested_at"].astimezone(dt.UTC).isoformat(),
+            "state": state,
+        },
+    )
 
 
 async def _switch_off(kind: Kind, subject_id: int | None, now: dt.datetime) -> dict[str, Any]:
@@ -204,7 +228,9 @@ async def _switch_off(kind: Kind, subject_id: int | None, now: dt.datetime) -> d
     return {"links": link_ids, "active_users": active}
 
 
-async def cancel_erasure(request_id: int, *, actor: Actor, now: dt.datetime) -> ErasureRequest:
+async def cancel_erasure(
+    settings: Settings, request_id: int, *, actor: Actor, now: dt.datetime
+) -> ErasureRequest:
     """Within the grace period only: give back exactly what the request switched off."""
     db = ErasureRow._meta.db
     async with db.transaction():
@@ -241,6 +267,7 @@ async def cancel_erasure(request_id: int, *, actor: Actor, now: dt.datetime) -> 
             target=open_key(rows[0]["kind"], rows[0]["subject_id"]),
             at=now,
         )
+    _to_ledger(settings, rows[0], "cancelled")  # a restore must not make it again
     return _request(rows[0])
 
 

@@ -141,7 +141,10 @@ class ErasureController(Controller):
         signed = await signed_in(request)
         try:
             await erasure.cancel_erasure(
-                request_id, actor=signed.member.actor, now=request.app.state.clock()
+                request.app.state.settings,
+                request_id,
+                actor=signed.member.actor,
+                now=request.app.state.clock(),
             )
         except ApplianceError as exc:
             return self._page(request, "refused.html", error_context(exc), status_of(exc))

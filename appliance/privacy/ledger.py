@@ -36,6 +36,7 @@ __all__ = [
     "ledger_path",
     "merge_from_repository",
     "reapply",
+    "reapply_pending",
     "rewrite_backups",
 ]
 
@@ -50,6 +51,7 @@ _FIELDS = (
     "purged_at",
     "keys",
     "sequences",
+    "state",  # "requested" or "cancelled" at request time; absent once purged
 )
 
 
@@ -69,12 +71,16 @@ def entries(settings: Settings) -> list[dict[str, Any]]:
     return found
 
 
+def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return (entry.get("kind"), entry.get("subject_id"), entry.get("requested_at"))
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a.get("kind"), a.get("subject_id"), a.get("requested_at")) == (
-        b.get("kind"),
-        b.get("subject_id"),
-        b.get("requested_at"),
-    )
+    return _identity(a) == _identity(b) and a.get("state") == b.get("state")
+
+
+def _purged(entry: dict[str, Any]) -> bool:
+    return entry.get("state") is None
 
 
 def append(settings: Settings, entry: dict[str, Any]) -> bool:
@@ -98,20 +104,77 @@ def erased_keys(settings: Settings) -> set[str]:
     return {key for entry in entries(settings) for key in entry.get("keys") or []}
 
 
-async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
-    """Erase again everyone the ledger names (after a restore); returns how many entries.
+def _marker(settings: Settings) -> Path:
+    return ledger_path(settings).parent / "reapply-pending"
 
-    Each is purged with fresh progress (the restored rows are found anew), and its deletion
-    record is made to say "done" whatever state the restored database had for it.
+
+def reapply_pending(settings: Settings) -> bool:
+    """A restore's re-application did not finish: the daily purge runs it first."""
+    return _marker(settings).exists()
+
+
+async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
+    """Erase again everyone the ledger names (after a restore), and make pending again every
+    request still open when it was made; returns how many entries were acted on.
+
+    A marker file stands while this runs: if it fails (the restore then fails too), the
+    next daily purge runs it again before anything else.
     """
     from appliance.db.engine import configure, engine
-    from appliance.privacy.purge import purge_subject
-    from appliance.privacy.tables import ErasureRequest as ErasureRow
 
     if not engine().config.get("dsn"):
         configure(settings.database.url)  # `appliance restore` runs without the ORM set up
+    marker = _marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    done = await _reapply_purged(settings, store, now)
+    done += await _reopen_requests(settings)
+    marker.unlink(missing_ok=True)
+    return done
+
+
+async def _reopen_requests(settings: Settings) -> int:
+    """A request made after the restored point was taken and neither purged nor cancelled
+    since: the restored database has no trace of it, so it is made again, with its original
+    time (hence its original purge date)."""
+    from appliance.errors import Conflict, NotFound
+    from appliance.privacy.erasure import request_erasure
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
 
     found = entries(settings)
+    settled = {_identity(e) for e in found if e.get("state") != "requested"}
+    reopened = 0
+    for entry in found:
+        if entry.get("state") != "requested" or _identity(entry) in settled:
+            continue
+        requested_at = dt.datetime.fromisoformat(entry["requested_at"])
+        same = (ErasureRow.kind == entry["kind"]) & (ErasureRow.requested_at == requested_at)
+        if await ErasureRow.exists().where(same).run():
+            continue
+        try:
+            await request_erasure(
+                settings,
+                kind=entry["kind"],
+                subject_id=entry["subject_id"],
+                actor="erasure ledger",
+                source="staff",
+                now=requested_at,
+                actor_id=entry.get("keep_staff"),
+                from_ledger=True,
+            )
+        except (Conflict, NotFound):
+            continue  # not in the restored point (nothing to erase) or already requested
+        reopened += 1
+    return reopened
+
+
+async def _reapply_purged(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
+    """Each purged entry again with fresh progress (the restored rows are found anew); its
+    deletion record is made to say "done" whatever state the restored database had for it."""
+    from appliance.privacy.purge import purge_subject
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    found = [entry for entry in entries(settings) if _purged(entry)]
     for entry in found:
         await _advance_sequences(entry.get("sequences") or {})
         progress = await purge_subject(
@@ -241,7 +304,11 @@ async def merge_from_repository(settings: Settings, restic: Restic) -> int:
 
 
 def _subject_keys(settings: Settings, kind: str, subject_id: int | None) -> list[str]:
-    matching = [e for e in entries(settings) if e["kind"] == kind and e["subject_id"] == subject_id]
+    matching = [
+        e
+        for e in entries(settings)
+        if _purged(e) and e["kind"] == kind and e["subject_id"] == subject_id
+    ]
     if not matching:
         who = "the studio" if kind == "studio" else f"{kind} {subject_id}"
         raise InvalidInput(f"{who} is not in the erasure ledger: only purged people are cut out")

@@ -506,6 +506,9 @@ async def purge_due(settings: Settings, store: ObjectStore, now: dt.datetime) ->
         .order_by(ErasureRow.id)
         .run()
     )
+    if ledger.reapply_pending(settings):
+        # A restore whose re-application of the ledger failed: erase those people first.
+        await ledger.reapply(settings, store, now)
     finished = 0
     for row in due:
         if await purge_request(settings, store, row["id"], now):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from litestar import Litestar
 
 from appliance.config import Settings
 from appliance.galleries.tables import Photo
-from appliance.privacy import erasure, purge
+from appliance.privacy import erasure, ledger, purge
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
@@ -18,6 +19,7 @@ from tests.integration.flows import Admin
 from tests.integration.test_erasure import _anna_and_ben, _erase_and_wait, _store_traces
 
 fresh_ledger = test_erasure.fresh_ledger  # the fixture: no erasure leaks into other tests
+backup_settings = test_erasure.backup_settings  # the fixture: a repository of the test's own
 
 
 class WorkerDies(Exception):
@@ -80,3 +82,33 @@ async def test_a_purge_killed_half_way_finishes_on_the_next_run(
         ]
     )
     assert await purge.purge_due(settings, store, clock()) == 0  # nothing left to do
+
+
+async def test_a_restore_whose_erasures_fail_reapplies_them_at_the_next_purge(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """The worker dies while the restore erases Anna again: the restore fails and leaves a
+    marker; the next daily purge re-applies the ledger first and records her erasure."""
+    from appliance.backups.restore import restore
+    from appliance.clients.tables import Client
+
+    anna = await _anna_and_ben(client, app, admin, clock)
+    store = app.state.store
+    target, point = await test_erasure._backed_up(backup_settings, store, clock)
+    await test_erasure._erase_and_purge(backup_settings, store, clock, anna.client_id)
+
+    with pytest.raises(WorkerDies):
+        await restore(backup_settings, DyingStore(store, lives=0), target, point)  # type: ignore[arg-type]
+    assert ledger.reapply_pending(backup_settings)
+    assert await ErasureRow.count().run() == 0  # the restored point predates the request
+
+    await purge.purge_due(backup_settings, store, clock())
+    assert not ledger.reapply_pending(backup_settings)
+    assert await Client.count().where(Client.id == anna.client_id).run() == 0
+    assert await _store_traces(store, anna.keys, anna.contents) == []
+    records = await ErasureRow.select(ErasureRow.subject_id, ErasureRow.state).run()
+    assert records == [{"subject_id": anna.client_id, "state": "done"}]

@@ -8,13 +8,15 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
 
-from appliance.backups.repositories import configured, primary
+from appliance.backups.points import Point
+from appliance.backups.repositories import Target, configured, primary
 from appliance.backups.restore import choose_point, restore
 from appliance.backups.service import do_backup
 from appliance.clients.tables import Client
@@ -86,6 +88,15 @@ async def _anna_and_ben(
     ).run()
     contents = [await _object_bytes(store, key) for key in keys]
     return Erased(client_id=anna["client"], link=link, keys=keys, contents=contents)
+
+
+async def _backed_up(
+    settings: Settings, store: ObjectStore, clock: FakeClock
+) -> tuple[Target, Point]:
+    """A backup now, and its recovery point in the primary repository."""
+    await do_backup(settings, store, clock)
+    target = primary(configured(settings))
+    return target, await choose_point(settings, target, None)
 
 
 async def _erase_and_wait(
@@ -223,7 +234,7 @@ async def test_a_purged_client_leaves_no_trace_in_any_table_object_or_mirror_cop
     assert done.counts["share_link"] == 1
     assert done.counts["outbox_message"] == 3  # hers, the favourites to staff, the receipt
     assert done.counts["objects"] == len(set(anna.keys))  # a mirror copy is not a second one
-    entry = ledger.entries(backup_settings)[0]
+    entry = _purge_entry(backup_settings)
     assert entry["subject_id"] == anna.client_id
     assert set(entry["keys"]) >= set(anna.keys)
     assert ANNA["email"] not in ledger.ledger_path(backup_settings).read_text()
@@ -241,9 +252,7 @@ async def test_restoring_a_point_from_before_the_erasure_erases_the_client_again
     copied into the repository) erases her again, her photos are not written back, Ben stays."""
     anna = await _anna_and_ben(client, app, admin, clock)
     store = app.state.store
-    await do_backup(backup_settings, store, clock)
-    target = primary(configured(backup_settings))
-    point = await choose_point(backup_settings, target, None)
+    target, point = await _backed_up(backup_settings, store, clock)
 
     await _erase_and_purge(backup_settings, store, clock, anna.client_id)
     assert await ledger.copy_to_repositories(backup_settings) == ["primary"]
@@ -261,7 +270,7 @@ async def test_restoring_a_point_from_before_the_erasure_erases_the_client_again
         ("client", anna.client_id, "done")
     ]
     assert json.loads(records[0]["progress"])["counts"]["client"] == 1
-    entry = ledger.entries(backup_settings)[0]
+    entry = _purge_entry(backup_settings)
     assert entry["subject_id"] == anna.client_id
     assert entry["sequences"]["client_id_seq"] >= anna.client_id
 
@@ -297,7 +306,9 @@ async def test_a_second_request_is_the_same_request_and_cancelling_gives_the_lin
     assert await ErasureRow.count().run() == 1
     from appliance.audit.service import Actor
 
-    cancelled = await erasure.cancel_erasure(first.id, actor=Actor(id=1, name="owner"), now=clock())
+    cancelled = await erasure.cancel_erasure(
+        settings, first.id, actor=Actor(id=1, name="owner"), now=clock()
+    )
     assert cancelled.state == "cancelled"
     assert not await erasure.is_erased("client", anna.client_id)
     async with visitor(app) as browser:
@@ -317,7 +328,9 @@ async def test_a_second_request_is_the_same_request_and_cancelling_gives_the_lin
     from appliance.errors import Conflict
 
     with pytest.raises(Conflict):
-        await erasure.cancel_erasure(again.id, actor=Actor(id=1, name="owner"), now=clock())
+        await erasure.cancel_erasure(
+            settings, again.id, actor=Actor(id=1, name="owner"), now=clock()
+        )
 
 
 async def test_erasing_a_client_that_does_not_exist_or_of_the_wrong_kind_is_refused(
@@ -728,3 +741,51 @@ async def test_a_purge_another_run_is_carrying_out_is_skipped(
         await other.close()
     assert await purge.purge_due(settings, app.state.store, clock()) == 1
     assert await Client.count().where(Client.id == anna.client_id).run() == 0
+
+
+async def test_restoring_a_point_from_before_a_pending_request_keeps_the_request(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    backup_settings: Settings,
+) -> None:
+    """A request still in its grace period when an older point is restored is made again
+    from the ledger, with its original purge date; a cancelled one is not."""
+    anna = await _anna_and_ben(client, app, admin, clock)
+    store = app.state.store
+    target, point = await _backed_up(backup_settings, store, clock)
+    request = await erasure.request_erasure(
+        backup_settings,
+        kind="client",
+        subject_id=anna.client_id,
+        actor="owner",
+        source="staff",
+        now=clock(),
+    )
+
+    await restore(backup_settings, store, target, point)
+
+    rows = await ErasureRow.select().run()
+    assert [(r["kind"], r["subject_id"], r["state"]) for r in rows] == [
+        ("client", anna.client_id, "pending")
+    ]
+    assert rows[0]["purge_after"] == request.purge_after
+    async with visitor(app) as browser:
+        assert (await browser.get(anna.link)).status_code in (403, 404, 410)
+
+    from appliance.audit.service import Actor
+
+    await erasure.cancel_erasure(
+        backup_settings, rows[0]["id"], actor=Actor(id=None, name="owner"), now=clock()
+    )
+    await restore(backup_settings, store, target, point)
+    assert await ErasureRow.count().run() == 0
+    assert not await erasure.is_erased("client", anna.client_id)
+
+
+def _purge_entry(settings: Settings) -> dict[str, Any]:
+    """The ledger's line of the purge (the request's own line comes first)."""
+    purged = [e for e in ledger.entries(settings) if e.get("state") is None]
+    assert len(purged) == 1, ledger.entries(settings)
+    return purged[0]
