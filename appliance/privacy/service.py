@@ -20,6 +20,7 @@ from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.localtime import clean_zone, format_duration, format_utc, parse_local_time
+from appliance.notify.admins import AdminNotice, Recipients, admin_recipients, tell_admins
 from appliance.privacy.tables import (
     AffectedPerson,
     SecurityIncident,
@@ -41,11 +42,9 @@ __all__ = [
     "Countdown",
     "Incident",
     "IncidentInput",
-    "Recipients",
     "check_deadlines",
     "countdown",
     "create_incident",
-    "deadline_recipients",
     "get_incident",
     "list_changes",
     "list_incidents",
@@ -549,34 +548,6 @@ def _alert_text(incident: Incident, hours: int, now: dt.datetime) -> tuple[str, 
     return title, body
 
 
-class Recipients(msgspec.Struct, frozen=True):
-    """Who the deadline alerts reach: the alert channels, or else the active admins' addresses."""
-
-    channels: int
-    admins: tuple[tuple[int, str], ...]
-
-    @property
-    def nobody(self) -> bool:
-        return not self.channels and not self.admins
-
-
-async def deadline_recipients(settings: Settings) -> Recipients:
-    """The alert channels when there are any; else the active admins with an e-mail address."""
-    from appliance.accounts import service as accounts
-    from appliance.notify.delivery import alert_urls
-    from appliance.notify.messages import channel_keys
-
-    channels = len(await channel_keys(await alert_urls(settings)))
-    if channels:
-        return Recipients(channels, ())
-    admins = tuple(
-        (member.id, member.email)
-        for member in await accounts.list_members()
-        if member.is_admin and member.is_active and member.email
-    )
-    return Recipients(0, admins)
-
-
 def _mail_context(incident: Incident, hours: int, now: dt.datetime) -> dict[str, Any]:
     # Like the alert: the incident by number and kind, never its title or description.
     deadline = incident.detected_at + DEADLINE
@@ -596,34 +567,17 @@ async def _queue_deadline(
     settings: Settings, to: Recipients, incident: Incident, hours: int, now: dt.datetime
 ) -> int:
     """The alert on every channel, or else one e-mail to each admin; the messages queued."""
-    from appliance.notify.delivery import alert_urls
-    from appliance.notify.messages import queue_alert, queue_email
-
-    key = f"security-deadline:{incident.id}:{hours}"
-    if to.channels:
-        title, body = _alert_text(incident, hours, now)
-        return await queue_alert(
-            title,
-            body,
-            severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
-            source="privacy",
-            now=now,
-            config_urls=await alert_urls(settings),
-            dedupe_key=key,
-        )
-    queued = 0
-    for admin_id, email in to.admins:
-        outbox_id = await queue_email(
-            to=email,
-            template="security_deadline",
-            context=_mail_context(incident, hours, now),
-            language=settings.notify.language,
-            source="privacy",
-            now=now,
-            dedupe_key=f"{key}:admin:{admin_id}",
-        )
-        queued += outbox_id is not None
-    return queued
+    title, body = _alert_text(incident, hours, now)
+    notice = AdminNotice(
+        title=title,
+        body=body,
+        severity="failure" if hours >= ALERT_HOURS[-1] else "warning",
+        template="security_deadline",
+        context=_mail_context(incident, hours, now),
+        source="privacy",
+        dedupe_key=f"security-deadline:{incident.id}:{hours}",
+    )
+    return await tell_admins(settings, to, notice, now)
 
 
 async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
@@ -653,7 +607,7 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
     ]
     if not due:
         return 0
-    to = await deadline_recipients(settings)
+    to = await admin_recipients(settings)
     if to.nobody:
         log.warning(
             "%d security-incident deadline alerts are due, but there is no alert channel and "

@@ -12,6 +12,7 @@ from litestar.params import FromPath, QueryParameter
 from appliance.config import Settings
 from appliance.errors import ApplianceError, InvalidInput
 from appliance.localtime import format_local, local_input
+from appliance.notify.admins import admin_recipients
 from appliance.privacy import authority, decision, people, report, service
 from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
@@ -190,7 +191,7 @@ class SecurityIncidentController(Controller):
 
     async def _unreachable(self, request: AnyRequest) -> bool:
         """True when deadline alerts would reach nobody: no channel, no admin with an address."""
-        return (await service.deadline_recipients(request.app.state.settings)).nobody
+        return (await admin_recipients(request.app.state.settings)).nobody
 
     @get("/", name="security_incidents")
     async def index(self, request: AnyRequest) -> Response[Any]:

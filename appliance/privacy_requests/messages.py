@@ -14,8 +14,9 @@ from appliance.clients import service as clients
 from appliance.config import Settings
 from appliance.errors import NotFound
 from appliance.localtime import format_duration, format_local
+from appliance.notify.admins import AdminNotice, admin_recipients, tell_admins
 from appliance.notify.languages import language_for
-from appliance.notify.messages import Severity, queue_alert, queue_email
+from appliance.notify.messages import Severity, queue_email
 from appliance.setup import service as studio
 
 if TYPE_CHECKING:
@@ -74,36 +75,19 @@ async def tell_staff(
 ) -> int:
     """A new request (``received``), its deadline near (``soon``) or passed (``overdue``): on
     every alert channel, or else by e-mail to each active admin. The messages queued."""
-    from appliance.notify.delivery import alert_urls
-    from appliance.privacy.service import deadline_recipients
-
-    to = await deadline_recipients(settings)
+    to = await admin_recipients(settings)
     context = _staff_context(request, event, now)
-    key = f"privacy-request:{request.id}:{event}:{request.deadline_at.isoformat()}"
-    if to.channels:
-        title, body = _alert_text(context)
-        return await queue_alert(
-            title,
-            body,
-            severity=_SEVERITY[event],
-            source="privacy_requests",
-            now=now,
-            config_urls=await alert_urls(settings),
-            dedupe_key=key,
-        )
-    queued = 0
-    for admin_id, email in to.admins:
-        outbox_id = await queue_email(
-            to=email,
-            template="privacy_request_staff",
-            context=context,
-            language=settings.notify.language,
-            source="privacy_requests",
-            now=now,
-            dedupe_key=f"{key}:admin:{admin_id}",
-        )
-        queued += outbox_id is not None
-    return queued
+    title, body = _alert_text(context)
+    notice = AdminNotice(
+        title=title,
+        body=body,
+        severity=_SEVERITY[event],
+        template="privacy_request_staff",
+        context=context,
+        source="privacy_requests",
+        dedupe_key=f"privacy-request:{request.id}:{event}:{request.deadline_at.isoformat()}",
+    )
+    return await tell_admins(settings, to, notice, now)
 
 
 async def tell_client(

@@ -220,7 +220,7 @@ class PrivacyRequestAdminController(Controller):
 
     @get("/", name="privacy_requests")
     async def index(self, request: AnyRequest) -> Response[Any]:
-        from appliance.privacy.service import deadline_recipients
+        from appliance.notify.admins import admin_recipients
 
         await service.settle_copies(request.app.state.settings, request.app.state.clock())
         open_requests = await service.list_requests(open_only=True)
@@ -235,7 +235,7 @@ class PrivacyRequestAdminController(Controller):
                 "answered": answered,
                 "names": {key: value.name for key, value in names.items()},
                 "timers": {r.id: service.countdown(r, now) for r in open_requests},
-                "unreachable": (await deadline_recipients(request.app.state.settings)).nobody,
+                "unreachable": (await admin_recipients(request.app.state.settings)).nobody,
             },
             headers=NO_STORE,
         )
