@@ -4,17 +4,21 @@ Each entry stores the hash of its predecessor and a hash over all of its own fie
 that is altered no longer matches its hash, and one that is removed breaks the link of the entry
 after it (and leaves a hole in ``seq``).
 
-Entries of hash version 2 hash the SHA-256 of their actor, target, address and details rather
-than the values: :func:`erase_person` can blank those (a staff member's name, address, e-mail)
-when the person is erased, and the chain still verifies. An entry not erased must still match
-its digests, so altering a value is caught as before.
+Entries of hash version 2 and 3 hash digests of their actor, target, address and details
+rather than the values: :func:`erase_person` can blank those (a staff member's name, address,
+e-mail) when the person is erased, and the chain still verifies. An entry not erased must still
+match its digests, so altering a value is caught as before. Version 2 digests are plain SHA-256,
+which a short value (an IPv4 address) gives away to brute force; version 3 digests are keyed by
+a random salt of the entry's own, nulled with the values, so what stays cannot be guessed back.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import secrets
 from typing import Any
 
 import msgspec
@@ -39,9 +43,11 @@ GENESIS_HASH = "0" * 64
 # processes never chain onto the same predecessor.
 _APPEND_LOCK_ID = 0x61756469740A
 _VERIFY_BATCH = 1000
-HASH_VERSION = 2
+HASH_VERSION = 3
 ERASED = "erased"  # what an erased actor and target read afterwards
 _ERASABLE = ("actor", "target", "address", "details")
+_BLANK = {"actor": ERASED, "target": ERASED, "address": "", "details": "{}"}
+_SALT_BYTES = 32
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -109,39 +115,56 @@ def _entry_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+def _digest(value: str, salt: str | None = None) -> str:
+    """Plain SHA-256 for version 2; HMAC-SHA256 keyed by the entry's salt for version 3."""
+    if salt is None:
+        return hashlib.sha256(value.encode()).hexdigest()
+    return hmac.new(bytes.fromhex(salt), value.encode(), hashlib.sha256).hexdigest()
 
 
-def _hash_v2(fields: dict[str, Any], digests: dict[str, str]) -> str:
-    """Version 2: the erasable fields enter the hash as their digests, marked as such."""
+def _hash_digests(fields: dict[str, Any], digests: dict[str, str], version: int) -> str:
+    """Versions 2 and 3: the erasable fields enter the hash as their digests, marked as such."""
+    mark = "sha256" if version == 2 else "hmac-sha256"
     return _entry_hash(
         **{
             **fields,
-            **{name: f"sha256:{digests[name]}" for name in _ERASABLE},
+            **{name: f"{mark}:{digests[name]}" for name in _ERASABLE},
         }
     )
 
 
 def _row_hash(row: dict[str, Any]) -> tuple[str, str | None]:
-    """The hash a stored row should have, and a problem found before hashing (a value that no
-    longer matches its digest, in an entry not erased)."""
+    """The hash a stored row should have, and a problem found before hashing.
+
+    An entry not erased must match its digests. An erased one (``erased_at`` set) always has
+    actor and address blanked; its target and details may be kept (an entry made *by* an erased
+    staff member keeps what it was about). Its hash is then checked over the stored digests,
+    never recomputed from the values: a version 2 entry's kept values must still match their
+    digests, a version 3 entry's cannot be checked any more because its salt is gone.
+    """
     fields = {key: row[key] for key in _HASHED}
-    if row.get("hash_version", 1) < HASH_VERSION:
+    version = row.get("hash_version", 1)
+    if version < 2:  # version 1 hashes the values
         return _entry_hash(**fields), None
     digests = {name: row[f"{name}_digest"] for name in _ERASABLE}
+    salt = row.get("salt")
     if row["erased_at"] is None:
-        changed = [name for name in _ERASABLE if _digest(row[name]) != digests[name]]
+        if version >= 3 and salt is None:
+            return "", "its salt is missing"
+        changed = [name for name in _ERASABLE if _digest(row[name], salt) != digests[name]]
         if changed:
             return "", f"its {changed[0]} was altered"
-    elif (row["actor"], row["target"], row["address"], row["details"]) != (
-        ERASED,
-        ERASED,
-        "",
-        "{}",
-    ):
+    elif (row["actor"], row["address"]) != (ERASED, "") or salt is not None:
         return "", "an erased entry holds values again"
-    return _hash_v2(fields, digests), None
+    elif version == 2:  # unsalted: kept values can still be checked
+        changed = [
+            name
+            for name in ("target", "details")
+            if row[name] != _BLANK[name] and _digest(row[name]) != digests[name]
+        ]
+        if changed:
+            return "", f"its {changed[0]} was altered"
+    return _hash_digests(fields, digests, version), None
 
 
 _HASHED = (
@@ -197,12 +220,14 @@ async def record(
             "details": body,
             "prev_hash": prev_hash,
         }
-        digests = {name: _digest(fields[name]) for name in _ERASABLE}
+        salt = secrets.token_hex(_SALT_BYTES)
+        digests = {name: _digest(fields[name], salt) for name in _ERASABLE}
         await AuditEntry.insert(
             AuditEntry(
                 **fields,
-                entry_hash=_hash_v2(fields, digests),
+                entry_hash=_hash_digests(fields, digests, HASH_VERSION),
                 hash_version=HASH_VERSION,
+                salt=salt,
                 actor_digest=digests["actor"],
                 target_digest=digests["target"],
                 address_digest=digests["address"],
@@ -212,35 +237,60 @@ async def record(
     return seq
 
 
-async def erase_person(*, actor_id: int | None, targets: list[str], now: dt.datetime) -> int:
-    """Blank actor, target, address and details of every version 2 entry made by
-    ``actor_id`` or about one of ``targets`` (e.g. ``user:carla``); returns how many.
+async def erase_person(
+    *,
+    actor_id: int | None,
+    targets: list[str],
+    now: dt.datetime,
+    mentions: list[str] | None = None,
+) -> int:
+    """Erase a person from every entry of version 2 or later; returns how many entries changed.
 
-    The entries themselves stay, with their action, outcome and time: the log still shows
-    that something was done, no longer by or to whom. Version 1 entries cannot be erased
-    without breaking the chain and keep their values.
+    Entries about one of ``targets`` (e.g. ``user:carla``, ``client:7``) lose actor, target,
+    address and details. Entries made by ``actor_id`` lose the actor's name and address only:
+    what they did stays with its target (a client's trail of who opened their record), and their
+    details go only when they name the person (one of ``mentions``, case-insensitive). The salt
+    goes with the first erasure, so a kept digest cannot be guessed back.
+
+    The entries themselves stay, with their action, outcome and time. Version 1 entries
+    cannot be erased without breaking the chain and keep their values.
     """
-    about = AuditEntry.target.is_in(targets) if targets else AuditEntry.id < 0
-    by = AuditEntry.actor_id == actor_id if actor_id is not None else AuditEntry.id < 0
-    rows = (
-        await AuditEntry.update(
-            {
-                AuditEntry.actor: ERASED,
-                AuditEntry.target: ERASED,
-                AuditEntry.address: "",
-                AuditEntry.details: "{}",
-                AuditEntry.erased_at: now,
-            }
+    # Each field only ever moves towards its blank value, so an entry made by one erased
+    # person and about another is erased by both purges, in either order.
+    erased = 0
+    if targets:
+        rows = await AuditEntry.raw(
+            "UPDATE audit_entry SET actor = {}, target = {}, address = '', details = {},"
+            " salt = NULL, erased_at = coalesce(erased_at, {})"
+            " WHERE hash_version >= 2 AND target = ANY({}) RETURNING id",
+            ERASED,
+            ERASED,
+            _BLANK["details"],
+            now,
+            targets,
         )
-        .where(
-            (AuditEntry.hash_version == HASH_VERSION)
-            & AuditEntry.erased_at.is_null()
-            & (about | by)
+        erased += len(rows)
+    if actor_id is not None:
+        rows = await AuditEntry.raw(
+            "UPDATE audit_entry SET actor = {}, address = '', salt = NULL,"
+            " erased_at = coalesce(erased_at, {}),"
+            " details = CASE WHEN EXISTS (SELECT 1 FROM unnest({}::text[]) AS m"
+            "  WHERE strpos(lower(details), lower(m)) > 0) THEN {} ELSE details END"
+            " WHERE hash_version >= 2 AND actor_id = {}"
+            " AND (actor <> {} OR address <> '' OR salt IS NOT NULL"
+            "  OR EXISTS (SELECT 1 FROM unnest({}::text[]) AS m"
+            "   WHERE strpos(lower(details), lower(m)) > 0))"
+            " RETURNING id",
+            ERASED,
+            now,
+            [m for m in mentions or [] if m],
+            _BLANK["details"],
+            actor_id,
+            ERASED,
+            [m for m in mentions or [] if m],
         )
-        .returning(AuditEntry.id)
-        .run()
-    )
-    return len(rows)
+        erased += len(rows)
+    return erased
 
 
 async def verify_chain() -> ChainReport:

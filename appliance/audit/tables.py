@@ -13,7 +13,7 @@ class AuditEntry(Table, tablename="audit_entry"):
 
     ``seq`` has no gaps (assigned under a lock), so a removed entry shows as a hole as well as a
     broken link. A database trigger refuses UPDATE, DELETE and TRUNCATE, except the erasure
-    of a version 2 entry's actor, target, address and details.
+    of a version 2 or 3 entry's actor, target, address, details and salt.
     """
 
     id: Serial  # added by Piccolo; declared for the type checker
@@ -30,12 +30,14 @@ class AuditEntry(Table, tablename="audit_entry"):
     prev_hash = Varchar(length=64)
     entry_hash = Varchar(length=64)
     # Version 2 hashes the SHA-256 of actor, target, address and details instead of the
-    # values, so an erasure (GDPR Art. 17) can blank those four and the chain still verifies;
-    # the database allows only that one change, once (``erased_at``). Version 1 entries hash
-    # the values themselves.
+    # values, so an erasure (GDPR Art. 17) can blank those and the chain still verifies; the
+    # database allows only that change, each field only towards blank (``erased_at`` marks
+    # it). Version 3 keys those digests with ``salt`` (random, per entry), nulled at erasure so
+    # a digest left behind cannot be brute-forced. Version 1 entries hash the values themselves.
     hash_version = Integer(default=1)
     actor_digest = Varchar(length=64, default="")
     target_digest = Varchar(length=64, default="")
     address_digest = Varchar(length=64, default="")
     details_digest = Varchar(length=64, default="")
     erased_at = Timestamptz(null=True, default=None)
+    salt = Varchar(length=64, null=True, default=None)

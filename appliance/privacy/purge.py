@@ -12,8 +12,9 @@ in the request's ``progress`` so a purge killed half-way finishes on the next ru
 4. ``objects``: the objects in the store, and their copies in the backup mirror;
 5. ``exports``: the person's exports;
 6. ``outbox``: messages to their addresses;
-7. ``audit``: audit entries by or about a staff member (their name, address, e-mail) are
-   blanked; the hash chain still verifies (:func:`appliance.audit.service.erase_person`).
+7. ``audit``: audit entries about a person are blanked, entries made by a staff member lose
+   their name and address (what they were about stays); the hash chain still verifies
+   (:func:`appliance.audit.service.erase_person`).
 """
 
 from __future__ import annotations
@@ -345,8 +346,11 @@ async def _erase_audit(progress: dict[str, Any], now: dt.datetime) -> int:
     targets += [f"email:{address}" for address in progress.get("emails", [])]
     targets += progress.get("about", [])  # a client's requests, made from their address
     erased = await erase_person(actor_id=None, targets=targets, now=now)
+    # What a staff member did stays with its target (a client's access trail); their name and
+    # address go, and details only where they name them.
+    mentions = list(progress.get("usernames", [])) + list(progress.get("emails", []))
     for staff_id in progress.get("staff", []):
-        erased += await erase_person(actor_id=staff_id, targets=[], now=now)
+        erased += await erase_person(actor_id=staff_id, targets=[], now=now, mentions=mentions)
     return erased
 
 

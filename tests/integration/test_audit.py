@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import os
 import subprocess
 import sys
@@ -177,3 +179,144 @@ async def test_admin_sees_the_log_and_bad_paging_is_refused(
     assert page.text.index("login") < page.text.index("setup.complete")
     bad = await client.get("/admin/audit?before=-5")
     assert bad.status_code == 400 and "Traceback" not in bad.text
+
+
+async def _entries(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch("SELECT * FROM audit_entry ORDER BY seq"))
+    finally:
+        await conn.close()
+
+
+async def _append_version_2(actor: str, target: str, address: str) -> None:
+    """An entry as the appliance wrote them before salts: unsalted SHA-256 digests."""
+    from appliance.audit.tables import AuditEntry
+
+    last = await AuditEntry.select().order_by(AuditEntry.seq, ascending=False).first().run()
+    fields = {
+        "seq": last["seq"] + 1 if last else 1,
+        "at": dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        "actor_id": 7,
+        "actor": actor,
+        "action": "client.view",
+        "outcome": "success",
+        "target": target,
+        "address": address,
+        "details": "{}",
+        "prev_hash": last["entry_hash"] if last else audit.GENESIS_HASH,
+    }
+    digests = {name: hashlib.sha256(fields[name].encode()).hexdigest() for name in _FOUR}
+    entry_hash = audit._entry_hash(
+        **{**fields, **{name: f"sha256:{digests[name]}" for name in _FOUR}}
+    )
+    await AuditEntry.insert(
+        AuditEntry(
+            **fields,
+            entry_hash=entry_hash,
+            hash_version=2,
+            **{f"{name}_digest": digests[name] for name in _FOUR},
+        )
+    ).run()
+
+
+_FOUR = ("actor", "target", "address", "details")
+
+
+async def test_salted_digests_cannot_be_guessed_back_after_erasure(
+    clean_db: None, database_url: str
+) -> None:
+    """Two entries with the same values get different digests; after erasure the salt is gone,
+    and the SHA-256 of the address alone is not the digest that stays."""
+    for _ in range(2):
+        await audit.record(
+            "client.view", actor=Actor(id=3, name="dora"), target="client:1", address="192.0.2.9"
+        )
+    first, second = await _entries(database_url)
+    assert first["hash_version"] == second["hash_version"] == 3
+    assert first["address_digest"] != second["address_digest"]
+    assert first["actor_digest"] != second["actor_digest"]
+    assert len(first["salt"]) == 64 and first["salt"] != second["salt"]
+
+    assert await audit.erase_person(actor_id=3, targets=[], now=dt.datetime.now(dt.UTC)) == 2
+    for row in await _entries(database_url):
+        assert row["salt"] is None and row["erased_at"] is not None
+        assert (row["actor"], row["address"], row["target"]) == ("erased", "", "client:1")
+        assert hashlib.sha256(b"192.0.2.9").hexdigest() != row["address_digest"]
+        assert hashlib.sha256(b"dora").hexdigest() != row["actor_digest"]
+    assert (await audit.verify_chain()).intact
+
+
+async def test_erasing_version_2_and_3_entries_keeps_the_chain_verifiable(
+    clean_db: None, database_url: str, settings: Settings
+) -> None:
+    """Entries from before salts and salted ones, erased by and about a person, still verify
+    with `appliance audit verify`; a kept target of an unsalted entry is still checked."""
+    await _append_version_2("carla", "client:1", "192.0.2.1")
+    await _append_version_2("owner", "user:carla", "192.0.2.2")
+    await audit.record("client.view", actor=Actor(id=7, name="carla"), target="client:2")
+    await audit.record("user.update", actor=Actor(id=1, name="owner"), target="user:carla")
+    now = dt.datetime.now(dt.UTC)
+    assert await audit.erase_person(actor_id=None, targets=["user:carla"], now=now) == 2
+    assert await audit.erase_person(actor_id=7, targets=[], now=now) == 2
+    rows = await _entries(database_url)
+    assert [(r["actor"], r["target"]) for r in rows] == [
+        ("erased", "client:1"),
+        ("erased", "erased"),
+        ("erased", "client:2"),
+        ("erased", "erased"),
+    ]
+    verified = _verify_cli(settings)
+    assert verified.returncode == 0 and "intact: 4 entries" in verified.stdout, verified.stderr
+    await _tamper(database_url, "UPDATE audit_entry SET target = 'client:9' WHERE seq = 1")
+    report = await audit.verify_chain()
+    assert report.first_bad_seq == 1 and "target" in (report.problem or "")
+
+
+def _erasure_and(extra: str) -> str:
+    """The erasure's own UPDATE with ``extra`` assignments appended."""
+    erase = "actor = 'erased', address = '', salt = NULL, erased_at = now()"
+    return f"UPDATE audit_entry SET {erase}{extra}"  # noqa: S608 - only this file's constants
+
+
+async def test_the_trigger_lets_through_only_blanking_towards_erased(
+    clean_db: None, database_url: str
+) -> None:
+    """An erasure may blank actor, address, salt, target and details and set erased_at; any
+    other change, a kept salt, or a value put back after erasure is refused."""
+    await audit.record(
+        "client.view", actor=Actor(id=3, name="dora"), target="client:1", address="192.0.2.9"
+    )
+    refused = [
+        "UPDATE audit_entry SET action = 'x'",
+        _erasure_and(", action = 'client.edit'"),
+        _erasure_and(", actor_id = 4"),
+        _erasure_and(", entry_hash = repeat('0', 64)"),
+        _erasure_and(", address_digest = repeat('0', 64)"),
+        _erasure_and(", target = 'client:2'"),
+        _erasure_and(", details = '{\"a\":1}'"),
+        "UPDATE audit_entry SET actor = 'erased', address = '', erased_at = now()",
+        "UPDATE audit_entry SET actor = 'erased', salt = NULL, erased_at = now()",
+        "UPDATE audit_entry SET address = '', salt = NULL, erased_at = now()",
+        "UPDATE audit_entry SET actor = 'erased', address = '', salt = NULL",
+    ]
+    conn = await asyncpg.connect(database_url)
+    try:
+        for statement in refused:
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(statement)
+        await conn.execute(_erasure_and(""))
+        for statement in (
+            "UPDATE audit_entry SET actor = 'dora'",
+            "UPDATE audit_entry SET erased_at = now() + interval '1 day'",
+            "UPDATE audit_entry SET salt = repeat('a', 64)",
+            "UPDATE audit_entry SET erased_at = NULL",
+        ):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                await conn.execute(statement)
+        await conn.execute("UPDATE audit_entry SET target = 'erased'")  # a second erasure
+    finally:
+        await conn.close()
+    (row,) = await _entries(database_url)
+    assert (row["actor"], row["target"], row["salt"]) == ("erased", "erased", None)
+    assert (await audit.verify_chain()).intact

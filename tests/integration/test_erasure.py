@@ -444,6 +444,8 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     from appliance.accounts import service as accounts
     from appliance.accounts.tables import StaffSession, StaffUser
     from appliance.audit.service import Actor, verify_chain
+    from appliance.clients import service as clients
+    from appliance.clients.service import ClientDetails
     from tests.conftest import make_client
     from tests.integration.flows import sign_in
 
@@ -466,6 +468,13 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     async with make_client(app) as browser:
         first = await sign_in(browser, "carla", password)
         assert first.status_code == 303, first.text[-500:]
+        dora = await clients.create_client(
+            ClientDetails(name="Dora Lind", email="dora@example.org"),
+            actor=Actor(id=None, name="test"),
+            address="test",
+            now=clock(),
+        )
+        assert (await browser.get(f"/clients/{dora.id}")).status_code == 200
         assert await _audit_mentions(database_url, "carla") > 0
         assert await StaffSession.count().where(StaffSession.user == member.id).run() >= 1
 
@@ -511,6 +520,29 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     assert await _traces(database_url, ["carla"], -1) == []
     assert await _throttled(database_url, "carla") == 0
     assert (await verify_chain()).intact
+    await _views_stay_in_the_clients_trail(database_url, member.id, dora.id)
+
+
+async def _views_stay_in_the_clients_trail(
+    database_url: str, staff_id: int, client_id: int
+) -> None:
+    """What an erased staff member viewed stays in the client's access trail, without their
+    name, address or salt."""
+    from appliance.exports.service import access_log
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        views = await conn.fetch(
+            "SELECT actor, target, address, salt, erased_at FROM audit_entry"
+            " WHERE action = 'client.view' AND actor_id = $1",
+            staff_id,
+        )
+    finally:
+        await conn.close()
+    assert [tuple(row)[:4] for row in views] == [("erased", f"client:{client_id}", "", None)]
+    assert views[0]["erased_at"] is not None
+    trail = [(a.who, a.action, a.target) for a in await access_log(client_id, [])]
+    assert ("erased", "client.view", f"client:{client_id}") in trail
 
 
 async def _staff_leftovers(database_url: str, clock: FakeClock, username: str, email: str) -> None:
