@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Any
 
+import jinja2
+import jinja2.meta
 import pytest
 
 from appliance.errors import InvalidInput
 from appliance.notify import channels
-from appliance.notify.messages import config_channel_key, render_email
+from appliance.notify.messages import TEMPLATES, config_channel_key, render_email
 from appliance.notify.relay import RelayForm, is_address, relay_from_form
 from appliance.notify.smtp import Relay, TransportError, build_message, new_message_id
+from appliance.privacy_requests.messages import CLIENT_KINDS, _day, _staff_context
+from appliance.privacy_requests.service import RequestRecord
 
 STORED = Relay(
     host="mail.example.com", username="studio", password="stored-pass", mail_from="a@b.de"
@@ -102,6 +107,187 @@ def test_unknown_languages_fall_back_to_english() -> None:
         "test_message", "fr", {"studio": "Lumen", "sender": "x", "relay": "y"}
     )
     assert (language, subject) == ("en", "Test message from Lumen")
+
+
+ENGLISH_TEMPLATES = sorted(path.name for path in (TEMPLATES / "en").iterdir())
+
+
+def test_every_english_mail_template_has_a_german_twin() -> None:
+    """The German folder holds exactly the English folder's templates, so no e-mail silently
+    falls back to English for a German recipient."""
+    german = sorted(path.name for path in (TEMPLATES / "de").iterdir())
+    assert ENGLISH_TEMPLATES and german == ENGLISH_TEMPLATES
+
+
+@pytest.mark.parametrize("name", ENGLISH_TEMPLATES)
+def test_a_german_template_compiles_and_needs_nothing_the_english_one_lacks(name: str) -> None:
+    """Each German template parses, declares its language, and uses only variables its
+    English twin uses: its callers give both the same context, and a variable only the
+    German one reads would fail to render (StrictUndefined) for German recipients only."""
+    env = jinja2.Environment(autoescape=True)
+    english = env.parse((TEMPLATES / "en" / name).read_text(encoding="utf-8"))
+    german_source = (TEMPLATES / "de" / name).read_text(encoding="utf-8")
+    german = env.parse(german_source)
+    # Blocks are analysed on their own, so the macros a template defines at its top count as
+    # undeclared inside its blocks; they are not the caller's context.
+    own = {macro.name for macro in german.find_all(jinja2.nodes.Macro)}
+    wanted = jinja2.meta.find_undeclared_variables(german) - own
+    assert wanted <= jinja2.meta.find_undeclared_variables(english)
+    if name.endswith(".html"):
+        assert "{% block language %}de{% endblock %}" in german_source
+
+
+def privacy_request(**changes: Any) -> RequestRecord:
+    """Request #7 for a copy, received 2 February 2026 14:00 in Berlin, due 2 March 2026."""
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    values: dict[str, Any] = {
+        "id": 7,
+        "client_id": 3,
+        "kind": "copy",
+        "status": "open",
+        "received_at": dt.datetime(2026, 2, 2, 14, 0, tzinfo=berlin),
+        "timezone": "Europe/Berlin",
+        "deadline_at": dt.datetime(2026, 3, 3, 0, 0, tzinfo=berlin),
+        "extended_at": None,
+        "extended_by": "",
+        "extension_reason": "",
+        "alerted": 0,
+        "answered_at": None,
+        "answered_by": "",
+        "answer_note": "",
+        "export_id": None,
+        "erasure_id": None,
+        **changes,
+    }
+    return RequestRecord(**values)
+
+
+def client_context(event: str, kind: str, reason: str = "") -> dict[str, Any]:
+    """What tell_client gives the template, for request #7 of ``kind``."""
+    request = privacy_request(kind=kind)
+    return {
+        "event": event,
+        "name": "Anna Berg",
+        "studio": "Studio Lumen",
+        "studio_email": "hallo@lumen.example",
+        "kind": kind,
+        "asked_for": CLIENT_KINDS[kind],
+        "received": _day(request.received_on),
+        "due": _day(request.due_on),
+        "reason": reason,
+    }
+
+
+@pytest.mark.parametrize(
+    ("event", "kind", "subject", "says"),
+    [
+        (
+            "received",
+            "copy",
+            "Ihr Antrag auf eine Kopie Ihrer Daten ist bei uns eingegangen",
+            "am 2. Februar 2026 erhalten. Wir beantworten ihn spätestens bis zum 2. März 2026.",
+        ),
+        (
+            "extended",
+            "correction",
+            "Ihr Antrag auf Berichtigung Ihrer Daten: wir benötigen mehr Zeit",
+            "vom 2. Februar 2026 benötigen wir mehr Zeit",
+        ),
+        (
+            "refused",
+            "deletion",
+            "Ihr Antrag auf Löschung Ihrer Daten: unsere Antwort",
+            "bei einer Datenschutz-Aufsichtsbehörde Beschwerde einzulegen",
+        ),
+        (
+            "done",
+            "deletion",
+            "Ihr Antrag auf Löschung Ihrer Daten wurde umgesetzt",
+            "innerhalb von 30 Tagen nach Eingang Ihres Antrags endgültig gelöscht",
+        ),
+        (
+            "done",
+            "copy",
+            "Ihr Antrag auf eine Kopie Ihrer Daten wurde umgesetzt",
+            "den Link zum Herunterladen senden wir Ihnen gesondert",
+        ),
+    ],
+)
+def test_a_german_client_hears_about_their_privacy_request_in_german(
+    event: str, kind: str, subject: str, says: str
+) -> None:
+    """The client's e-mail names the request, its days (in German month names) and the
+    studio in German, with the reason they must be given, escaped in the HTML part."""
+    context = client_context(event, kind, reason="Rechnungen <10 Jahre> aufbewahren")
+    language, got_subject, text, html = render_email("privacy_request_client", "de", context)
+    assert (language, got_subject) == ("de", subject)
+    assert text.startswith("Guten Tag Anna Berg,") and says in text
+    assert "Bei Fragen schreiben Sie uns an hallo@lumen.example." in text
+    assert text.rstrip().endswith("Studio Lumen")
+    assert '<html lang="de">' in html and f"<title>{subject}</title>" in html
+    assert "Guten Tag Anna Berg," in html and "hallo@lumen.example" in html
+    if event in ("extended", "refused"):
+        assert "Begründung: Rechnungen <10 Jahre> aufbewahren" in text
+        assert "Begründung: Rechnungen &lt;10 Jahre&gt; aufbewahren" in html
+    else:
+        assert "Begründung" not in text and "Rechnungen" not in text
+    for english in ("Hello", "your", "February", "March"):
+        assert english not in text and english not in html
+
+
+@pytest.mark.parametrize(
+    ("event", "subject", "ending"),
+    [
+        (
+            "received",
+            "Datenschutzanfrage #7 eingegangen (Datenkopie): Antwort bis zum 2. März 2026"
+            " (Europe/Berlin)",
+            "also bis zum Ablauf des 2. März 2026 (Europe/Berlin).",
+        ),
+        (
+            "soon",
+            "Datenschutzanfrage #7 (Datenkopie) ist am 2. März 2026 (Europe/Berlin) fällig,"
+            " noch 5 Tage 0 h",
+            "also bis zum Ablauf des 2. März 2026 (Europe/Berlin); es bleiben noch 5 Tage 0 h.",
+        ),
+        (
+            "overdue",
+            "Datenschutzanfrage #7 (Datenkopie) ist überfällig: sie war am 2. März 2026"
+            " (Europe/Berlin) fällig",
+            "also bis zum Ablauf des 2. März 2026 (Europe/Berlin); dieser Tag ist verstrichen.",
+        ),
+    ],
+)
+def test_german_admins_hear_about_a_privacy_request_in_german(
+    event: str, subject: str, ending: str
+) -> None:
+    """The admins' e-mail, from the context the request's alerts are built from, names the
+    request, its kind, the deadline under Art. 12 Abs. 3 DSGVO and the time left in German."""
+    request = privacy_request()
+    now = request.deadline_at - dt.timedelta(days=5)
+    language, got_subject, text, html = render_email(
+        "privacy_request_staff", "de", _staff_context(request, event, now)
+    )
+    assert (language, got_subject) == ("de", subject)
+    assert "am 2026-02-02 14:00 CET (13:00 UTC) über einen Galerie-Link" in text
+    assert (
+        f"Art. 12 Abs. 3 DSGVO verlangt eine Antwort innerhalb eines Monats nach Eingang, {ending}"
+        in text
+    )
+    assert "Admin → Privacy requests" in text and "Art. 12 Abs. 3 DSGVO" in html
+    assert "<strong>2. März 2026 (Europe/Berlin)</strong>" in html
+    for english in ("Hello", "days", "March", "copy"):
+        assert english not in text and english not in html
+
+
+def test_an_extended_privacy_request_tells_german_admins_of_the_longer_deadline() -> None:
+    """After an extension the admins read that the month was extended by two more."""
+    request = privacy_request(extended_at=dt.datetime(2026, 2, 20, tzinfo=dt.UTC))
+    _, _, text, html = render_email(
+        "privacy_request_staff", "de", _staff_context(request, "received", request.received_at)
+    )
+    assert "nach Eingang (um weitere zwei Monate verlängert), also bis zum Ablauf" in text
+    assert "(um weitere zwei Monate verlängert)" in html
 
 
 def test_channel_urls_are_masked_and_their_keys_reveal_nothing() -> None:
