@@ -1,14 +1,22 @@
-"""The privacy policy a new appliance starts with, for admins to adapt before publishing.
+"""The privacy policy a new appliance starts with, for admins to adapt before publishing, in
+English and in German.
 
 It describes what this appliance does on the studio's own server: no hosting provider, no
 tracking, sub-processors only where the studio configured them. The text uses the light markup
 of :func:`appliance.policies.service.blocks`: ``# `` headings, ``- `` list items, blank lines
-between paragraphs.
+between paragraphs. The German text says the same as the English one, in the terms of the
+German version of the GDPR (DSGVO).
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_POLICY", "DEFAULT_SUMMARY"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "DEFAULT_POLICY_DE",
+    "DEFAULT_SUMMARY",
+    "DEFAULT_SUMMARY_DE",
+    "default_policy",
+]
 
 DEFAULT_SUMMARY = "The appliance's default text; the studio has not adapted it yet."
 
@@ -74,3 +82,87 @@ protection supervisory authority.
 When we change this policy we publish a new version here; earlier versions stay available on \
 this page.
 """
+
+DEFAULT_SUMMARY_DE = "Der Standardtext der Appliance; das Studio hat ihn noch nicht angepasst."
+
+DEFAULT_POLICY_DE = """\
+# Wer wir sind
+
+Diese Datenschutzerklärung erläutert, wie unser Studio personenbezogene Daten in dem System \
+verarbeitet, das wir für unsere Galerien, Kundinnen und Kunden sowie Buchungen nutzen. Das \
+System läuft auf einem Server, den das Studio selbst betreibt; verantwortlich für Ihre Daten \
+ist das Studio. Unsere Kontaktdaten finden Sie am Ende dieser Seite.
+
+# Welche Daten wir erheben
+
+- Von unseren Kundinnen und Kunden: Name, E-Mail-Adresse, Telefonnummer und Postanschrift, \
+soweit Sie sie uns mitteilen, Notizen zu Ihren Buchungen und die Fotos, die wir für Sie \
+aufnehmen.
+- Von Besucherinnen und Besuchern eines Galerie-Links: welche Fotos Sie auswählen oder \
+herunterladen sowie Zeitpunkt und IP-Adresse jedes Besuchs; diese speichern wir, um Ihre \
+Galerie vor Missbrauch zu schützen.
+- Von unseren Mitarbeitenden: Name, E-Mail-Adresse, Aufzeichnungen ihrer Anmeldungen und was \
+sie ändern, festgehalten in einem Prüfprotokoll, das niemand unbemerkt verändern kann.
+
+Wir setzen keine Werbung, kein Tracking und keine Analysewerkzeuge ein, und unsere Seiten laden \
+nichts von Servern anderer Unternehmen.
+
+# Wofür wir sie verwenden
+
+- Um die Fotos und Leistungen zu erbringen, die Sie gebucht haben, und um mit Ihnen darüber zu \
+sprechen.
+- Um das System sicher zu halten: Schutz der Anmeldung, Prüfprotokolle und Datensicherungen.
+- Um gesetzliche Pflichten zu erfüllen, etwa Rechnungen so lange aufzubewahren, wie es das \
+Gesetz verlangt.
+
+Wir verkaufen Ihre Daten nie und verwenden sie ausschließlich für den Betrieb unseres Studios.
+
+# Wer sie außerdem erhält
+
+Ihre Daten bleiben auf dem Server des Studios. Setzen wir einen Dienstleister ein, etwa für den \
+Versand von E-Mails oder um eine verschlüsselte Kopie unserer Datensicherungen an einem anderen \
+Ort aufzubewahren, ist er auf unserer Seite der Auftragsverarbeiter („Sub-processors“) \
+aufgeführt, mit seiner Aufgabe und dem Ort der Verarbeitung. Diese Dienstleister handeln \
+ausschließlich nach unseren Weisungen.
+
+# Wie lange wir sie speichern
+
+- Galerien und Kundendaten: solange wir zusammenarbeiten; danach werden sie auf Ihren Antrag \
+hin oder mit Ablauf der Galerie gelöscht.
+- Gelöschte Daten werden innerhalb von 30 Tagen aus unseren Systemen entfernt. Verschlüsselte \
+Datensicherungen werden nach und nach ersetzt und enthalten gelöschte Daten nur bis zum Ende \
+ihrer Aufbewahrungsfrist.
+- Anmelde- und Prüfprotokolle: so lange, wie sie nötig sind, um die ordnungsgemäße Nutzung des \
+Systems nachzuweisen.
+
+# Wie wir sie schützen
+
+- Jede Verbindung ist verschlüsselt (HTTPS).
+- Passwörter speichern wir nur als gesalzene Hashwerte; Administratorinnen und Administratoren \
+melden sich mit einem zweiten Faktor an.
+- Galerien sind nur über private Links erreichbar, die ablaufen oder widerrufen werden können.
+- Datensicherungen sind verschlüsselt, und ihre Wiederherstellung wird regelmäßig getestet.
+- Betrifft ein Sicherheitsvorfall Ihre Daten, melden wir ihn binnen 72 Stunden der \
+Aufsichtsbehörde und benachrichtigen Sie unverzüglich, wenn er ein Risiko für Sie mit sich \
+bringt.
+
+# Ihre Rechte
+
+Sie können jederzeit Auskunft über Ihre Daten und eine Kopie davon, ihre Berichtigung oder ihre \
+Löschung verlangen; außerdem können Sie einer Verarbeitung Ihrer Daten widersprechen oder die \
+Einschränkung der Verarbeitung verlangen. Über jeden Galerie-Link können Sie einen solchen \
+Antrag direkt an uns richten. Wir antworten innerhalb eines Monats. Sie haben außerdem das \
+Recht auf Beschwerde bei einer Datenschutz-Aufsichtsbehörde.
+
+# Änderungen dieser Datenschutzerklärung
+
+Wenn wir diese Datenschutzerklärung ändern, veröffentlichen wir hier eine neue Version; frühere \
+Versionen bleiben auf dieser Seite abrufbar.
+"""
+
+
+def default_policy(language: str) -> tuple[str, str]:
+    """``(body, summary)`` of the default text in ``language``; English unless it is German."""
+    if language == "de":
+        return DEFAULT_POLICY_DE, DEFAULT_SUMMARY_DE
+    return DEFAULT_POLICY, DEFAULT_SUMMARY

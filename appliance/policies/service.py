@@ -21,7 +21,7 @@ from appliance.errors import Conflict, InvalidInput, NotFound
 from appliance.localtime import format_local
 from appliance.notify.languages import language_for
 from appliance.notify.messages import queue_email
-from appliance.policies.default_text import DEFAULT_POLICY, DEFAULT_SUMMARY
+from appliance.policies.default_text import default_policy
 from appliance.policies.tables import PolicyAcknowledgement, PolicyDraft, PolicyVersion
 from appliance.validation import clean_multiline
 
@@ -156,27 +156,43 @@ async def _versions(rows: list[dict[str, Any]]) -> list[Version]:
     return [_version(row, names) for row in rows]
 
 
-async def _seed(now: dt.datetime) -> None:
-    """Version 1 from the default text, unless a version exists: one statement that cannot
-    fail on the number, so two first visitors at once seed it once."""
+async def _seed(now: dt.datetime, language: str) -> None:
+    """Version 1 from the default text in ``language``, unless a version exists: one statement
+    that cannot fail on the number, so two first visitors at once seed it once."""
+    body, summary = default_policy(language)
     await PolicyVersion.raw(
         "INSERT INTO policy_version (number, body, summary, published_at, published_by)"
         " SELECT 1, {}, {}, {}, NULL WHERE NOT EXISTS (SELECT 1 FROM policy_version)"
         " ON CONFLICT (number) DO NOTHING",
-        DEFAULT_POLICY,
-        DEFAULT_SUMMARY,
+        body,
+        summary,
         now,
     )
 
 
-async def current_version(now: dt.datetime) -> Version:
-    """The newest published version; the default text becomes version 1 on first use."""
-    query = PolicyVersion.select().order_by(PolicyVersion.number, ascending=False).first()
-    row = await query.run()
+async def _newest() -> dict[str, Any] | None:
+    return await PolicyVersion.select().order_by(PolicyVersion.number, ascending=False).first()
+
+
+async def current_version(now: dt.datetime, *, language: str) -> Version:
+    """The newest published version; on first use the default text in ``language`` (the
+    studio's default language) becomes version 1."""
+    row = await _newest()
     if row is None:
-        await _seed(now)
-        row = await query.run()
+        await _seed(now, language)
+        row = await _newest()
     assert row is not None  # seeded just now
+    (version,) = await _versions([row])
+    return version
+
+
+async def _latest() -> Version | None:
+    """The newest published version, or None before the default text was seeded. For callers
+    that only read: they have no studio language to seed the text in, and must not seed it in
+    the wrong one before the first visit of the policy page."""
+    row = await _newest()
+    if row is None:
+        return None
     (version,) = await _versions([row])
     return version
 
@@ -310,7 +326,7 @@ async def publish_draft(
                 "Say in a sentence what changed: staff read this summary first.",
                 field="summary",
             )
-        latest = await current_version(now)
+        latest = await current_version(now, language=settings.notify.language)
         number = latest.number + 1
         await PolicyVersion.insert(
             PolicyVersion(
@@ -372,7 +388,9 @@ async def acknowledge(
     Only the current version can be confirmed: a page left open while a newer one was
     published must not count as reading the newer one.
     """
-    current = await current_version(now)
+    current = await _latest()
+    if current is None:
+        raise NotFound("There is no version of the privacy policy with this number.")
     if number != current.number:
         raise Conflict(
             f"Version {current.number} replaced the one you read. Read the current version, "
@@ -412,9 +430,10 @@ async def acknowledge(
 
 
 async def pending_acknowledgement(staff_id: int, now: dt.datetime) -> Version | None:
-    """The current version when it waits for this staff member's confirmation, else None."""
-    current = await current_version(now)
-    if not current.needs_acknowledgement:
+    """The current version when it waits for this staff member's confirmation, else None
+    (also before any version exists: the default text is never put to staff)."""
+    current = await _latest()
+    if current is None or not current.needs_acknowledgement:
         return None
     done = await PolicyAcknowledgement.exists().where(
         PolicyAcknowledgement.slot == f"{current.number}:{staff_id}"

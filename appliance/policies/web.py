@@ -61,6 +61,12 @@ def _notice(done: str) -> str | None:
     return NOTICES.get(done)
 
 
+async def _current(request: AnyRequest) -> service.Version:
+    """The current version; on the first visit the default text in the studio's language."""
+    language = request.app.state.settings.notify.language
+    return await service.current_version(request.app.state.clock(), language=language)
+
+
 async def _studio() -> dict[str, Any]:
     studio = await setup.get_studio()
     return {"studio": studio, "studio_name": studio.name if studio else "Fotostudio"}
@@ -95,12 +101,12 @@ class PrivacyPolicyController(Controller):
     async def current(
         self, request: AnyRequest, done: Annotated[str, QueryParameter(max_length=20)] = ""
     ) -> Response[Any]:
-        version = await service.current_version(request.app.state.clock())
+        version = await _current(request)
         return await self._policy(request, version, latest=version.number, done=done)
 
     @get("/versions/{number:int}", name="privacy_policy_version")
     async def version(self, request: AnyRequest, number: FromPath[int]) -> Response[Any]:
-        latest = await service.current_version(request.app.state.clock())
+        latest = await _current(request)
         if number == latest.number:
             return redirect("/privacy")
         return await self._policy(request, await service.get_version(number), latest=latest.number)
@@ -139,8 +145,7 @@ class PolicyAdminController(Controller):
         exc: ApplianceError | None = None,
         done: str = "",
     ) -> Response[Any]:
-        now = request.app.state.clock()
-        current = await service.current_version(now)
+        current = await _current(request)
         draft = await service.get_draft()
         if form is None:
             form = DraftForm(
@@ -202,7 +207,7 @@ class PolicyAdminController(Controller):
             if exc is not None:
                 raise exc  # nothing left to preview: the error page says what happened
             return redirect(ADMIN)
-        current = await service.current_version(request.app.state.clock())
+        current = await _current(request)
         context = {
             "draft": draft,
             "blocks": service.blocks(draft.body),

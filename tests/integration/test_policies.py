@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import msgspec
+import pytest
 from litestar import Litestar
 
 from appliance.accounts.tables import StaffUser
 from appliance.audit.service import list_entries
 from appliance.policies import service
-from appliance.policies.default_text import DEFAULT_POLICY
+from appliance.policies.default_text import (
+    DEFAULT_POLICY,
+    DEFAULT_POLICY_DE,
+    DEFAULT_SUMMARY,
+    DEFAULT_SUMMARY_DE,
+)
 from appliance.policies.tables import PolicyAcknowledgement, PolicyDraft, PolicyVersion
 from tests.conftest import FakeClock, make_client
 from tests.integration.flows import Admin, csrf_of, sign_in, submit, totp_code
@@ -40,6 +47,18 @@ async def photographer(
         await StaffUser.update({StaffUser.language: "de"}).where(StaffUser.username == "pia")
         await sign_in(pia, "pia", PIA_PASSWORD)
         yield pia
+
+
+@contextlib.contextmanager
+def studio_language(app: Litestar, language: str) -> Iterator[None]:
+    """The app's settings with ``language`` as the studio's default language, for one test."""
+    before = app.state.settings
+    notify = msgspec.structs.replace(before.notify, language=language)
+    app.state.settings = msgspec.structs.replace(before, notify=notify)
+    try:
+        yield
+    finally:
+        app.state.settings = before
 
 
 async def save_draft(
@@ -84,6 +103,65 @@ async def test_default_policy_is_seeded_once_and_public(
         (1, DEFAULT_POLICY, None)
     ]
     assert (await client.get("/privacy/versions/2")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("language", "body", "summary", "heading", "other"),
+    [
+        ("en", DEFAULT_POLICY, DEFAULT_SUMMARY, "<h2>Your rights</h2>", "<h2>Ihre Rechte</h2>"),
+        (
+            "de",
+            DEFAULT_POLICY_DE,
+            DEFAULT_SUMMARY_DE,
+            "<h2>Ihre Rechte</h2>",
+            "<h2>Your rights</h2>",
+        ),
+    ],
+    ids=["en", "de"],
+)
+async def test_the_default_text_is_seeded_in_the_studios_language(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    admin: Admin,
+    clock: FakeClock,
+    language: str,
+    body: str,
+    summary: str,
+    heading: str,
+    other: str,
+) -> None:
+    """A staff member's home page (or a confirmation) before anyone opened the policy seeds
+    nothing; the first visit of /privacy then makes version 1 the default text in the studio's
+    language."""
+    with studio_language(app, language):
+        await owner_signed_in(client, admin, clock)
+        home = await client.get("/")
+        assert home.status_code == 200 and "privacy policy" not in home.text
+        early = await client.post(
+            "/privacy/acknowledge", data={"number": "1", "_csrf": csrf_of(home.text)}
+        )
+        assert early.status_code == 404 and "no version of the privacy policy" in early.text
+        assert await PolicyVersion.count() == 0
+        async with make_client(app, "198.51.100.7") as stranger:
+            page = (await stranger.get("/privacy")).text
+        assert heading in page and other not in page and "hello@lumen.example" in page
+        rows = await PolicyVersion.select().run()
+        assert [(r["number"], r["body"], r["summary"], r["published_by"]) for r in rows] == [
+            (1, body, summary, None)
+        ]
+        # The admins' editor starts from that text.
+        assert body.splitlines()[0] in (await client.get(ADMIN)).text
+
+
+def test_the_german_default_text_has_the_english_ones_shape() -> None:
+    """Both default texts have the same headings, paragraphs and list items in the same
+    order, so the German one leaves no section or item out; the German one is German."""
+    english, german = service.blocks(DEFAULT_POLICY), service.blocks(DEFAULT_POLICY_DE)
+    assert [(b.kind, len(b.items)) for b in german] == [(b.kind, len(b.items)) for b in english]
+    headings = [b.text for b in german if b.kind == "heading"]
+    assert headings[0] == "Wer wir sind" and "Ihre Rechte" in headings
+    assert "72 Stunden" in DEFAULT_POLICY_DE and "30 Tagen" in DEFAULT_POLICY_DE
+    assert "innerhalb eines Monats" in DEFAULT_POLICY_DE
 
 
 async def test_publishing_keeps_every_version_and_tells_staff(
