@@ -1,31 +1,48 @@
 """The export archive: records as JSON, the person's files, a summary and a SHA-256 manifest,
 written as one streamed ZIP into the object store.
 
-Memory stays bounded whatever the number and size of the files: each file is read from the
-store chunk by chunk and each chunk of the archive goes on to the store's streamed ``put``
-before the next is read (the galleries' ZIP writer). Checksums are computed from those same
-chunks, so the manifest, written last, describes exactly the bytes that went into the archive.
+Memory stays bounded whatever the number of records and the number and size of the files:
+records are read a batch at a time and each JSON file is written item by item; each file is
+read from the store chunk by chunk; each chunk of the archive goes on to the store's streamed
+``put`` before the next is read (the galleries' ZIP writer). What grows with the archive is
+only its central directory, a few dozen bytes per entry, which every ZIP ends with. Checksums
+are computed from the chunks written, so the manifest, written last, describes exactly the
+bytes that went into the archive; the summary is written just before it, so the counts it
+gives are those of the records and files written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 
-from appliance.exports.records import TableRecords
+from appliance.exports import records
 from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
 from appliance.storage.base import ObjectInfo, ObjectStore
 
-__all__ = ["MANIFEST", "SUMMARY", "PersonFile", "files_of", "write_archive"]
+__all__ = [
+    "MANIFEST",
+    "SUMMARY",
+    "Contents",
+    "JsonDocument",
+    "PersonFile",
+    "files_of",
+    "table_documents",
+    "write_archive",
+]
 
 MANIFEST = "manifest-sha256.txt"  # the format of sha256sum, so `sha256sum -c` checks it
 SUMMARY = "summary.html"
 # A column with an object key of a person's own file, and the column with its name.
 FILE_COLUMNS = {"original_key": "filename"}
+# A long entry (a table of many rows, a large photo) still tells the job it is alive.
+HEARTBEAT_SECONDS = 30.0
+_JSON_CHUNK = 256 * 1024  # JSON is handed to the ZIP writer in pieces of about this size
 
 
 class PersonFile(msgspec.Struct, frozen=True):
@@ -35,32 +52,82 @@ class PersonFile(msgspec.Struct, frozen=True):
     sub: str = ""  # the gallery's id, so two galleries' IMG_0001.jpg stay apart
 
 
-def files_of(records: list[TableRecords]) -> list[PersonFile]:
+class JsonDocument(msgspec.Struct, frozen=True):
+    """One JSON file of the archive, an array written item by item as ``items`` yields them."""
+
+    folder: str | None  # "data", or None for the archive's top
+    filename: str  # "client.json"
+    items: Callable[[], AsyncIterator[Any]]
+    label: str = ""  # what the summary calls it (a table's name)
+
+
+class Contents(msgspec.Struct):
+    """What went into the archive, for the summary written after it."""
+
+    items: dict[str, int] = msgspec.field(default_factory=dict)  # per document's label
+    files: int = 0
+    digests: dict[str, str] = msgspec.field(default_factory=dict)  # entry name to SHA-256
+
+
+def table_documents(queries: list[records.TableQuery]) -> list[JsonDocument]:
+    """``data/<table>.json`` for each table's rows, read a batch at a time."""
+    return [
+        JsonDocument(
+            folder="data",
+            filename=f"{query.table}.json",
+            items=lambda query=query: records.rows(query),  # type: ignore[misc]
+            label=query.table,
+        )
+        for query in queries
+    ]
+
+
+async def files_of(queries: list[records.TableQuery]) -> AsyncIterator[PersonFile]:
     """The files the records point at (photo originals), folder by their table and parent."""
-    found = []
-    for table in records:
-        for row in table.rows:
+    for query in queries:
+        if not query.columns & FILE_COLUMNS.keys():
+            continue
+        async for row in records.rows(query):
             for key_column, name_column in FILE_COLUMNS.items():
                 key = row.get(key_column)
                 if isinstance(key, str) and key:
                     parent = row.get("gallery")
                     name = str(row.get(name_column) or key.rsplit("/", 1)[-1])
-                    found.append(
-                        PersonFile(
-                            key=key,
-                            filename=name,
-                            folder=f"{table.table}s",
-                            sub=str(parent) if parent else "",
-                        )
+                    yield PersonFile(
+                        key=key,
+                        filename=name,
+                        folder=f"{query.table}s",
+                        sub=str(parent) if parent else "",
                     )
-    return found
 
 
-def _json(value: Any) -> bytes:
-    def hook(obj: Any) -> Any:
-        return str(obj)  # anything msgspec has no JSON form for (intervals, ranges...)
+def _hook(obj: Any) -> Any:
+    return str(obj)  # anything msgspec has no JSON form for (intervals, ranges...)
 
-    return msgspec.json.format(msgspec.json.encode(value, enc_hook=hook), indent=2)
+
+def _item(value: Any) -> bytes:
+    """One item of a JSON array as ``msgspec.json.format(array, indent=2)`` lays it out."""
+    text = msgspec.json.format(msgspec.json.encode(value, enc_hook=_hook), indent=2)
+    # Strings are escaped, so a newline in the text is always one of the layout's.
+    return b"  " + text.replace(b"\n", b"\n  ")
+
+
+async def _array(items: AsyncIterable[Any], counted: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """A JSON array of ``items`` in pieces of about ``_JSON_CHUNK``; then ``counted(n)``."""
+    count = 0
+    pending: list[bytes] = []
+    size = 0
+    async for item in items:
+        data = (b"[\n" if count == 0 else b",\n") + _item(item)
+        count += 1
+        pending.append(data)
+        size += len(data)
+        if size >= _JSON_CHUNK:
+            yield b"".join(pending)
+            pending, size = [], 0
+    pending.append(b"\n]" if count else b"[]")
+    yield b"".join(pending)
+    counted(count)
 
 
 def _bytes(data: bytes) -> Callable[[], AsyncIterator[bytes]]:
@@ -74,48 +141,26 @@ async def write_archive(
     store: ObjectStore,
     key: str,
     *,
-    records: list[TableRecords],
-    files: list[PersonFile],
-    extra_json: dict[str, Any],
-    summary: bytes,
+    documents: list[JsonDocument],
+    files: AsyncIterable[PersonFile],
+    summary: Callable[[Contents], bytes],
     now: dt.datetime,
-    heartbeat: Callable[[], Any] | None = None,
-) -> tuple[ObjectInfo, dict[str, str]]:
-    """Stream the archive into ``key``; returns the stored object and the manifest (name to
-    SHA-256). A failure part-way leaves no object (the store's ``put`` is all or nothing)."""
-    digests: dict[str, str] = {}
-    taken: set[str] = set()
+    heartbeat: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[ObjectInfo, Contents]:
+    """Stream the archive into ``key``; returns the stored object and what went into it.
+    ``summary`` renders the summary from what was written. A failure part-way leaves no
+    object (the store's ``put`` is all or nothing)."""
+    contents = Contents()
+    digests = contents.digests
+    taken = {SUMMARY.casefold(), MANIFEST.casefold()}
     taken_in: dict[str, set[str]] = {}
-    entries: list[ZipEntry] = [
-        ZipEntry(name=SUMMARY, size=len(summary), modified=now, chunks=_bytes(summary))
-    ]
-    taken.add(SUMMARY.casefold())
-    for table in records:
-        data = _json(table.rows)
-        name = safe_entry_name("data", f"{table.table}.json", taken=taken, fallback="records")
-        entries.append(ZipEntry(name=name, size=len(data), modified=now, chunks=_bytes(data)))
-    for name_hint, value in extra_json.items():
-        data = _json(value)
-        name = safe_entry_name(None, name_hint, taken=taken, fallback="data.json")
-        entries.append(ZipEntry(name=name, size=len(data), modified=now, chunks=_bytes(data)))
-    for item in files:
-        info = await store.stat(item.key)
-        # One component per call of safe_entry_name, each made safe; names unique per folder.
-        inner = safe_entry_name(
-            item.sub or None,
-            item.filename,
-            taken=taken_in.setdefault(item.folder, set()),
-            fallback="file",
-        )
-        name = f"{item.folder}/{inner}"
-        entries.append(
-            ZipEntry(
-                name=name,
-                size=info.size,
-                modified=now,
-                chunks=lambda key=item.key: store.get(key),  # type: ignore[misc]
-            )
-        )
+    last_beat = time.monotonic()
+
+    async def beat(force: bool) -> None:
+        nonlocal last_beat
+        if heartbeat is not None and (force or time.monotonic() - last_beat >= HEARTBEAT_SECONDS):
+            await heartbeat()
+            last_beat = time.monotonic()
 
     def hashed(entry: ZipEntry) -> ZipEntry:
         async def chunks() -> AsyncIterator[bytes]:
@@ -123,19 +168,53 @@ async def write_archive(
             async for chunk in entry.chunks():
                 digest.update(chunk)
                 yield chunk
+                await beat(force=False)
             digests[entry.name] = digest.hexdigest()
-            if heartbeat is not None:
-                await heartbeat()
+            await beat(force=True)
 
         return ZipEntry(name=entry.name, size=entry.size, modified=entry.modified, chunks=chunks)
 
-    async def manifest() -> AsyncIterator[bytes]:
-        # Runs after every other entry was written, so every checksum is known.
-        yield "".join(f"{digest}  {name}\n" for name, digest in digests.items()).encode()
+    def document(doc: JsonDocument) -> ZipEntry:
+        name = safe_entry_name(doc.folder, doc.filename, taken=taken, fallback="records.json")
 
-    # The manifest's size is only a hint for the ZIP writer (ZIP64 or not); its real length is
-    # recorded after its bytes, like every entry of a streamed archive.
-    every = [hashed(entry) for entry in entries]
-    every.append(ZipEntry(name=MANIFEST, size=0, modified=now, chunks=manifest))
-    stored = await store.put(key, stream_zip(every), content_type="application/zip")
-    return stored, dict(digests)
+        def counted(count: int) -> None:
+            contents.items[doc.label or name] = count
+
+        # The size is a hint for the ZIP writer (ZIP64 or not); a streamed entry's real
+        # length is recorded after its bytes.
+        return ZipEntry(
+            name=name, size=0, modified=now, chunks=lambda: _array(doc.items(), counted)
+        )
+
+    async def entries() -> AsyncIterator[ZipEntry]:
+        for doc in documents:
+            yield hashed(document(doc))
+        async for item in files:
+            info = await store.stat(item.key)
+            # One component per call of safe_entry_name, each made safe; unique per folder.
+            inner = safe_entry_name(
+                item.sub or None,
+                item.filename,
+                taken=taken_in.setdefault(item.folder, set()),
+                fallback="file",
+            )
+            contents.files += 1
+            yield hashed(
+                ZipEntry(
+                    name=f"{item.folder}/{inner}",
+                    size=info.size,
+                    modified=now,
+                    chunks=lambda key=item.key: store.get(key),  # type: ignore[misc]
+                )
+            )
+        # Written after everything it describes, with what was written.
+        page = summary(contents)
+        yield hashed(ZipEntry(name=SUMMARY, size=len(page), modified=now, chunks=_bytes(page)))
+
+        async def manifest() -> AsyncIterator[bytes]:
+            yield "".join(f"{digest}  {name}\n" for name, digest in digests.items()).encode()
+
+        yield ZipEntry(name=MANIFEST, size=0, modified=now, chunks=manifest)
+
+    stored = await store.put(key, stream_zip(entries()), content_type="application/zip")
+    return stored, contents

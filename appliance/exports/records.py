@@ -18,13 +18,18 @@ every export without a change here. A row is about a person when it is reached b
 
 Secret columns (password and PIN hashes, token hashes, TOTP secrets) are withheld: they are
 not information about the person but keys to their account or links.
+
+Each table's references become one SQL condition (:func:`queries`); the foreign-key chain
+nests the parent's condition as a subquery, so no list of ids is carried between tables. Rows
+are read a batch at a time in key order (:func:`rows`): an export's memory does not grow with
+a long history.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 import msgspec
@@ -33,6 +38,7 @@ from piccolo.table import Table
 
 __all__ = [
     "ADDRESS_COLUMNS",
+    "BATCH",
     "KIND_COLUMNS",
     "KIND_ID_COLUMNS",
     "PERSON_TABLES",
@@ -40,10 +46,14 @@ __all__ = [
     "WITHHELD",
     "PersonKind",
     "Reference",
+    "TableQuery",
     "TableRecords",
     "collect",
+    "count",
+    "queries",
     "references",
     "registry_tables",
+    "rows",
     "withheld",
 ]
 
@@ -153,79 +163,163 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def collect(
-    kind: PersonKind, subject_id: int, tables: Iterable[type[Table]] | None = None
-) -> list[TableRecords]:
-    """The rows about one person, table by table (each row once, secrets withheld), in
-    the order of :func:`references`; tables with no row about the person are left out."""
-    by_table: dict[str, dict[Any, dict[str, Any]]] = {}
-    order: list[str] = []
-    outlines: set[Any] = set()  # keys of rows reduced to an outline (see the module's 4.)
-    email = ""
-    for ref in references(kind, tables):
-        table = _quoted(ref.table)
+class TableQuery(msgspec.Struct, frozen=True):
+    """The rows of one table about a person, as SQL conditions on that table's columns.
+
+    The conditions carry no parameters: the person's id is an int and their kind one of
+    :data:`PERSON_TABLES`' keys, both written in; anything else (an e-mail address) is read
+    by a subquery, so a condition can be nested in another table's without renumbering.
+    """
+
+    table: str
+    key: str  # the primary key: rows are read in its order, a batch at a time
+    columns: frozenset[str]
+    whole: str  # the row is the person's: all of it is exported
+    outline: str  # the row only names them as its creator or actor (the module's 4.)
+    outline_columns: tuple[str, ...]
+    subject_id: int
+
+
+def _tree(
+    table: str,
+    by_table: dict[str, list[Reference]],
+    keys: dict[str, str],
+    subject: int,
+    seen: frozenset[str],
+) -> list[str]:
+    """Conditions for rows of ``table`` reached from the person through foreign keys (the
+    module's 1. to 3.); a parent's own condition is nested, so no ids are held in memory."""
+    clauses = []
+    for ref in by_table.get(table, []):
         column = _quoted(ref.column)
-        if ref.how == "self":
-            rows = await _fetch(table, "id = {}", subject_id)
-            email = str(rows[0].get("email") or "") if rows else ""
-        elif ref.how in ("foreign_key", "id_column"):
-            rows = await _fetch(table, f"{column} = {{}}", subject_id)
-        elif ref.how == "parent":
-            parent_ids = list(by_table.get(ref.parent, {}))
-            if not parent_ids:
-                continue
-            rows = await _fetch(table, f"{column} = ANY({{}}::bigint[])", parent_ids)
-        elif ref.how == "kind_and_id":
-            condition = f"{_quoted(ref.kind_column)} = {{}} AND {column} = {{}}"
-            rows = await _fetch(table, condition, kind, subject_id)
-        else:  # address
-            if not email:
-                continue
-            rows = await _fetch(table, f"lower({column}) = lower({{}})", email)
-        if not rows:
-            continue
-        if ref.table not in by_table:
-            by_table[ref.table] = {}
-            order.append(ref.table)
-        found = by_table[ref.table]
-        for row in rows:
-            key = row.get("id", tuple(sorted(row.items())))
-            if ref.how == "id_column":
-                if key not in found or key in outlines:
-                    found[key] = {**found.get(key, {}), **_outline(row, ref.column)}
-                    outlines.add(key)
-                continue
-            outlines.discard(key)  # the row is the person's: all of it, replacing an outline
-            found[key] = {
-                name: WITHHELD if withheld(name) and value is not None else value
-                for name, value in row.items()
-            }
-    return [
-        TableRecords(table=name, rows=sorted(by_table[name].values(), key=_row_order))
-        for name in order
-    ]
+        if ref.how in ("self", "foreign_key"):
+            clauses.append(f"{column} = {subject}")
+        elif ref.how == "parent" and ref.parent not in seen:
+            inner = _tree(ref.parent, by_table, keys, subject, seen | {table})
+            if inner:
+                parent_key = _quoted(keys[ref.parent])
+                condition = " OR ".join(f"({c})" for c in inner)
+                clauses.append(
+                    f"{column} IN (SELECT {parent_key} FROM {_quoted(ref.parent)}"  # noqa: S608 - schema names
+                    f" WHERE {condition})"
+                )
+    return clauses
 
 
-def _outline(row: dict[str, Any], column: str) -> dict[str, Any]:
-    """What a row that only names a member of staff as its creator or actor says about them:
-    that it exists, that they are in it, and when; not its other fields (another person's)."""
+def queries(
+    kind: PersonKind, subject_id: int, tables: Iterable[type[Table]] | None = None
+) -> list[TableQuery]:
+    """What to read of each table for one person, in the order of :func:`references`."""
+    if kind not in PERSON_TABLES:  # written into SQL below: only the two known words
+        raise ValueError(f"not a kind of person: {kind!r}")
+    subject = int(subject_id)
+    tables = list(tables if tables is not None else registry_tables())
+    keys = {t._meta.tablename: _name(t._meta.primary_key) for t in tables}
+    columns = {t._meta.tablename: frozenset(_name(c) for c in t._meta.columns) for t in tables}
+    refs = references(kind, tables)
+    by_table: dict[str, list[Reference]] = {}
+    for ref in refs:
+        by_table.setdefault(ref.table, []).append(ref)
+    person = _quoted(PERSON_TABLES[kind])
+    found = []
+    for name, table_refs in by_table.items():
+        whole = _tree(name, by_table, keys, subject, frozenset())
+        outline_columns = []
+        for ref in table_refs:
+            column = _quoted(ref.column)
+            if ref.how == "kind_and_id":
+                whole.append(f"{_quoted(ref.kind_column)} = '{kind}' AND {column} = {subject}")
+            elif ref.how == "address":
+                # The person's own address, read where the condition runs; none matches nothing.
+                whole.append(
+                    f"lower({column}) = (SELECT lower(email) FROM {person}"  # noqa: S608 - schema names
+                    f" WHERE id = {subject} AND email <> '')"
+                )
+            elif ref.how == "id_column":
+                outline_columns.append(ref.column)
+        found.append(
+            TableQuery(
+                table=name,
+                key=keys[name],
+                columns=columns[name],
+                whole=" OR ".join(f"({c})" for c in whole) or "FALSE",
+                outline=" OR ".join(f"{_quoted(c)} = {subject}" for c in outline_columns)
+                or "FALSE",
+                outline_columns=tuple(outline_columns),
+                subject_id=subject,
+            )
+        )
+    return found
+
+
+BATCH = 500  # rows read per query: what an export holds of one table at a time
+_WHOLE = "export_row_is_whole"
+
+
+async def rows(query: TableQuery, *, batch: int = BATCH) -> AsyncIterator[dict[str, Any]]:
+    """The table's rows about the person in key order, each once, read ``batch`` at a time
+    (keyset pagination, so each read is an index range, however long the table): a row that
+    is the person's whole with secrets withheld, one that only names them as an outline."""
+    # Any table's raw() runs any SQL on the configured engine. Identifiers are quoted names
+    # from the schema, never input; the only value is the last key read, a parameter.
+    from appliance.exports.tables import ExportJob
+
+    table, key = _quoted(query.table), _quoted(query.key)
+    select = (
+        f"SELECT *, ({query.whole}) AS {_WHOLE} FROM {table}"  # noqa: S608 - schema names
+        f" WHERE (({query.whole}) OR ({query.outline}))"
+    )
+    last: Any = None
+    while True:
+        if last is None:
+            found = await ExportJob.raw(f"{select} ORDER BY {key} LIMIT {int(batch)}").run()
+        else:
+            page = f"{select} AND {key} > {{}} ORDER BY {key} LIMIT {int(batch)}"
+            found = await ExportJob.raw(page, last).run()
+        for row in found:
+            yield _shown(row, query)
+        if len(found) < batch:
+            return
+        last = found[-1][query.key]
+
+
+async def count(query: TableQuery) -> int:
+    """How many of the table's rows are about the person."""
+    from appliance.exports.tables import ExportJob
+
+    sql = (
+        f"SELECT count(*) AS n FROM {_quoted(query.table)}"  # noqa: S608 - schema names
+        f" WHERE ({query.whole}) OR ({query.outline})"
+    )
+    found = await ExportJob.raw(sql).run()
+    return int(found[0]["n"])
+
+
+def _shown(row: dict[str, Any], query: TableQuery) -> dict[str, Any]:
+    if row.pop(_WHOLE):
+        return {
+            name: WITHHELD if withheld(name) and value is not None else value
+            for name, value in row.items()
+        }
+    # Only names the person as creator or actor: that it exists, that they are in it, and
+    # when; not its other fields (another person's).
     return {
         name: value
         for name, value in row.items()
-        if name in ("id", column) or isinstance(value, dt.date)
+        if name == query.key
+        or (name in query.outline_columns and value == query.subject_id)
+        or isinstance(value, dt.date)
     }
 
 
-async def _fetch(table: str, condition: str, *args: Any) -> list[dict[str, Any]]:
-    # Any table's raw() runs any SQL on the configured engine. Identifiers are quoted names
-    # from the schema, never input; values are parameters ({} placeholders).
-    from appliance.exports.tables import ExportJob
-
-    sql = f"SELECT * FROM {table} WHERE {condition}"  # noqa: S608 - schema names, see above
-    rows: list[dict[str, Any]] = await ExportJob.raw(sql, *args).run()
-    return rows
-
-
-def _row_order(row: dict[str, Any]) -> tuple[int, str]:
-    ident = row.get("id")
-    return (ident, "") if isinstance(ident, int) else (0, repr(row))
+async def collect(
+    kind: PersonKind, subject_id: int, tables: Iterable[type[Table]] | None = None
+) -> list[TableRecords]:
+    """Every row about one person held at once, table by table; tables with no row about
+    the person are left out. For checks and small readers: an export streams :func:`rows`."""
+    found = []
+    for query in queries(kind, subject_id, tables):
+        table_rows = [row async for row in rows(query)]
+        if table_rows:
+            found.append(TableRecords(table=query.table, rows=table_rows))
+    return found

@@ -24,7 +24,8 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 import msgspec
@@ -47,7 +48,7 @@ __all__ = [
     "MAX_DOWNLOADS",
     "ExportJob",
     "LinkExpired",
-    "access_log",
+    "access_trail",
     "count_download",
     "delete_exports_of",
     "expire_exports",
@@ -63,6 +64,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_DOWNLOADS = 3  # a broken download can be tried again, a forwarded link not used forever
+ACCESS_LOG = "access_log.json"
+SUMMARY_ACCESSES = 200  # the most recent accesses the summary lists; the log has them all
 STALE_AFTER = dt.timedelta(minutes=10)  # a running job without a heartbeat for this long died
 MAX_ATTEMPTS = 3  # claims of one job before it is marked failed (a job that kills its worker)
 ACTIVE = ("queued", "running")
@@ -298,24 +301,29 @@ def _key(kind: str, subject_id: int, export_id: int, claim: int | None) -> str:
     return base if claim is None else f"{base}{claim}.zip"
 
 
-async def access_log(client_id: int, gallery_ids: list[int]) -> list[Access]:
-    """Every audit entry of a staff member about this client or their galleries, oldest first.
-
-    Read here, not through the audit service, because only the export asks by target.
-    """
-    targets = [f"client:{client_id}"] + [f"gallery:{g}" for g in gallery_ids]
-    rows = (
-        await AuditEntry.select(
-            AuditEntry.at, AuditEntry.actor, AuditEntry.action, AuditEntry.target
-        )
-        .where(AuditEntry.target.is_in(targets) & AuditEntry.actor_id.is_not_null())
-        .order_by(AuditEntry.seq)
-        .run()
+async def access_trail(client_id: int, *, batch: int = records.BATCH) -> AsyncIterator[Access]:
+    """Every audit entry of a staff member about this client or their galleries, oldest
+    first, read a batch at a time. Read here, not through the audit service, because only the
+    export asks by target."""
+    client = int(client_id)
+    galleries = next((q for q in records.queries("client", client) if q.table == "gallery"), None)
+    about = "target = {}"
+    if galleries is not None:  # the galleries' condition nests: no list of ids is held
+        nested = f"SELECT 'gallery:' || id FROM gallery WHERE {galleries.whole}"  # noqa: S608 - schema names and an int
+        about += f" OR target IN ({nested})"
+    select = (
+        "SELECT seq, at, actor, action, target FROM audit_entry"  # noqa: S608 - see above
+        f" WHERE actor_id IS NOT NULL AND ({about})"
     )
-    return [
-        Access(at=row["at"], who=row["actor"], action=row["action"], target=row["target"])
-        for row in rows
-    ]
+    last = 0
+    while True:
+        sql = f"{select} AND seq > {{}} ORDER BY seq LIMIT {int(batch)}"
+        found = await AuditEntry.raw(sql, f"client:{client}", last).run()
+        for row in found:
+            yield Access(at=row["at"], who=row["actor"], action=row["action"], target=row["target"])
+        if len(found) < batch:
+            return
+        last = found[-1]["seq"]
 
 
 async def _build(
@@ -327,41 +335,54 @@ async def _build(
     now: dt.datetime,
     heartbeat: Callable[[], Awaitable[None]],
 ) -> tuple[ObjectInfo, int]:
-    """Collect, summarise and write one archive; returns the object and its file count."""
+    """Find, summarise and write one archive; returns the object and its file count. Nothing
+    about the person is held whole in memory: each table is read a batch at a time."""
     if await is_erased(kind, subject_id):  # asked for before the erasure: not built now
         raise NotFound("The person is being deleted: cancel that first")
-    found = await records.collect(kind, subject_id)
-    if not found:
+    found = [q for q in records.queries(kind, subject_id) if await records.count(q)]
+    person = next((q for q in found if q.table == records.PERSON_TABLES[kind]), None)
+    if person is None:
         raise NotFound("The person no longer exists")
+    (row,) = [r async for r in records.rows(person)] or [{}]
+    documents = archive.table_documents(found)
+    # The summary lists the most recent accesses; access_log.json has every one.
+    recent: deque[Access] = deque(maxlen=SUMMARY_ACCESSES)
+    if kind == "client":
+
+        async def accesses() -> AsyncIterator[Access]:
+            async for access in access_trail(subject_id):
+                recent.append(access)
+                yield access
+
+        documents.append(
+            archive.JsonDocument(folder=None, filename=ACCESS_LOG, items=accesses, label=ACCESS_LOG)
+        )
+    facts = await gather_facts(settings, kind=kind, subject_id=subject_id, person=row, now=now)
+
+    def summary(contents: archive.Contents) -> bytes:
+        written = dict(contents.items)
+        accessed = written.pop(ACCESS_LOG, 0)
+        final = msgspec.structs.replace(
+            facts,
+            tables=list(written.items()),
+            files=contents.files,
+            accesses=list(recent),
+            accesses_total=accessed,
+        )
+        return render_summary(final, archive.MANIFEST)
+
     # A client's files are their photos; the photos a member of staff uploaded are the clients'
     # data, so a staff export lists them as records only.
-    files = archive.files_of(found) if kind == "client" else []
-    extra: dict[str, Any] = {}
-    accesses: list[Access] = []
-    if kind == "client":
-        galleries = [r["id"] for t in found if t.table == "gallery" for r in t.rows]
-        accesses = await access_log(subject_id, galleries)
-        extra["access_log.json"] = accesses
-    facts = await gather_facts(
-        settings,
-        kind=kind,
-        subject_id=subject_id,
-        records=found,
-        files=len(files),
-        accesses=accesses,
-        now=now,
+    files = archive.files_of(found) if kind == "client" else _no_files()
+    stored, contents = await archive.write_archive(
+        store, key, documents=documents, files=files, summary=summary, now=now, heartbeat=heartbeat
     )
-    stored, _ = await archive.write_archive(
-        store,
-        key,
-        records=found,
-        files=files,
-        extra_json=extra,
-        summary=render_summary(facts, archive.MANIFEST),
-        now=now,
-        heartbeat=heartbeat,
-    )
-    return stored, len(files)
+    return stored, contents.files
+
+
+async def _no_files() -> AsyncIterator[archive.PersonFile]:
+    return
+    yield  # an async generator that yields nothing
 
 
 class _ClaimLost(Exception):

@@ -15,7 +15,7 @@ import jinja2
 import msgspec
 
 from appliance.config import Settings
-from appliance.exports.records import PersonKind, TableRecords
+from appliance.exports.records import PersonKind
 
 __all__ = ["Access", "Recipient", "SummaryFacts", "gather_facts", "render_summary"]
 
@@ -49,9 +49,11 @@ class SummaryFacts(msgspec.Struct, frozen=True):
     recipients: list[Recipient]
     recipients_note: str
     retention: list[tuple[str, str]]
-    tables: list[tuple[str, int]]
-    files: int
-    accesses: list[Access]
+    # What the archive holds, known once it is written (the summary is its last entry).
+    tables: list[tuple[str, int]] = msgspec.field(default_factory=list)
+    files: int = 0
+    accesses: list[Access] = msgspec.field(default_factory=list)  # the most recent ones
+    accesses_total: int = 0
 
 
 async def _recipients(settings: Settings) -> tuple[list[Recipient], str]:
@@ -98,15 +100,13 @@ async def gather_facts(
     *,
     kind: PersonKind,
     subject_id: int,
-    records: list[TableRecords],
-    files: int,
-    accesses: list[Access],
+    person: dict[str, Any],
     now: dt.datetime,
 ) -> SummaryFacts:
+    """The facts of the summary but what the archive holds (``person`` is their own row)."""
     from appliance.setup.service import get_studio
 
     studio = await get_studio()
-    person = next((t.rows[0] for t in records if t.table in ("client", "staff_user")), {})
     name = str(person.get("name") or person.get("display_name") or "")
     recipients, note = await _recipients(settings)
     return SummaryFacts(
@@ -119,9 +119,6 @@ async def gather_facts(
         recipients=recipients,
         recipients_note=note,
         retention=_retention(settings),
-        tables=[(t.table, len(t.rows)) for t in records],
-        files=files,
-        accesses=accesses,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
 import msgspec
 
@@ -87,7 +87,7 @@ def safe_entry_name(
 
 
 async def stream_zip(
-    entries: Iterable[ZipEntry],
+    entries: Iterable[ZipEntry] | AsyncIterable[ZipEntry],
     *,
     before_entry: Callable[[ZipEntry], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
@@ -95,7 +95,7 @@ async def stream_zip(
     raise to end the archive early (a share link revoked, a photo deleted while it downloads)."""
     sink = _Sink()
     archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED)
-    for entry in entries:
+    async for entry in _each(entries):
         if before_entry is not None:
             await before_entry(entry)
         info = zipfile.ZipInfo(entry.name, _zip_time(entry.modified))
@@ -110,6 +110,16 @@ async def stream_zip(
             yield tail
     archive.close()
     yield sink.drain()
+
+
+async def _each(entries: Iterable[ZipEntry] | AsyncIterable[ZipEntry]) -> AsyncIterator[ZipEntry]:
+    """The entries of a list, or of a generator that finds them while the archive is written."""
+    if isinstance(entries, AsyncIterable):
+        async for entry in entries:
+            yield entry
+    else:
+        for entry in entries:
+            yield entry
 
 
 def _zip_time(moment: dt.datetime) -> tuple[int, int, int, int, int, int]:

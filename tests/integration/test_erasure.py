@@ -528,7 +528,7 @@ async def _views_stay_in_the_clients_trail(
 ) -> None:
     """What an erased staff member viewed stays in the client's access trail, without their
     name, address or salt."""
-    from appliance.exports.service import access_log
+    from appliance.exports.service import access_trail
 
     conn = await asyncpg.connect(database_url)
     try:
@@ -541,7 +541,7 @@ async def _views_stay_in_the_clients_trail(
         await conn.close()
     assert [tuple(row)[:4] for row in views] == [("erased", f"client:{client_id}", "", None)]
     assert views[0]["erased_at"] is not None
-    trail = [(a.who, a.action, a.target) for a in await access_log(client_id, [])]
+    trail = [(a.who, a.action, a.target) async for a in access_trail(client_id)]
     assert ("erased", "client.view", f"client:{client_id}") in trail
 
 

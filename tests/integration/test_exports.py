@@ -23,6 +23,7 @@ from piccolo.table import Table
 from appliance.accounts.tables import StaffUser
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
+from appliance.audit.tables import AuditEntry
 from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.config import RepositorySettings, Settings
@@ -392,6 +393,89 @@ async def test_archive_is_written_in_bounded_memory(
     done = await service.get_export(job.id)
     assert done.state == "ready" and done.size > 24 * 1024 * 1024
     assert peak < 6 * 1024 * 1024, peak
+
+
+async def audit_entries(count: int, *, actor: Actor, target: str, at: dt.datetime) -> None:
+    """``count`` views of ``target`` by ``actor``, in one statement: what is tested is how an
+    export reads them, not how the audit log chains them."""
+    await AuditEntry.raw(
+        "INSERT INTO audit_entry (seq, at, actor_id, actor, action, outcome, target, address,"
+        " details, prev_hash, entry_hash)"
+        " SELECT (SELECT coalesce(max(seq), 0) FROM audit_entry) + g, {}, {}, {},"
+        " 'client.view', 'ok', {}, '192.0.2.7', 'view ' || g, '', ''"
+        " FROM generate_series(1, {}) AS g",
+        at,
+        actor.id,
+        actor.name,
+        target,
+        count,
+    ).run()
+
+
+async def test_long_histories_are_exported_in_bounded_memory(
+    settings: Settings, tmp_path: Path, clock: FakeClock
+) -> None:
+    """20,000 views of Anna by Olivia: Anna's access log and Olivia's audit records are read
+    a batch at a time and written item by item, so Python holds a few MB where the rows alone
+    take tens; every row still arrives, in order, and the summary says how many there are."""
+    store = FilesystemStore(tmp_path / "objects")
+    await store.ensure_ready()
+    owner = await staff_user("olivia", clock())
+    anna, _ = await client_with_photos(store, owner, "Anna Berg", [b"a" * 1000], clock())
+    views = 20_000
+    await audit_entries(views, actor=owner, target=f"client:{anna}", at=clock())
+    jobs = [
+        await service.request_export(
+            settings, kind=kind, subject_id=person, actor=owner, source="staff", now=clock()
+        )
+        for kind, person in (("client", anna), ("staff", owner.id or 0))
+    ]
+    tracemalloc.start()
+    try:
+        assert await service.run_pending(settings, store, clock()) == 2
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+
+    client_archive = await archive_of(store, jobs[0].id)
+    trail = json.loads(client_archive.read("access_log.json"))
+    others = sorted(a["action"] for a in trail if a["action"] != "client.view")
+    assert others == ["client.create", "export.request", "gallery.create"]
+    assert len(trail) == views + 3
+    stamps = [a["at"] for a in trail]
+    assert stamps == sorted(stamps)
+    summary = client_archive.read("summary.html").decode()
+    assert f"The {service.SUMMARY_ACCESSES} most recent of {views + 3} accesses" in summary
+    assert summary.count("<td>client.view</td>") == service.SUMMARY_ACCESSES - 1
+
+    staff_archive = await archive_of(store, jobs[1].id)
+    entries = json.loads(staff_archive.read("data/audit_entry.json"))
+    assert len(entries) >= views
+    assert [e["id"] for e in entries] == sorted({e["id"] for e in entries})
+    assert all(set(e) == {"id", "actor_id", "at"} for e in entries)  # outlines only
+    assert f"data/audit_entry.json</code>: {len(entries)} records" in (
+        staff_archive.read("summary.html").decode()
+    )
+
+
+async def test_reading_in_batches_misses_and_repeats_no_row(clock: FakeClock) -> None:
+    """Keyset pages of 3 rows give exactly the rows one read gives, for every table of a
+    person's export and for a client's access trail."""
+    owner = await staff_user("olivia", clock())
+    store_less = await clients.create_client(
+        ClientDetails(name="Anna", email="anna@example.org"), actor=owner, address="", now=clock()
+    )
+    await audit_entries(10, actor=owner, target=f"client:{store_less.id}", at=clock())
+    for kind, person in (("client", store_less.id), ("staff", owner.id or 0)):
+        for query in records.queries(kind, person):  # type: ignore[arg-type]
+            whole = [row async for row in records.rows(query, batch=10_000)]
+            paged = [row async for row in records.rows(query, batch=3)]
+            assert paged == whole, query.table
+            assert len(whole) == await records.count(query), query.table
+    trail = [a async for a in service.access_trail(store_less.id)]
+    assert len(trail) == 11  # the creation and the 10 views
+    assert [a async for a in service.access_trail(store_less.id, batch=3)] == trail
 
 
 async def test_a_failing_export_says_why_and_can_be_asked_again(
