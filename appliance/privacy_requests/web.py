@@ -40,7 +40,10 @@ __all__ = ["ClientPrivacyController", "PrivacyRequestAdminController"]
 PAGE = "/admin/privacy-requests"
 NOTICES = {
     "fulfilled": "The request is answered; the client is told by e-mail when the studio has "
-    "their address. A copy request is answered once its export has a download link.",
+    "their address.",
+    # A copy request answered with an export: not answered until the export's link exists.
+    "exporting": "The export is started. The request counts as answered, and the client is "
+    "told, once you make the export's download link.",
     "done": "The correction request is marked done.",
     "refused": "The request is refused; the client is told the reason.",
     "extended": "The deadline is extended by two months; the client is told the reason.",
@@ -254,6 +257,8 @@ class PrivacyRequestAdminController(Controller):
         await record_access(
             request, "privacy_request.view", f"client:{found.client_id}", privacy_request=found.id
         )
+        if done == "fulfilled" and found.status == "in_progress":
+            done = "exporting"
         return await self._show(request, found, notice=NOTICES.get(done))
 
     async def _act(

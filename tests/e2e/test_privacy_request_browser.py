@@ -251,9 +251,10 @@ def test_client_asks_for_a_copy_and_deletion_and_the_admin_starts_the_export(
 
     staff.get_by_role("button", name="Export the client's data").click()
     expect(staff).to_have_url(f"{base}{QUEUE}/{copy['id']}?done=fulfilled")
-    # The notice speaks of answering in general; for a copy it adds the condition that holds.
-    expect(staff.get_by_role("status")).to_contain_text(
-        "A copy request is answered once its export has a download link."
+    # A copy is not answered yet: the notice says what answers it.
+    expect(staff.get_by_role("status")).to_have_text(
+        "The export is started. The request counts as answered, and the client is told,"
+        " once you make the export's download link."
     )
     expect(staff.locator("#status")).to_have_text("In progress")
     expect(staff.get_by_role("button", name="Export the client's data")).to_have_count(0)

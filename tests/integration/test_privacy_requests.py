@@ -387,6 +387,8 @@ async def test_a_deletion_request_is_answered_with_a_real_erasure(
         assert answered.status_code == 303, answered.text[-2000:]
         found = await service.get_request(row["id"])
         assert found.status == "done" and found.erasure_id is not None
+        shown = await client.get(answered.headers["location"])
+        assert "The request is answered; the client is told by e-mail" in shown.text
         assert (await browser.get(path)).status_code == 404
 
 
@@ -409,8 +411,9 @@ async def test_a_copy_request_is_in_progress_until_its_export_link_is_made(
     assert found.status == "in_progress" and found.export_id is not None
     assert found.answered_at is None and found.is_open
     assert [r.id for r in await service.list_requests(open_only=True)] == [row["id"]]
-    shown = await client.get(page)
+    shown = await client.get(answered.headers["location"])
     assert "In progress" in shown.text and f'href="/exports/{found.export_id}"' in shown.text
+    assert "The export is started." in shown.text and "The request is answered" not in shown.text
 
     assert await exports.run_pending(app.state.settings, app.state.store, clock()) == 1
     assert (await service.get_request(row["id"])).status == "in_progress"  # built, not given
