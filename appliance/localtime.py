@@ -15,6 +15,7 @@ from appliance.errors import InvalidInput
 
 __all__ = [
     "clean_zone",
+    "format_day",
     "format_duration",
     "format_local",
     "format_utc",
@@ -28,6 +29,20 @@ _OFFSET = re.compile(r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$")
 # Earlier or later years are typing mistakes; refusing them also keeps every conversion away
 # from the ends of the datetime range, where astimezone overflows.
 FIRST_YEAR, LAST_YEAR = 2000, 2200
+# Month names in code rather than strftime's %B, which follows the process's locale.
+_MONTHS = {
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+    "de": (
+        "Januar", "Februar", "März", "April", "Mai", "Juni",
+        "Juli", "August", "September", "Oktober", "November", "Dezember",
+    ),
+}  # fmt: skip
+# Only the day unit differs between the languages e-mails are written in; "h", "min" and "s"
+# read the same in both.
+_DAYS = {"en": "days", "de": "Tage"}
 
 
 def zone(name: str) -> zoneinfo.ZoneInfo:
@@ -89,9 +104,18 @@ def format_utc(moment: dt.datetime) -> str:
     return f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
 
 
-def format_duration(seconds: float, *, exact: bool = False) -> str:
+def format_day(day: dt.date, language: str = "en") -> str:
+    """A calendar day for people: "5 March 2026", in German "5. März 2026"; English for a
+    language without month names here."""
+    if language == "de":
+        return f"{day.day}. {_MONTHS['de'][day.month - 1]} {day.year}"
+    return f"{day.day} {_MONTHS['en'][day.month - 1]} {day.year}"
+
+
+def format_duration(seconds: float, *, exact: bool = False, language: str = "en") -> str:
     """A duration for people, in one shape everywhere: "45 s", "12 min", "3 h 5 min" (below
-    100 hours, so a 72-hour deadline reads in hours to its end), "4 days 3 h".
+    100 hours, so a 72-hour deadline reads in hours to its end), "4 days 3 h" (German "4 Tage
+    3 h"; English for another language).
 
     Past a minute the seconds are dropped (cut, not rounded: a deadline never looks later than
     it is). ``exact`` keeps them, rounded, where the sum must add up (the SLA report: "43 min
@@ -107,8 +131,10 @@ def format_duration(seconds: float, *, exact: bool = False) -> str:
     elif hours < 100:
         parts = [f"{hours} h", f"{minutes} min"]
     else:
+        # Days start at 100 hours, so there are always at least four: never a singular.
         days, hours = divmod(hours, 24)
-        parts = [f"{days} days", f"{hours} h"] + ([f"{minutes} min"] if exact else [])
+        unit = _DAYS.get(language, _DAYS["en"])
+        parts = [f"{days} {unit}", f"{hours} h"] + ([f"{minutes} min"] if exact else [])
     if exact and secs:
         parts.append(f"{secs} s")
     return " ".join(parts)

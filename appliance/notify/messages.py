@@ -2,7 +2,10 @@
 
 E-mail is rendered when it is queued, from ``templates/mail/<language>/<name>.txt`` (first line:
 the subject) and ``<name>.html``, so a message waiting for the relay reads the same when it is
-finally sent. Alerts become one row per channel, so a channel that is down delays only itself.
+finally sent. Contexts hold plain values (dates, seconds, codes); the templates word them in
+their own language, with the filters ``day`` (``{{ due_on | day("de") }}``) and ``duration``
+(``{{ left_seconds | duration("de") }}``). Alerts become one row per channel, so a channel that
+is down delays only itself.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Literal
 
 import jinja2
 
+from appliance.localtime import format_day, format_duration
 from appliance.notify.tables import AlertChannel, OutboxMessage
 
 __all__ = [
@@ -44,6 +48,16 @@ _html = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+
+
+def _duration(seconds: float, language: str = "en") -> str:
+    """The ``duration`` filter: :func:`format_duration` with the language as an argument."""
+    return format_duration(seconds, language=language)
+
+
+for _env in (_text, _html):
+    _env.filters["day"] = format_day
+    _env.filters["duration"] = _duration
 
 
 def render_email(

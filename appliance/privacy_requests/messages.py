@@ -3,6 +3,9 @@
 Alerts and admins' e-mails leave the appliance (chat services, mail relays): they name the
 request by number and kind only, never the client or what the client wrote. The client's own
 e-mails go to the address the studio keeps for them, in their language.
+
+The e-mails' contexts hold the request's days, time left and kind as plain values, which each
+language's templates word themselves; only the alerts, which are English, are worded here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.clients import service as clients
 from appliance.config import Settings
 from appliance.errors import NotFound
-from appliance.localtime import format_duration, format_local
+from appliance.localtime import format_day, format_duration, format_local
 from appliance.notify.admins import AdminNotice, admin_recipients, tell_admins
 from appliance.notify.languages import language_for
 from appliance.notify.messages import Severity, queue_email
@@ -38,33 +41,37 @@ _TITLES = {
 _SEVERITY: dict[str, Severity] = {"received": "info", "soon": "warning", "overdue": "failure"}
 
 
-def _day(day: dt.date) -> str:
-    return f"{day:%d %B %Y}".lstrip("0")
-
-
 def _staff_context(request: RequestRecord, event: str, now: dt.datetime) -> dict[str, Any]:
-    left = (request.deadline_at - now).total_seconds()
+    """What the admins' alert and e-mail say: ``kind`` is the English label (alerts and the
+    English e-mail), ``kind_code`` the request's own; ``left_seconds`` the time to the deadline,
+    or past it once overdue."""
     return {
         "event": event,
         "request_id": request.id,
         "kind": request.kind_label.lower(),
+        "kind_code": request.kind,
         "received": format_local(request.received_at, request.timezone),
-        "due": f"{_day(request.due_on)} ({request.timezone})",
-        "left": format_duration(abs(left)),
+        "due_on": request.due_on,
+        "timezone": request.timezone,
+        "left_seconds": abs((request.deadline_at - now).total_seconds()),
         "extended": request.extended_at is not None,
     }
 
 
 def _alert_text(context: dict[str, Any]) -> tuple[str, str]:
+    due = f"{format_day(context['due_on'])} ({context['timezone']})"
     title = _TITLES[context["event"]].format(
-        id=context["request_id"], kind=context["kind"], due=context["due"], left=context["left"]
+        id=context["request_id"],
+        kind=context["kind"],
+        due=due,
+        left=format_duration(context["left_seconds"]),
     )
     lines = [
         f"A client asked the studio for {context['kind']} through a share link "
         f"on {context['received']}.",
         "GDPR Art. 12(3) asks for an answer within one month of receipt"
         + (" (extended by two months)" if context["extended"] else "")
-        + f", by the end of {context['due']}.",
+        + f", by the end of {due}.",
         "Open Admin → Privacy requests on the appliance to answer it.",
     ]
     return title, "\n".join(lines)
@@ -112,8 +119,8 @@ async def tell_client(
             "studio_email": profile.contact_email if profile else "",
             "kind": request.kind,
             "asked_for": CLIENT_KINDS.get(request.kind, request.kind),
-            "received": _day(request.received_on),
-            "due": _day(request.due_on),
+            "received_on": request.received_on,
+            "due_on": request.due_on,
             # Only the reasons the client must be given; a done note stays with the studio.
             "reason": {"extended": request.extension_reason, "refused": request.answer_note}.get(
                 event, ""

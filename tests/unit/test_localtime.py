@@ -9,6 +9,7 @@ import pytest
 from appliance.errors import InvalidInput
 from appliance.localtime import (
     clean_zone,
+    format_day,
     format_duration,
     format_local,
     local_input,
@@ -178,3 +179,47 @@ def test_durations_read_in_one_shape_cut_to_the_minute(seconds: float, shown: st
 def test_exact_durations_keep_their_seconds(seconds: float, shown: str) -> None:
     """The SLA figures keep seconds so that they add up to the budget."""
     assert format_duration(seconds, exact=True) == shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "exact", "shown"),
+    [
+        (45, False, "45 s"),
+        (3 * 3600 + 5 * 60, False, "3 h 5 min"),
+        (99 * 3600 + 59 * 60, False, "99 h 59 min"),
+        (100 * 3600, False, "4 Tage 4 h"),
+        (5 * 86400 + 3 * 3600 + 59 * 60, False, "5 Tage 3 h"),
+        (5 * 86400 + 3 * 3600 + 5, True, "5 Tage 3 h 0 min 5 s"),
+    ],
+)
+def test_durations_read_in_german_name_days_tage(seconds: float, exact: bool, shown: str) -> None:
+    """German shares the shape and the units h, min and s; days (never fewer than four,
+    as they start at 100 hours) are "Tage"."""
+    assert format_duration(seconds, exact=exact, language="de") == shown
+
+
+def test_durations_in_a_language_without_words_read_in_english() -> None:
+    """A language the appliance has no words for gets the English duration."""
+    assert format_duration(5 * 86400, language="fr") == "5 days 0 h"
+
+
+ENGLISH_MONTHS = (
+    "January February March April May June July August September October November December"
+)
+GERMAN_MONTHS = "Januar Februar März April Mai Juni Juli August September Oktober November Dezember"
+
+
+@pytest.mark.parametrize("month", range(1, 13))
+def test_days_are_named_with_the_month_in_the_readers_language(month: int) -> None:
+    """Every month by name: "5 March 2026" in English, "5. März 2026" in German."""
+    day = dt.date(2026, month, 5)
+    assert format_day(day) == f"5 {ENGLISH_MONTHS.split()[month - 1]} 2026"
+    assert format_day(day, "en") == format_day(day)
+    assert format_day(day, "de") == f"5. {GERMAN_MONTHS.split()[month - 1]} 2026"
+
+
+def test_days_have_no_leading_zero_and_fall_back_to_english() -> None:
+    """Two-digit days stay whole, one-digit days get no zero; another language reads English."""
+    assert format_day(dt.date(2026, 12, 25), "de") == "25. Dezember 2026"
+    assert format_day(dt.date(2027, 1, 1), "de") == "1. Januar 2027"
+    assert format_day(dt.date(2026, 10, 3), "fr") == "3 October 2026"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zoneinfo
 from typing import Any
 
 import jinja2
@@ -13,9 +14,10 @@ import pytest
 from appliance.errors import InvalidInput
 from appliance.notify import channels
 from appliance.notify.messages import TEMPLATES, config_channel_key, render_email
+from appliance.notify.messages import _html as mail_html
 from appliance.notify.relay import RelayForm, is_address, relay_from_form
 from appliance.notify.smtp import Relay, TransportError, build_message, new_message_id
-from appliance.privacy_requests.messages import CLIENT_KINDS, _day, _staff_context
+from appliance.privacy_requests.messages import CLIENT_KINDS, _alert_text, _staff_context
 from appliance.privacy_requests.service import RequestRecord
 
 STORED = Relay(
@@ -110,6 +112,10 @@ def test_unknown_languages_fall_back_to_english() -> None:
 
 
 ENGLISH_TEMPLATES = sorted(path.name for path in (TEMPLATES / "en").iterdir())
+# What a German template may read that its English twin does not: values the one function
+# building the context for both languages gives, rendered below from that function. The
+# English admins' e-mail names the kind by its English label, the German one by its code.
+GERMAN_ONLY = {"privacy_request_staff": {"kind_code"}}
 
 
 def test_every_english_mail_template_has_a_german_twin() -> None:
@@ -125,6 +131,7 @@ def test_a_german_template_compiles_and_needs_nothing_the_english_one_lacks(name
     English twin uses: its callers give both the same context, and a variable only the
     German one reads would fail to render (StrictUndefined) for German recipients only."""
     env = jinja2.Environment(autoescape=True)
+    env.filters.update(mail_html.filters)  # "day" and "duration", which the e-mails use
     english = env.parse((TEMPLATES / "en" / name).read_text(encoding="utf-8"))
     german_source = (TEMPLATES / "de" / name).read_text(encoding="utf-8")
     german = env.parse(german_source)
@@ -132,7 +139,8 @@ def test_a_german_template_compiles_and_needs_nothing_the_english_one_lacks(name
     # undeclared inside its blocks; they are not the caller's context.
     own = {macro.name for macro in german.find_all(jinja2.nodes.Macro)}
     wanted = jinja2.meta.find_undeclared_variables(german) - own
-    assert wanted <= jinja2.meta.find_undeclared_variables(english)
+    allowed = GERMAN_ONLY.get(name.rsplit(".", 1)[0], set())
+    assert wanted <= jinja2.meta.find_undeclared_variables(english) | allowed
     if name.endswith(".html"):
         assert "{% block language %}de{% endblock %}" in german_source
 
@@ -162,9 +170,9 @@ def privacy_request(**changes: Any) -> RequestRecord:
     return RequestRecord(**values)
 
 
-def client_context(event: str, kind: str, reason: str = "") -> dict[str, Any]:
-    """What tell_client gives the template, for request #7 of ``kind``."""
-    request = privacy_request(kind=kind)
+def client_context(event: str, kind: str, reason: str = "", **changes: Any) -> dict[str, Any]:
+    """What tell_client gives the template, for request #7 of ``kind`` (with ``changes``)."""
+    request = privacy_request(kind=kind, **changes)
     return {
         "event": event,
         "name": "Anna Berg",
@@ -172,8 +180,8 @@ def client_context(event: str, kind: str, reason: str = "") -> dict[str, Any]:
         "studio_email": "hallo@lumen.example",
         "kind": kind,
         "asked_for": CLIENT_KINDS[kind],
-        "received": _day(request.received_on),
-        "due": _day(request.due_on),
+        "received_on": request.received_on,
+        "due_on": request.due_on,
         "reason": reason,
     }
 
@@ -288,6 +296,123 @@ def test_an_extended_privacy_request_tells_german_admins_of_the_longer_deadline(
     )
     assert "nach Eingang (um weitere zwei Monate verlängert), also bis zum Ablauf" in text
     assert "(um weitere zwei Monate verlängert)" in html
+
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+ENGLISH_MONTHS = (
+    "January February March April May June July August September October November December"
+)
+GERMAN_MONTHS = "Januar Februar März April Mai Juni Juli August September Oktober November Dezember"
+
+
+@pytest.mark.parametrize("month", range(1, 13))
+def test_privacy_request_e_mails_name_each_month_in_the_readers_language(month: int) -> None:
+    """A request received on the 15th of ``month`` and due on the 15th of the next: the German
+    e-mails name both months in German (März, Dezember; April as in English), the English
+    ones in English, for the client and for the admins."""
+    due_month, due_year = month % 12 + 1, 2026 + (month == 12)
+    changes = {
+        "received_at": dt.datetime(2026, month, 15, 10, 0, tzinfo=BERLIN),
+        "deadline_at": dt.datetime(due_year, due_month, 16, 0, 0, tzinfo=BERLIN),
+    }
+    english, german = ENGLISH_MONTHS.split(), GERMAN_MONTHS.split()
+    client = client_context("received", "copy", **changes)
+    staff = _staff_context(privacy_request(**changes), "received", changes["received_at"])
+
+    _, _, text, html = render_email("privacy_request_client", "de", client)
+    received, due = f"15. {german[month - 1]} 2026", f"15. {german[due_month - 1]} {due_year}"
+    assert f"am {received} erhalten. Wir beantworten ihn spätestens bis zum {due}." in text
+    assert f"<strong>{due}</strong>" in html
+    _, subject, text, html = render_email("privacy_request_staff", "de", staff)
+    assert subject.endswith(f": Antwort bis zum {due} (Europe/Berlin)")
+    assert f"also bis zum Ablauf des {due} (Europe/Berlin)." in text
+    assert f"<strong>{due} (Europe/Berlin)</strong>" in html
+    for number in (month, due_month):
+        if english[number - 1] != german[number - 1]:
+            assert english[number - 1] not in text + html
+
+    _, _, text, _ = render_email("privacy_request_client", "en", client)
+    received, due = f"15 {english[month - 1]} 2026", f"15 {english[due_month - 1]} {due_year}"
+    assert f"on {received}. We answer it by {due} at the latest." in text
+    _, subject, text, html = render_email("privacy_request_staff", "en", staff)
+    assert (
+        subject
+        == f"Privacy request #7 received (a copy of the data): answer by {due} (Europe/Berlin)"
+    )
+    assert f"by the end of {due} (Europe/Berlin)." in text
+    assert f"<strong>{due} (Europe/Berlin)</strong>" in html
+
+
+@pytest.mark.parametrize(
+    ("left", "german", "english"),
+    [
+        (dt.timedelta(days=5), "5 Tage 0 h", "5 days 0 h"),
+        (dt.timedelta(hours=100, minutes=59), "4 Tage 4 h", "4 days 4 h"),
+        (dt.timedelta(days=3), "72 h 0 min", "72 h 0 min"),
+        (dt.timedelta(minutes=59, seconds=59), "59 min", "59 min"),
+    ],
+)
+def test_admins_read_the_time_left_in_their_language(
+    left: dt.timedelta, german: str, english: str
+) -> None:
+    """The time left before the deadline reads in days from 100 hours on ("Tage" in German),
+    in hours and minutes below; the English e-mail's subject is the alert's title."""
+    request = privacy_request()
+    context = _staff_context(request, "soon", request.deadline_at - left)
+    _, subject, text, html = render_email("privacy_request_staff", "de", context)
+    assert subject == (
+        f"Datenschutzanfrage #7 (Datenkopie) ist am 2. März 2026 (Europe/Berlin) fällig,"
+        f" noch {german}"
+    )
+    assert f"(Europe/Berlin); es bleiben noch {german}." in text
+    assert f"es bleiben noch {german}." in html
+    _, subject, text, html = render_email("privacy_request_staff", "en", context)
+    assert subject == (
+        f"Privacy request #7 (a copy of the data) is due 2 March 2026 (Europe/Berlin),"
+        f" {english} left"
+    )
+    assert subject == _alert_text(context)[0]
+    assert f"by the end of 2 March 2026 (Europe/Berlin); {english} are left." in text
+    assert f"<strong>2 March 2026 (Europe/Berlin)</strong>; {english} are left." in html
+
+
+@pytest.mark.parametrize(
+    ("event", "kind", "subject", "says"),
+    [
+        (
+            "received",
+            "copy",
+            "We received your request for a copy of your data",
+            "we received your request for a copy of your data on 2 February 2026."
+            " We answer it by 2 March 2026 at the latest.",
+        ),
+        (
+            "extended",
+            "correction",
+            "Your request for a correction of your data: we need more time",
+            "we need more time for your request for a correction of your data of 2 February"
+            " 2026. We answer it by 2 March 2026 at the latest.",
+        ),
+        (
+            "done",
+            "deletion",
+            "Your request for the deletion of your data was carried out",
+            "we have carried out your request for the deletion of your data of 2 February 2026."
+            " Your share links no longer work",
+        ),
+    ],
+)
+def test_an_english_client_hears_about_their_privacy_request_in_english(
+    event: str, kind: str, subject: str, says: str
+) -> None:
+    """The client's English e-mail names what they asked for and its days in English."""
+    language, got_subject, text, html = render_email(
+        "privacy_request_client", "en", client_context(event, kind)
+    )
+    assert (language, got_subject) == ("en", subject)
+    assert text.startswith("Hello Anna Berg,") and says in text
+    assert "2 February 2026" in html
+    assert ("<strong>2 March 2026</strong>" in html) == (event != "done")
 
 
 def test_channel_urls_are_masked_and_their_keys_reveal_nothing() -> None:
