@@ -559,7 +559,7 @@ def _mail_context(incident: Incident, hours: int, now: dt.datetime) -> dict[str,
         "detected": format_utc(incident.detected_at),
         "deadline": format_utc(deadline),
         "overdue": left <= 0,
-        "left": format_duration(abs(left)),
+        "left_seconds": abs(left),  # each language's template words it: | duration("de")
     }
 
 

@@ -516,3 +516,31 @@ def test_a_recipient_that_is_no_address_is_a_permanent_failure(recipient: str) -
         )
     assert caught.value.permanent
     assert "is not an e-mail address" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("language", "overdue", "running"),
+    [
+        ("en", "overdue by 5 days 2 h", "(10 h 30 min left)"),
+        ("de", "seit 5 Tage 2 h überfällig", "(noch 10 h 30 min)"),
+    ],
+)
+def test_the_security_deadline_mail_words_the_time_left_in_its_language(
+    language: str, overdue: str, running: str
+) -> None:
+    """The context carries seconds, so a German admin never reads "5 days" in German text."""
+    base = {
+        "incident_id": 3,
+        "kind": "breach",
+        "hours": 72,
+        "detected": "2026-03-01 10:00 UTC",
+        "deadline": "2026-03-04 10:00 UTC",
+    }
+    late = {**base, "overdue": True, "left_seconds": 5 * 86400 + 2 * 3600 + 59}
+    soon = {**base, "overdue": False, "left_seconds": 10 * 3600 + 30 * 60}
+    for context, wanted in ((late, overdue), (soon, running)):
+        chosen, _, text, html = render_email("security_deadline", language, context)
+        assert chosen == language
+        assert wanted in text and wanted in html
+    if language == "de":
+        assert "days" not in render_email("security_deadline", "de", late)[2]
