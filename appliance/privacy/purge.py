@@ -38,7 +38,7 @@ from appliance.backups.repositories import backup_dir
 from appliance.clients.tables import Client
 from appliance.config import Settings
 from appliance.notify.tables import OutboxMessage
-from appliance.privacy import ledger
+from appliance.privacy import holds, ledger
 from appliance.privacy.tables import AffectedPerson
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore, StorageError, check_key
@@ -267,17 +267,26 @@ async def _delete_staff_leftovers(progress: dict[str, Any]) -> None:
         )
 
 
-async def _delete_rows(plans: list[Plan], gone: dict[str, list[int]]) -> dict[str, int]:
+async def _delete_rows(
+    plans: list[Plan], gone: dict[str, list[int]], *, subject_id: int | None, now: dt.datetime
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     db = ErasureRow._meta.db
     async with db.transaction():
         for plan in plans:
+            kind = "staff" if plan.order and plan.order[-1] is StaffUser else "client"
             for table, column, inner in plan.clear:
                 name = _quoted(table._meta.tablename)
                 clear = f"UPDATE {name} SET {column} = NULL WHERE {inner}"  # noqa: S608 - as above
                 await table.raw(clear)
             for table in plan.order:
                 name = table._meta.tablename
+                # Records the law obliges the studio to keep are copied onto legal hold first.
+                held = await holds.hold_rows(
+                    table, plan.where[name], kind=kind, subject_id=subject_id or 0, now=now
+                )
+                if held:
+                    counts[f"{name} kept on legal hold"] = held
                 rows = await table.raw(
                     f"WITH gone AS (DELETE FROM {_quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
                     "RETURNING 1) SELECT count(*) AS n FROM gone"
@@ -395,7 +404,8 @@ async def purge_subject(
         await done("ledger")
     if "rows" not in steps:
         gone = {"client": progress.get("clients", []), "staff_user": progress.get("staff", [])}
-        for name, n in (await _delete_rows(plans, gone)).items():
+        deleted = await _delete_rows(plans, gone, subject_id=subject_id, now=now)
+        for name, n in deleted.items():
             counts[name] = counts.get(name, 0) + n
         await _delete_staff_leftovers(progress)
         await done("rows")
@@ -517,4 +527,6 @@ async def purge_due(settings: Settings, store: ObjectStore, now: dt.datetime) ->
     for row in due:
         if await purge_request(settings, store, row["id"], now):
             finished += 1
+    if released := await holds.release_expired(now):
+        log.info("deleted %d records whose legal hold expired", released)
     return finished

@@ -159,9 +159,10 @@ class ErasureRequest(Table, tablename="erasure_request"):
 
 
 class LegalHold(Table, tablename="legal_hold"):
-    """Records the law obliges the studio to keep (invoices: 10 years in Germany, §147 AO) about
-    a person being erased: kept, restricted, until ``expires_at``; then the daily purge takes
-    them. Nothing holds records yet; billing will add its invoices here."""
+    """Records the law obliges the studio to keep (invoices: years, in Germany by §147 AO) about
+    a person being erased: copied here by the purge (``record``) before their table's row goes,
+    kept, restricted, until ``expires_at``; then the daily purge takes them. Which tables are
+    kept, why and for how long is declared in :mod:`appliance.privacy.holds`."""
 
     id: Serial
     kind = Varchar(length=8)  # client or staff
@@ -169,5 +170,6 @@ class LegalHold(Table, tablename="legal_hold"):
     table_name = Varchar(length=64)  # the table whose rows are held
     record_id = Integer()
     reason = Varchar(length=200)
+    record = JSONB(default="{}")  # the row as it was when the purge took it
     created_at = Timestamptz()
     expires_at = Timestamptz(index=True)
