@@ -14,12 +14,18 @@ from appliance.privacy import erasure, ledger, purge
 from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.storage.base import ObjectStore
 from tests.conftest import FakeClock
-from tests.integration import test_erasure
+from tests.integration import test_backups
+from tests.integration.erasure_flows import (
+    anna_and_ben,
+    backed_up,
+    erase_and_purge,
+    erase_and_wait,
+    store_traces,
+)
+from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin
-from tests.integration.test_erasure import _anna_and_ben, _erase_and_wait, _store_traces
 
-fresh_ledger = test_erasure.fresh_ledger  # the fixture: no erasure leaks into other tests
-backup_settings = test_erasure.backup_settings  # the fixture: a repository of the test's own
+backup_settings = test_backups.backup_settings  # the fixture: a repository of the test's own
 
 
 class WorkerDies(Exception):
@@ -53,8 +59,8 @@ async def test_a_purge_killed_half_way_finishes_on_the_next_run(
     """Killed after the rows and two objects: the request stays "purging" with the steps it
     finished and the keys still to delete; the next run deletes the rest and records the
     deletion once."""
-    anna = await _anna_and_ben(client, app, admin, clock)
-    request = await _erase_and_wait(settings, clock, anna.client_id)
+    anna = await anna_and_ben(client, app, admin, clock)
+    request = await erase_and_wait(settings, clock, anna.client_id)
     store = app.state.store
     try:
         await purge.purge_due(settings, DyingStore(store, lives=2), clock())  # type: ignore[arg-type]
@@ -69,10 +75,10 @@ async def test_a_purge_killed_half_way_finishes_on_the_next_run(
     assert progress["steps"] == ["collect", "ledger", "rows"]
     assert set(anna.keys) <= set(progress["keys"])
     assert await Photo.count().run() == 1  # Ben's; Anna's rows went before the kill
-    assert await _store_traces(store, anna.keys, anna.contents) != []  # objects left behind
+    assert await store_traces(store, anna.keys, anna.contents) != []  # objects left behind
 
     assert await purge.purge_due(settings, store, clock()) == 1
-    assert await _store_traces(store, anna.keys, anna.contents) == []
+    assert await store_traces(store, anna.keys, anna.contents) == []
     done = await erasure.get_request(request.id)
     assert done.state == "done"
     assert done.counts["photo"] == 2
@@ -96,10 +102,10 @@ async def test_a_restore_whose_erasures_fail_reapplies_them_at_the_next_purge(
     from appliance.backups.restore import restore
     from appliance.clients.tables import Client
 
-    anna = await _anna_and_ben(client, app, admin, clock)
+    anna = await anna_and_ben(client, app, admin, clock)
     store = app.state.store
-    target, point = await test_erasure._backed_up(backup_settings, store, clock)
-    await test_erasure._erase_and_purge(backup_settings, store, clock, anna.client_id)
+    target, point = await backed_up(backup_settings, store, clock)
+    await erase_and_purge(backup_settings, store, clock, anna.client_id)
 
     with pytest.raises(WorkerDies):
         await restore(backup_settings, DyingStore(store, lives=0), target, point)  # type: ignore[arg-type]
@@ -109,6 +115,6 @@ async def test_a_restore_whose_erasures_fail_reapplies_them_at_the_next_purge(
     await purge.purge_due(backup_settings, store, clock())
     assert not ledger.reapply_pending(backup_settings)
     assert await Client.count().where(Client.id == anna.client_id).run() == 0
-    assert await _store_traces(store, anna.keys, anna.contents) == []
+    assert await store_traces(store, anna.keys, anna.contents) == []
     records = await ErasureRow.select(ErasureRow.subject_id, ErasureRow.state).run()
     assert records == [{"subject_id": anna.client_id, "state": "done"}]

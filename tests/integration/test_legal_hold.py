@@ -27,8 +27,8 @@ from appliance.privacy.tables import ErasureRequest as ErasureRow
 from appliance.privacy.tables import LegalHold
 from appliance.storage.filesystem import FilesystemStore
 from tests.conftest import FakeClock
-from tests.integration.test_erasure import _erase_and_wait, _traces
-from tests.integration.test_erasure import fresh_ledger as fresh_ledger  # autouse
+from tests.integration.erasure_flows import erase_and_wait, traces
+from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 
 pytestmark = pytest.mark.usefixtures("clean_db")
 
@@ -66,7 +66,7 @@ async def test_an_erased_person_s_held_record_is_kept_restricted_until_its_hold_
     anna, gallery = await anna_with_a_gallery(clock)
     store = FilesystemStore(tmp_path / "objects")
     await store.ensure_ready()
-    request = await _erase_and_wait(settings, clock, anna)
+    request = await erase_and_wait(settings, clock, anna)
     assert await purge.purge_due(settings, store, clock()) == 1
 
     assert await Gallery.count().where(Gallery.id == gallery) == 0  # not in daily work
@@ -81,7 +81,7 @@ async def test_an_erased_person_s_held_record_is_kept_restricted_until_its_hold_
     assert held["reason"] == STAND_IN.reason and record["title"] == "Anna Berg wedding"
     assert held["expires_at"] == dt.datetime(2037, 1, 1, tzinfo=dt.UTC)
     # The only trace of Anna left anywhere is the held copy.
-    assert await _traces(database_url, ["Anna Berg"], anna) == [
+    assert await traces(database_url, ["Anna Berg"], anna) == [
         "legal_hold.record holds 'Anna Berg'"
     ]
     done = await ErasureRow.select(ErasureRow.progress).where(ErasureRow.id == request.id).first()
@@ -98,7 +98,7 @@ async def test_an_erased_person_s_held_record_is_kept_restricted_until_its_hold_
     clock.now = dt.datetime(2037, 1, 1, 0, 0, tzinfo=dt.UTC)
     await purge.purge_due(settings, store, clock())
     assert await LegalHold.count() == 0
-    assert await _traces(database_url, ["Anna Berg"], anna) == []
+    assert await traces(database_url, ["Anna Berg"], anna) == []
 
 
 async def test_a_held_row_is_held_once_when_a_killed_purge_runs_again(
