@@ -1,11 +1,12 @@
 """The export archive: records as JSON, the person's files, a summary and a SHA-256 manifest,
 written as one streamed ZIP into the object store.
 
-Memory stays bounded whatever the number of records and the number and size of the files:
-records are read a batch at a time and each JSON file is written item by item; each file is
-read from the store chunk by chunk; each chunk of the archive goes on to the store's streamed
-``put`` before the next is read (the galleries' ZIP writer). What grows with the archive is
-only its central directory, a few dozen bytes per entry, which every ZIP ends with. Checksums
+Memory does not grow with the number of records or the size of the files: records are
+fetched a batch at a time and each JSON file is written item by item; each file is read from
+the store chunk by chunk; each chunk of the archive goes on to the store's streamed ``put``
+before the next is read (the galleries' ZIP writer). What grows is the bookkeeping of each
+entry (the ZIP's central directory, which every ZIP ends with, and the manifest's checksum):
+about 1 KB per file, some 50 MB for 50,000 photos. Checksums
 are computed from the chunks written, so the manifest, written last, describes exactly the
 bytes that went into the archive; the summary is written just before it, so the counts it
 gives are those of the records and files written.
@@ -69,25 +70,29 @@ class Contents(msgspec.Struct):
     digests: dict[str, str] = msgspec.field(default_factory=dict)  # entry name to SHA-256
 
 
-def table_documents(queries: list[records.TableQuery]) -> list[JsonDocument]:
-    """``data/<table>.json`` for each table's rows, read a batch at a time."""
+def table_documents(
+    reader: records.Reader, queries: list[records.TableQuery]
+) -> list[JsonDocument]:
+    """``data/<table>.json`` for each table's rows, fetched a batch at a time."""
     return [
         JsonDocument(
             folder="data",
             filename=f"{query.table}.json",
-            items=lambda query=query: records.rows(query),  # type: ignore[misc]
+            items=lambda query=query: reader.rows(query),  # type: ignore[misc]
             label=query.table,
         )
         for query in queries
     ]
 
 
-async def files_of(queries: list[records.TableQuery]) -> AsyncIterator[PersonFile]:
+async def files_of(
+    reader: records.Reader, queries: list[records.TableQuery]
+) -> AsyncIterator[PersonFile]:
     """The files the records point at (photo originals), folder by their table and parent."""
     for query in queries:
         if not query.columns & FILE_COLUMNS.keys():
             continue
-        async for row in records.rows(query):
+        async for row in reader.rows(query):
             for key_column, name_column in FILE_COLUMNS.items():
                 key = row.get(key_column)
                 if isinstance(key, str) and key:
@@ -212,7 +217,13 @@ async def write_archive(
         yield hashed(ZipEntry(name=SUMMARY, size=len(page), modified=now, chunks=_bytes(page)))
 
         async def manifest() -> AsyncIterator[bytes]:
-            yield "".join(f"{digest}  {name}\n" for name, digest in digests.items()).encode()
+            lines: list[str] = []
+            for name, digest in digests.items():  # in pieces, not one large string
+                lines.append(f"{digest}  {name}\n")
+                if len(lines) == 1000:
+                    yield "".join(lines).encode()
+                    lines = []
+            yield "".join(lines).encode()
 
         yield ZipEntry(name=MANIFEST, size=0, modified=now, chunks=manifest)
 

@@ -27,11 +27,13 @@ a long history.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
+import asyncpg
 import msgspec
 from piccolo.columns import Column, ForeignKey, Integer, Varchar
 from piccolo.table import Table
@@ -43,17 +45,18 @@ __all__ = [
     "KIND_ID_COLUMNS",
     "PERSON_TABLES",
     "STAFF_ID_COLUMNS",
+    "STATEMENT_TIMEOUT",
     "WITHHELD",
     "PersonKind",
+    "Reader",
     "Reference",
     "TableQuery",
     "TableRecords",
     "collect",
-    "count",
     "queries",
+    "reading",
     "references",
     "registry_tables",
-    "rows",
     "withheld",
 ]
 
@@ -159,8 +162,15 @@ def withheld(column: str) -> bool:
     return bool(_SECRET.search(column))
 
 
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
 def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    # Names come from the schema; checked anyway, since a brace would be taken for a
+    # placeholder and a quote would end the identifier.
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain table or column name: {name!r}")
+    return f'"{name}"'
 
 
 class TableQuery(msgspec.Struct, frozen=True):
@@ -172,12 +182,22 @@ class TableQuery(msgspec.Struct, frozen=True):
     """
 
     table: str
-    key: str  # the primary key: rows are read in its order, a batch at a time
+    key: str  # the primary key: rows are read in its order
     columns: frozenset[str]
-    whole: str  # the row is the person's: all of it is exported
+    whole: str  # the row is the person's: all of it is exported ("FALSE": none is)
     outline: str  # the row only names them as its creator or actor (the module's 4.)
     outline_columns: tuple[str, ...]
     subject_id: int
+
+
+def _keys(table: str, key: str, clauses: list[str]) -> str:
+    """The keys of ``table``'s rows matching any clause. A UNION, not ``OR``: PostgreSQL turns
+    each ``IN (SELECT ...)`` of a UNION branch into a join, while under ``OR`` it can only
+    test row by row, which on a large studio means re-reading the subquery for every row."""
+    return " UNION ".join(
+        f"SELECT {_quoted(key)} FROM {_quoted(table)} WHERE {clause}"  # noqa: S608 - schema names
+        for clause in clauses
+    )
 
 
 def _tree(
@@ -188,7 +208,8 @@ def _tree(
     seen: frozenset[str],
 ) -> list[str]:
     """Conditions for rows of ``table`` reached from the person through foreign keys (the
-    module's 1. to 3.); a parent's own condition is nested, so no ids are held in memory."""
+    module's 1. to 3.); a parent's own keys are a nested query, so no ids are held in memory.
+    A chain that leads back to a table already on it is not followed (the schema has none)."""
     clauses = []
     for ref in by_table.get(table, []):
         column = _quoted(ref.column)
@@ -197,12 +218,7 @@ def _tree(
         elif ref.how == "parent" and ref.parent not in seen:
             inner = _tree(ref.parent, by_table, keys, subject, seen | {table})
             if inner:
-                parent_key = _quoted(keys[ref.parent])
-                condition = " OR ".join(f"({c})" for c in inner)
-                clauses.append(
-                    f"{column} IN (SELECT {parent_key} FROM {_quoted(ref.parent)}"  # noqa: S608 - schema names
-                    f" WHERE {condition})"
-                )
+                clauses.append(f"{column} IN ({_keys(ref.parent, keys[ref.parent], inner)})")
     return clauses
 
 
@@ -237,12 +253,17 @@ def queries(
                 )
             elif ref.how == "id_column":
                 outline_columns.append(ref.column)
+        key = keys[name]
+        if len(whole) > 1:
+            condition = f"{_quoted(key)} IN ({_keys(name, key, whole)})"
+        else:
+            condition = whole[0] if whole else "FALSE"
         found.append(
             TableQuery(
                 table=name,
-                key=keys[name],
+                key=key,
                 columns=columns[name],
-                whole=" OR ".join(f"({c})" for c in whole) or "FALSE",
+                whole=condition,
                 outline=" OR ".join(f"{_quoted(c)} = {subject}" for c in outline_columns)
                 or "FALSE",
                 outline_columns=tuple(outline_columns),
@@ -252,47 +273,90 @@ def queries(
     return found
 
 
-BATCH = 500  # rows read per query: what an export holds of one table at a time
+BATCH = 500  # rows fetched at a time: what an export holds of one table at once
+# A statement of an export that runs longer than this fails the export (a clear error, tried
+# again by staff) rather than hold a worker: well below the time after which a job with no
+# heartbeat is taken for dead.
+STATEMENT_TIMEOUT = dt.timedelta(minutes=5)
 _WHOLE = "export_row_is_whole"
 
 
-async def rows(query: TableQuery, *, batch: int = BATCH) -> AsyncIterator[dict[str, Any]]:
-    """The table's rows about the person in key order, each once, read ``batch`` at a time
-    (keyset pagination, so each read is an index range, however long the table): a row that
-    is the person's whole with secrets withheld, one that only names them as an outline."""
-    # Any table's raw() runs any SQL on the configured engine. Identifiers are quoted names
-    # from the schema, never input; the only value is the last key read, a parameter.
-    from appliance.exports.tables import ExportJob
-
+def _select(query: TableQuery) -> str:
+    """The one statement that reads a table's rows about the person, in key order, each once,
+    with whether the row is the person's whole."""
     table, key = _quoted(query.table), _quoted(query.key)
-    select = (
-        f"SELECT *, ({query.whole}) AS {_WHOLE} FROM {table}"  # noqa: S608 - schema names
-        f" WHERE (({query.whole}) OR ({query.outline}))"
-    )
-    last: Any = None
-    while True:
-        if last is None:
-            found = await ExportJob.raw(f"{select} ORDER BY {key} LIMIT {int(batch)}").run()
-        else:
-            page = f"{select} AND {key} > {{}} ORDER BY {key} LIMIT {int(batch)}"
-            found = await ExportJob.raw(page, last).run()
-        for row in found:
-            yield _shown(row, query)
-        if len(found) < batch:
-            return
-        last = found[-1][query.key]
+    if query.outline == "FALSE":
+        where, whole = query.whole, "TRUE"
+    elif query.whole == "FALSE":
+        where, whole = query.outline, "FALSE"
+    else:  # both: the whole rows' keys once, joined
+        return (
+            f"WITH whole AS MATERIALIZED (SELECT {key} AS k FROM {table} WHERE {query.whole})"  # noqa: S608 - schema names
+            f" SELECT {table}.*, whole.k IS NOT NULL AS {_WHOLE} FROM {table}"
+            f" LEFT JOIN whole ON whole.k = {table}.{key}"
+            f" WHERE whole.k IS NOT NULL OR ({query.outline}) ORDER BY {table}.{key}"
+        )
+    return f"SELECT *, {whole} AS {_WHOLE} FROM {table} WHERE {where} ORDER BY {key}"  # noqa: S608 - schema names
 
 
-async def count(query: TableQuery) -> int:
-    """How many of the table's rows are about the person."""
-    from appliance.exports.tables import ExportJob
+class Reader:
+    """Reads for one export: one connection, one read-only snapshot, so the records and the
+    files listed from them agree; each table is one statement whose rows are fetched
+    ``batch`` at a time through a cursor."""
 
-    sql = (
-        f"SELECT count(*) AS n FROM {_quoted(query.table)}"  # noqa: S608 - schema names
-        f" WHERE ({query.whole}) OR ({query.outline})"
-    )
-    found = await ExportJob.raw(sql).run()
-    return int(found[0]["n"])
+    def __init__(
+        self, connection: asyncpg.Connection, subject_id: int, *, batch: int = BATCH
+    ) -> None:
+        self._connection = connection
+        self.subject_id = int(subject_id)
+        self._batch = max(1, batch)
+
+    async def rows(self, query: TableQuery) -> AsyncIterator[dict[str, Any]]:
+        """The table's rows about the person in key order: a row that is the person's whole
+        with secrets withheld, one that only names them as an outline."""
+        cursor = self._connection.cursor(_select(query), prefetch=self._batch)
+        async for record in cursor:
+            yield _shown(dict(record), query)
+
+    async def has_rows(self, query: TableQuery) -> bool:
+        select = _select(query)
+        return bool(await self._connection.fetchval(f"SELECT EXISTS ({select})"))
+
+    async def person(self, kind: PersonKind) -> dict[str, Any]:
+        """The person's own row (secrets withheld), or ``{}`` when they no longer exist."""
+        table = _quoted(PERSON_TABLES[kind])
+        found = await self._connection.fetchrow(
+            f"SELECT * FROM {table} WHERE id = $1",  # noqa: S608 - schema names
+            self.subject_id,
+        )
+        if found is None:
+            return {}
+        return {
+            name: WITHHELD if withheld(name) and value is not None else value
+            for name, value in dict(found).items()
+        }
+
+    async def fetch(self, sql: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
+        """Any other read of the export (the access trail), through a cursor likewise."""
+        async for record in self._connection.cursor(sql, *args, prefetch=self._batch):
+            yield record
+
+
+@contextlib.asynccontextmanager
+async def reading(subject_id: int, *, batch: int = BATCH) -> AsyncIterator[Reader]:
+    """A :class:`Reader` for one person's export, on a connection of its own (not the pool's:
+    a snapshot held for the whole export must not pin a pooled connection, and the job's
+    heartbeat must commit at once, outside it)."""
+    from appliance.db.engine import engine
+
+    connection: asyncpg.Connection = await engine().get_new_connection()
+    try:
+        async with connection.transaction(isolation="repeatable_read", readonly=True):
+            timeout = int(STATEMENT_TIMEOUT.total_seconds() * 1000)
+            await connection.execute(f"SET LOCAL statement_timeout = {timeout}")
+            yield Reader(connection, subject_id, batch=batch)
+    finally:
+        await connection.close()
 
 
 def _shown(row: dict[str, Any], query: TableQuery) -> dict[str, Any]:
@@ -316,10 +380,11 @@ async def collect(
     kind: PersonKind, subject_id: int, tables: Iterable[type[Table]] | None = None
 ) -> list[TableRecords]:
     """Every row about one person held at once, table by table; tables with no row about
-    the person are left out. For checks and small readers: an export streams :func:`rows`."""
+    the person are left out. For checks and small readers: an export streams them."""
     found = []
-    for query in queries(kind, subject_id, tables):
-        table_rows = [row async for row in rows(query)]
-        if table_rows:
-            found.append(TableRecords(table=query.table, rows=table_rows))
+    async with reading(subject_id) as reader:
+        for query in queries(kind, subject_id, tables):
+            table_rows = [row async for row in reader.rows(query)]
+            if table_rows:
+                found.append(TableRecords(table=query.table, rows=table_rows))
     return found

@@ -19,6 +19,7 @@ everyone at once, though the purge deletes it later (and their exports with it).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -28,11 +29,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
+import asyncpg
 import msgspec
 
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
-from appliance.audit.tables import AuditEntry
 from appliance.clock import Clock
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
@@ -67,6 +68,7 @@ MAX_DOWNLOADS = 3  # a broken download can be tried again, a forwarded link not 
 ACCESS_LOG = "access_log.json"
 SUMMARY_ACCESSES = 200  # the most recent accesses the summary lists; the log has them all
 STALE_AFTER = dt.timedelta(minutes=10)  # a running job without a heartbeat for this long died
+BEAT_EVERY = dt.timedelta(seconds=30)  # while a build runs, however long one statement takes
 MAX_ATTEMPTS = 3  # claims of one job before it is marked failed (a job that kills its worker)
 ACTIVE = ("queued", "running")
 _LOCK_BASE = 0x6578706F7274  # "export": the advisory lock per person is this plus a CRC
@@ -301,29 +303,26 @@ def _key(kind: str, subject_id: int, export_id: int, claim: int | None) -> str:
     return base if claim is None else f"{base}{claim}.zip"
 
 
-async def access_trail(client_id: int, *, batch: int = records.BATCH) -> AsyncIterator[Access]:
+async def access_trail(
+    client_id: int, reader: records.Reader | None = None
+) -> AsyncIterator[Access]:
     """Every audit entry of a staff member about this client or their galleries, oldest
-    first, read a batch at a time. Read here, not through the audit service, because only the
-    export asks by target."""
+    first, fetched a batch at a time (through ``reader``, else a reading of its own). Read
+    here, not through the audit service, because only the export asks by target."""
+    if reader is None:
+        async with records.reading(client_id) as own:
+            async for access in access_trail(client_id, own):
+                yield access
+        return
     client = int(client_id)
+    columns = "SELECT seq, at, actor, action, target FROM audit_entry WHERE actor_id IS NOT NULL"
+    sql = f"{columns} AND target = $1"
     galleries = next((q for q in records.queries("client", client) if q.table == "gallery"), None)
-    about = "target = {}"
-    if galleries is not None:  # the galleries' condition nests: no list of ids is held
+    if galleries is not None:  # a second branch, not OR: each half is an index lookup
         nested = f"SELECT 'gallery:' || id FROM gallery WHERE {galleries.whole}"  # noqa: S608 - schema names and an int
-        about += f" OR target IN ({nested})"
-    select = (
-        "SELECT seq, at, actor, action, target FROM audit_entry"  # noqa: S608 - see above
-        f" WHERE actor_id IS NOT NULL AND ({about})"
-    )
-    last = 0
-    while True:
-        sql = f"{select} AND seq > {{}} ORDER BY seq LIMIT {int(batch)}"
-        found = await AuditEntry.raw(sql, f"client:{client}", last).run()
-        for row in found:
-            yield Access(at=row["at"], who=row["actor"], action=row["action"], target=row["target"])
-        if len(found) < batch:
-            return
-        last = found[-1]["seq"]
+        sql += f" UNION ALL {columns} AND target IN ({nested})"
+    async for row in reader.fetch(f"{sql} ORDER BY seq", f"client:{client}"):
+        yield Access(at=row["at"], who=row["actor"], action=row["action"], target=row["target"])
 
 
 async def _build(
@@ -336,47 +335,58 @@ async def _build(
     heartbeat: Callable[[], Awaitable[None]],
 ) -> tuple[ObjectInfo, int]:
     """Find, summarise and write one archive; returns the object and its file count. Nothing
-    about the person is held whole in memory: each table is read a batch at a time."""
+    about the person is held whole in memory: each table is fetched a batch at a time, all
+    of them from one snapshot, so the records and the files agree."""
     if await is_erased(kind, subject_id):  # asked for before the erasure: not built now
         raise NotFound("The person is being deleted: cancel that first")
-    found = [q for q in records.queries(kind, subject_id) if await records.count(q)]
-    person = next((q for q in found if q.table == records.PERSON_TABLES[kind]), None)
-    if person is None:
-        raise NotFound("The person no longer exists")
-    (row,) = [r async for r in records.rows(person)] or [{}]
-    documents = archive.table_documents(found)
-    # The summary lists the most recent accesses; access_log.json has every one.
-    recent: deque[Access] = deque(maxlen=SUMMARY_ACCESSES)
-    if kind == "client":
+    async with records.reading(subject_id) as reader:
+        person = await reader.person(kind)
+        if not person:
+            raise NotFound("The person no longer exists")
+        found = [q for q in records.queries(kind, subject_id) if await reader.has_rows(q)]
+        documents = archive.table_documents(reader, found)
+        # The summary lists the most recent accesses; access_log.json has every one.
+        recent: deque[Access] = deque(maxlen=SUMMARY_ACCESSES)
+        if kind == "client":
 
-        async def accesses() -> AsyncIterator[Access]:
-            async for access in access_trail(subject_id):
-                recent.append(access)
-                yield access
+            async def accesses() -> AsyncIterator[Access]:
+                async for access in access_trail(subject_id, reader):
+                    recent.append(access)
+                    yield access
 
-        documents.append(
-            archive.JsonDocument(folder=None, filename=ACCESS_LOG, items=accesses, label=ACCESS_LOG)
+            documents.append(
+                archive.JsonDocument(
+                    folder=None, filename=ACCESS_LOG, items=accesses, label=ACCESS_LOG
+                )
+            )
+        facts = await gather_facts(
+            settings, kind=kind, subject_id=subject_id, person=person, now=now
         )
-    facts = await gather_facts(settings, kind=kind, subject_id=subject_id, person=row, now=now)
 
-    def summary(contents: archive.Contents) -> bytes:
-        written = dict(contents.items)
-        accessed = written.pop(ACCESS_LOG, 0)
-        final = msgspec.structs.replace(
-            facts,
-            tables=list(written.items()),
-            files=contents.files,
-            accesses=list(recent),
-            accesses_total=accessed,
+        def summary(contents: archive.Contents) -> bytes:
+            written = dict(contents.items)
+            accessed = written.pop(ACCESS_LOG, 0)
+            final = msgspec.structs.replace(
+                facts,
+                tables=list(written.items()),
+                files=contents.files,
+                accesses=list(recent),
+                accesses_total=accessed,
+            )
+            return render_summary(final, archive.MANIFEST)
+
+        # A client's files are their photos; the photos a member of staff uploaded are the
+        # clients' data, so a staff export lists them as records only.
+        files = archive.files_of(reader, found) if kind == "client" else _no_files()
+        stored, contents = await archive.write_archive(
+            store,
+            key,
+            documents=documents,
+            files=files,
+            summary=summary,
+            now=now,
+            heartbeat=heartbeat,
         )
-        return render_summary(final, archive.MANIFEST)
-
-    # A client's files are their photos; the photos a member of staff uploaded are the clients'
-    # data, so a staff export lists them as records only.
-    files = archive.files_of(found) if kind == "client" else _no_files()
-    stored, contents = await archive.write_archive(
-        store, key, documents=documents, files=files, summary=summary, now=now, heartbeat=heartbeat
-    )
     return stored, contents.files
 
 
@@ -410,7 +420,11 @@ async def run_export(
     subject_id: int = row["subject_id"]
     key = _key(kind, subject_id, export_id, claim)
 
+    lost = asyncio.Event()  # the background beat found the job claimed by another worker
+
     async def heartbeat() -> None:
+        if lost.is_set():
+            raise _ClaimLost
         alive = (
             await ExportRow.update({ExportRow.heartbeat_at: clock()})
             .where(_this_claim(export_id, claim))
@@ -418,10 +432,29 @@ async def run_export(
             .run()
         )
         if not alive:
+            lost.set()
             raise _ClaimLost
 
+    async def beat_meanwhile() -> None:
+        # The archive beats as its pieces pass; this keeps the job alive while one long
+        # statement runs and nothing passes, so no other worker takes it for dead.
+        while not lost.is_set():
+            await asyncio.sleep(BEAT_EVERY.total_seconds())
+            try:
+                await heartbeat()
+            except _ClaimLost:
+                return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is tried again
+                log.warning("export %d: heartbeat failed: %s", export_id, exc)
+
+    beating = asyncio.ensure_future(beat_meanwhile())
     try:
         stored, count = await _build(settings, store, kind, subject_id, key, now, heartbeat)
+    except asyncpg.QueryCanceledError:
+        log.warning("export %d: a statement ran past %s", export_id, records.STATEMENT_TIMEOUT)
+        message = "Reading the records took too long; try again, or tell the administrator."
+        await _fail(store, row, claim, message, now)
+        return await get_export(export_id, hide_erased=False)
     except _ClaimLost:
         log.warning("export %d was taken over by another worker; dropping this build", export_id)
         await _delete_quietly(store, key=key)
@@ -435,6 +468,8 @@ async def run_export(
         log.exception("export %d failed", export_id)
         await _fail(store, row, claim, "The export failed unexpectedly; try again.", now)
         return await get_export(export_id, hide_erased=False)
+    finally:
+        beating.cancel()
     hours = settings.privacy.export_link_hours
     finished = now  # the run's time, as the request's: the link's life is counted from it
     async with ExportRow._meta.db.transaction():
