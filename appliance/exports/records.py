@@ -20,9 +20,9 @@ Secret columns (password and PIN hashes, token hashes, TOTP secrets) are withhel
 not information about the person but keys to their account or links.
 
 Each table's references become one SQL condition (:func:`queries`); the foreign-key chain
-nests the parent's condition as a subquery, so no list of ids is carried between tables. Rows
-are read a batch at a time in key order (:func:`rows`): an export's memory does not grow with
-a long history.
+nests the parent's keys as a subquery, so no list of ids is carried between tables. Each
+table is then one statement whose rows are fetched a batch at a time through a cursor, all in
+one read-only snapshot (:func:`reading`): an export's memory does not grow with a long history.
 """
 
 from __future__ import annotations
