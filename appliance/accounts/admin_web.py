@@ -10,6 +10,7 @@ from litestar.params import FromPath
 
 from appliance.accounts import invitations, service
 from appliance.errors import ApplianceError
+from appliance.web.acting import acting
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import FORM, client_address, render, status_of
 from appliance.web.requests import AnyRequest
@@ -150,10 +151,8 @@ class StaffAdminController(Controller):
             token = await invitations.start_reset(
                 user_id,
                 reset_2fa=data.reset_2fa == "1",
-                actor=(await self._actor(request)).actor,
-                address=client_address(request),
                 settings=request.app.state.settings,
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._page(request, status_code=status_of(exc), error=exc.message)

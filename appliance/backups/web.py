@@ -16,11 +16,11 @@ from appliance.config import Settings
 from appliance.errors import ApplianceError
 from appliance.localtime import format_duration
 from appliance.setup import service as setup
-from appliance.web.auth import require_admin, signed_in
+from appliance.web.acting import acting
+from appliance.web.auth import require_admin
 from appliance.web.pages import (
     FORM,
     NO_STORE,
-    client_address,
     error_context,
     redirect,
     render,
@@ -139,37 +139,24 @@ class BackupsController(Controller):
 
     @post("/password-stored", name="admin_backups_password_stored")
     async def password_stored(self, request: AnyRequest) -> Response[Any]:
-        signed = await signed_in(request)
-        await admin.confirm_password(
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        await admin.confirm_password(**await acting(request))
         return redirect(f"{PAGE}?done=password")
 
     @post("/run", name="admin_backups_run")
     async def run(self, request: AnyRequest) -> Response[Any]:
-        signed = await signed_in(request)
         queued = await admin.request_run(
-            request.app.state.settings,
-            "backup",
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
+            request.app.state.settings, "backup", **await acting(request)
         )
         return redirect(f"{PAGE}?done={'backup' if queued else 'backup-busy'}")
 
     @post("/drill", name="admin_backups_drill")
     async def drill(self, request: AnyRequest, data: Annotated[DrillForm, FORM]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             queued = await admin.request_run(
                 request.app.state.settings,
                 "drill",
                 repository=data.repository,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._refused(request, exc)
@@ -179,14 +166,9 @@ class BackupsController(Controller):
     async def add_alerts(
         self, request: AnyRequest, data: Annotated[AlertUrlsForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await admin.add_alert_urls(
-                request.app.state.settings,
-                data.alert_urls,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                request.app.state.settings, data.alert_urls, **await acting(request)
             )
         except ApplianceError as exc:
             # The URLs typed are not shown again: they may carry tokens.
@@ -197,14 +179,9 @@ class BackupsController(Controller):
     async def remove_alert(
         self, request: AnyRequest, data: Annotated[RemoveAlertForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await admin.remove_alert_url(
-                request.app.state.settings,
-                data.fingerprint,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                request.app.state.settings, data.fingerprint, **await acting(request)
             )
         except ApplianceError as exc:
             return await self._refused(request, exc)
@@ -212,15 +189,12 @@ class BackupsController(Controller):
 
     @post("/alerts/test", name="admin_backups_alert_test")
     async def test_alert(self, request: AnyRequest) -> Response[Any]:
-        signed = await signed_in(request)
         studio = await setup.get_studio()
         try:
             delivered = await admin.send_test_alert(
                 request.app.state.settings,
                 studio=studio.name if studio else "",
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._refused(request, exc)
@@ -228,14 +202,8 @@ class BackupsController(Controller):
 
     @post("/ping", name="admin_backups_ping")
     async def set_ping(self, request: AnyRequest, data: Annotated[PingForm, FORM]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.set_ping_url(
-                data.ping_url,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.set_ping_url(data.ping_url, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done={'ping' if data.ping_url.strip() else 'ping-cleared'}")
@@ -244,7 +212,6 @@ class BackupsController(Controller):
     async def add_repository(
         self, request: AnyRequest, data: Annotated[RepositoryForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await admin.add_repository(
                 request.app.state.settings,
@@ -253,9 +220,7 @@ class BackupsController(Controller):
                 access_key=data.access_key,
                 secret_key=data.secret_key,
                 region=data.region,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             # Keys are typed again; a URL is kept only when it carries no password.
@@ -266,14 +231,8 @@ class BackupsController(Controller):
 
     @post("/repositories/{name:str}/remove", name="admin_backups_repository_remove")
     async def remove_repository(self, request: AnyRequest, name: FromPath[str]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.remove_repository(
-                name,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.remove_repository(name, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=repository-removed")

@@ -19,8 +19,9 @@ from appliance.galleries import service as gallery_service
 from appliance.galleries import sharing
 from appliance.notify import languages
 from appliance.web.access import record_access
-from appliance.web.auth import require_staff, signed_in
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.acting import acting
+from appliance.web.auth import require_staff
+from appliance.web.pages import FORM, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
 
 __all__ = ["ClientController"]
@@ -90,14 +91,8 @@ class ClientController(Controller):
 
     @post("/new", name="client_create")
     async def create(self, request: AnyRequest, data: Annotated[ClientForm, FORM]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            record = await service.create_client(
-                data.details(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            record = await service.create_client(data.details(), **await acting(request))
         except ApplianceError as exc:
             return render(
                 request,
@@ -143,16 +138,9 @@ class ClientController(Controller):
     async def update(
         self, request: AnyRequest, client_id: FromPath[int], data: Annotated[ClientForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         record = await service.get_client(client_id, hide_erased=True)
         try:
-            await service.update_client(
-                client_id,
-                data.details(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await service.update_client(client_id, data.details(), **await acting(request))
         except ApplianceError as exc:
             return render(
                 request,
@@ -164,24 +152,12 @@ class ClientController(Controller):
 
     @post("/{client_id:int}/archive", name="client_archive")
     async def archive(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
-        signed = await signed_in(request)
         await service.get_client(client_id, hide_erased=True)
-        await service.archive_client(
-            client_id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        await service.archive_client(client_id, **await acting(request))
         return redirect(f"/clients/{client_id}")
 
     @post("/{client_id:int}/restore", name="client_restore")
     async def restore(self, request: AnyRequest, client_id: FromPath[int]) -> Response[Any]:
-        signed = await signed_in(request)
         await service.get_client(client_id, hide_erased=True)
-        await service.restore_client(
-            client_id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        await service.restore_client(client_id, **await acting(request))
         return redirect(f"/clients/{client_id}")

@@ -17,6 +17,7 @@ from appliance.audit.service import ANONYMOUS
 from appliance.errors import ApplianceError, Forbidden, NotFound
 from appliance.exports import service
 from appliance.exports.records import PersonKind
+from appliance.web.acting import acting
 from appliance.web.auth import SignedIn, current_staff, require_staff, signed_in
 from appliance.web.pages import NO_STORE, client_address, redirect, render, status_of
 from appliance.web.requests import AnyRequest
@@ -44,10 +45,8 @@ class ExportController(Controller):
             request.app.state.settings,
             kind=kind,
             subject_id=subject_id,
-            actor=signed.member.actor,
             source="staff",
-            now=request.app.state.clock(),
-            address=client_address(request),
+            **await acting(request),
         )
         return redirect(f"/exports/{job.id}")
 
@@ -78,14 +77,8 @@ class ExportController(Controller):
     @post("/{export_id:int}/link", name="export_link")
     async def link(self, request: AnyRequest, export_id: FromPath[int]) -> Response[Any]:
         job = await self._own(request, export_id)
-        signed = await signed_in(request)
         try:
-            token = await service.issue_link(
-                job.id,
-                actor=signed.member.actor,
-                now=request.app.state.clock(),
-                address=client_address(request),
-            )
+            token = await service.issue_link(job.id, **await acting(request))
         except ApplianceError as exc:
             context = {"job": job, "now": request.app.state.clock(), "error": exc.message}
             return render(request, "exports/show.html", context, status_code=status_of(exc))

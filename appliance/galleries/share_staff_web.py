@@ -11,8 +11,9 @@ from litestar.params import FromPath
 from appliance.errors import ApplianceError, NotFound
 from appliance.galleries import service, sharing
 from appliance.galleries.sharing import LinkOptions
-from appliance.web.auth import require_staff, signed_in
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.acting import acting
+from appliance.web.auth import require_staff
+from appliance.web.pages import FORM, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
 
 __all__ = ["ShareLinkController", "public_base"]
@@ -56,15 +57,10 @@ class ShareLinkController(Controller):
     async def create(
         self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[LinkForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         gallery = await service.get_gallery(gallery_id, hide_erased=True)
         try:
             link, token = await sharing.create_link(
-                gallery_id,
-                data.options(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                gallery_id, data.options(), **await acting(request)
             )
         except ApplianceError as exc:
             # The secrets typed are not sent back into the page.
@@ -114,13 +110,6 @@ class ShareLinkController(Controller):
     async def revoke(
         self, request: AnyRequest, gallery_id: FromPath[int], link_id: FromPath[int]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         await service.get_gallery(gallery_id, hide_erased=True)
-        await sharing.revoke_link(
-            gallery_id,
-            link_id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        await sharing.revoke_link(gallery_id, link_id, **await acting(request))
         return redirect(f"/galleries/{gallery_id}#shares")

@@ -12,8 +12,8 @@ from litestar import Controller, get, post, put
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from appliance.galleries import service, uploads
+from appliance.web.acting import acting
 from appliance.web.auth import require_staff, signed_in
-from appliance.web.pages import client_address
 from appliance.web.requests import AnyRequest
 
 __all__ = ["UploadController"]
@@ -81,15 +81,12 @@ class UploadController(Controller):
     async def complete(
         self, request: AnyRequest, gallery_id: FromPath[int], token: FromPath[str]
     ) -> dict[str, Any]:
-        signed = await signed_in(request)
         await service.get_gallery(gallery_id, hide_erased=True)
         photo = await uploads.complete_upload(
             token,
             gallery_id,
             store=request.app.state.store,
             rules=request.app.state.settings.uploads,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
+            **await acting(request),
         )
         return msgspec.to_builtins(photo)  # type: ignore[no-any-return]

@@ -17,8 +17,9 @@ from appliance.errors import ApplianceError, InvalidInput
 from appliance.galleries import media, photos, selections, service, sharing, uploads
 from appliance.galleries.service import GalleryDetails
 from appliance.web.access import record_access
-from appliance.web.auth import require_staff, signed_in
-from appliance.web.pages import FORM, client_address, error_context, redirect, render, status_of
+from appliance.web.acting import acting
+from appliance.web.auth import require_staff
+from appliance.web.pages import FORM, error_context, redirect, render, status_of
 from appliance.web.requests import AnyRequest
 
 __all__ = ["GalleryController"]
@@ -103,14 +104,9 @@ class GalleryController(Controller):
 
     async def _act(self, request: AnyRequest, gallery_id: int, action: Any) -> Response[Any]:
         """Run a change; on success back to the gallery, on refusal the page with the reason."""
-        signed = await signed_in(request)
         await service.get_gallery(gallery_id, hide_erased=True)  # NotFound: no change at all
         try:
-            await action(
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await action(**await acting(request))
         except ApplianceError as exc:
             return await self._page(
                 request, gallery_id, status_code=status_of(exc), **error_context(exc)
@@ -151,16 +147,9 @@ class GalleryController(Controller):
         client: Annotated[int, QueryParameter(ge=1)],
         data: Annotated[GalleryForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         record = await clients.get_client(client, hide_erased=True)
         try:
-            gallery = await service.create_gallery(
-                client,
-                data.details(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            gallery = await service.create_gallery(client, data.details(), **await acting(request))
         except ApplianceError as exc:
             return render(
                 request,
@@ -196,16 +185,9 @@ class GalleryController(Controller):
     async def update(
         self, request: AnyRequest, gallery_id: FromPath[int], data: Annotated[GalleryForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         gallery = await service.get_gallery(gallery_id, hide_erased=True)
         try:
-            await service.update_gallery(
-                gallery_id,
-                data.details(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await service.update_gallery(gallery_id, data.details(), **await acting(request))
         except ApplianceError as exc:
             return render(
                 request,

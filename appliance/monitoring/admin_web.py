@@ -24,8 +24,9 @@ from appliance.monitoring.uptime import (
     months_before,
 )
 from appliance.setup import service as setup
-from appliance.web.auth import require_admin, signed_in
-from appliance.web.pages import NO_STORE, client_address, render
+from appliance.web.acting import acting
+from appliance.web.auth import require_admin
+from appliance.web.pages import NO_STORE, render
 from appliance.web.requests import AnyRequest
 
 __all__ = ["MonitoringAdminController"]
@@ -98,7 +99,6 @@ class MonitoringAdminController(Controller):
         month: FromQuery[str | None] = None,
         format: FromQuery[str | None] = None,
     ) -> Response[bytes]:
-        signed = await signed_in(request)
         settings: Settings = request.app.state.settings
         studio = await setup.get_studio()
         found = await export_month_report(
@@ -106,9 +106,7 @@ class MonitoringAdminController(Controller):
             format,
             target_percent=settings.monitoring.sla_target_percent,
             studio=studio.name if studio else "",
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
+            **await acting(request),
         )
         return Response(
             found.body,

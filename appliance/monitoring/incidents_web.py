@@ -15,6 +15,7 @@ from appliance.localtime import format_local, local_input
 from appliance.monitoring import incidents, maintenance, scheduling
 from appliance.monitoring.components import label
 from appliance.setup import service as setup
+from appliance.web.acting import acting
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.form_keys import new_form_key
 from appliance.web.pages import (
@@ -125,7 +126,6 @@ class IncidentAdminController(Controller):
     async def open_incident(
         self, request: AnyRequest, data: Annotated[IncidentForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             created = await incidents.create_incident(
                 title=data.title,
@@ -134,9 +134,7 @@ class IncidentAdminController(Controller):
                 message=data.message,
                 form_key=data.form_key,
                 known=await maintenance.known_components(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._index(
@@ -178,15 +176,9 @@ class IncidentAdminController(Controller):
         incident_id: FromPath[int],
         data: Annotated[UpdateForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             updated = await incidents.post_update(
-                incident_id,
-                state=data.state,
-                message=data.message,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                incident_id, state=data.state, message=data.message, **await acting(request)
             )
         except ApplianceError as exc:
             return await self._incident(

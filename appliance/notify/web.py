@@ -13,11 +13,11 @@ from appliance.errors import ApplianceError
 from appliance.notify import admin, relay
 from appliance.notify.relay import RelayForm, effective_relay
 from appliance.setup import service as setup
-from appliance.web.auth import require_admin, signed_in
+from appliance.web.acting import acting
+from appliance.web.auth import require_admin
 from appliance.web.pages import (
     FORM,
     NO_STORE,
-    client_address,
     error_context,
     redirect,
     render,
@@ -105,15 +105,8 @@ class NotifyAdminController(Controller):
     async def save_smtp(
         self, request: AnyRequest, data: Annotated[RelayForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await relay.save_relay(
-                request.app.state.settings,
-                data,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await relay.save_relay(request.app.state.settings, data, **await acting(request))
         except ApplianceError as exc:
             # The form comes back as typed, but never the password.
             kept = msgspec.structs.replace(data, password="")
@@ -124,7 +117,6 @@ class NotifyAdminController(Controller):
     async def test_email(
         self, request: AnyRequest, data: Annotated[TestEmailForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         studio = await setup.get_studio()
         try:
             await admin.queue_test_email(
@@ -132,9 +124,7 @@ class NotifyAdminController(Controller):
                 data.to,
                 language=data.language,
                 studio=studio.name if studio else "",
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._refused(request, exc, test_form=data)
@@ -144,15 +134,8 @@ class NotifyAdminController(Controller):
     async def add_channel(
         self, request: AnyRequest, data: Annotated[ChannelForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.add_channel(
-                data.name,
-                data.url,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.add_channel(data.name, data.url, **await acting(request))
         except ApplianceError as exc:
             # The URL typed is not shown again: it may carry a token.
             return await self._refused(request, exc, channel_form=ChannelForm(name=data.name))
@@ -162,31 +145,21 @@ class NotifyAdminController(Controller):
     async def test_channel(
         self, request: AnyRequest, data: Annotated[ChannelTestForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         studio = await setup.get_studio()
         try:
             await admin.test_channel(
                 request.app.state.settings,
                 data.key,
                 studio=studio.name if studio else "",
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=channel-test")
 
     async def _switch(self, request: AnyRequest, channel_id: int, enabled: bool) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.set_channel_enabled(
-                channel_id,
-                enabled,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.set_channel_enabled(channel_id, enabled, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=channel-{'enabled' if enabled else 'disabled'}")
@@ -203,55 +176,32 @@ class NotifyAdminController(Controller):
 
     @post("/channels/{channel_id:int}/remove", name="admin_notifications_channel_remove")
     async def remove_channel(self, request: AnyRequest, channel_id: FromPath[int]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.remove_channel(
-                channel_id,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.remove_channel(channel_id, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=channel-removed")
 
     @post("/messages/{message_id:int}/retry", name="admin_notifications_retry")
     async def retry(self, request: AnyRequest, message_id: FromPath[int]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.retry_message(
-                message_id,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.retry_message(message_id, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=retry")
 
     @post("/messages/retry-failed", name="admin_notifications_retry_failed")
     async def retry_failed(self, request: AnyRequest) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.retry_all_failed(
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.retry_all_failed(**await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=retry-failed")
 
     @post("/messages/{message_id:int}/discard", name="admin_notifications_discard")
     async def discard(self, request: AnyRequest, message_id: FromPath[int]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await admin.discard_message(
-                message_id,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await admin.discard_message(message_id, **await acting(request))
         except ApplianceError as exc:
             return await self._refused(request, exc)
         return redirect(f"{PAGE}?done=discard")

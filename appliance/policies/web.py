@@ -12,11 +12,11 @@ from litestar.params import FromPath, QueryParameter
 from appliance.errors import ApplianceError
 from appliance.policies import processors, service
 from appliance.setup import service as setup
+from appliance.web.acting import acting
 from appliance.web.auth import current_staff, require_admin, require_staff, signed_in
 from appliance.web.pages import (
     FORM,
     NO_STORE,
-    client_address,
     error_context,
     redirect,
     render,
@@ -122,11 +122,7 @@ class PrivacyPolicyController(Controller):
     ) -> Response[Any]:
         signed = await signed_in(request)
         await service.acknowledge(
-            _number(data.number),
-            staff_id=signed.member.id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
+            _number(data.number), staff_id=signed.member.id, **await acting(request)
         )
         return redirect("/privacy?done=acknowledged")
 
@@ -175,15 +171,9 @@ class PolicyAdminController(Controller):
 
     @post("/draft", name="policy_draft_save")
     async def save(self, request: AnyRequest, data: Annotated[DraftForm, FORM]) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await service.save_draft(
-                data.body,
-                data.summary,
-                revision=_number(data.revision),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                data.body, data.summary, revision=_number(data.revision), **await acting(request)
             )
         except ApplianceError as exc:
             return await self._editor(request, form=data, exc=exc)
@@ -191,12 +181,7 @@ class PolicyAdminController(Controller):
 
     @post("/discard", name="policy_draft_discard")
     async def discard(self, request: AnyRequest) -> Response[Any]:
-        signed = await signed_in(request)
-        await service.discard_draft(
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        await service.discard_draft(**await acting(request))
         return redirect(f"{ADMIN}?done=discarded")
 
     async def _preview(
@@ -227,14 +212,9 @@ class PolicyAdminController(Controller):
     async def publish(
         self, request: AnyRequest, data: Annotated[PublishForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await service.publish_draft(
-                request.app.state.settings,
-                revision=_number(data.revision),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                request.app.state.settings, revision=_number(data.revision), **await acting(request)
             )
         except ApplianceError as exc:
             return await self._preview(request, exc)

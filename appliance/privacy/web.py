@@ -18,12 +18,12 @@ from appliance.privacy.authority import AuthorityInput
 from appliance.privacy.service import Incident, IncidentInput
 from appliance.setup import service as setup
 from appliance.validation import parse_id
-from appliance.web.auth import require_admin, signed_in
+from appliance.web.acting import acting
+from appliance.web.auth import require_admin
 from appliance.web.form_keys import new_form_key
 from appliance.web.pages import (
     FORM,
     NO_STORE,
-    client_address,
     error_context,
     form_list,
     redirect,
@@ -231,14 +231,9 @@ class SecurityIncidentController(Controller):
     async def create(
         self, request: AnyRequest, data: Annotated[IncidentForm, FORM]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             incident = await service.create_incident(
-                data.input(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-                form_key=data.form_key,
+                data.input(), form_key=data.form_key, **await acting(request)
             )
         except ApplianceError as exc:
             return self._form(request, data, None, exc=exc)
@@ -291,16 +286,10 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[IncidentForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         before = await service.get_incident(incident_id)
         try:
             after = await service.update_incident(
-                incident_id,
-                data.input(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-                version=data.version,
+                incident_id, data.input(), version=data.version, **await acting(request)
             )
         except ApplianceError as exc:
             return self._form(request, data, before, exc=exc)
@@ -316,15 +305,8 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[NoNoticeForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await decision.decide_no_notice(
-                incident_id,
-                data.reason,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await decision.decide_no_notice(incident_id, data.reason, **await acting(request))
         except ApplianceError as exc:
             return await self._show(
                 request,
@@ -339,14 +321,8 @@ class SecurityIncidentController(Controller):
     async def no_notice_withdraw(
         self, request: AnyRequest, incident_id: FromPath[int]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await decision.withdraw_no_notice(
-                incident_id,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await decision.withdraw_no_notice(incident_id, **await acting(request))
         except ApplianceError as exc:
             return await self._show(
                 request, incident_id, status_code=status_of(exc), **error_context(exc)
@@ -395,16 +371,9 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[AuthorityForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         incident = await service.get_incident(incident_id)
         try:
-            await authority.record_submission(
-                incident_id,
-                data.input(),
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await authority.record_submission(incident_id, data.input(), **await acting(request))
         except ApplianceError as exc:
             return await self._authority_page(request, incident, data, exc)
         return redirect(f"{PAGE}/{incident_id}?done=authority")
@@ -452,16 +421,10 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[MatchingForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         incident = await service.get_incident(incident_id)
         try:
             await people.add_matching(
-                incident_id,
-                data.q,
-                everyone=data.everyone == "1",
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                incident_id, data.q, everyone=data.everyone == "1", **await acting(request)
             )
         except ApplianceError as exc:
             return await self._people_page(request, incident, data.q[:100], exc)
@@ -474,14 +437,9 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[PeopleForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
             await people.add_people(
-                incident_id,
-                [key for key in form_list(data.people) if key],
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                incident_id, [key for key in form_list(data.people) if key], **await acting(request)
             )
         except ApplianceError as exc:
             return await self._show(
@@ -493,15 +451,8 @@ class SecurityIncidentController(Controller):
     async def person_remove(
         self, request: AnyRequest, incident_id: FromPath[int], row_id: FromPath[int]
     ) -> Response[Any]:
-        signed = await signed_in(request)
         try:
-            await people.remove_person(
-                incident_id,
-                row_id,
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
-            )
+            await people.remove_person(incident_id, row_id, **await acting(request))
         except ApplianceError as exc:
             return await self._show(
                 request, incident_id, status_code=status_of(exc), **error_context(exc)
@@ -545,7 +496,6 @@ class SecurityIncidentController(Controller):
         incident_id: FromPath[int],
         data: Annotated[NotifyForm, FORM],
     ) -> Response[Any]:
-        signed = await signed_in(request)
         settings: Settings = request.app.state.settings
         incident = await service.get_incident(incident_id)
         studio = await setup.get_studio()
@@ -560,9 +510,7 @@ class SecurityIncidentController(Controller):
                 form_key=data.form_key,
                 language=settings.notify.language,
                 studio=studio.name if studio else "",
-                actor=signed.member.actor,
-                address=client_address(request),
-                now=request.app.state.clock(),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._notify_page(request, incident, data, exc)
@@ -575,27 +523,16 @@ class SecurityIncidentController(Controller):
 
     @get("/{incident_id:int}/report.json", name="security_incident_report_json")
     async def report_json(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[bytes]:
-        signed = await signed_in(request)
         await service.get_incident(incident_id)
-        data = await report.export_json(
-            incident_id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            now=request.app.state.clock(),
-        )
+        data = await report.export_json(incident_id, **await acting(request))
         return _download(data, f"security-incident-{incident_id}.json", "application/json")
 
     @get("/{incident_id:int}/report.pdf", name="security_incident_report_pdf")
     async def report_pdf(self, request: AnyRequest, incident_id: FromPath[int]) -> Response[bytes]:
-        signed = await signed_in(request)
         await service.get_incident(incident_id)
         studio = await setup.get_studio()
         data = await report.export_pdf(
-            incident_id,
-            actor=signed.member.actor,
-            address=client_address(request),
-            studio=studio.name if studio else "",
-            now=request.app.state.clock(),
+            incident_id, studio=studio.name if studio else "", **await acting(request)
         )
         return _download(data, f"security-incident-{incident_id}.pdf", "application/pdf")
 

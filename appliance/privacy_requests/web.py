@@ -22,7 +22,8 @@ from appliance.privacy_requests import service
 from appliance.privacy_requests.service import RequestRecord
 from appliance.setup import service as studio
 from appliance.web.access import record_access
-from appliance.web.auth import require_admin, signed_in
+from appliance.web.acting import acting
+from appliance.web.auth import require_admin
 from appliance.web.pages import (
     FORM,
     NO_STORE,
@@ -264,12 +265,7 @@ class PrivacyRequestAdminController(Controller):
     async def _act(
         self, request: AnyRequest, request_id: int, action: str, text: str
     ) -> Response[Any]:
-        signed = await signed_in(request)
-        arguments: dict[str, Any] = {
-            "actor": signed.member.actor,
-            "address": client_address(request),
-            "now": request.app.state.clock(),
-        }
+        arguments = await acting(request)
         settings = request.app.state.settings
         try:
             if action == "fulfilled":
