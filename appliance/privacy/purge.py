@@ -198,7 +198,10 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
     for plan in plans:
         for table in plan.order:
             where = plan.where[table._meta.tablename]
+            kept = {_quoted(name) for name in holds.key_columns(table)}  # held with the row
             for column in _text_columns(table, ("_key",)):
+                if column in kept:
+                    continue
                 rows = await table.raw(
                     f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
@@ -268,7 +271,12 @@ async def _delete_staff_leftovers(progress: dict[str, Any]) -> None:
 
 
 async def _delete_rows(
-    plans: list[Plan], gone: dict[str, list[int]], *, subject_id: int | None, now: dt.datetime
+    plans: list[Plan],
+    gone: dict[str, list[int]],
+    *,
+    subject_id: int | None,
+    zone: str,
+    now: dt.datetime,
 ) -> dict[str, int]:
     counts: dict[str, int] = {}
     db = ErasureRow._meta.db
@@ -281,18 +289,28 @@ async def _delete_rows(
                 await table.raw(clear)
             for table in plan.order:
                 name = table._meta.tablename
-                # Records the law obliges the studio to keep are copied onto legal hold first.
-                held = await holds.hold_rows(
-                    table, plan.where[name], kind=kind, subject_id=subject_id or 0, now=now
+                # Records the law obliges the studio to keep go onto legal hold as they go.
+                held = await holds.delete_and_hold(
+                    table,
+                    plan.where[name],
+                    kind=kind,
+                    subject_id=subject_id or 0,
+                    zone=zone,
+                    now=now,
                 )
-                if held:
-                    counts[f"{name} kept on legal hold"] = held
-                rows = await table.raw(
-                    f"WITH gone AS (DELETE FROM {_quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
-                    "RETURNING 1) SELECT count(*) AS n FROM gone"
-                )
-                if rows[0]["n"]:
-                    counts[name] = counts.get(name, 0) + int(rows[0]["n"])
+                if held is not None:
+                    deleted, kept = held
+                    if kept:
+                        label = f"{name} kept on legal hold"
+                        counts[label] = counts.get(label, 0) + kept
+                else:
+                    rows = await table.raw(
+                        f"WITH gone AS (DELETE FROM {_quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
+                        "RETURNING 1) SELECT count(*) AS n FROM gone"
+                    )
+                    deleted = int(rows[0]["n"])
+                if deleted:
+                    counts[name] = counts.get(name, 0) + deleted
         # The incident register refers to people by kind ("client" or "staff") and id, not by
         # foreign key; the whole studio's erasure names the ids it collected.
         for person_kind, table in (("client", Client), ("staff", StaffUser)):
@@ -404,7 +422,9 @@ async def purge_subject(
         await done("ledger")
     if "rows" not in steps:
         gone = {"client": progress.get("clients", []), "staff_user": progress.get("staff", [])}
-        deleted = await _delete_rows(plans, gone, subject_id=subject_id, now=now)
+        deleted = await _delete_rows(
+            plans, gone, subject_id=subject_id, zone=settings.studio_zone, now=now
+        )
         for name, n in deleted.items():
             counts[name] = counts.get(name, 0) + n
         await _delete_staff_leftovers(progress)
@@ -527,6 +547,10 @@ async def purge_due(settings: Settings, store: ObjectStore, now: dt.datetime) ->
     for row in due:
         if await purge_request(settings, store, row["id"], now):
             finished += 1
-    if released := await holds.release_expired(now):
+
+    async def delete_objects(keys: list[str]) -> int:
+        return await _delete_objects(settings, store, keys)
+
+    if released := await holds.release_expired(delete_objects, now):
         log.info("deleted %d records whose legal hold expired", released)
     return finished

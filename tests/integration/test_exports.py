@@ -311,9 +311,6 @@ async def generic_row(table: type[Table], values: dict[str, Any], made: dict[str
         if isinstance(column, ForeignKey) and name not in values and not column._meta.null:
             parent = column._foreign_key_meta.resolved_references
             setattr(row, column._meta.name, await generic_row(parent, {}, made))
-    if table._meta.tablename == "legal_hold":
-        # One hold per row: a unique index over two columns, which no column's metadata shows.
-        row.record_id = secrets.randbelow(2**30) + 1
     for name, value in values.items():
         column = next(c for c in table._meta.columns if c._meta.db_column_name == name)
         setattr(row, column._meta.name, value)
@@ -537,17 +534,15 @@ async def test_a_slow_statement_fails_the_export_with_a_clear_message(
     assert [o.key async for o in store.list("exports/")] == []
 
 
-async def test_the_job_stays_alive_while_one_statement_runs_long(
+async def test_the_job_stays_alive_while_one_statement_runs_long_unless_it_hangs(
     settings: Settings, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between two pieces of the archive the heartbeat still beats on its own, so a slow read
-    is not taken for a dead worker."""
+    """While a slow read runs and no piece of the archive passes, the heartbeat still beats
+    on its own, so the job is not taken for dead; a build that stops moving on for longer
+    than a statement may take gets no more beats, so it goes stale and is taken again."""
     store = FilesystemStore(tmp_path / "objects")
     await store.ensure_ready()
     owner = await staff_user("olivia", clock())
-    anna, _ = await client_with_photos(store, owner, "Anna Berg", [b"a" * 1000], clock())
-    monkeypatch.setattr(service, "BEAT_EVERY", dt.timedelta(milliseconds=20))
-    beats: list[dt.datetime] = []
     slow = records._select
 
     def sleepy(query: records.TableQuery) -> str:
@@ -555,18 +550,31 @@ async def test_the_job_stays_alive_while_one_statement_runs_long(
         return sql if query.table != "photo" else f"SELECT * FROM ({sql}) AS s, pg_sleep(0.3)"  # noqa: S608
 
     monkeypatch.setattr(records, "_select", sleepy)
-    job = await service.request_export(
-        settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
-    )
-    started = clock()
 
-    def ticking() -> dt.datetime:
-        beats.append(started)
-        return started + dt.timedelta(seconds=len(beats))
+    async def beats(name: str, every: float, stalled: float) -> int:
+        """How often the job's time was read (claims and heartbeats) building one export."""
+        monkeypatch.setattr(service, "BEAT_EVERY", dt.timedelta(seconds=every))
+        monkeypatch.setattr(service, "STALLED_AFTER", dt.timedelta(seconds=stalled))
+        person, _ = await client_with_photos(store, owner, name, [b"a" * 1000], clock())
+        job = await service.request_export(
+            settings, kind="client", subject_id=person, actor=owner, source="staff", now=clock()
+        )
+        started = clock()
+        read: list[int] = []
 
-    assert await service.run_pending(settings, store, started, clock=ticking) == 1
-    assert (await service.get_export(job.id)).state == "ready"
-    assert len(beats) > 8  # far more than the archive's entries (about 5) would beat
+        def ticking() -> dt.datetime:
+            read.append(1)
+            return started + dt.timedelta(seconds=len(read))
+
+        assert await service.run_pending(settings, store, started, clock=ticking) == 1
+        assert (await service.get_export(job.id)).state == "ready"
+        return len(read)
+
+    quiet = await beats("Anna Berg", every=3600, stalled=3600)  # the archive's own beats only
+    alive = await beats("Ben Cole", every=0.02, stalled=3600)
+    hung = await beats("Cleo Dorn", every=0.02, stalled=0.06)
+    assert alive >= quiet + 20, (quiet, alive)  # about 0.9 s of sleeping statements
+    assert hung <= quiet + 6, (quiet, hung)
 
 
 async def test_a_failing_export_says_why_and_can_be_asked_again(

@@ -1,15 +1,10 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import JSONB
 from piccolo.columns.indexes import IndexMethod
-from piccolo.table import Table
 
 ID = "2026-11-30T03:17:19:633132"
 VERSION = "1.38.0"
-DESCRIPTION = "Legal holds keep a copy of the held row; one hold per row"
-
-
-class _Raw(Table, tablename="legal_hold"):
-    pass
+DESCRIPTION = "Legal holds keep a copy of the held row"
 
 
 async def forwards():
@@ -36,12 +31,4 @@ async def forwards():
         schema=None,
     )
 
-    async def one_hold_per_row() -> None:
-        # A purge re-run after a kill holds each row once (INSERT ... ON CONFLICT DO NOTHING).
-        await _Raw.raw(
-            "CREATE UNIQUE INDEX IF NOT EXISTS legal_hold_one_per_row"
-            " ON legal_hold (table_name, record_id)"
-        )
-
-    manager.add_raw(one_hold_per_row)
     return manager
