@@ -20,6 +20,7 @@ everyone at once, though the purge deletes it later (and their exports with it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -69,6 +70,9 @@ ACCESS_LOG = "access_log.json"
 SUMMARY_ACCESSES = 200  # the most recent accesses the summary lists; the log has them all
 STALE_AFTER = dt.timedelta(minutes=10)  # a running job without a heartbeat for this long died
 BEAT_EVERY = dt.timedelta(seconds=30)  # while a build runs, however long one statement takes
+# A build that has not moved on for this long is hung: its heartbeat stops, so the job goes
+# stale and is taken again (one statement may take records.STATEMENT_TIMEOUT).
+STALLED_AFTER = records.STATEMENT_TIMEOUT + dt.timedelta(minutes=1)
 MAX_ATTEMPTS = 3  # claims of one job before it is marked failed (a job that kills its worker)
 ACTIVE = ("queued", "running")
 _LOCK_BASE = 0x6578706F7274  # "export": the advisory lock per person is this plus a CRC
@@ -421,10 +425,15 @@ async def run_export(
     key = _key(kind, subject_id, export_id, claim)
 
     lost = asyncio.Event()  # the background beat found the job claimed by another worker
+    progress = [time.monotonic()]  # when the archive last moved on
 
     async def heartbeat() -> None:
         if lost.is_set():
             raise _ClaimLost
+        progress[0] = time.monotonic()
+        await _beat()
+
+    async def _beat() -> None:
         alive = (
             await ExportRow.update({ExportRow.heartbeat_at: clock()})
             .where(_this_claim(export_id, claim))
@@ -437,11 +446,16 @@ async def run_export(
 
     async def beat_meanwhile() -> None:
         # The archive beats as its pieces pass; this keeps the job alive while one long
-        # statement runs and nothing passes, so no other worker takes it for dead.
+        # statement runs and nothing passes, so no other worker takes it for dead. A build
+        # that stops moving on for longer than a statement may run is hung: left to go stale,
+        # so another worker takes the job again.
         while not lost.is_set():
             await asyncio.sleep(BEAT_EVERY.total_seconds())
+            if time.monotonic() - progress[0] > STALLED_AFTER.total_seconds():
+                log.warning("export %d has not moved on for %s", export_id, STALLED_AFTER)
+                return
             try:
-                await heartbeat()
+                await _beat()
             except _ClaimLost:
                 return
             except Exception as exc:  # noqa: BLE001 - a missed beat is tried again
@@ -470,6 +484,8 @@ async def run_export(
         return await get_export(export_id, hide_erased=False)
     finally:
         beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
     hours = settings.privacy.export_link_hours
     finished = now  # the run's time, as the request's: the link's life is counted from it
     async with ExportRow._meta.db.transaction():
