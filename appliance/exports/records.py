@@ -38,6 +38,8 @@ import msgspec
 from piccolo.columns import Column, ForeignKey, Integer, Varchar
 from piccolo.table import Table
 
+from appliance.db.schema import quoted, registered_tables
+
 __all__ = [
     "ADDRESS_COLUMNS",
     "BATCH",
@@ -56,7 +58,6 @@ __all__ = [
     "queries",
     "reading",
     "references",
-    "registry_tables",
     "withheld",
 ]
 
@@ -89,16 +90,6 @@ class TableRecords(msgspec.Struct, frozen=True):
     rows: list[dict[str, Any]]
 
 
-def registry_tables() -> list[type[Table]]:
-    """Every table of every app in the registry, in registry order."""
-    from appliance.db.engine import engine
-
-    engine()  # sets PICCOLO_CONF for the registry import
-    from appliance.db.piccolo_conf import APP_REGISTRY
-
-    return [table for app in APP_REGISTRY.app_configs.values() for table in app.table_classes]
-
-
 def _name(column: Column) -> str:
     return str(column._meta.db_column_name)
 
@@ -109,7 +100,7 @@ def _target(column: ForeignKey[Any]) -> str:
 
 def references(kind: PersonKind, tables: Iterable[type[Table]] | None = None) -> list[Reference]:
     """Every way a row of some table is about a person of ``kind``, parents before children."""
-    tables = list(tables if tables is not None else registry_tables())
+    tables = list(tables if tables is not None else registered_tables())
     person = PERSON_TABLES[kind]
     found: list[Reference] = [Reference(table=person, column="id", how="self")]
     reached = {person}
@@ -162,17 +153,6 @@ def withheld(column: str) -> bool:
     return bool(_SECRET.search(column))
 
 
-_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-
-
-def _quoted(name: str) -> str:
-    # Names come from the schema; checked anyway, since a brace would be taken for a
-    # placeholder and a quote would end the identifier.
-    if not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"not a plain table or column name: {name!r}")
-    return f'"{name}"'
-
-
 class TableQuery(msgspec.Struct, frozen=True):
     """The rows of one table about a person, as SQL conditions on that table's columns.
 
@@ -195,7 +175,7 @@ def _keys(table: str, key: str, clauses: list[str]) -> str:
     each ``IN (SELECT ...)`` of a UNION branch into a join, while under ``OR`` it can only
     test row by row, which on a large studio means re-reading the subquery for every row."""
     return " UNION ".join(
-        f"SELECT {_quoted(key)} FROM {_quoted(table)} WHERE {clause}"  # noqa: S608 - schema names
+        f"SELECT {quoted(key)} FROM {quoted(table)} WHERE {clause}"  # noqa: S608 - schema names
         for clause in clauses
     )
 
@@ -212,7 +192,7 @@ def _tree(
     A chain that leads back to a table already on it is not followed (the schema has none)."""
     clauses = []
     for ref in by_table.get(table, []):
-        column = _quoted(ref.column)
+        column = quoted(ref.column)
         if ref.how in ("self", "foreign_key"):
             clauses.append(f"{column} = {subject}")
         elif ref.how == "parent" and ref.parent not in seen:
@@ -229,22 +209,22 @@ def queries(
     if kind not in PERSON_TABLES:  # written into SQL below: only the two known words
         raise ValueError(f"not a kind of person: {kind!r}")
     subject = int(subject_id)
-    tables = list(tables if tables is not None else registry_tables())
+    tables = list(tables if tables is not None else registered_tables())
     keys = {t._meta.tablename: _name(t._meta.primary_key) for t in tables}
     columns = {t._meta.tablename: frozenset(_name(c) for c in t._meta.columns) for t in tables}
     refs = references(kind, tables)
     by_table: dict[str, list[Reference]] = {}
     for ref in refs:
         by_table.setdefault(ref.table, []).append(ref)
-    person = _quoted(PERSON_TABLES[kind])
+    person = quoted(PERSON_TABLES[kind])
     found = []
     for name, table_refs in by_table.items():
         whole = _tree(name, by_table, keys, subject, frozenset())
         outline_columns = []
         for ref in table_refs:
-            column = _quoted(ref.column)
+            column = quoted(ref.column)
             if ref.how == "kind_and_id":
-                whole.append(f"{_quoted(ref.kind_column)} = '{kind}' AND {column} = {subject}")
+                whole.append(f"{quoted(ref.kind_column)} = '{kind}' AND {column} = {subject}")
             elif ref.how == "address":
                 # The person's own address, read where the condition runs; none matches nothing.
                 whole.append(
@@ -255,7 +235,7 @@ def queries(
                 outline_columns.append(ref.column)
         key = keys[name]
         if len(whole) > 1:
-            condition = f"{_quoted(key)} IN ({_keys(name, key, whole)})"
+            condition = f"{quoted(key)} IN ({_keys(name, key, whole)})"
         else:
             condition = whole[0] if whole else "FALSE"
         found.append(
@@ -264,8 +244,7 @@ def queries(
                 key=key,
                 columns=columns[name],
                 whole=condition,
-                outline=" OR ".join(f"{_quoted(c)} = {subject}" for c in outline_columns)
-                or "FALSE",
+                outline=" OR ".join(f"{quoted(c)} = {subject}" for c in outline_columns) or "FALSE",
                 outline_columns=tuple(outline_columns),
                 subject_id=subject,
             )
@@ -284,7 +263,7 @@ _WHOLE = "export_row_is_whole"
 def _select(query: TableQuery) -> str:
     """The one statement that reads a table's rows about the person, in key order, each once,
     with whether the row is the person's whole."""
-    table, key = _quoted(query.table), _quoted(query.key)
+    table, key = quoted(query.table), quoted(query.key)
     if query.outline == "FALSE":
         where, whole = query.whole, "TRUE"
     elif query.whole == "FALSE":
@@ -324,17 +303,12 @@ class Reader:
 
     async def person(self, kind: PersonKind) -> dict[str, Any]:
         """The person's own row (secrets withheld), or ``{}`` when they no longer exist."""
-        table = _quoted(PERSON_TABLES[kind])
+        table = quoted(PERSON_TABLES[kind])
         found = await self._connection.fetchrow(
             f"SELECT * FROM {table} WHERE id = $1",  # noqa: S608 - schema names
             self.subject_id,
         )
-        if found is None:
-            return {}
-        return {
-            name: WITHHELD if withheld(name) and value is not None else value
-            for name, value in dict(found).items()
-        }
+        return _masked(dict(found)) if found is not None else {}
 
     async def fetch(self, sql: str, *args: Any) -> AsyncIterator[asyncpg.Record]:
         """Any other read of the export (the access trail), through a cursor likewise."""
@@ -359,12 +333,17 @@ async def reading(subject_id: int, *, batch: int = BATCH) -> AsyncIterator[Reade
         await connection.close()
 
 
+def _masked(row: dict[str, Any]) -> dict[str, Any]:
+    """The whole row with its credentials withheld."""
+    return {
+        name: WITHHELD if withheld(name) and value is not None else value
+        for name, value in row.items()
+    }
+
+
 def _shown(row: dict[str, Any], query: TableQuery) -> dict[str, Any]:
     if row.pop(_WHOLE):
-        return {
-            name: WITHHELD if withheld(name) and value is not None else value
-            for name, value in row.items()
-        }
+        return _masked(row)
     # Only names the person as creator or actor: that it exists, that they are in it, and
     # when; not its other fields (another person's).
     return {

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from piccolo.columns import Date, Timestamp, Timestamptz
 
+from appliance.db.schema import quoted
 from appliance.privacy.tables import LegalHold
 
 if TYPE_CHECKING:
@@ -88,10 +89,6 @@ def key_columns(table: type[Table]) -> list[str]:
     return [name for name in names if name.endswith("_key")]
 
 
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 async def delete_and_hold(
     table: type[Table],
     where: str,
@@ -114,10 +111,10 @@ async def delete_and_hold(
         start = "{}::timestamp"
         args.append(local_now)
     elif rule.since_is_local:
-        start = f"coalesce((gone.{_quoted(rule.since)})::timestamp, {{}}::timestamp)"
+        start = f"coalesce((gone.{quoted(rule.since)})::timestamp, {{}}::timestamp)"
         args.append(local_now)
     else:
-        start = f"coalesce(gone.{_quoted(rule.since)} AT TIME ZONE {{}}, {{}}::timestamp)"
+        start = f"coalesce(gone.{quoted(rule.since)} AT TIME ZONE {{}}, {{}}::timestamp)"
         args += [zone, local_now]
     if rule.from_year_end:
         start = f"date_trunc('year', {start}) + interval '1 year'"
@@ -126,7 +123,7 @@ async def delete_and_hold(
     # Names come from the table classes and the declared rule, never from input; the
     # person's kind and id, the reason, the zone and the times are parameters.
     sql = (
-        f"WITH gone AS (DELETE FROM {_quoted(rule.table)} WHERE {where} RETURNING *),"  # noqa: S608 - see above
+        f"WITH gone AS (DELETE FROM {quoted(rule.table)} WHERE {where} RETURNING *),"  # noqa: S608 - see above
         " held AS (INSERT INTO legal_hold (kind, subject_id, table_name, record_id, reason,"
         " record, created_at, expires_at)"
         f" SELECT {{}}, {{}}, {{}}, gone.id, {{}}, to_jsonb(gone.*), {{}}, {expires}"

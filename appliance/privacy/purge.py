@@ -37,6 +37,7 @@ from appliance.audit.service import erase_person
 from appliance.backups.repositories import backup_dir
 from appliance.clients.tables import Client
 from appliance.config import Settings
+from appliance.db.schema import quoted, registered_tables
 from appliance.notify.tables import OutboxMessage
 from appliance.privacy import holds, ledger
 from appliance.privacy.tables import AffectedPerson
@@ -51,7 +52,6 @@ __all__ = [
     "purge_due",
     "purge_request",
     "purge_subject",
-    "registered_tables",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,20 +59,6 @@ log = logging.getLogger(__name__)
 PURGE_LOCK = 0x45524153
 STEPS = ("collect", "ledger", "rows", "objects", "exports", "outbox", "audit")
 _ADDRESS_COLUMNS = ("email", "recipient")
-
-
-def _quoted(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def registered_tables() -> list[type[Table]]:
-    """Every table of every app in the registry (so later apps are included)."""
-    from appliance.db.piccolo_conf import APP_REGISTRY
-
-    found: list[type[Table]] = []
-    for config in APP_REGISTRY.app_configs.values():
-        found += [t for t in config.table_classes if t not in found]
-    return found
 
 
 @dataclass
@@ -107,8 +93,8 @@ def plan_for(root: type[Table], root_where: str) -> Plan:
                 parent_where = plan.where.get(parent._meta.tablename)
                 if parent_where is None or parent is table:
                     continue
-                name = _quoted(column._meta.db_column_name)  # "user" is a keyword
-                parent_name = _quoted(parent._meta.tablename)
+                name = quoted(column._meta.db_column_name)  # "user" is a keyword
+                parent_name = quoted(parent._meta.tablename)
                 inner = f"{name} IN (SELECT id FROM {parent_name} WHERE {parent_where})"  # noqa: S608 - names from the table classes, ids are ints
                 if column._foreign_key_meta.on_delete == OnDelete.set_null:
                     item = (table, name, inner)
@@ -177,7 +163,7 @@ async def preview(kind: str, subject_id: int | None, keep_staff: int | None) -> 
     for plan in _subject_plans(kind, subject_id, keep_staff):
         for table in plan.order:
             name = table._meta.tablename
-            sql = f"SELECT count(*) AS n FROM {_quoted(name)} WHERE {plan.where[name]}"  # noqa: S608 - as above
+            sql = f"SELECT count(*) AS n FROM {quoted(name)} WHERE {plan.where[name]}"  # noqa: S608 - as above
             n = int((await table.raw(sql))[0]["n"])
             if n:
                 counts[name] = counts.get(name, 0) + n
@@ -186,7 +172,7 @@ async def preview(kind: str, subject_id: int | None, keep_staff: int | None) -> 
 
 def _text_columns(table: type[Table], suffixes: Iterable[str]) -> list[str]:
     return [
-        _quoted(c._meta.db_column_name)
+        quoted(c._meta.db_column_name)
         for c in table._meta.columns
         if any(c._meta.db_column_name.endswith(s) for s in suffixes) and c.value_type is str
     ]
@@ -198,17 +184,17 @@ async def _collect(plans: list[Plan]) -> dict[str, list[str]]:
     for plan in plans:
         for table in plan.order:
             where = plan.where[table._meta.tablename]
-            kept = {_quoted(name) for name in holds.key_columns(table)}  # held with the row
+            kept = {quoted(name) for name in holds.key_columns(table)}  # held with the row
             for column in _text_columns(table, ("_key",)):
                 if column in kept:
                     continue
                 rows = await table.raw(
-                    f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                    f"SELECT {column} AS v FROM {quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
                 keys |= {r["v"] for r in rows if r["v"]}
             for column in _text_columns(table, _ADDRESS_COLUMNS):
                 rows = await table.raw(
-                    f"SELECT {column} AS v FROM {_quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
+                    f"SELECT {column} AS v FROM {quoted(table._meta.tablename)} WHERE {where}"  # noqa: S608 - names from the table classes, ids are ints
                 )
                 addresses |= {r["v"].strip().lower() for r in rows if r["v"] and "@" in r["v"]}
     staff: list[dict[str, Any]] = []
@@ -284,7 +270,7 @@ async def _delete_rows(
         for plan in plans:
             kind = "staff" if plan.order and plan.order[-1] is StaffUser else "client"
             for table, column, inner in plan.clear:
-                name = _quoted(table._meta.tablename)
+                name = quoted(table._meta.tablename)
                 clear = f"UPDATE {name} SET {column} = NULL WHERE {inner}"  # noqa: S608 - as above
                 await table.raw(clear)
             for table in plan.order:
@@ -305,7 +291,7 @@ async def _delete_rows(
                         counts[label] = counts.get(label, 0) + kept
                 else:
                     rows = await table.raw(
-                        f"WITH gone AS (DELETE FROM {_quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
+                        f"WITH gone AS (DELETE FROM {quoted(name)} WHERE {plan.where[name]} "  # noqa: S608 - names from the table classes, ids are ints
                         "RETURNING 1) SELECT count(*) AS n FROM gone"
                     )
                     deleted = int(rows[0]["n"])

@@ -18,6 +18,7 @@ from appliance.backups.restore import choose_point
 from appliance.backups.service import do_backup
 from appliance.clients.tables import Client
 from appliance.config import Settings
+from appliance.db.schema import registered_tables
 from appliance.galleries.tables import Gallery, Photo
 from appliance.notify.tables import OutboxMessage
 from appliance.privacy import erasure, ledger, purge
@@ -133,7 +134,7 @@ async def traces(database_url: str, needles: list[str], client_id: int) -> list[
     found = []
     conn = await asyncpg.connect(database_url)
     try:
-        for table in purge.registered_tables():
+        for table in registered_tables():
             name = table._meta.tablename
             for column in table._meta.columns:
                 column_name = column._meta.db_column_name

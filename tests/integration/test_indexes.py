@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 from piccolo.columns import Integer, Varchar
 
+from appliance.db.schema import registered_tables
 from appliance.exports.records import ADDRESS_COLUMNS, STAFF_ID_COLUMNS
-from appliance.privacy.purge import registered_tables
 
 # The first key of every valid index in the schema: a column's name, or an expression's text
 # as PostgreSQL prints it (``lower((email)::text)``).
