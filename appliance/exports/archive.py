@@ -10,12 +10,19 @@ about 1 KB per file, some 50 MB for 50,000 photos. Checksums
 are computed from the chunks written, so the manifest, written last, describes exactly the
 bytes that went into the archive; the summary is written just before it, so the counts it
 gives are those of the records and files written.
+
+The files are listed from the records' snapshot into a :class:`FileList` on disk, and the
+snapshot ends before the first file is written: writing a client's photos can take an hour,
+and a snapshot held that long holds back vacuum on every table. A file deleted after it was
+listed, record and all, is left out and counted (``Contents.gone``), not a failed export;
+a file the store lost while its record still names it fails the export as before.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import tempfile
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,12 +31,13 @@ import msgspec
 
 from appliance.exports import records
 from appliance.galleries.zipstream import ZipEntry, safe_entry_name, stream_zip
-from appliance.storage.base import ObjectInfo, ObjectStore
+from appliance.storage.base import ObjectInfo, ObjectNotFound, ObjectStore
 
 __all__ = [
     "MANIFEST",
     "SUMMARY",
     "Contents",
+    "FileList",
     "JsonDocument",
     "PersonFile",
     "files_of",
@@ -51,6 +59,8 @@ class PersonFile(msgspec.Struct, frozen=True):
     filename: str
     folder: str  # "photos"
     sub: str = ""  # the gallery's id, so two galleries' IMG_0001.jpg stay apart
+    table: str = ""  # the record that names the file: "photo"
+    column: str = ""  # "original_key"
 
 
 class JsonDocument(msgspec.Struct, frozen=True):
@@ -67,6 +77,7 @@ class Contents(msgspec.Struct):
 
     items: dict[str, int] = msgspec.field(default_factory=dict)  # per document's label
     files: int = 0
+    gone: int = 0  # files listed in the records but deleted before they could be written
     digests: dict[str, str] = msgspec.field(default_factory=dict)  # entry name to SHA-256
 
 
@@ -103,7 +114,33 @@ async def files_of(
                         filename=name,
                         folder=f"{query.table}s",
                         sub=str(parent) if parent else "",
+                        table=query.table,
+                        column=key_column,
                     )
+
+
+class FileList:
+    """Files to write, kept in a temporary file rather than in memory: listed while the
+    records' snapshot is open, read back after it has ended. One JSON line each (JSON escapes
+    a newline inside a string, so lines split cleanly)."""
+
+    def __init__(self) -> None:
+        self._spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._encoder = msgspec.json.Encoder()
+        self.count = 0
+
+    async def fill(self, files: AsyncIterable[PersonFile]) -> None:
+        async for item in files:
+            self._spool.write(self._encoder.encode(item) + b"\n")
+            self.count += 1
+
+    async def __aiter__(self) -> AsyncIterator[PersonFile]:
+        self._spool.seek(0)
+        for line in self._spool:
+            yield msgspec.json.decode(line, type=PersonFile)
+
+    def close(self) -> None:
+        self._spool.close()
 
 
 def _hook(obj: Any) -> Any:
@@ -195,7 +232,15 @@ async def write_archive(
         for doc in documents:
             yield hashed(document(doc))
         async for item in files:
-            info = await store.stat(item.key)
+            try:
+                info = await store.stat(item.key)
+            except ObjectNotFound:
+                if not item.table or await records.still_recorded(
+                    item.table, item.column, item.key
+                ):
+                    raise  # the store lost a file its record still names
+                contents.gone += 1  # deleted with its record since the records were read
+                continue
             # One component per call of safe_entry_name, each made safe; unique per folder.
             inner = safe_entry_name(
                 item.sub or None,

@@ -58,6 +58,7 @@ __all__ = [
     "queries",
     "reading",
     "references",
+    "still_recorded",
     "withheld",
 ]
 
@@ -290,6 +291,12 @@ class Reader:
         self.subject_id = int(subject_id)
         self._batch = max(1, batch)
 
+    async def end(self) -> None:
+        """End the snapshot and free its connection before the export is done (the photos
+        come from the store, and a snapshot held while they are written holds back vacuum
+        on every table). Reading afterwards is an error; ending twice is not."""
+        await self._connection.close()
+
     async def rows(self, query: TableQuery) -> AsyncIterator[dict[str, Any]]:
         """The table's rows about the person in key order: a row that is the person's whole
         with secrets withheld, one that only names them as an outline."""
@@ -324,13 +331,27 @@ async def reading(subject_id: int, *, batch: int = BATCH) -> AsyncIterator[Reade
     from appliance.db.engine import engine
 
     connection: asyncpg.Connection = await engine().get_new_connection()
+    reader = Reader(connection, subject_id, batch=batch)
     try:
-        async with connection.transaction(isolation="repeatable_read", readonly=True):
-            timeout = int(STATEMENT_TIMEOUT.total_seconds() * 1000)
-            await connection.execute(f"SET LOCAL statement_timeout = {timeout}")
-            yield Reader(connection, subject_id, batch=batch)
+        # Read-only, so never committed: closing the connection ends it.
+        await connection.transaction(isolation="repeatable_read", readonly=True).start()
+        timeout = int(STATEMENT_TIMEOUT.total_seconds() * 1000)
+        await connection.execute(f"SET LOCAL statement_timeout = {timeout}")
+        yield reader
     finally:
-        await connection.close()
+        await reader.end()
+
+
+async def still_recorded(table: str, column: str, key: str) -> bool:
+    """Whether a row of ``table`` names the object ``key`` in ``column`` now: read through the
+    pool, not an export's snapshot, to tell a file deleted with its record since the snapshot
+    from one the store lost."""
+    found = {t._meta.tablename: t for t in registered_tables()}[table]
+    rows = await found.raw(
+        f"SELECT EXISTS (SELECT 1 FROM {quoted(table)} WHERE {quoted(column)} = {{}}) AS found",  # noqa: S608 - schema names
+        key,
+    )
+    return bool(rows[0]["found"])
 
 
 def _masked(row: dict[str, Any]) -> dict[str, Any]:

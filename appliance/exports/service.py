@@ -374,24 +374,42 @@ async def _build(
                 facts,
                 tables=list(written.items()),
                 files=contents.files,
+                files_gone=contents.gone,
                 accesses=list(recent),
                 accesses_total=accessed,
             )
             return render_summary(final, archive.MANIFEST)
 
-        # A client's files are their photos; the photos a member of staff uploaded are the
-        # clients' data, so a staff export lists them as records only.
-        files = archive.files_of(reader, found) if kind == "client" else _no_files()
-        stored, contents = await archive.write_archive(
-            store,
-            key,
-            documents=documents,
-            files=files,
-            summary=summary,
-            now=now,
-            heartbeat=heartbeat,
-        )
+        with contextlib.closing(archive.FileList()) as listed:
+            # A client's files are their photos; the photos a member of staff uploaded are
+            # the clients' data, so a staff export lists them as records only.
+            if kind == "client":
+                files = _listed_then_ended(reader, archive.files_of(reader, found), listed)
+            else:
+                files = _listed_then_ended(reader, _no_files(), listed)
+            stored, contents = await archive.write_archive(
+                store,
+                key,
+                documents=documents,
+                files=files,
+                summary=summary,
+                now=now,
+                heartbeat=heartbeat,
+            )
     return stored, contents.files
+
+
+async def _listed_then_ended(
+    reader: records.Reader,
+    files: AsyncIterator[archive.PersonFile],
+    listed: archive.FileList,
+) -> AsyncIterator[archive.PersonFile]:
+    """``files``, listed from the snapshot once the records are written; the snapshot then
+    ends, and the files are written from the list."""
+    await listed.fill(files)
+    await reader.end()
+    async for item in listed:
+        yield item
 
 
 async def _no_files() -> AsyncIterator[archive.PersonFile]:

@@ -52,6 +52,7 @@ class SummaryFacts(msgspec.Struct, frozen=True):
     # What the archive holds, known once it is written (the summary is its last entry).
     tables: list[tuple[str, int]] = msgspec.field(default_factory=list)
     files: int = 0
+    files_gone: int = 0  # listed in the records, deleted before they could be written
     accesses: list[Access] = msgspec.field(default_factory=list)  # the most recent ones
     accesses_total: int = 0
 
