@@ -150,7 +150,7 @@ class SignInController(Controller):
 
         settings = request.app.state.settings
         notices = await for_admins(settings, now) if signed.member.is_admin else []
-        notices += await for_member(settings, signed.member.id, now)
+        notices += await for_member(settings, signed.member.id)
         return render(
             request,
             "accounts/home.html",

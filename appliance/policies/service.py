@@ -429,7 +429,7 @@ async def acknowledge(
     return bool(inserted)
 
 
-async def pending_acknowledgement(staff_id: int, now: dt.datetime) -> Version | None:
+async def pending_acknowledgement(staff_id: int) -> Version | None:
     """The current version when it waits for this staff member's confirmation, else None
     (also before any version exists: the default text is never put to staff)."""
     current = await _latest()

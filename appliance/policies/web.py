@@ -83,9 +83,7 @@ class PrivacyPolicyController(Controller):
         signed = await current_staff(request)
         pending = None
         if signed is not None and signed.session.stage == "full":
-            pending = await service.pending_acknowledgement(
-                signed.member.id, request.app.state.clock()
-            )
+            pending = await service.pending_acknowledgement(signed.member.id)
         context = {
             **await _studio(),
             "version": version,

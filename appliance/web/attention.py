@@ -41,11 +41,11 @@ async def for_admins(settings: Settings, now: dt.datetime) -> list[Notice]:
     return sorted(notices, key=lambda notice: notice.level != "error")
 
 
-async def for_member(settings: Settings, member_id: int, now: dt.datetime) -> list[Notice]:
+async def for_member(settings: Settings, member_id: int) -> list[Notice]:
     """What every staff member is asked to do: confirm a new version of the privacy policy."""
     from appliance.policies import service as policies
 
-    version = await policies.pending_acknowledgement(member_id, now)
+    version = await policies.pending_acknowledgement(member_id)
     if version is None:
         return []
     return [
