@@ -88,6 +88,7 @@ class PrivacyPolicyController(Controller):
             **await _studio(),
             "version": version,
             "blocks": service.blocks(version.body),
+            "language": request.app.state.settings.notify.language,
             "latest": latest,
             "versions": await service.list_versions(),
             "pending": pending if pending and pending.number == version.number else None,
@@ -194,6 +195,7 @@ class PolicyAdminController(Controller):
         context = {
             "draft": draft,
             "blocks": service.blocks(draft.body),
+            "language": request.app.state.settings.notify.language,
             "number": current.number + 1,
             **(error_context(exc) if exc else {}),
         }

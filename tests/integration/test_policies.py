@@ -145,6 +145,9 @@ async def test_the_default_text_is_seeded_in_the_studios_language(
         async with make_client(app, "198.51.100.7") as stranger:
             page = (await stranger.get("/privacy")).text
         assert heading in page and other not in page and "hello@lumen.example" in page
+        # The page around it is English; the text says which language it is in.
+        assert '<html lang="en">' in page
+        assert f'<div class="policy-text" lang="{language}">' in page
         rows = await PolicyVersion.select().run()
         assert [(r["number"], r["body"], r["summary"], r["published_by"]) for r in rows] == [
             (1, body, summary, None)
