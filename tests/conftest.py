@@ -22,6 +22,7 @@ import httpx
 import msgspec
 import pytest
 from litestar import Litestar
+from passlib.hash import argon2
 
 from appliance.app import create_app
 from appliance.config import Settings, load_settings
@@ -60,6 +61,31 @@ def _server_reachable(dsn: str) -> bool:
             return True
     except OSError:
         return False
+
+
+# argon2id at its least cost: the suite signs in and sets passwords thousands of times, and at
+# the shipped cost (~0.1 s of CPU each) that was half the time of the tests that sign in. A
+# hash carries its parameters, so either kind verifies under either setting.
+CHEAP_HASHER = argon2.using(type="ID", memory_cost=64, rounds=1, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test hashes cheaply but those marked ``shipped_password_cost`` (the tests of the
+    cost itself and of timing), which get the shipped hasher and a dummy hash made by it."""
+    from appliance.accounts import passwords
+
+    shipped = passwords._hasher
+    if request.node.get_closest_marker("shipped_password_cost") is None:
+        passwords._hasher = CHEAP_HASHER
+    # The dummy hash an unknown user name is checked against is made once, by the hasher of
+    # the moment: made again for each test, so it always has the cost of the test's hasher.
+    passwords._dummy_hash.cache_clear()
+    try:
+        yield
+    finally:
+        passwords._hasher = shipped
+        passwords._dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")

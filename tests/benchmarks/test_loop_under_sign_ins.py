@@ -16,6 +16,8 @@ from appliance.accounts import passwords, signin
 from tests.conftest import make_client
 from tests.integration.flows import Admin, csrf_of
 
+pytestmark = pytest.mark.shipped_password_cost
+
 BURST = 12
 TICK = 0.005
 

@@ -10,12 +10,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import pytest
 from argon2 import PasswordHasher
 from litestar import Litestar
 
 from appliance.accounts.passwords import hash_password, verify_password
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
+
+pytestmark = pytest.mark.shipped_password_cost
 
 ROUNDS = 15
 

@@ -167,6 +167,7 @@ async def test_trusted_proxy_passes_the_real_client_address(
     assert addresses == {f"203.0.113.{n}" for n in range(settings.throttle.free_failures + 2)}
 
 
+@pytest.mark.shipped_password_cost
 async def test_unknown_name_costs_about_as_much_time_as_a_wrong_password(
     client: httpx.AsyncClient, admin: Admin, clock: FakeClock
 ) -> None:

@@ -26,6 +26,15 @@ def test_hash_is_argon2id_phc_string(passphrase_hash: str) -> None:
     assert PASSPHRASE not in passphrase_hash
 
 
+@pytest.mark.shipped_password_cost
+def test_the_shipped_cost_is_above_the_owasp_minimum() -> None:
+    """argon2id with at least 19 MiB of memory and two passes (OWASP's least setting); the
+    shipped hasher uses 64 MiB and three."""
+    fields = dict(field.split("=") for field in hash_password(PASSPHRASE).split("$")[3].split(","))
+    assert int(fields["m"]) >= 19 * 1024 and int(fields["t"]) >= 2, fields
+    assert (int(fields["m"]), int(fields["t"])) == (65536, 3)
+
+
 def test_hashes_are_salted(passphrase_hash: str) -> None:
     """Hashing the same password twice gives two different strings."""
     assert hash_password(PASSPHRASE) != passphrase_hash
