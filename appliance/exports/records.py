@@ -14,7 +14,8 @@ every export without a change here. A row is about a person when it is reached b
    reference makes it the person's, only its id, the referencing column and its timestamps
    are exported: the right of access must not hand over others' data (GDPR Art. 15(4));
 5. a ``kind`` column naming the person's kind beside a ``subject_id``/``person_id`` column;
-6. an e-mail address column (``recipient``, ``email``) holding the person's address.
+6. an e-mail address column (``recipient``, ``email``) holding the person's address; for a
+   client only while no other client and no member of staff has it (:func:`_own_address`).
 
 Secret columns (password and PIN hashes, token hashes, TOTP secrets) are withheld: they are
 not information about the person but keys to their account or links.
@@ -72,6 +73,9 @@ STAFF_ID_COLUMNS = frozenset(
 KIND_COLUMNS = ("kind", "subject_kind", "person_kind")
 KIND_ID_COLUMNS = ("subject_id", "person_id")
 ADDRESS_COLUMNS = frozenset({"recipient", "email"})
+# The times an outlined row keeps: when the record was made or changed, not the dates it is
+# about (a client's wedding day in a gallery a photographer made).
+OUTLINE_TIMES = frozenset({"at", "created_at", "updated_at"})
 WITHHELD = "(withheld: a security credential)"
 _SECRET = re.compile(r"(?:^|_)(?:token|secret)(?:_hash)?$|^(?:password|pin|code)_hash$|^visit_key$")
 
@@ -140,7 +144,7 @@ def references(kind: PersonKind, tables: Iterable[type[Table]] | None = None) ->
                 for c in KIND_ID_COLUMNS
                 if isinstance(columns.get(c), Integer)
             ]
-        if name != person:
+        if name not in PERSON_TABLES.values():  # people are found by id, never by address
             found += [
                 Reference(table=name, column=column_name, how="address")
                 for column_name, column in columns.items()
@@ -203,6 +207,26 @@ def _tree(
     return clauses
 
 
+def _own_address(kind: PersonKind, subject: int) -> str:
+    """The person's address, lower-cased, read where the condition runs; NULL (which matches
+    nothing) when they have none or someone else may have it too. Staff type clients'
+    addresses, so a client's names no one for certain: a client given an admin's address, or
+    a second client's, must not receive the mail sent to it. A staff member's address is set
+    through an invitation and is theirs, whichever client is given it."""
+    own = quoted(PERSON_TABLES[kind])
+    rivals: list[PersonKind] = ["staff"] if kind == "staff" else ["client", "staff"]
+    others = " ".join(
+        f"AND NOT EXISTS (SELECT 1 FROM {quoted(PERSON_TABLES[rival])} AS other"  # noqa: S608 - schema names
+        f" WHERE lower(other.email) = lower(person.email)"
+        + (f" AND other.id <> {subject})" if rival == kind else ")")
+        for rival in rivals
+    )
+    return (
+        f"SELECT lower(person.email) FROM {own} AS person"  # noqa: S608 - schema names
+        f" WHERE person.id = {subject} AND person.email <> '' {others}"
+    )
+
+
 def queries(
     kind: PersonKind, subject_id: int, tables: Iterable[type[Table]] | None = None
 ) -> list[TableQuery]:
@@ -217,7 +241,6 @@ def queries(
     by_table: dict[str, list[Reference]] = {}
     for ref in refs:
         by_table.setdefault(ref.table, []).append(ref)
-    person = quoted(PERSON_TABLES[kind])
     found = []
     for name, table_refs in by_table.items():
         whole = _tree(name, by_table, keys, subject, frozenset())
@@ -227,11 +250,7 @@ def queries(
             if ref.how == "kind_and_id":
                 whole.append(f"{quoted(ref.kind_column)} = '{kind}' AND {column} = {subject}")
             elif ref.how == "address":
-                # The person's own address, read where the condition runs; none matches nothing.
-                whole.append(
-                    f"lower({column}) = (SELECT lower(email) FROM {person}"  # noqa: S608 - schema names
-                    f" WHERE id = {subject} AND email <> '')"
-                )
+                whole.append(f"lower({column}) = ({_own_address(kind, subject)})")
             elif ref.how == "id_column":
                 outline_columns.append(ref.column)
         key = keys[name]
@@ -372,7 +391,7 @@ def _shown(row: dict[str, Any], query: TableQuery) -> dict[str, Any]:
         for name, value in row.items()
         if name == query.key
         or (name in query.outline_columns and value == query.subject_id)
-        or isinstance(value, dt.date)
+        or name in OUTLINE_TIMES
     }
 
 
