@@ -435,6 +435,7 @@ async def run_export(
     it was claimed: once another worker claims it again, this build stops and deletes its
     archive, and its result is never recorded."""
     clock = clock or _running_clock(now)
+    now = clock()  # a job claimed late in a run starts now, not when the run did
     row = await ExportRow.select().where(_this_claim(export_id, claim)).first().run()
     if row is None:
         raise Conflict("This export is not being built.")
@@ -485,7 +486,7 @@ async def run_export(
     except asyncpg.QueryCanceledError:
         log.warning("export %d: a statement ran past %s", export_id, records.STATEMENT_TIMEOUT)
         message = "Reading the records took too long; try again, or tell the administrator."
-        await _fail(store, row, claim, message, now)
+        await _fail(store, row, claim, message, clock())
         return await get_export(export_id, hide_erased=False)
     except _ClaimLost:
         log.warning("export %d was taken over by another worker; dropping this build", export_id)
@@ -494,18 +495,18 @@ async def run_export(
     except (StorageError, NotFound) as exc:
         log.warning("export %d failed: %s", export_id, exc)
         message = exc.message if isinstance(exc, NotFound) else "The file store failed"
-        await _fail(store, row, claim, f"{message}; try again.", now)
+        await _fail(store, row, claim, f"{message}; try again.", clock())
         return await get_export(export_id, hide_erased=False)
     except Exception:
         log.exception("export %d failed", export_id)
-        await _fail(store, row, claim, "The export failed unexpectedly; try again.", now)
+        await _fail(store, row, claim, "The export failed unexpectedly; try again.", clock())
         return await get_export(export_id, hide_erased=False)
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating
     hours = settings.privacy.export_link_hours
-    finished = now  # the run's time, as the request's: the link's life is counted from it
+    finished = clock()  # the link's life is counted from when the archive exists
     async with ExportRow._meta.db.transaction():
         done = (
             await ExportRow.update(
@@ -614,7 +615,8 @@ async def count_download(
 
 async def expire_exports(store: ObjectStore, now: dt.datetime) -> int:
     """Delete the archives of exports whose time is up; returns how many. The row stays (state
-    "expired", no key, no link) as the record that an export was made. Then delete every
+    "expired", no key) as the record that an export was made, and keeps its link's hash, so
+    the link says it has expired rather than that it never existed. Then delete every
     archive that no ready export and no live claim owns: left by a builder that failed, died
     after writing it, or was replaced."""
     rows = (
@@ -625,9 +627,9 @@ async def expire_exports(store: ObjectStore, now: dt.datetime) -> int:
     for row in rows:
         # The object first: a crash between the two leaves a row that is deleted again next run.
         await store.delete(row["object_key"])
-        await ExportRow.update(
-            {ExportRow.state: "expired", ExportRow.object_key: "", ExportRow.token_hash: None}
-        ).where(ExportRow.id == row["id"])
+        await ExportRow.update({ExportRow.state: "expired", ExportRow.object_key: ""}).where(
+            ExportRow.id == row["id"]
+        )
     await _delete_orphans(store)
     return len(rows)
 

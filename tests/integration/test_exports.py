@@ -127,9 +127,10 @@ async def client_with_photos(
 
 
 async def built(
-    settings: Settings, store: ObjectStore, job: service.ExportJob, now: dt.datetime
+    settings: Settings, store: ObjectStore, job: service.ExportJob, clock: FakeClock
 ) -> service.ExportJob:
-    assert await service.run_pending(settings, store, now) >= 1
+    """The queued exports built at the test clock's time (which a build does not move on)."""
+    assert await service.run_pending(settings, store, clock(), clock=clock) >= 1
     return await service.get_export(job.id)
 
 
@@ -170,7 +171,7 @@ async def test_client_export_holds_records_photos_access_log_and_summary(
     assert await ExportJob.count() == 1
 
     clock.advance(minutes=1)
-    done = await built(configured, s3_store, job, clock())
+    done = await built(configured, s3_store, job, clock)
     assert done.state == "ready" and done.files == 3
     assert done.expires_at == clock() + dt.timedelta(hours=configured.privacy.export_link_hours)
 
@@ -218,7 +219,7 @@ async def test_staff_export_withholds_credentials(
     job = await service.request_export(
         configured, kind="staff", subject_id=owner.id or 0, actor=owner, source="staff", now=clock()
     )
-    await built(configured, s3_store, job, clock())
+    await built(configured, s3_store, job, clock)
     archive = await archive_of(s3_store, job.id)
     (account,) = json.loads(archive.read("data/staff_user.json"))
     assert account["username"] == "olivia"
@@ -529,7 +530,7 @@ async def test_a_slow_statement_fails_the_export_with_a_clear_message(
     job = await service.request_export(
         settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
     )
-    failed = await built(settings, store, job, clock())
+    failed = await built(settings, store, job, clock)
     assert failed.state == "failed" and "took too long" in failed.error
     assert [o.key async for o in store.list("exports/")] == []
 
@@ -590,7 +591,7 @@ async def test_a_failing_export_says_why_and_can_be_asked_again(
     job = await service.request_export(
         settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
     )
-    failed = await built(settings, s3_store, job, clock())
+    failed = await built(settings, s3_store, job, clock)
     assert failed.state == "failed" and "try again" in failed.error
     assert [o.key async for o in s3_store.list("exports/")] == []
 
@@ -599,7 +600,7 @@ async def test_a_failing_export_says_why_and_can_be_asked_again(
         settings, kind="client", subject_id=anna, actor=owner, source="staff", now=clock()
     )
     assert retry.id != job.id and retry.state == "queued"
-    assert (await built(settings, s3_store, retry, clock())).state == "ready"
+    assert (await built(settings, s3_store, retry, clock)).state == "ready"
 
 
 async def test_a_killed_build_is_taken_again_and_expired_exports_are_deleted(
@@ -618,14 +619,14 @@ async def test_a_killed_build_is_taken_again_and_expired_exports_are_deleted(
     ).where(ExportJob.id == job.id)
     assert await service.run_pending(settings, s3_store, clock() + dt.timedelta(minutes=2)) == 0
     clock.advance(minutes=11)
-    assert (await built(settings, s3_store, job, clock())).state == "ready"
+    assert (await built(settings, s3_store, job, clock)).state == "ready"
     token = await service.issue_link(job.id, actor=owner, now=clock())
     assert await service.expire_exports(s3_store, clock()) == 0
     clock.advance(hours=settings.privacy.export_link_hours)
     assert await service.expire_exports(s3_store, clock()) == 1
     assert [o.key async for o in s3_store.list("exports/")] == []
     assert (await service.get_export(job.id)).state == "expired"
-    with pytest.raises(service.NotFound):
+    with pytest.raises(service.LinkExpired, match="expired"):
         await service.open_download(token, clock())
     assert await service.delete_exports_of("client", anna, store=s3_store) == 1
     assert await ExportJob.count() == 0
@@ -638,7 +639,8 @@ async def test_the_heartbeat_shows_the_time_it_is_written(
     settings: Settings, s3_store: ObjectStore, clock: FakeClock
 ) -> None:
     """A long build's heartbeat carries the time it is written, not the time the run started,
-    so the job does not look dead and get built a second time."""
+    so the job does not look dead and get built a second time; and its link's life is
+    counted from when the archive exists, so a long build is not born expired."""
     owner = await staff_user("olivia", clock())
     anna, _ = await client_with_photos(s3_store, owner, "Anna Berg", [b"a" * 5000], clock())
     job = await service.request_export(
@@ -650,6 +652,8 @@ async def test_the_heartbeat_shows_the_time_it_is_written(
     row = await ExportJob.select().where(ExportJob.id == job.id).first()
     assert row is not None and row["state"] == "ready"
     assert row["heartbeat_at"] == later
+    assert row["finished_at"] == later
+    assert row["expires_at"] == later + dt.timedelta(hours=settings.privacy.export_link_hours)
 
 
 async def test_a_replaced_builder_cannot_record_its_archive_and_deletes_it(
@@ -680,7 +684,7 @@ async def test_a_replaced_builder_cannot_record_its_archive_and_deletes_it(
 
     monkeypatch.setattr(service, "_build", real_build)
     clock.advance(minutes=11)
-    assert (await built(settings, s3_store, job, clock())).state == "ready"
+    assert (await built(settings, s3_store, job, clock)).state == "ready"
     keys = [o.key async for o in s3_store.list("exports/")]
     assert keys == [f"exports/client/{anna}/{job.id}-3.zip"]
 
@@ -714,7 +718,7 @@ async def test_a_job_that_fails_for_good_and_orphans_leave_no_archive(
     kept = await service.request_export(
         settings, kind="client", subject_id=ben, actor=owner, source="staff", now=clock()
     )
-    await built(settings, s3_store, kept, clock())
+    await built(settings, s3_store, kept, clock)
     orphan = f"exports/client/{anna}/{dying.id}-1.zip"
     await s3_store.put(orphan, chunks_of(b"anna's data"), content_type="application/zip")
     assert await service.expire_exports(s3_store, clock()) == 0
