@@ -42,6 +42,8 @@ Kind = Literal["client", "staff", "studio"]
 KINDS: tuple[Kind, ...] = ("client", "staff", "studio")
 # A request in these states has switched the person off; "cancelled" has given them back.
 ERASING = ("pending", "purging", "done")
+# Not carried out yet: the person is still in the database, switched off.
+OPEN = ("pending", "purging")
 
 
 class ErasureRequest(msgspec.Struct, frozen=True):
@@ -306,14 +308,20 @@ async def erased_client_ids() -> set[int]:
 
 
 async def _studio_erasing() -> bool:
+    """Only while the whole studio's erasure is open: once it is done, everyone it reached is
+    gone (and a restore of an older point erases them again from the ledger), so the clients
+    and staff created since are the studio's new ones, not people being erased."""
     return bool(
         await ErasureRow.exists()
-        .where((ErasureRow.kind == "studio") & ErasureRow.state.is_in(list(ERASING)))
+        .where((ErasureRow.kind == "studio") & ErasureRow.state.is_in(list(OPEN)))
         .run()
     )
 
 
 async def erased_staff_ids() -> set[int]:
+    """Staff accounts with an erasure of their own, open or carried out. The whole studio's
+    erasure is left out on purpose: it keeps staff signed in until its purge, so that an admin
+    can still cancel it."""
     return await _erased("staff")
 
 
