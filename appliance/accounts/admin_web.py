@@ -10,6 +10,7 @@ from litestar.params import FromPath
 
 from appliance.accounts import invitations, service
 from appliance.errors import ApplianceError
+from appliance.privacy.erasure import erased_staff_ids
 from appliance.web.acting import acting
 from appliance.web.auth import require_admin, signed_in
 from appliance.web.pages import FORM, client_address, render, status_of
@@ -56,6 +57,8 @@ class StaffAdminController(Controller):
         now = request.app.state.clock()
         context = {
             "members": await service.list_members(),
+            # Switched off until the purge: only Admin → Erasure can give them back.
+            "erasing": await erased_staff_ids(),
             "pending": await invitations.list_pending(now),
             "roles": service.ROLES,
             "form": extra.pop("form", InviteForm()),

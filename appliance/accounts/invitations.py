@@ -8,12 +8,19 @@ import msgspec
 
 from appliance.accounts import sessions, throttle
 from appliance.accounts.passwords import UNUSABLE_HASH
-from appliance.accounts.service import StaffMember, clean_role, create_user, set_password
+from appliance.accounts.service import (
+    StaffMember,
+    clean_role,
+    create_user,
+    refuse_if_being_erased,
+    set_password,
+)
 from appliance.accounts.tables import StaffInvitation, StaffUser
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.config import Settings
 from appliance.errors import Conflict, InvalidInput, NotFound
+from appliance.privacy.erasure import erased_staff_ids
 from appliance.tokens import new_token, token_digest
 from appliance.validation import clean_email
 
@@ -92,6 +99,7 @@ async def start_reset(
     row = await StaffUser.select().where(StaffUser.id == user_id).first().run()
     if row is None:
         raise NotFound("No such user.")
+    await refuse_if_being_erased(user_id, row["username"])
     token = new_token()
     async with StaffInvitation._meta.db.transaction(allow_nested=True):
         # Only the newest reset link of a user works.
@@ -161,6 +169,9 @@ async def inspect_link(token: str, *, kind: str, now: dt.datetime) -> PendingLin
         raise Conflict("This link was already used. Ask an admin for a new one.")
     if row["expires_at"] <= now:
         raise Conflict("This link has expired. Ask an admin for a new one.")
+    if row["user"] is not None and row["user"] in await erased_staff_ids():
+        # A reset link made before the erasure was asked for: it must not let the person in.
+        raise Conflict("This link no longer works: the account is being deleted.")
     return PendingLink(
         id=row["id"],
         kind=row["kind"],

@@ -29,6 +29,7 @@ from appliance.errors import (
     NotFound,
 )
 from appliance.notify.languages import clean_language
+from appliance.privacy.erasure import erased_staff_ids
 from appliance.validation import clean_email, clean_text, clean_username
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "list_members",
     "member_of",
     "recheck_password",
+    "refuse_if_being_erased",
     "set_active",
     "set_language",
     "set_password",
@@ -257,6 +259,25 @@ async def set_password(
     )
 
 
+async def refuse_if_being_erased(user_id: int, username: str) -> None:
+    """An account being erased stays switched off until its purge: enabling it, changing its
+    role or letting someone set its password would let the person back in during the grace
+    period. Only cancelling the erasure gives the account back."""
+    if user_id in await erased_staff_ids():
+        raise Conflict(
+            f"The account {username} is being deleted. To keep it, cancel its erasure under "
+            "Admin → Erasure first."
+        )
+
+
+async def _lock_for_change(member: StaffMember) -> None:
+    """Lock the account's row, then refuse it if it is being erased. The erasure locks the
+    row too as it switches the account off, so a change racing it either waits and is refused,
+    or goes first and is switched off with the rest."""
+    await StaffUser.raw("SELECT id FROM staff_user WHERE id = {} FOR UPDATE", member.id)
+    await refuse_if_being_erased(member.id, member.username)
+
+
 async def _active_admin_count() -> int:
     """Active admins, counted under a transaction lock: two admins demoting each other at the
     same moment are serialised, so the second sees the first's change and is refused."""
@@ -280,6 +301,7 @@ async def set_role(
     if target.role == role:
         return target
     async with StaffUser._meta.db.transaction(allow_nested=True):
+        await _lock_for_change(target)
         if target.is_admin and target.is_active and await _active_admin_count() <= 1:
             raise Conflict("The studio needs at least one active admin.")
         await StaffUser.update({StaffUser.role: role}).where(StaffUser.id == user_id).run()
@@ -308,6 +330,8 @@ async def set_active(
     if not active and target.id == actor.id:
         raise Forbidden("You cannot disable your own account.")
     async with StaffUser._meta.db.transaction(allow_nested=True):
+        if active:
+            await _lock_for_change(target)
         if not active and target.is_admin and await _active_admin_count() <= 1:
             raise Conflict("The studio needs at least one active admin.")
         await StaffUser.update({StaffUser.is_active: active}).where(StaffUser.id == user_id).run()

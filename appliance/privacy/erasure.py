@@ -213,7 +213,9 @@ async def _switch_off(kind: Kind, subject_id: int | None, now: dt.datetime) -> d
         users = users.where(StaffUser.id == -1)
     elif kind == "staff":
         links = links.where(ShareLink.id == -1)
-        users = users.where(StaffUser.id == subject_id)
+        # Locked: enabling the account or changing its role at this moment waits for this
+        # transaction and is then refused (see accounts.service), instead of undoing it.
+        users = users.where(StaffUser.id == subject_id).lock_rows()
     else:
         # The whole studio: every link goes; staff keep their sign-in until the purge, so an
         # admin can still cancel (the purge keeps the admin who asked, see purge.py).

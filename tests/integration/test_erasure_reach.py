@@ -7,15 +7,18 @@ from __future__ import annotations
 import httpx
 from litestar import Litestar
 
+from appliance.accounts import invitations
 from appliance.accounts import service as accounts
+from appliance.accounts.tables import StaffInvitation, StaffUser
+from appliance.audit import service as audit
 from appliance.audit.service import Actor
 from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.privacy import erasure, purge
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, make_client
 from tests.integration.erasure_flows import anna_and_ben
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
-from tests.integration.flows import Admin, csrf_of
+from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
 
 PASSWORD = "amber meadow violin 77 cedar"
@@ -105,3 +108,98 @@ async def test_clients_created_after_the_whole_studio_was_erased_are_not_hidden(
     assert listed.status_code == 200 and "Dora Lind" in listed.text
     page = await client.get(f"/clients/{dora.id}")
     assert page.status_code == 200 and "dora@example.org" in page.text
+
+
+async def test_a_staff_account_being_erased_cannot_be_switched_back_on(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """During the grace period an admin cannot enable the account, change its role or make a
+    reset link (409 with the reason); Admin → Users marks it and points to Admin → Erasure,
+    and the person still cannot sign in."""
+    await signed_in_owner(client, admin, clock)
+    carla = await _carla(app, clock)
+    await _erase(app, clock, "staff", carla)
+
+    page = await client.get(USERS)
+    assert page.status_code == 200
+    assert f'id="being-erased-{carla}"' in page.text and 'href="/admin/erasure"' in page.text
+    assert f'action="/admin/users/{carla}/active"' not in page.text
+    assert f'action="/admin/users/{carla}/reset"' not in page.text
+
+    enabled = await submit(client, USERS, {"active": "1"}, action=f"{USERS}/{carla}/active")
+    assert enabled.status_code == 409
+    assert "is being deleted" in enabled.text and "Admin → Erasure" in enabled.text
+    role = await submit(client, USERS, {"role": "admin"}, action=f"{USERS}/{carla}/role")
+    assert role.status_code == 409 and "is being deleted" in role.text
+    reset = await submit(client, USERS, {"reset_2fa": "1"}, action=f"{USERS}/{carla}/reset")
+    assert reset.status_code == 409 and "/reset/" not in reset.text
+
+    row = await StaffUser.select().where(StaffUser.id == carla).first().run()
+    assert row is not None and row["is_active"] is False and row["role"] == "photographer"
+    assert await StaffInvitation.count().where(StaffInvitation.user == carla).run() == 0
+    actions = {e.action for e in await audit.list_entries(limit=200)}
+    assert not actions & {"user.enable", "user.role", "user.reset"}
+    async with make_client(app) as browser:
+        refused = await sign_in(browser, "carla", PASSWORD)
+        assert refused.headers.get("location") not in ("/", "/login/two-factor")
+        assert (await browser.get("/clients")).status_code in (302, 303, 401)
+
+
+async def test_a_reset_link_made_before_the_erasure_no_longer_works(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A reset link handed out before the erasure is refused with the reason, on the page and
+    when posted; the password stays as it was."""
+    carla = await _carla(app, clock)
+    token = await invitations.start_reset(
+        carla,
+        reset_2fa=False,
+        actor=Actor(id=None, name="owner"),
+        address="test",
+        settings=app.state.settings,
+        now=clock(),
+    )
+    before = await StaffUser.select(StaffUser.password_hash).where(StaffUser.id == carla).run()
+    await _erase(app, clock, "staff", carla)
+
+    async with make_client(app) as browser:
+        page = await browser.get(f"/reset/{token}")
+        assert page.status_code == 410 and "the account is being deleted" in page.text
+        # The page refuses, so post as a copy of its form kept from before would.
+        login = await browser.get("/login")
+        posted = await browser.post(
+            f"/reset/{token}",
+            data={"password": "new sapphire harbour 88", "confirm": "new sapphire harbour 88"}
+            | {"_csrf": csrf_of(login.text)},
+        )
+        assert posted.status_code == 410 and "the account is being deleted" in posted.text
+    after = await StaffUser.select(StaffUser.password_hash).where(StaffUser.id == carla).run()
+    assert after == before
+
+
+async def test_a_staff_account_is_given_back_once_its_erasure_is_cancelled(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """The refusal lasts only while the erasure is open: cancelled, the account can be changed
+    again; and the whole studio's erasure (which keeps staff signed in so that it can be
+    cancelled) refuses nothing."""
+    await signed_in_owner(client, admin, clock)
+    carla = await _carla(app, clock)
+    request = await _erase(app, clock, "staff", carla)
+    owner = await _owner()
+    await erasure.cancel_erasure(app.state.settings, request.id, actor=owner.actor, now=clock())
+    role = await submit(client, USERS, {"role": "admin"}, action=f"{USERS}/{carla}/role")
+    assert role.status_code == 200 and "carla is now admin" in role.text
+
+    await _erase(app, clock, "studio", None)
+    disabled = await accounts.set_active(carla, False, actor=owner, address="test", now=clock())
+    enabled = await accounts.set_active(carla, True, actor=owner, address="test", now=clock())
+    assert (disabled.is_active, enabled.is_active) == (False, True)
+    assert await invitations.start_reset(
+        owner.id,
+        reset_2fa=False,
+        actor=Actor(id=None, name="cli"),
+        address="console",
+        settings=app.state.settings,
+        now=clock(),
+    )
