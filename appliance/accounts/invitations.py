@@ -74,7 +74,8 @@ async def invite(
         await audit.record(
             "user.invite",
             actor=actor.actor,
-            target=f"email:{email}",
+            # Lower case, as the erasure finds a person's entries by their address.
+            target=f"email:{email.lower()}",
             address=address,
             details={"role": role},
             at=now,
@@ -294,7 +295,7 @@ async def revoke(link_id: int, *, actor: StaffMember, address: str, now: dt.date
         await audit.record(
             "user.invite.revoke",
             actor=actor.actor,
-            target=f"email:{rows[0]['email']}",
+            target=f"email:{rows[0]['email'].lower()}",
             address=address,
             details={"kind": rows[0]["kind"]},
             at=now,

@@ -246,11 +246,12 @@ async def erase_person(
 ) -> int:
     """Erase a person from every entry of version 2 or later; returns how many entries changed.
 
-    Entries about one of ``targets`` (e.g. ``user:carla``, ``client:7``) lose actor, target,
-    address and details. Entries made by ``actor_id`` lose the actor's name and address only:
-    what they did stays with its target (a client's trail of who opened their record), and their
-    details go only when they name the person (one of ``mentions``, case-insensitive). The salt
-    goes with the first erasure, so a kept digest cannot be guessed back.
+    Entries about one of ``targets`` (e.g. ``user:carla``, ``client:7``, matched in any case)
+    lose actor, target, address and details. Entries made by ``actor_id`` lose the actor's name
+    and address only: what they did stays with its target (a client's trail of who opened their
+    record), and their details go only when they name the person (one of ``mentions``,
+    case-insensitive). The salt goes with the first erasure, so a kept digest cannot be guessed
+    back.
 
     The entries themselves stay, with their action, outcome and time. Version 1 entries
     cannot be erased without breaking the chain and keep their values.
@@ -262,12 +263,14 @@ async def erase_person(
         rows = await AuditEntry.raw(
             "UPDATE audit_entry SET actor = {}, target = {}, address = '', details = {},"
             " salt = NULL, erased_at = coalesce(erased_at, {})"
-            " WHERE hash_version >= 2 AND target = ANY({}) RETURNING id",
+            " WHERE hash_version >= 2 AND lower(target) = ANY({}) RETURNING id",
             ERASED,
             ERASED,
             _BLANK["details"],
             now,
-            targets,
+            # Any case: an entry may hold an address as it was typed (Carla.Reyes@...) while
+            # the purge collects addresses in lower case; user names are lower case already.
+            [target.lower() for target in targets],
         )
         erased += len(rows)
     if actor_id is not None:

@@ -12,11 +12,12 @@ from appliance.accounts import service as accounts
 from appliance.accounts.tables import StaffInvitation, StaffUser
 from appliance.audit import service as audit
 from appliance.audit.service import Actor
+from appliance.audit.tables import AuditEntry
 from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.privacy import erasure, purge
 from tests.conftest import FakeClock, make_client
-from tests.integration.erasure_flows import anna_and_ben
+from tests.integration.erasure_flows import anna_and_ben, count
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.test_clients import signed_in_owner
@@ -203,3 +204,37 @@ async def test_a_staff_account_is_given_back_once_its_erasure_is_cancelled(
         settings=app.state.settings,
         now=clock(),
     )
+
+
+async def test_a_staff_address_typed_with_capitals_leaves_the_audit_log(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock, database_url: str
+) -> None:
+    """An invitation is audited under the address in lower case, and the purge erases entries
+    about the address in whatever case they hold it."""
+    mail = "Carla.Reyes@Studio.example"
+    owner = await _owner()
+    settings = app.state.settings
+    await invitations.invite(
+        mail, "photographer", actor=owner, address="t", settings=settings, now=clock()
+    )
+    invited = await AuditEntry.select(AuditEntry.target).where(AuditEntry.action == "user.invite")
+    assert invited == [{"target": "email:carla.reyes@studio.example"}]
+    # An entry written as typed, as invitations were before.
+    await audit.record("user.invite", actor=owner.actor, target=f"email:{mail}", at=clock())
+    carla = await _carla(app, clock, email=mail)
+    await _erase(app, clock, "staff", carla)
+    clock.advance(days=settings.privacy.erasure_grace_days, seconds=1)
+    assert await purge.purge_due(settings, app.state.store, clock()) == 1
+
+    left = await count(
+        database_url,
+        "SELECT count(*) FROM audit_entry WHERE target ILIKE $1 OR details ILIKE $1",
+        "%reyes@%",
+    )
+    assert left == 0
+    erased = await count(
+        database_url,
+        "SELECT count(*) FROM audit_entry WHERE action = 'user.invite' AND target = 'erased'",
+    )
+    assert erased == 2
+    assert (await audit.verify_chain()).first_bad_seq is None
