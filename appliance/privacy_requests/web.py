@@ -3,6 +3,9 @@
 The client's pages start from the link's token like every page under it: a withdrawn or
 expired link gets a page that says so and names the studio's address, and records nothing. A
 link with a password asks for it first, as the gallery does.
+
+A client being erased is gone for staff: their requests leave the queue and their pages answer
+404, as the client's own pages do; only Admin → Erasure still shows the erasure.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from appliance.errors import ApplianceError, NotFound
 from appliance.galleries import sharing
 from appliance.galleries.share_web import visitor_value
 from appliance.galleries.sharing import Opening
+from appliance.privacy.erasure import erased_client_ids, is_erased
 from appliance.privacy_requests import service
 from appliance.privacy_requests.service import RequestRecord
 from appliance.setup import service as studio
@@ -46,6 +50,10 @@ NOTICES = {
     "exporting": "The export is started. The request counts as answered, and the client is "
     "told, once you make the export's download link.",
     "done": "The correction request is marked done.",
+    # A deletion answered: the client is being erased, so their request left the queue.
+    "erasing": "The request is answered; the client is told by e-mail when the studio has "
+    "their address. The client is being deleted: until the purge, Admin → Erasure shows it "
+    "and can still cancel it.",
     "refused": "The request is refused; the client is told the reason.",
     "extended": "The deadline is extended by two months; the client is told the reason.",
 }
@@ -194,6 +202,14 @@ class ClientPrivacyController(Controller):
         )
 
 
+async def _visible(request_id: int) -> RequestRecord:
+    """The request, unless its client is being erased: then it is not there for staff."""
+    found = await service.get_request(request_id)
+    if await is_erased("client", found.client_id):
+        raise NotFound("There is no such privacy request.")
+    return found
+
+
 class PrivacyRequestAdminController(Controller):
     path = PAGE
     guards = [require_admin]
@@ -223,12 +239,23 @@ class PrivacyRequestAdminController(Controller):
         )
 
     @get("/", name="privacy_requests")
-    async def index(self, request: AnyRequest) -> Response[Any]:
+    async def index(
+        self,
+        request: AnyRequest,
+        done: Annotated[str, QueryParameter(max_length=20)] = "",
+    ) -> Response[Any]:
         from appliance.notify.admins import admin_recipients
 
         await service.settle_copies(request.app.state.settings, request.app.state.clock())
-        open_requests = await service.list_requests(open_only=True)
-        answered = await service.list_requests(open_only=False, limit=50)
+        erased = await erased_client_ids()
+        open_requests = [
+            r for r in await service.list_requests(open_only=True) if r.client_id not in erased
+        ]
+        answered = [
+            r
+            for r in await service.list_requests(open_only=False, limit=50)
+            if r.client_id not in erased
+        ]
         names = await clients.get_clients(r.client_id for r in [*open_requests, *answered])
         now = request.app.state.clock()
         return render(
@@ -240,6 +267,7 @@ class PrivacyRequestAdminController(Controller):
                 "names": {key: value.name for key, value in names.items()},
                 "timers": {r.id: service.countdown(r, now) for r in open_requests},
                 "unreachable": (await admin_recipients(request.app.state.settings)).nobody,
+                "notice": NOTICES.get(done),
             },
             headers=NO_STORE,
         )
@@ -252,7 +280,7 @@ class PrivacyRequestAdminController(Controller):
         done: Annotated[str, QueryParameter(max_length=20)] = "",
     ) -> Response[Any]:
         await service.settle_copies(request.app.state.settings, request.app.state.clock())
-        found = await service.get_request(request_id)
+        found = await _visible(request_id)
         # The page shows the client's name, address and what they wrote: an access to their
         # data, so it is in their access log like the client's own page.
         await record_access(
@@ -265,6 +293,7 @@ class PrivacyRequestAdminController(Controller):
     async def _act(
         self, request: AnyRequest, request_id: int, action: str, text: str
     ) -> Response[Any]:
+        client_id = (await _visible(request_id)).client_id
         arguments = await acting(request)
         settings = request.app.state.settings
         try:
@@ -285,6 +314,9 @@ class PrivacyRequestAdminController(Controller):
                 typed={"action": action, "text": text},
                 **error_context(exc),
             )
+        if await is_erased("client", client_id):
+            # A deletion answered: the request went with its client, back to the queue.
+            return redirect(f"{PAGE}?done=erasing")
         return redirect(f"{PAGE}/{request_id}?done={action}")
 
     @post("/{request_id:int}/fulfil", name="privacy_request_fulfil")

@@ -16,11 +16,13 @@ from appliance.audit.tables import AuditEntry
 from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.privacy import erasure, purge
+from appliance.privacy_requests import service as requests
 from tests.conftest import FakeClock, make_client
 from tests.integration.erasure_flows import anna_and_ben, count
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
-from tests.integration.test_clients import signed_in_owner
+from tests.integration.sharing_flows import visitor
+from tests.integration.test_clients import ANNA, signed_in_owner
 
 PASSWORD = "amber meadow violin 77 cedar"
 QUEUE = "/admin/privacy-requests"
@@ -204,6 +206,64 @@ async def test_a_staff_account_is_given_back_once_its_erasure_is_cancelled(
         settings=app.state.settings,
         now=clock(),
     )
+
+
+async def test_a_client_being_erased_leaves_the_privacy_request_queue(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """While Anna is being erased her requests are not listed, their page and its answers are
+    404 (and record no view of her), as her client page is; cancelled, they are back."""
+    anna = await anna_and_ben(client, app, admin, clock)
+    async with visitor(app) as browser:
+        request_id = await _ask(browser, anna.link, "copy")
+    assert ANNA["name"] in (await client.get(QUEUE)).text
+    owner = await _owner()
+    erased = await _erase(app, clock, "client", anna.client_id)
+    views = await AuditEntry.count().where(AuditEntry.action == "privacy_request.view").run()
+
+    queue = await client.get(QUEUE)
+    assert queue.status_code == 200
+    assert ANNA["name"] not in queue.text and f'href="{QUEUE}/{request_id}"' not in queue.text
+    shown = await client.get(f"{QUEUE}/{request_id}")
+    assert shown.status_code == 404 and ANNA["email"] not in shown.text
+    refuse_page = await client.get(QUEUE)
+    refused = await client.post(
+        f"{QUEUE}/{request_id}/refuse",
+        data={"refusal": "No.", "_csrf": csrf_of(refuse_page.text)},
+    )
+    assert refused.status_code == 404
+    fulfilled = await client.post(
+        f"{QUEUE}/{request_id}/fulfil", data={"_csrf": csrf_of(refuse_page.text)}
+    )
+    assert fulfilled.status_code == 404
+    found = await requests.get_request(request_id)
+    assert (found.status, found.export_id, found.answer_note) == ("open", None, "")
+    after = await AuditEntry.count().where(AuditEntry.action == "privacy_request.view").run()
+    assert after == views
+
+    await erasure.cancel_erasure(app.state.settings, erased.id, actor=owner.actor, now=clock())
+    assert ANNA["name"] in (await client.get(QUEUE)).text
+    assert (await client.get(f"{QUEUE}/{request_id}")).status_code == 200
+
+
+async def test_answering_a_deletion_leads_back_to_the_queue(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """Answering a deletion erases the client, so the admin lands on the queue with the notice
+    (not on a page that is gone), and the request is no longer listed there."""
+    anna = await anna_and_ben(client, app, admin, clock)
+    async with visitor(app) as browser:
+        request_id = await _ask(browser, anna.link, "deletion")
+    page = f"{QUEUE}/{request_id}"
+    answered = await submit(client, page, {}, action=f"{page}/fulfil")
+    assert answered.status_code == 303 and answered.headers["location"] == f"{QUEUE}?done=erasing"
+    queue = await client.get(answered.headers["location"])
+    assert queue.status_code == 200
+    assert "The request is answered" in queue.text and "The client is being deleted" in queue.text
+    assert f'href="{page}"' not in queue.text
+    found = await requests.get_request(request_id)
+    assert found.status == "done" and found.erasure_id is not None
+    assert await erasure.is_erased("client", anna.client_id)
 
 
 async def test_a_staff_address_typed_with_capitals_leaves_the_audit_log(
