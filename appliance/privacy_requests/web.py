@@ -2,7 +2,8 @@
 
 The client's pages start from the link's token like every page under it: a withdrawn or
 expired link gets a page that says so and names the studio's address, and records nothing. A
-link with a password asks for it first, as the gallery does.
+link with a password asks for it first, as the gallery does. A link shows only the requests
+sent through it: a guest's link to the same gallery does not show the couple's.
 
 A client being erased is gone for staff: their requests leave the queue and their pages answer
 404, as the client's own pages do; only Admin → Erasure still shows the erasure.
@@ -186,8 +187,11 @@ class ClientPrivacyController(Controller):
         if isinstance(opened, Response):
             return opened
         found = await service.get_request(request_id)
-        if found.client_id != opened.gallery.client_id:
-            # Another client's request: the same answer as one that does not exist.
+        through = {s.link_id for s in await service.list_submissions(found.id)}
+        if found.client_id != opened.gallery.client_id or opened.link.id not in through:
+            # Not sent through this link (another client's, or sent through another link to
+            # the same client's gallery, e.g. the couple's seen from a guest's link): the same
+            # answer as one that does not exist.
             raise NotFound("There is no such privacy request.")
         return render(
             request,

@@ -17,11 +17,12 @@ from appliance.clients import service as clients
 from appliance.clients.service import ClientDetails
 from appliance.privacy import erasure, purge
 from appliance.privacy_requests import service as requests
+from appliance.privacy_requests.tables import PrivacyRequest
 from tests.conftest import FakeClock, make_client
 from tests.integration.erasure_flows import anna_and_ben, count
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
-from tests.integration.sharing_flows import visitor
+from tests.integration.sharing_flows import published_gallery, share, visitor
 from tests.integration.test_clients import ANNA, signed_in_owner
 
 PASSWORD = "amber meadow violin 77 cedar"
@@ -264,6 +265,30 @@ async def test_answering_a_deletion_leads_back_to_the_queue(
     found = await requests.get_request(request_id)
     assert found.status == "done" and found.erasure_id is not None
     assert await erasure.is_erased("client", anna.client_id)
+
+
+async def test_a_guests_link_does_not_show_the_couples_privacy_requests(
+    client: httpx.AsyncClient, app: Litestar, admin: Admin, clock: FakeClock
+) -> None:
+    """A guest holding another link to the same gallery gets 404 for the request the couple
+    sent through theirs; each link shows what was sent through it, the couple's request too
+    once the guest's own asking joined it."""
+    await signed_in_owner(client, admin, clock)
+    gallery, _ = await published_gallery(client, app, clock, ANNA, ["a.jpg"])
+    couple = await share(client, gallery, recipient=ANNA["name"], email=ANNA["email"])
+    guest = await share(client, gallery, recipient="A wedding guest")
+    async with visitor(app) as browser:
+        theirs = await _ask(browser, couple, "copy")
+        own = await browser.get(f"{couple}/privacy/sent?request={theirs}")
+        assert own.status_code == 200 and 'id="privacy-request-received"' in own.text
+    async with visitor(app) as browser:
+        walked = await browser.get(f"{guest}/privacy/sent?request={theirs}")
+        assert walked.status_code == 404 and "privacy-request-received" not in walked.text
+        joined = await _ask(browser, guest, "copy")
+        assert joined == theirs
+        shown = await browser.get(f"{guest}/privacy/sent?request={joined}&merged=1")
+        assert shown.status_code == 200 and 'id="privacy-request-merged"' in shown.text
+    assert await PrivacyRequest.count().run() == 1
 
 
 async def test_a_staff_address_typed_with_capitals_leaves_the_audit_log(
