@@ -16,6 +16,7 @@ import msgspec
 from appliance.config import ConfigError, Settings, ensure_secret_key, load_settings
 from appliance.db.embedded import EmbeddedPostgres, start_embedded
 from appliance.edge import Edge, EdgeError, check_ports, find_caddy, plan_edge, server_env
+from appliance.errors import ApplianceError
 from appliance.logs import configure_logging
 
 __all__ = ["main"]
@@ -372,14 +373,17 @@ def staff_reset(obj: Context, username: str, reset_2fa: bool) -> None:
         member = await accounts.find_member(username)
         if member is None:
             raise click.ClickException(f"no staff account named {username!r}")
-        token = await invitations.start_reset(
-            member.id,
-            reset_2fa=reset_2fa,
-            actor=Actor(id=None, name="cli"),
-            address="console",
-            settings=settings,
-            now=utcnow(),
-        )
+        try:
+            token = await invitations.start_reset(
+                member.id,
+                reset_2fa=reset_2fa,
+                actor=Actor(id=None, name="cli"),
+                address="console",
+                settings=settings,
+                now=utcnow(),
+            )
+        except ApplianceError as exc:  # an account being erased, say: its reason, no trace
+            raise click.ClickException(exc.message) from None
         return f"{_base_url(settings)}/reset/{token}"
 
     with database(obj.settings) as (settings, _):
