@@ -65,6 +65,17 @@ REFERENCE_QUERIES = (
     "SELECT original_key AS key, content_type FROM photo",
     "SELECT thumb_key AS key, 'image/jpeg' AS content_type FROM photo WHERE thumb_key <> ''",
     "SELECT preview_key AS key, 'image/jpeg' AS content_type FROM photo WHERE preview_key <> ''",
+    # Files of records kept on legal hold after their person was erased (an invoice's PDF):
+    # the row is gone from its table, so only its copy's ``*_key`` values name the file
+    # (as :mod:`appliance.privacy.holds` reads them). Values that cannot be object keys
+    # (a chunk's "12:3") are left out, as the purge leaves them; the content type is the
+    # record's own when it has one.
+    "SELECT field.value AS key,"
+    " coalesce(held.record ->> 'content_type', 'application/octet-stream') AS content_type"
+    " FROM legal_hold AS held CROSS JOIN LATERAL jsonb_each_text(held.record) AS field"
+    " WHERE right(field.key, 4) = '_key' AND length(field.value) <= 512"
+    " AND field.value ~ '^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$'"
+    " AND strpos(field.value, '..') = 0",
 )
 
 
