@@ -4,9 +4,10 @@ A restore brings back the database and the objects of an older recovery point, w
 person erased since. The ledger (``<data_dir>/privacy/erasure-ledger.jsonl``, one JSON object
 a line: request id, kind, subject id, object keys, times; no name, no address) is not part of
 any recovery point's restore path, so it survives a restore; :func:`reapply` then erases those
-people again, and the restore skips their objects altogether. A copy goes into every backup
-repository as a small snapshot of its own (tag ``fotostudio-erasure-ledger``), so a new machine
-restoring from a repository gets it too (:func:`merge_from_repository`).
+people again and settles the requests made or cancelled since the point, and the restore skips
+their objects altogether. A copy goes into every backup repository as a small snapshot of its
+own (tag ``fotostudio-erasure-ledger``), so a new machine restoring from a repository gets it
+too (:func:`merge_from_repository`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "entries",
     "erased_keys",
     "ledger_path",
+    "mark_reapply_pending",
     "merge_from_repository",
     "reapply",
     "reapply_pending",
@@ -108,29 +110,83 @@ def _marker(settings: Settings) -> Path:
     return ledger_path(settings).parent / "reapply-pending"
 
 
+def mark_reapply_pending(settings: Settings) -> None:
+    """Note that the ledger must be re-applied, flushed to disk: set by a restore before it
+    replaces the live database, so a restore that fails or is killed after that point leaves
+    the marker, and the daily purge erases again whoever the replaced rows bring back."""
+    marker = _marker(settings)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    folder = os.open(marker.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name itself, not only the (empty) file
+    finally:
+        os.close(folder)
+
+
 def reapply_pending(settings: Settings) -> bool:
     """A restore's re-application did not finish: the daily purge runs it first."""
     return _marker(settings).exists()
 
 
 async def reapply(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
-    """Erase again everyone the ledger names (after a restore), and make pending again every
-    request still open when it was made; returns how many entries were acted on.
+    """Erase again everyone the ledger names (after a restore), cancel again every request
+    cancelled since, and make pending again every request still open when it was made;
+    returns how many entries were acted on.
 
-    A marker file stands while this runs: if it fails (the restore then fails too), the
-    next daily purge runs it again before anything else.
+    The marker (:func:`mark_reapply_pending`) stands while this runs and goes only when it
+    has finished: if it fails (the restore then fails too), the next daily purge runs it again
+    before anything else.
     """
     from appliance.db.engine import configure, engine
 
     if not engine().config.get("dsn"):
         configure(settings.database.url)  # `appliance restore` runs without the ORM set up
-    marker = _marker(settings)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    mark_reapply_pending(settings)
     done = await _reapply_purged(settings, store, now)
+    # Cancelled before reopened: a request cancelled and then made again has the person's
+    # open key only once the restored copy of the cancelled one lets go of it.
+    done += await _cancel_requests(settings, now)
     done += await _reopen_requests(settings)
-    marker.unlink(missing_ok=True)
+    _marker(settings).unlink(missing_ok=True)
     return done
+
+
+def _row_of(entry: dict[str, Any]) -> Any:
+    """The condition that finds the request of ``entry`` among the restored rows: the ledger
+    has no row id (a restored point's ids may differ), so kind, subject and request time."""
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    requested_at = dt.datetime.fromisoformat(entry["requested_at"])
+    same = (ErasureRow.kind == entry["kind"]) & (ErasureRow.requested_at == requested_at)
+    if entry["subject_id"] is not None:
+        same &= ErasureRow.subject_id == entry["subject_id"]
+    return same
+
+
+async def _cancel_requests(settings: Settings, now: dt.datetime) -> int:
+    """A request cancelled after the restored point was taken is pending in that point: it is
+    cancelled again, giving back what it switched off, or the next purge would erase someone
+    the studio decided to keep."""
+    from appliance.audit.service import Actor
+    from appliance.privacy.erasure import cancel_erasure
+    from appliance.privacy.tables import ErasureRequest as ErasureRow
+
+    actor = Actor(id=None, name="erasure ledger")
+    cancelled = 0
+    for entry in entries(settings):
+        if entry.get("state") != "cancelled":
+            continue
+        pending = ErasureRow.select(ErasureRow.id, ErasureRow.purge_after).where(
+            _row_of(entry) & (ErasureRow.state == "pending")
+        )
+        for row in await pending.run():
+            # A cancellation is refused once the grace period is over, and this one was made
+            # within it (the ledger does not say when): dated at the latest just before its end.
+            at = min(now, row["purge_after"] - dt.timedelta(microseconds=1))
+            await cancel_erasure(settings, row["id"], actor=actor, now=at)
+            cancelled += 1
+    return cancelled
 
 
 async def _reopen_requests(settings: Settings) -> int:
@@ -147,9 +203,7 @@ async def _reopen_requests(settings: Settings) -> int:
     for entry in found:
         if entry.get("state") != "requested" or _identity(entry) in settled:
             continue
-        requested_at = dt.datetime.fromisoformat(entry["requested_at"])
-        same = (ErasureRow.kind == entry["kind"]) & (ErasureRow.requested_at == requested_at)
-        if await ErasureRow.exists().where(same).run():
+        if await ErasureRow.exists().where(_row_of(entry)).run():
             continue
         try:
             await request_erasure(
@@ -158,7 +212,7 @@ async def _reopen_requests(settings: Settings) -> int:
                 subject_id=entry["subject_id"],
                 actor="erasure ledger",
                 source="staff",
-                now=requested_at,
+                now=dt.datetime.fromisoformat(entry["requested_at"]),
                 actor_id=entry.get("keep_staff"),
                 from_ledger=True,
             )
@@ -170,7 +224,12 @@ async def _reopen_requests(settings: Settings) -> int:
 
 async def _reapply_purged(settings: Settings, store: ObjectStore, now: dt.datetime) -> int:
     """Each purged entry again with fresh progress (the restored rows are found anew); its
-    deletion record is made to say "done" whatever state the restored database had for it."""
+    deletion record is made to say "done" whatever state the restored database had for it.
+
+    The record is written whole: a point taken while the purge was half-way holds the keys,
+    addresses and user names it had collected, which must not outlive the restore. Its counts
+    are those of the restored record (what had gone before the point) plus the re-application's
+    (what the point still held)."""
     from appliance.privacy.purge import purge_subject
     from appliance.privacy.tables import ErasureRequest as ErasureRow
 
@@ -188,39 +247,46 @@ async def _reapply_purged(settings: Settings, store: ObjectStore, now: dt.dateti
             marks=entry.get("sequences") or {},
         )
         purged_at = dt.datetime.fromisoformat(entry["purged_at"])
-        requested_at = dt.datetime.fromisoformat(entry["requested_at"])
-        same = (ErasureRow.kind == entry["kind"]) & (ErasureRow.requested_at == requested_at)
-        if entry["subject_id"] is not None:
-            same &= ErasureRow.subject_id == entry["subject_id"]
-        record = json.dumps({"steps": progress["steps"], "counts": progress["counts"]})
-        updated = await (
-            ErasureRow.update(
-                {
-                    ErasureRow.state: "done",
-                    ErasureRow.open_key: None,
-                    ErasureRow.purged_at: purged_at,
-                    ErasureRow.undo: "{}",
-                }
+        restored = await ErasureRow.select(ErasureRow.id, ErasureRow.progress).where(_row_of(entry))
+        for row in restored:
+            record = _deletion_record(progress, row["progress"])
+            await (
+                ErasureRow.update(
+                    {
+                        ErasureRow.state: "done",
+                        ErasureRow.open_key: None,
+                        ErasureRow.purged_at: purged_at,
+                        ErasureRow.progress: record,
+                        ErasureRow.undo: "{}",
+                    }
+                )
+                .where(ErasureRow.id == row["id"])
+                .run()
             )
-            .where(same)
-            .returning(ErasureRow.id)
-            .run()
-        )
-        if not updated:
+        if not restored:
             await ErasureRow.insert(
                 ErasureRow(
                     kind=entry["kind"],
                     subject_id=entry["subject_id"],
                     state="done",
                     source="staff",
-                    requested_at=requested_at,
+                    requested_at=dt.datetime.fromisoformat(entry["requested_at"]),
                     purge_after=purged_at,
                     purged_at=purged_at,
-                    progress=record,
+                    progress=_deletion_record(progress, "{}"),
                     undo="{}",
                 )
             ).run()
     return len(found)
+
+
+def _deletion_record(progress: dict[str, Any], restored: Any) -> str:
+    """Steps and counts only, as the purge leaves it: no key, address or user name."""
+    before = json.loads(restored or "{}") if isinstance(restored, str) else dict(restored or {})
+    counts = dict(before.get("counts") or {})
+    for name, n in progress["counts"].items():
+        counts[name] = counts.get(name, 0) + n
+    return json.dumps({"steps": progress["steps"], "counts": counts})
 
 
 async def sequence_marks() -> dict[str, int]:
