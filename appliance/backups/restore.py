@@ -130,6 +130,10 @@ async def _restore_into(
             await admin.close()
         target_dsn = pgtools.with_database(dsn, name)
     else:
+        # From here on the live database holds the point's rows, erased people included,
+        # until the ledger is re-applied: should the restore fail or be killed before that
+        # has finished, the marker makes the daily purge re-apply it.
+        ledger.mark_reapply_pending(settings)
         await _reset_schema(dsn)
         target_dsn = dsn
         name = dsn.rsplit("/", 1)[-1].split("?")[0]
@@ -159,7 +163,8 @@ async def _restore_into(
     await migrate_database(settings, target_dsn)
     report("migrations", 1, 1)
     if not into_scratch:
-        # Whoever was erased after the point was taken is erased again, rows and all.
+        # Whoever was erased after the point was taken is erased again, rows and all; the
+        # marker set before the database was replaced goes only when this has succeeded.
         report("erasures", 0, 1)
         await ledger.reapply(settings, store, dt.datetime.now(dt.UTC))
         report("erasures", 1, 1)
