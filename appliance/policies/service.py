@@ -211,16 +211,35 @@ async def list_versions() -> list[Version]:
     return await _versions(rows)
 
 
-async def get_draft() -> Draft | None:
-    row = await PolicyDraft.select().where(PolicyDraft.slot == "draft").first().run()
-    if row is None:
+async def get_draft(*, lock: bool = False) -> Draft | None:
+    """The draft; with ``lock``, locked until the caller's transaction ends, so a save, a
+    publish or a discard waits for the one before it and then sees what it left."""
+    query = PolicyDraft.select().where(PolicyDraft.slot == "draft")
+    if lock:
+        query = query.lock_rows("UPDATE")
+    rows = await query.run()
+    if not rows:
         return None
+    row = rows[0]
     return Draft(
         body=row["body"],
         summary=row["summary"],
         revision=row["revision"],
         updated_at=row["updated_at"],
         updated_by=row["updated_by"],
+    )
+
+
+def _changed() -> Conflict:
+    return Conflict(
+        "Another admin saved the draft after you opened it. Reload the page to see their "
+        "text; your changes were not saved."
+    )
+
+
+def _not_previewed() -> Conflict:
+    return Conflict(
+        "The draft changed after you opened it. Look at the preview again, then publish."
     )
 
 
@@ -237,12 +256,11 @@ async def save_draft(
     saved by someone else since is not overwritten."""
     body, summary = _clean(body, summary)
     async with PolicyDraft._meta.db.transaction(allow_nested=True):
-        current = await get_draft()
+        # Locked: a save or a publish at the same moment finishes first, and this one then
+        # sees the revision it left (or that the draft is gone) instead of writing over it.
+        current = await get_draft(lock=True)
         if (current.revision if current else 0) != revision:
-            raise Conflict(
-                "Another admin saved the draft after you opened it. Reload the page to see "
-                "their text; your changes were not saved."
-            )
+            raise _changed()
         if current is None:
             inserted = (
                 await PolicyDraft.insert(
@@ -255,7 +273,7 @@ async def save_draft(
             if not inserted:
                 raise Conflict("Another admin started a draft at the same moment. Reload the page.")
         else:
-            await (
+            updated = await (
                 PolicyDraft.update(
                     {
                         PolicyDraft.body: body,
@@ -267,8 +285,11 @@ async def save_draft(
                 )
                 .where(PolicyDraft.slot == "draft")
                 .where(PolicyDraft.revision == revision)
+                .returning(PolicyDraft.id)
                 .run()
             )
+            if not updated:  # not under the lock; but a save that changed nothing is no save
+                raise _changed()
         await audit.record(
             "policy.draft.save",
             actor=actor,
@@ -277,7 +298,7 @@ async def save_draft(
             details={"characters": len(body)},
             at=now,
         )
-    saved = await get_draft()
+        saved = await get_draft()  # this save's draft, before another can follow it
     assert saved is not None
     return saved
 
@@ -285,6 +306,7 @@ async def save_draft(
 async def discard_draft(*, actor: Actor, address: str, now: dt.datetime) -> bool:
     """Throw the draft away; False when there was none."""
     async with PolicyDraft._meta.db.transaction(allow_nested=True):
+        await get_draft(lock=True)  # a save or a publish under way finishes first
         gone = (
             await PolicyDraft.delete()
             .where(PolicyDraft.slot == "draft")
@@ -314,13 +336,13 @@ async def publish_draft(
     """
     async with PolicyVersion._meta.db.transaction(allow_nested=True):
         await PolicyVersion.raw("SELECT pg_advisory_xact_lock({})", _PUBLISH_LOCK_ID)
-        draft = await get_draft()
+        # The draft stays locked until the version is committed: a save meanwhile waits,
+        # then finds the draft gone and is refused rather than reported saved and deleted.
+        draft = await get_draft(lock=True)
         if draft is None:
             raise Conflict("There is no draft to publish. Write one first.")
         if draft.revision != revision:
-            raise Conflict(
-                "The draft changed after you opened it. Look at the preview again, then publish."
-            )
+            raise _not_previewed()
         if not draft.summary:
             raise InvalidInput(
                 "Say in a sentence what changed: staff read this summary first.",
@@ -337,7 +359,14 @@ async def publish_draft(
                 published_by=actor.id,
             )
         ).run()
-        await PolicyDraft.delete().where(PolicyDraft.slot == "draft").run()
+        deleted = (
+            await PolicyDraft.delete()
+            .where(PolicyDraft.slot == "draft", PolicyDraft.revision == revision)
+            .returning(PolicyDraft.id)
+            .run()
+        )
+        if not deleted:  # not under the lock; but only the text just published may go
+            raise _not_previewed()
         queued = await _tell_staff(settings, number, draft.summary, now)
         await audit.record(
             "policy.publish",

@@ -3,15 +3,17 @@ editor (draft, preview, publish, who confirmed which version)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, QueryParameter
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InvalidInput
 from appliance.policies import processors, service
 from appliance.setup import service as setup
+from appliance.validation import parse_id
 from appliance.web.acting import acting
 from appliance.web.auth import current_staff, require_admin, require_staff, signed_in
 from appliance.web.pages import (
@@ -27,6 +29,8 @@ from appliance.web.requests import AnyRequest
 __all__ = ["PolicyAdminController", "PrivacyPolicyController"]
 
 ADMIN = "/admin/privacy-policy"
+# ASCII digits only: "²".isdigit() is true, but int("²") fails.
+_REVISION = re.compile(r"[0-9]{1,9}")
 NOTICES = {
     "saved": "Draft saved. Nothing is public until you publish it.",
     "discarded": "The draft was thrown away.",
@@ -51,10 +55,14 @@ class AcknowledgeForm(msgspec.Struct):
     number: str = ""
 
 
-def _number(text: str) -> int:
-    """A revision or version number from a form; 0 for anything else (it then never matches)."""
+def _revision(text: str) -> int:
+    """The draft's revision the form was opened at (0: there was no draft then)."""
     text = text.strip()
-    return int(text) if text.isdigit() and len(text) <= 9 else 0
+    if not _REVISION.fullmatch(text):
+        raise InvalidInput(
+            "This form was damaged on its way. Reload the page and try again.", field="revision"
+        )
+    return int(text)
 
 
 def _notice(done: str) -> str | None:
@@ -121,7 +129,9 @@ class PrivacyPolicyController(Controller):
     ) -> Response[Any]:
         signed = await signed_in(request)
         await service.acknowledge(
-            _number(data.number), staff_id=signed.member.id, **await acting(request)
+            parse_id(data.number, field="number"),
+            staff_id=signed.member.id,
+            **await acting(request),
         )
         return redirect("/privacy?done=acknowledged")
 
@@ -172,7 +182,7 @@ class PolicyAdminController(Controller):
     async def save(self, request: AnyRequest, data: Annotated[DraftForm, FORM]) -> Response[Any]:
         try:
             await service.save_draft(
-                data.body, data.summary, revision=_number(data.revision), **await acting(request)
+                data.body, data.summary, revision=_revision(data.revision), **await acting(request)
             )
         except ApplianceError as exc:
             return await self._editor(request, form=data, exc=exc)
@@ -214,7 +224,9 @@ class PolicyAdminController(Controller):
     ) -> Response[Any]:
         try:
             await service.publish_draft(
-                request.app.state.settings, revision=_number(data.revision), **await acting(request)
+                request.app.state.settings,
+                revision=_revision(data.revision),
+                **await acting(request),
             )
         except ApplianceError as exc:
             return await self._preview(request, exc)
