@@ -23,6 +23,7 @@ __all__ = [
     "end_of_day",
     "extended_deadline",
     "first_deadline",
+    "last_day",
 ]
 
 ANSWER_MONTHS = 1
@@ -54,11 +55,19 @@ def first_deadline(received_at: dt.datetime, zone_name: str) -> dt.datetime:
     return end_of_day(due_date(received_at, zone_name), zone_name)
 
 
+def last_day(deadline_at: dt.datetime, zone_name: str) -> dt.date:
+    """The last day to answer: the day, in ``zone_name``, of the instant before the deadline.
+
+    The microsecond is taken off in UTC: Python subtracts from a local time in wall-clock
+    terms, and where the clocks go forward at midnight (Atlantic/Azores, America/Santiago) the
+    deadline's local time is 01:00, so a microsecond before it would still be the next day."""
+    return (deadline_at - dt.timedelta(microseconds=1)).astimezone(zone(zone_name)).date()
+
+
 def extended_deadline(deadline_at: dt.datetime, zone_name: str) -> dt.datetime:
     """The deadline moved by the two further months of Art. 12(3), counted from the last day
     of the first month (the earlier of the two readings of "two further months")."""
-    last_day = (deadline_at.astimezone(zone(zone_name)) - dt.timedelta(microseconds=1)).date()
-    return end_of_day(add_months(last_day, EXTENSION_MONTHS), zone_name)
+    return end_of_day(add_months(last_day(deadline_at, zone_name), EXTENSION_MONTHS), zone_name)
 
 
 def alert_at(deadline_at: dt.datetime, days_before: int) -> dt.datetime:

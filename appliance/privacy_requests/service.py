@@ -104,8 +104,7 @@ class RequestRecord(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def due_on(self) -> dt.date:
         """The last day to answer, in the studio's calendar at receipt."""
-        local = self.deadline_at.astimezone(zone(self.timezone))
-        return (local - dt.timedelta(microseconds=1)).date()
+        return deadlines.last_day(self.deadline_at, self.timezone)
 
     @property
     def received_on(self) -> dt.date:

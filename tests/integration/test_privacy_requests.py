@@ -121,6 +121,9 @@ async def test_a_correction_goes_from_the_link_page_to_the_queue_and_is_answered
         (dt.datetime(2026, 3, 15, 9, 0, tzinfo=dt.UTC), "UTC", dt.date(2026, 4, 15)),
         # 23:30 UTC on 31 January is already 1 February in Berlin: due 1 March, not February.
         (dt.datetime(2026, 1, 31, 23, 30, tzinfo=dt.UTC), "Europe/Berlin", dt.date(2026, 3, 1)),
+        # 29 March has no midnight in the Azores (00:00 becomes 01:00): still due 28 March.
+        (dt.datetime(2026, 2, 28, 12, 0, tzinfo=dt.UTC), "Atlantic/Azores", dt.date(2026, 3, 28)),
+        (dt.datetime(2026, 8, 5, 15, 0, tzinfo=dt.UTC), "America/Santiago", dt.date(2026, 9, 5)),
     ],
 )
 async def test_deadline_is_one_calendar_month_in_the_studio_zone(

@@ -42,6 +42,26 @@ def test_the_deadline_ends_at_local_midnight_across_a_clock_change() -> None:
     assert later == dt.datetime(2026, 5, 28, 22, 0, tzinfo=dt.UTC)  # 29 May 00:00 CEST
 
 
+@pytest.mark.parametrize(
+    ("zone", "received", "due", "extended"),
+    [
+        # The clocks go from 00:00 to 01:00 on 29 March 2026: 29 March has no midnight.
+        ("Atlantic/Azores", dt.datetime(2026, 2, 28, 12, tzinfo=dt.UTC), (3, 28), (5, 28)),
+        # Chile's go forward at 00:00 on 6 September 2026.
+        ("America/Santiago", dt.datetime(2026, 8, 5, 15, tzinfo=dt.UTC), (9, 5), (11, 5)),
+    ],
+)
+def test_the_last_day_is_right_where_the_clocks_go_forward_at_midnight(
+    zone: str, received: dt.datetime, due: tuple[int, int], extended: tuple[int, int]
+) -> None:
+    """Where the day after the last day starts at 01:00, the deadline's local time is 01:00;
+    the last day is still the day before it, and the extension counts from that day."""
+    deadline = deadlines.first_deadline(received, zone)
+    assert deadlines.last_day(deadline, zone) == dt.date(2026, *due)
+    later = deadlines.extended_deadline(deadline, zone)
+    assert deadlines.last_day(later, zone) == dt.date(2026, *extended)
+
+
 def test_the_extension_counts_from_the_first_deadlines_last_day() -> None:
     """Received 31 January: due 28 February, extended to 28 April (not 30 April)."""
     deadline = deadlines.first_deadline(dt.datetime(2026, 1, 31, 9, tzinfo=dt.UTC), "UTC")
