@@ -375,12 +375,13 @@ async def _answer(
 async def fulfil_request(
     settings: Settings, request_id: int, *, actor: Actor, address: str, now: dt.datetime
 ) -> RequestRecord:
-    """Answer a copy request with an export, or a deletion request with an erasure; both are
-    started in this transaction. A deletion is answered then; a copy is "in progress" until
-    its export is handed over (see :func:`settle_copies`)."""
+    """Answer a copy request with an export, or a deletion request with an erasure. A copy is
+    "in progress" until its export is handed over (see :func:`settle_copies`); a deletion is
+    answered once its erasure has started (see :func:`_erase`)."""
     async with PrivacyRequest._meta.db.transaction(allow_nested=True):
         request = await _lock_open(request_id)
-        started: dict[Any, Any]
+        if request.kind == "correction":
+            raise Conflict("Correct the client's details, then mark the request as done.")
         if request.kind == "copy":
             job = await fulfilment.start_export(
                 settings, client_id=request.client_id, actor=actor, address=address, now=now
@@ -405,17 +406,28 @@ async def fulfil_request(
                 at=now,
             )
             return await get_request(request.id)
-        if request.kind == "deletion":
-            erasure = await fulfilment.start_erasure(
-                settings,
-                client_id=request.client_id,
-                actor=actor.name,
-                actor_id=actor.id,
-                now=now,
-            )
-            started = {PrivacyRequest.erasure_id: erasure}
-        else:
-            raise Conflict("Correct the client's details, then mark the request as done.")
+    return await _erase(settings, request, actor=actor, address=address, now=now)
+
+
+async def _erase(
+    settings: Settings, request: RequestRecord, *, actor: Actor, address: str, now: dt.datetime
+) -> RequestRecord:
+    """Answer a deletion request with an erasure of the client.
+
+    Steps: (1) the erasure, in a transaction of its own: once it commits, it writes a line to
+    the erasure ledger, which a restore from backup replays; inside a transaction that could
+    still roll back, that line would outlive the erasure and a later restore would erase the
+    client anyway. (2) The answer, in a second transaction that checks the request is still
+    open. When (2) fails, the erasure stands and the request stays open: answering it again
+    finds the same erasure (a second one for the client returns the open one) and answers it.
+    """
+    if PrivacyRequest._meta.db.transaction_exists():
+        raise RuntimeError("a deletion request is answered outside any transaction")
+    erasure = await fulfilment.start_erasure(
+        settings, client_id=request.client_id, actor=actor.name, actor_id=actor.id, now=now
+    )
+    async with PrivacyRequest._meta.db.transaction():
+        request = await _lock_open(request.id)
         return await _answer(
             settings,
             request,
@@ -424,7 +436,7 @@ async def fulfil_request(
             actor=actor,
             address=address,
             now=now,
-            started=started,
+            started={PrivacyRequest.erasure_id: erasure},
         )
 
 

@@ -483,3 +483,46 @@ async def test_the_request_page_names_the_link_warns_about_identity_and_is_an_ac
     )
     assert views == [{"target": f"client:{row['client']}", "actor_id": views[0]["actor_id"]}]
     assert views[0]["actor_id"] is not None
+
+
+async def test_a_failed_answer_to_a_deletion_leaves_no_ledger_line_without_its_erasure(
+    client: httpx.AsyncClient,
+    app: Litestar,
+    clock: FakeClock,
+    admin: Admin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When telling the client fails after the erasure started, every line of the erasure
+    ledger still has its erasure (a restore would otherwise erase the client); the request
+    stays open, and answering again answers it with that same erasure."""
+    from appliance.privacy import ledger
+    from appliance.privacy.tables import ErasureRequest
+    from appliance.privacy_requests import messages
+
+    settings = app.state.settings
+    path = await anna_link(client, app, clock, admin)
+    async with visitor(app) as browser:
+        await ask(browser, path, "deletion")
+    (row,) = await PrivacyRequest.select().run()
+    tell_client = messages.tell_client
+    earlier = len(ledger.entries(settings))  # the ledger outlives the tables between tests
+
+    def requested() -> list[int]:
+        return [e["request_id"] for e in ledger.entries(settings)[earlier:]]
+
+    async def mail_fails(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("the outbox is unreachable")
+
+    monkeypatch.setattr(messages, "tell_client", mail_fails)
+    with pytest.raises(RuntimeError, match="outbox"):
+        await service.fulfil_request(settings, row["id"], actor=OWNER, address="", now=clock())
+    erasures = await ErasureRequest.select(ErasureRequest.id).run()
+    assert requested() == [r["id"] for r in erasures]
+    assert (await service.get_request(row["id"])).status == "open"
+
+    monkeypatch.setattr(messages, "tell_client", tell_client)
+    answered = await service.fulfil_request(
+        settings, row["id"], actor=OWNER, address="", now=clock()
+    )
+    assert answered.status == "done" and answered.erasure_id == erasures[0]["id"]
+    assert requested() == [answered.erasure_id]
