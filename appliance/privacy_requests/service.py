@@ -627,6 +627,8 @@ async def settle_copies(settings: Settings, now: dt.datetime) -> int:
     for row in rows:
         try:
             job = await get_export(row["export_id"] or 0, hide_erased=False)
+            # A link once made counts even after the export expired (the expiry keeps the
+            # link's hash): the client had their copy, so the request is answered, not lost.
             handed_over, lost = job.has_link, job.state in ("failed", "expired")
             why = job.error or f"The export {job.state} before a download link was made."
         except NotFound:

@@ -526,3 +526,32 @@ async def test_a_failed_answer_to_a_deletion_leaves_no_ledger_line_without_its_e
     )
     assert answered.status == "done" and answered.erasure_id == erasures[0]["id"]
     assert requested() == [answered.erasure_id]
+
+
+async def test_a_copy_request_stays_answered_when_its_handed_over_export_expires(
+    client: httpx.AsyncClient, app: Litestar, clock: FakeClock, admin: Admin
+) -> None:
+    """The link was made, then the export expired before the queue settled the request: the
+    expired export still has its link, so the request is answered, not reopened."""
+    from appliance.exports import service as exports
+    from appliance.exports.tables import ExportJob
+
+    path = await anna_link(client, app, clock, admin)
+    async with visitor(app) as browser:
+        await ask(browser, path, "copy")
+    (row,) = await PrivacyRequest.select().run()
+    settings = app.state.settings
+    started = await service.fulfil_request(
+        settings, row["id"], actor=OWNER, address="", now=clock()
+    )
+    assert started.export_id is not None
+    assert await exports.run_pending(settings, app.state.store, clock()) == 1
+    await exports.issue_link(started.export_id, actor=OWNER, now=clock())
+    job = await ExportJob.select().where(ExportJob.id == started.export_id).first()
+    clock.now = job["expires_at"] + dt.timedelta(minutes=1)
+    assert await exports.expire_exports(app.state.store, clock()) == 1
+    assert await service.settle_copies(settings, clock()) == 1
+    answered = await service.get_request(row["id"])
+    assert answered.status == "done" and answered.answered_at == clock()
+    assert "download link was made" in answered.answer_note
+    assert not [e for e in await list_entries() if e.action == "privacy_request.reopen"]
