@@ -8,11 +8,16 @@ load the purge or the ZIP writer to render.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from appliance.audit.service import Actor
 from appliance.config import Settings
+from appliance.errors import NotFound
 
-__all__ = ["start_erasure", "start_export"]
+if TYPE_CHECKING:
+    from appliance.privacy.erasure import ErasureRequest
+
+__all__ = ["erasure_of", "start_erasure", "start_export"]
 
 
 async def start_export(
@@ -50,3 +55,14 @@ async def start_erasure(
         actor_id=actor_id,
     )
     return erasure.id
+
+
+async def erasure_of(erasure_id: int) -> ErasureRequest | None:
+    """The erasure a deletion request started: when it purges, or that it was cancelled; None
+    once it is gone."""
+    from appliance.privacy.erasure import get_request
+
+    try:
+        return await get_request(erasure_id)
+    except NotFound:
+        return None

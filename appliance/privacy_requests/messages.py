@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from appliance.clients import service as clients
 from appliance.config import Settings
 from appliance.errors import NotFound
-from appliance.localtime import format_day, format_duration, format_local
+from appliance.localtime import format_day, format_duration, format_local, zone
 from appliance.notify.admins import AdminNotice, admin_recipients, tell_admins
 from appliance.notify.languages import language_for
 from appliance.notify.messages import Severity, queue_email
+from appliance.privacy_requests import fulfilment
 from appliance.setup import service as studio
 
 if TYPE_CHECKING:
@@ -109,6 +110,15 @@ async def tell_client(
     if not client.email:
         return False
     profile = await studio.get_studio()
+    purge_on, key = None, f"privacy-request:{request.id}:client:{event}"
+    if event == "done" and request.erasure_id is not None:
+        # The day the data goes for good, as the erasure has it: its grace period counts from
+        # the answer, not from the request. Keyed by the erasure, so a deletion answered again
+        # after a cancelled erasure tells the client its new day.
+        erasure = await fulfilment.erasure_of(request.erasure_id)
+        if erasure is not None:
+            purge_on = erasure.purge_after.astimezone(zone(settings.studio_zone)).date()
+        key += f":erasure:{request.erasure_id}"
     outbox_id = await queue_email(
         to=client.email,
         template="privacy_request_client",
@@ -121,6 +131,7 @@ async def tell_client(
             "asked_for": CLIENT_KINDS.get(request.kind, request.kind),
             "received_on": request.received_on,
             "due_on": request.due_on,
+            "purge_on": purge_on,
             # Only the reasons the client must be given; a done note stays with the studio.
             "reason": {"extended": request.extension_reason, "refused": request.answer_note}.get(
                 event, ""
@@ -129,6 +140,6 @@ async def tell_client(
         language=language_for(client.language, settings.notify.language),
         source="privacy_requests",
         now=now,
-        dedupe_key=f"privacy-request:{request.id}:client:{event}",
+        dedupe_key=key,
     )
     return outbox_id is not None

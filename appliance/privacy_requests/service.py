@@ -44,6 +44,9 @@ __all__ = [
     "list_submissions",
     "receive_request",
     "refuse_request",
+    "settle_copies",
+    "settle_deletions",
+    "settle_requests",
 ]
 
 log = logging.getLogger(__name__)
@@ -549,8 +552,9 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
     deadline, once when it has passed. Each is claimed with a conditional UPDATE in the
     transaction that queues it, so any number of runs send it once; with nobody to alert,
     nothing is claimed and the next run tries again. Returns the messages queued. Copy
-    requests whose export was handed over or failed are settled first."""
-    await settle_copies(settings, now)
+    requests whose export was handed over or failed, and deletion requests whose erasure was
+    cancelled, are settled first."""
+    await settle_requests(settings, now)
     days = settings.privacy.request_alert_days
     rows = (
         await PrivacyRequest.select()
@@ -647,22 +651,83 @@ async def settle_copies(settings: Settings, now: dt.datetime) -> int:
                     settings, request, status="done", note=note, actor=SYSTEM, address="", now=now
                 )
                 continue
-            await (
-                PrivacyRequest.update(
-                    {PrivacyRequest.status: "open", PrivacyRequest.answer_note: why[:MAX_NOTE]}
-                )
-                .where(PrivacyRequest.id == request.id)
-                .run()
-            )
-            await audit.record(
-                "privacy_request.reopen",
-                actor=SYSTEM,
-                target=f"privacy_request:{request.id}",
-                details={
-                    "kind": request.kind,
-                    "client": request.client_id,
-                    "export": row["export_id"],
-                },
-                at=now,
-            )
+            await _reopen(request, why, {"export": row["export_id"]}, now)
+    return changed
+
+
+async def _reopen(
+    request: RequestRecord,
+    note: str,
+    started: dict[str, Any],
+    now: dt.datetime,
+    answered: dict[Any, Any] | None = None,
+) -> None:
+    """Open ``request`` (locked by the caller's transaction) again with ``note`` saying why:
+    the work it ``started`` elsewhere failed or was undone."""
+    await (
+        PrivacyRequest.update(
+            {
+                PrivacyRequest.status: "open",
+                PrivacyRequest.answer_note: note[:MAX_NOTE],
+                **(answered or {}),
+            }
+        )
+        .where(PrivacyRequest.id == request.id)
+        .run()
+    )
+    await audit.record(
+        "privacy_request.reopen",
+        actor=SYSTEM,
+        target=f"privacy_request:{request.id}",
+        details={"kind": request.kind, "client": request.client_id, **started},
+        at=now,
+    )
+
+
+# --- deletions: open again when their erasure is cancelled ---------------------------------
+
+
+async def settle_requests(settings: Settings, now: dt.datetime) -> int:
+    """Bring requests in line with the work they started elsewhere: :func:`settle_copies` and
+    :func:`settle_deletions`. Returns how many changed."""
+    return await settle_copies(settings, now) + await settle_deletions(now)
+
+
+async def settle_deletions(now: dt.datetime) -> int:
+    """Reopen each answered deletion request whose erasure an admin cancelled in its grace
+    period: the client was told their data goes, and it stays, so the request is in front of
+    the admins again, its deadline running, to be answered anew (or refused with a reason).
+    Returns how many changed. Only requests of clients not yet purged exist to be found: the
+    purge takes a client's requests with it."""
+    rows = (
+        await PrivacyRequest.select(PrivacyRequest.id, PrivacyRequest.erasure_id)
+        .where(
+            PrivacyRequest.status == "done",
+            PrivacyRequest.kind == "deletion",
+            PrivacyRequest.erasure_id.is_not_null(),
+        )
+        .run()
+    )
+    changed = 0
+    for row in rows:
+        erasure = await fulfilment.erasure_of(row["erasure_id"])
+        if erasure is None or erasure.state != "cancelled" or erasure.cancelled_at is None:
+            continue
+        async with PrivacyRequest._meta.db.transaction(allow_nested=True):
+            try:
+                request = await _lock_open(row["id"], ("done",))
+            except Conflict:
+                continue  # settled meanwhile
+            if request.erasure_id != erasure.id:
+                continue  # answered again meanwhile, with another erasure
+            changed += 1
+            day = erasure.cancelled_at.astimezone(zone(request.timezone)).date()
+            note = f"The erasure (#{erasure.id}) was cancelled on {day.isoformat()}."
+            # No longer answered: the answer was undone with the erasure.
+            answered = {
+                PrivacyRequest.answered_at: None,
+                PrivacyRequest.answered_by: "",
+                PrivacyRequest.answered_by_id: None,
+            }
+            await _reopen(request, note, {"erasure": erasure.id}, now, answered)
     return changed

@@ -555,3 +555,48 @@ async def test_a_copy_request_stays_answered_when_its_handed_over_export_expires
     assert answered.status == "done" and answered.answered_at == clock()
     assert "download link was made" in answered.answer_note
     assert not [e for e in await list_entries() if e.action == "privacy_request.reopen"]
+
+
+async def test_a_deletion_tells_the_purge_day_and_a_cancelled_erasure_reopens_the_request(
+    client: httpx.AsyncClient, app: Litestar, clock: FakeClock, admin: Admin
+) -> None:
+    """The client's e-mail names the day the erasure purges (its grace period counts from the
+    answer); when an admin cancels that erasure, the request is open again, and answering it
+    again tells the client the new day, in their language."""
+    from appliance.clients.tables import Client
+    from appliance.localtime import format_day, zone
+    from appliance.privacy import erasure
+
+    settings = app.state.settings
+    path = await anna_link(client, app, clock, admin)
+    async with visitor(app) as browser:
+        await ask(browser, path, "deletion")
+    (row,) = await PrivacyRequest.select().run()
+    clock.advance(days=20)
+    first = await service.fulfil_request(settings, row["id"], actor=OWNER, address="", now=clock())
+    assert first.erasure_id is not None
+    purge = (await erasure.get_request(first.erasure_id)).purge_after
+    day = purge.astimezone(zone(settings.studio_zone)).date()
+    assert day > first.received_on + dt.timedelta(days=20)
+    mail = str((await outbox())[-1]["body_text"])
+    assert f"deleted for good on {format_day(day)} or shortly after" in mail
+    assert "30 days" not in mail
+
+    clock.advance(days=1)
+    await erasure.cancel_erasure(settings, first.erasure_id, actor=OWNER, now=clock())
+    await service.check_deadlines(settings, clock())  # settles the requests first
+    reopened = await service.get_request(row["id"])
+    assert reopened.status == "open" and reopened.answered_at is None
+    assert f"erasure (#{first.erasure_id}) was cancelled" in reopened.answer_note
+    (entry,) = [e for e in await list_entries() if e.action == "privacy_request.reopen"]
+    assert entry.details["erasure"] == first.erasure_id
+    assert await service.settle_requests(settings, clock()) == 0  # once
+
+    await Client.update({Client.language: "de"}).where(Client.id == row["client"])
+    again = await service.fulfil_request(settings, row["id"], actor=OWNER, address="", now=clock())
+    assert again.status == "done" and again.erasure_id not in (None, first.erasure_id)
+    assert again.erasure_id is not None
+    later = (await erasure.get_request(again.erasure_id)).purge_after
+    german = str((await outbox())[-1]["body_text"])
+    new_day = format_day(later.astimezone(zone(settings.studio_zone)).date(), "de")
+    assert f"am {new_day} oder kurz danach endgültig gelöscht" in german
