@@ -303,10 +303,16 @@ async def save_draft(
     return saved
 
 
-async def discard_draft(*, actor: Actor, address: str, now: dt.datetime) -> bool:
-    """Throw the draft away; False when there was none."""
+async def discard_draft(*, revision: int, actor: Actor, address: str, now: dt.datetime) -> bool:
+    """Throw the draft away, if it is still the ``revision`` the admin saw (a draft another
+    admin saved since is theirs to keep); False when there was none."""
     async with PolicyDraft._meta.db.transaction(allow_nested=True):
-        await get_draft(lock=True)  # a save or a publish under way finishes first
+        current = await get_draft(lock=True)  # a save or a publish under way finishes first
+        if current is not None and current.revision != revision:
+            raise Conflict(
+                "Another admin saved the draft after you opened it, so it was not thrown away. "
+                "Reload the page to see their text."
+            )
         gone = (
             await PolicyDraft.delete()
             .where(PolicyDraft.slot == "draft")

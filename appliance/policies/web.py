@@ -48,6 +48,8 @@ class DraftForm(msgspec.Struct):
 
 
 class PublishForm(msgspec.Struct):
+    """Publishing or throwing away the draft: the revision the admin last saw."""
+
     revision: str = ""
 
 
@@ -189,8 +191,13 @@ class PolicyAdminController(Controller):
         return redirect(f"{ADMIN}/preview" if data.then == "preview" else f"{ADMIN}?done=saved")
 
     @post("/discard", name="policy_draft_discard")
-    async def discard(self, request: AnyRequest) -> Response[Any]:
-        await service.discard_draft(**await acting(request))
+    async def discard(
+        self, request: AnyRequest, data: Annotated[PublishForm, FORM]
+    ) -> Response[Any]:
+        try:
+            await service.discard_draft(revision=_revision(data.revision), **await acting(request))
+        except ApplianceError as exc:
+            return await self._editor(request, exc=exc)
         return redirect(f"{ADMIN}?done=discarded")
 
     async def _preview(

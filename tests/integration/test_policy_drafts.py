@@ -5,6 +5,7 @@ kept it, and a hostile number gets a message, not a server error."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -179,3 +180,29 @@ async def test_a_number_that_is_not_one_gets_a_message_not_a_server_error(
     assert await PolicyAcknowledgement.count() == 0
     assert (await publish(client)).status_code == 303  # the real revision still works
     assert await PolicyVersion.count() == 2
+
+
+async def test_throwing_away_a_draft_another_admin_saved_since_is_refused(
+    client: httpx.AsyncClient, admin: Admin, clock: FakeClock
+) -> None:
+    """The discard button throws away the revision its page showed: a draft saved by someone
+    else after that page was opened is kept, until thrown away from a page that showed it."""
+    await owner_signed_in(client, admin, clock)
+    assert (await save_draft(client, "First text", "s")).status_code == 303
+    opened = (await client.get(ADMIN)).text
+    shown = re.findall(
+        r'action="/admin/privacy-policy/discard".*?name="revision" value="(\d+)"', opened, re.S
+    )
+    assert shown == ["1"]
+    await service.save_draft("B's text", "s", revision=1, actor=OWNER, address="x", now=clock())
+    stale = await client.post(
+        f"{ADMIN}/discard", data={"revision": shown[0], "_csrf": csrf_of(opened)}
+    )
+    assert stale.status_code == 409 and "it was not thrown away" in stale.text
+    kept = await service.get_draft()
+    assert kept is not None and (kept.body, kept.revision) == ("B's text", 2)
+    fresh = (await client.get(ADMIN)).text
+    gone = await client.post(f"{ADMIN}/discard", data={"revision": "2", "_csrf": csrf_of(fresh)})
+    assert gone.status_code == 303 and await PolicyDraft.count() == 0
+    actions = [e.action for e in await list_entries()]
+    assert actions.count("policy.draft.discard") == 1
