@@ -17,7 +17,7 @@ from appliance.errors import NotFound
 if TYPE_CHECKING:
     from appliance.privacy.erasure import ErasureRequest
 
-__all__ = ["erasure_of", "start_erasure", "start_export"]
+__all__ = ["clients_being_erased", "erasure_of", "start_erasure", "start_export"]
 
 
 async def start_export(
@@ -66,3 +66,11 @@ async def erasure_of(erasure_id: int) -> ErasureRequest | None:
         return await get_request(erasure_id)
     except NotFound:
         return None
+
+
+async def clients_being_erased() -> set[int]:
+    """Clients being or already erased: their requests leave the queue, and no alert asks an
+    admin to answer one."""
+    from appliance.privacy.erasure import erased_client_ids
+
+    return await erased_client_ids()

@@ -565,10 +565,13 @@ async def check_deadlines(settings: Settings, now: dt.datetime) -> int:
         )
         .run()
     )
+    # A client being erased has left the queue: nobody could answer the alert. Nothing is
+    # claimed, so the alert still comes if the erasure is cancelled.
+    erased = await fulfilment.clients_being_erased() if rows else set()
     due = [
         (request, stage)
         for request in map(_record, rows)
-        if (stage := _due_alert(request, days, now))
+        if request.client_id not in erased and (stage := _due_alert(request, days, now))
     ]
     queued = 0
     for request, stage in due:

@@ -250,7 +250,7 @@ class PrivacyRequestAdminController(Controller):
     ) -> Response[Any]:
         from appliance.notify.admins import admin_recipients
 
-        await service.settle_copies(request.app.state.settings, request.app.state.clock())
+        await service.settle_requests(request.app.state.settings, request.app.state.clock())
         erased = await erased_client_ids()
         open_requests = [
             r for r in await service.list_requests(open_only=True) if r.client_id not in erased
@@ -283,7 +283,7 @@ class PrivacyRequestAdminController(Controller):
         request_id: FromPath[int],
         done: Annotated[str, QueryParameter(max_length=20)] = "",
     ) -> Response[Any]:
-        await service.settle_copies(request.app.state.settings, request.app.state.clock())
+        await service.settle_requests(request.app.state.settings, request.app.state.clock())
         found = await _visible(request_id)
         # The page shows the client's name, address and what they wrote: an access to their
         # data, so it is in their access log like the client's own page.

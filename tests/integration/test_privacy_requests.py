@@ -17,9 +17,11 @@ from appliance.audit.service import Actor, list_entries
 from appliance.config import Settings
 from appliance.galleries.tables import ShareLink
 from appliance.notify.tables import OutboxMessage
+from appliance.privacy import erasure
 from appliance.privacy_requests import service
 from appliance.privacy_requests.tables import PrivacyRequest, PrivacyRequestSubmission
 from tests.conftest import FakeClock
+from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, csrf_of, submit
 from tests.integration.sharing_flows import published_gallery, share, visitor
 from tests.integration.test_clients import ANNA, BEN, signed_in_owner
@@ -178,6 +180,37 @@ async def test_alerts_go_out_once_before_the_deadline_and_once_after(
         "warning",
         "failure",
     ]
+
+
+async def test_no_alert_asks_to_answer_a_request_of_a_client_being_erased(
+    clean_db: None, alerting: Settings
+) -> None:
+    """Erased three days before the deadline, the client's request has left the queue: no
+    alert asks for it; once the erasure is cancelled, the overdue alert comes."""
+    received = dt.datetime(2026, 1, 10, 10, 0, tzinfo=dt.UTC)
+    client_id = await _client(alerting, received)
+    got = await service.receive_request(
+        alerting, client_id=client_id, link_id=1, kind="copy", details="", address="x", now=received
+    )
+    deadline = got.request.deadline_at
+    made = await erasure.request_erasure(
+        alerting,
+        kind="client",
+        subject_id=client_id,
+        actor="owner",
+        source="staff",
+        now=deadline - dt.timedelta(days=3),
+    )
+    assert await service.check_deadlines(alerting, deadline - dt.timedelta(days=2)) == 0
+    assert await service.check_deadlines(alerting, deadline + dt.timedelta(hours=1)) == 0
+    assert not [m for m in await outbox() if m["kind"] == "alert" and "due" in str(m["subject"])]
+
+    await erasure.cancel_erasure(
+        alerting, made.id, actor=OWNER, now=deadline + dt.timedelta(hours=2)
+    )
+    assert await service.check_deadlines(alerting, deadline + dt.timedelta(hours=3)) == 1
+    (overdue,) = [m for m in await outbox() if m["kind"] == "alert"][-1:]
+    assert overdue["severity"] == "failure" and "overdue" in str(overdue["subject"])
 
 
 async def test_extension_moves_the_deadline_two_months_once_and_restarts_alerts(
