@@ -183,6 +183,7 @@ def client_context(event: str, kind: str, reason: str = "", **changes: Any) -> d
         "received_on": request.received_on,
         "due_on": request.due_on,
         "reason": reason,
+        "purge_on": dt.date(2026, 3, 9),
     }
 
 
@@ -211,7 +212,7 @@ def client_context(event: str, kind: str, reason: str = "", **changes: Any) -> d
             "done",
             "deletion",
             "Ihr Antrag auf Löschung Ihrer Daten wurde umgesetzt",
-            "innerhalb von 30 Tagen nach Eingang Ihres Antrags endgültig gelöscht",
+            "am 9. März 2026 oder kurz danach endgültig gelöscht",
         ),
         (
             "done",
