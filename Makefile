@@ -51,9 +51,8 @@ test-embedded: $(STAMP) ## Integration tests against the embedded PostgreSQL (as
 test: $(STAMP) tools-test lint ## Everything CI runs: lint, all tests, and again on embedded PG
 	$(BIN)/pytest tests/unit tests/packaging tests/integration tests/faults
 	$(BIN)/pytest tests/e2e
-# Again on the embedded server; the restic wrapper's tests use no database at all.
-	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q \
-		--ignore=tests/integration/test_restic.py
+# Again on the embedded server: the tests that use a database (tests/conftest.py picks them).
+	APPLIANCE_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration -q
 
 bench: $(STAMP) ## Benchmarks (print ratios against an in-process baseline)
 	$(BIN)/pytest tests/benchmarks -s

@@ -51,6 +51,18 @@ class FakeClock:
         self.now = dt.datetime.now(dt.UTC)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Forced onto the embedded server, run only the tests that use a database: the others
+    (object stores, alert URLs, processors pages from configuration) do not change with the
+    server, and already ran in the main pass."""
+    if os.environ.get(SERVER_DSN_ENV) != "embedded":
+        return
+    uses = [("postgres_server" in getattr(item, "fixturenames", ()), item) for item in items]
+    if not all(used for used, _ in uses):
+        config.hook.pytest_deselected(items=[item for used, item in uses if not used])
+        items[:] = [item for used, item in uses if used]
+
+
 def _server_reachable(dsn: str) -> bool:
     if os.environ.get(SERVER_DSN_ENV) == "embedded":
         return False  # forced: run the suite as on a machine without PostgreSQL
