@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from appliance.accounts import service as accounts
+from appliance.audit.service import Actor
 from appliance.backups.points import Point
 from appliance.backups.repositories import Target, configured, primary
 from appliance.backups.restore import choose_point
@@ -29,9 +32,11 @@ from tests.integration.sharing_flows import published_gallery, share
 from tests.integration.test_clients import ANNA, BEN, signed_in_owner
 
 __all__ = [
+    "CARLA_PASSWORD",
     "Erased",
     "anna_and_ben",
     "backed_up",
+    "carla",
     "count",
     "erase_and_purge",
     "erase_and_wait",
@@ -42,6 +47,25 @@ __all__ = [
     "store_traces",
     "traces",
 ]
+
+CARLA_PASSWORD = "amber meadow violin 77 cedar"
+
+
+async def carla(
+    settings: Settings, now: dt.datetime, email: str = "carla@studio.example"
+) -> accounts.StaffMember:
+    """Carla Reyes, a photographer who signs in with :data:`CARLA_PASSWORD`."""
+    return await accounts.create_user(
+        username="carla",
+        email=email,
+        display_name="Carla Reyes",
+        role="photographer",
+        password=CARLA_PASSWORD,
+        settings=settings,
+        now=now,
+        actor=Actor(id=None, name="test"),
+        address="test",
+    )
 
 
 @pytest.fixture(autouse=True)

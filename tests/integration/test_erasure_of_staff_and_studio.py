@@ -12,7 +12,7 @@ from appliance.clients.tables import Client
 from appliance.galleries.tables import Gallery
 from appliance.privacy import erasure, purge
 from tests.conftest import FakeClock
-from tests.integration.erasure_flows import anna_and_ben, count, traces
+from tests.integration.erasure_flows import CARLA_PASSWORD, anna_and_ben, carla, count, traces
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, submit
 from tests.integration.sharing_flows import visitor
@@ -24,7 +24,6 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
 ) -> None:
     """Erasing a photographer ends their sessions and refuses their password at once; the purge
     removes their account, recovery codes and sessions, and the audit log still verifies."""
-    from appliance.accounts import service as accounts
     from appliance.accounts.tables import StaffSession, StaffUser
     from appliance.audit.service import Actor, verify_chain
     from appliance.clients import service as clients
@@ -33,18 +32,8 @@ async def test_an_erased_staff_member_is_signed_out_refused_and_then_purged(
     from tests.integration.flows import sign_in
 
     settings = app.state.settings
-    password = "amber meadow violin 77 cedar"
-    member = await accounts.create_user(
-        username="carla",
-        email="carla@studio.example",
-        display_name="Carla Reyes",
-        role="photographer",
-        password=password,
-        settings=settings,
-        now=clock(),
-        actor=Actor(id=None, name="test"),
-        address="test",
-    )
+    password = CARLA_PASSWORD
+    member = await carla(settings, clock())
     await _staff_leftovers(database_url, clock, "carla", "carla@studio.example")
     async with make_client(app) as other:
         await sign_in(other, "carla", "not her password at all")  # a throttle row by her name

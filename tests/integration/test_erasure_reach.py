@@ -19,13 +19,13 @@ from appliance.privacy import erasure, purge
 from appliance.privacy_requests import service as requests
 from appliance.privacy_requests.tables import PrivacyRequest
 from tests.conftest import FakeClock, make_client
-from tests.integration.erasure_flows import anna_and_ben, count
+from tests.integration.erasure_flows import CARLA_PASSWORD, anna_and_ben, carla, count
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, csrf_of, sign_in, submit
 from tests.integration.sharing_flows import published_gallery, share, visitor
 from tests.integration.test_clients import ANNA, signed_in_owner
 
-PASSWORD = "amber meadow violin 77 cedar"
+PASSWORD = CARLA_PASSWORD
 QUEUE = "/admin/privacy-requests"
 USERS = "/admin/users"
 
@@ -37,18 +37,7 @@ async def _owner() -> accounts.StaffMember:
 
 
 async def _carla(app: Litestar, clock: FakeClock, email: str = "carla@studio.example") -> int:
-    member = await accounts.create_user(
-        username="carla",
-        email=email,
-        display_name="Carla Reyes",
-        role="photographer",
-        password=PASSWORD,
-        settings=app.state.settings,
-        now=clock(),
-        actor=Actor(id=None, name="test"),
-        address="test",
-    )
-    return member.id
+    return (await carla(app.state.settings, clock(), email)).id
 
 
 async def _erase(

@@ -10,11 +10,11 @@ import sys
 import httpx
 from litestar import Litestar
 
-from appliance.accounts import service as accounts
-from appliance.audit.service import Actor, list_entries
+from appliance.audit.service import list_entries
 from appliance.config import Settings
 from appliance.privacy import erasure
 from tests.conftest import FakeClock, make_client
+from tests.integration.erasure_flows import carla
 from tests.integration.erasure_flows import fresh_ledger as fresh_ledger  # autouse
 from tests.integration.flows import Admin, sign_in, submit, totp_code
 from tests.integration.test_sign_in import _user_id, invite_photographer
@@ -89,21 +89,11 @@ async def test_console_reset_recovers_a_locked_out_only_admin(
     unknown = _cli("staff", "reset", "nobody", env=env)
     assert unknown.returncode == 1 and "no staff account named 'nobody'" in unknown.stderr
     # An account being erased gets no link, and the console says why (no stack trace).
-    carla = await accounts.create_user(
-        username="carla",
-        email="carla@lumen.example",
-        display_name="Carla Reyes",
-        role="photographer",
-        password=NEW_PASSWORD,
-        settings=settings,
-        now=clock(),
-        actor=Actor(id=None, name="test"),
-        address="test",
-    )
+    member = await carla(settings, clock())
     await erasure.request_erasure(
         settings,
         kind="staff",
-        subject_id=carla.id,
+        subject_id=member.id,
         actor="owner",
         actor_id=None,
         source="staff",
